@@ -1,0 +1,105 @@
+//! The `mindcastle` command line: clap definitions, one file per subcommand.
+
+mod create;
+mod fsck;
+mod info;
+mod progress;
+mod transfer;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{Error, Result};
+
+/// Git for storage: disks in immutable, encrypted, content-addressed chunks.
+#[derive(Parser, Debug)]
+#[command(name = "mindcastle", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a new disk: NAME.swap plus its swapdata-UUID/ folder.
+    Create(create::Args),
+    /// Print a disk's uuid, size, root, levels and space figures.
+    Info(info::Args),
+    /// Write a raw image (or - for stdin) into a disk.
+    Import(transfer::ImportArgs),
+    /// Write a whole disk (or a kept snapshot) out as a raw image (or - for stdout).
+    Export(transfer::ExportArgs),
+    /// Verify every chunk, node and record reachable from the root and kept snapshots.
+    Fsck(fsck::Args),
+}
+
+/// Parses a size such as `100G`, `512M`, `64K`, `1T` or a plain byte count.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let (num, mult) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: u64 = num.trim().parse().map_err(|_| format!("'{s}' is not a size (e.g. 100G, 512M)"))?;
+    let v = n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))?;
+    if v == 0 || v % 4096 != 0 {
+        return Err(format!("'{s}' is not a positive multiple of 4096 bytes"));
+    }
+    Ok(v)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MINDCASTLE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the command line; errors print one line and map to an exit code by kind.
+pub fn run() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let r: Result<ExitCode> = match cli.command {
+        Command::Create(a) => create::run(a),
+        Command::Info(a) => info::run(a),
+        Command::Import(a) => transfer::import(a),
+        Command::Export(a) => transfer::export(a),
+        Command::Fsck(a) => fsck::run(a),
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => report(&e),
+    }
+}
+
+fn report(e: &Error) -> ExitCode {
+    eprintln!("mindcastle: {e}");
+    ExitCode::from(e.kind().exit_code())
+}
+
+/// A path argument.
+pub type PathArg = PathBuf;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("100G"), Ok(100 << 30));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("4097").is_err());
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! Deterministic authenticated encryption.
+//!
+//! Every record, index node and root is sealed with AES-256-GCM-SIV (RFC 8452) under a
+//! subkey of the disk key, with a fixed all-zero nonce. GCM-SIV derives its IV from the
+//! plaintext and associated data, so equal plaintexts give equal ciphertexts (which lets
+//! equal blocks deduplicate) while any change to the stored bytes fails the tag check.
+//! What this reveals is only which sealed items are equal, as in the original design
+//! (which used AES-GCM with IV = SHA-512(key || plaintext)[..12]).
+//!
+//! Stored form: `ciphertext || tag` (16 bytes); ciphertext length equals plaintext length.
+//!
+//! Subkeys (version 1): `SHA-512("mindcastle/v1/" || purpose || disk_key)[..32]`, with
+//! purpose `record` for block records and `index` for index nodes and roots. The AAD
+//! names the kind of item (`mindcastle/record/v1`, `mindcastle/node/v1`,
+//! `mindcastle/root/v1`) so one kind can never be opened as another.
+
+use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
+use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
+use sha2::{Digest, Sha512};
+
+use crate::error::{Error, Result};
+
+/// Length of the authentication tag appended to every sealed item.
+pub const TAG_LEN: usize = 16;
+/// AAD of block records.
+pub const AAD_RECORD: &[u8] = b"mindcastle/record/v1";
+/// AAD of index nodes.
+pub const AAD_NODE: &[u8] = b"mindcastle/node/v1";
+/// AAD of roots.
+pub const AAD_ROOT: &[u8] = b"mindcastle/root/v1";
+
+/// A 256-bit disk key, as written in the `.swap` file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DiskKey(pub [u8; 32]);
+
+impl std::fmt::Debug for DiskKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DiskKey(..)")
+    }
+}
+
+impl DiskKey {
+    /// A fresh random key.
+    pub fn random() -> Self {
+        let mut k = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut k);
+        Self(k)
+    }
+}
+
+/// The ciphers derived from one disk key.
+pub struct Keys {
+    record: Aes256GcmSiv,
+    index: Aes256GcmSiv,
+}
+
+fn subkey(purpose: &str, key: &DiskKey) -> [u8; 32] {
+    let mut h = Sha512::new();
+    h.update(b"mindcastle/v1/");
+    h.update(purpose.as_bytes());
+    h.update(key.0);
+    let d = h.finalize();
+    let mut k = [0u8; 32];
+    k.copy_from_slice(&d[..32]);
+    k
+}
+
+/// Which subkey to use.
+#[derive(Clone, Copy, Debug)]
+pub enum Purpose {
+    /// Block records.
+    Record,
+    /// Index nodes and roots.
+    Index,
+}
+
+impl Keys {
+    /// Derives the subkeys of `key`.
+    pub fn new(key: &DiskKey) -> Self {
+        let r = subkey("record", key);
+        let i = subkey("index", key);
+        Self {
+            record: Aes256GcmSiv::new(&r.into()),
+            index: Aes256GcmSiv::new(&i.into()),
+        }
+    }
+
+    fn cipher(&self, p: Purpose) -> &Aes256GcmSiv {
+        match p {
+            Purpose::Record => &self.record,
+            Purpose::Index => &self.index,
+        }
+    }
+
+    /// Seals `plain` into `ciphertext || tag`; returns the stored bytes and the tag.
+    pub fn seal(&self, p: Purpose, aad: &[u8], mut plain: Vec<u8>) -> Result<(Vec<u8>, [u8; 16])> {
+        let nonce = Nonce::default();
+        let tag = self
+            .cipher(p)
+            .encrypt_in_place_detached(&nonce, aad, &mut plain)
+            .map_err(|_| Error::invalid("item too large to seal"))?;
+        let mut t = [0u8; 16];
+        t.copy_from_slice(&tag);
+        plain.extend_from_slice(&t);
+        Ok((plain, t))
+    }
+
+    /// Opens `ciphertext || tag`. When `expected` is given the stored tag must equal it,
+    /// which binds the item to the reference that named it.
+    pub fn open(
+        &self,
+        p: Purpose,
+        aad: &[u8],
+        stored: &[u8],
+        expected: Option<&[u8; 16]>,
+    ) -> Result<Vec<u8>> {
+        let split = stored
+            .len()
+            .checked_sub(TAG_LEN)
+            .ok_or_else(|| Error::corrupt("sealed item shorter than its tag"))?;
+        let (ct, tag) = stored.split_at(split);
+        if let Some(e) = expected {
+            if tag != e {
+                return Err(Error::corrupt("tag does not match its reference"));
+            }
+        }
+        let mut buf = ct.to_vec();
+        self.cipher(p)
+            .decrypt_in_place_detached(&Nonce::default(), aad, &mut buf, Tag::from_slice(tag))
+            .map_err(|_| Error::corrupt("authentication failed (wrong key or corrupted bytes)"))?;
+        Ok(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_is_deterministic_and_authenticated() -> Result<()> {
+        let keys = Keys::new(&DiskKey([7; 32]));
+        let (a, ta) = keys.seal(Purpose::Record, AAD_RECORD, b"hello".to_vec())?;
+        let (b, _) = keys.seal(Purpose::Record, AAD_RECORD, b"hello".to_vec())?;
+        assert_eq!(a, b);
+        assert_eq!(keys.open(Purpose::Record, AAD_RECORD, &a, Some(&ta))?, b"hello");
+        let mut bad = a.clone();
+        bad[0] ^= 1;
+        assert!(keys.open(Purpose::Record, AAD_RECORD, &bad, None).is_err());
+        assert!(keys.open(Purpose::Index, AAD_NODE, &a, None).is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+//! Block records (format version 1).
+//!
+//! A record is one 4096-byte block, LZ4-compressed (lz4 block format, no frame) when that
+//! makes it shorter than 4096 bytes and kept raw otherwise, then sealed (see `crypto`):
+//!
+//! ```text
+//! +---------------------------------+-----------+
+//! | ciphertext (1..=4096 bytes)     | tag (16)  |
+//! +---------------------------------+-----------+
+//! ```
+//! A ciphertext of exactly 4096 bytes means the block was stored raw; anything shorter is
+//! LZ4 that must decompress to exactly 4096 bytes. All-zero blocks are never stored.
+//! The tag is also kept in the index entry, which binds the record to its place in the tree.
+
+use crate::error::{Error, Result};
+use crate::format::crypto::{Keys, Purpose, AAD_RECORD, TAG_LEN};
+use crate::format::BLOCK_SIZE;
+
+/// A sealed block ready to be placed in a data chunk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedRecord {
+    /// `ciphertext || tag`.
+    pub bytes: Vec<u8>,
+    /// The tag (last 16 bytes of `bytes`).
+    pub tag: [u8; 16],
+}
+
+/// Largest stored record.
+pub const MAX_RECORD: usize = BLOCK_SIZE + TAG_LEN;
+
+/// True when every byte is zero.
+pub fn is_zero(block: &[u8]) -> bool {
+    block.iter().all(|&b| b == 0)
+}
+
+/// Compresses and seals one block.
+pub fn seal_block(keys: &Keys, block: &[u8]) -> Result<SealedRecord> {
+    if block.len() != BLOCK_SIZE {
+        return Err(Error::invalid("seal_block needs exactly one block"));
+    }
+    let compressed = lz4_flex::block::compress(block);
+    let plain = if compressed.len() < BLOCK_SIZE {
+        compressed
+    } else {
+        block.to_vec()
+    };
+    let (bytes, tag) = keys.seal(Purpose::Record, AAD_RECORD, plain)?;
+    Ok(SealedRecord { bytes, tag })
+}
+
+/// Verifies and opens a stored record into `out` (one block).
+pub fn open_record(keys: &Keys, stored: &[u8], tag: &[u8; 16], out: &mut [u8]) -> Result<()> {
+    if stored.len() > MAX_RECORD || out.len() != BLOCK_SIZE {
+        return Err(Error::corrupt(format!("record of {} bytes", stored.len())));
+    }
+    let plain = keys.open(Purpose::Record, AAD_RECORD, stored, Some(tag))?;
+    if plain.len() == BLOCK_SIZE {
+        out.copy_from_slice(&plain);
+        return Ok(());
+    }
+    match lz4_flex::block::decompress_into(&plain, out) {
+        Ok(n) if n == BLOCK_SIZE => Ok(()),
+        Ok(n) => Err(Error::corrupt(format!("record decompressed to {n} bytes"))),
+        Err(e) => Err(Error::corrupt(format!("record does not decompress: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::crypto::DiskKey;
+
+    #[test]
+    fn round_trip_compressible_and_random() -> Result<()> {
+        let keys = Keys::new(&DiskKey([1; 32]));
+        let mut text = vec![0u8; BLOCK_SIZE];
+        for (i, b) in text.iter_mut().enumerate() {
+            *b = (i % 7) as u8;
+        }
+        let random: Vec<u8> = (0..BLOCK_SIZE).map(|i| (i * 2654435761usize >> 13) as u8).collect();
+        for block in [text, random] {
+            let r = seal_block(&keys, &block)?;
+            let mut out = vec![0u8; BLOCK_SIZE];
+            open_record(&keys, &r.bytes, &r.tag, &mut out)?;
+            assert_eq!(out, block);
+        }
+        assert!(is_zero(&[0u8; BLOCK_SIZE]));
+        let mut nz = [0u8; BLOCK_SIZE];
+        nz[4095] = 1;
+        assert!(!is_zero(&nz));
+        Ok(())
+    }
+}

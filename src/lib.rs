@@ -1,0 +1,19 @@
+//! Mindcastle: a block device whose contents live in immutable, content-addressed,
+//! compressed and encrypted chunk files.
+//!
+//! Layers, each using only the one below it:
+//! - [`cli`]: the `mindcastle` command.
+//! - [`volume`]: blocks at any alignment, flush, checkpoint, snapshots, fsck, import/export.
+//! - [`lsm`]: write-ahead log, memtable, sorted runs in levels, merges.
+//! - [`format`]: pure byte layouts (records, nodes, roots, log, `.swap` file).
+//! - [`store`]: where chunk files live.
+
+pub mod cli;
+pub mod error;
+pub mod format;
+pub mod lsm;
+pub mod store;
+pub mod volume;
+
+pub use error::{Error, ErrorKind, Result};
+pub use volume::{OpenOptions, Volume};

@@ -1,0 +1,64 @@
+//! The newest writes, in memory, sorted by block; bounded by `Memtable::full`.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use crate::format::record::SealedRecord;
+
+/// Flush to a run when stored record bytes exceed this.
+pub const MAX_BYTES: usize = 64 << 20;
+/// Flush to a run when entries exceed this.
+pub const MAX_ENTRIES: usize = 32768;
+
+/// One block's newest state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemEntry {
+    /// Reads as zeros.
+    Zero,
+    /// A sealed record not yet in a chunk.
+    Data(SealedRecord),
+}
+
+/// Sorted in-memory writes.
+#[derive(Default)]
+pub struct Memtable {
+    map: BTreeMap<u64, MemEntry>,
+    bytes: usize,
+}
+
+impl Memtable {
+    /// Inserts, replacing any older entry.
+    pub fn insert(&mut self, lba: u64, e: MemEntry) {
+        if let MemEntry::Data(r) = &e {
+            self.bytes += r.bytes.len();
+        }
+        if let Some(MemEntry::Data(old)) = self.map.insert(lba, e) {
+            self.bytes = self.bytes.saturating_sub(old.bytes.len());
+        }
+    }
+    /// Entry of one block.
+    pub fn get(&self, lba: u64) -> Option<&MemEntry> {
+        self.map.get(&lba)
+    }
+    /// Entries with lba in `[a, b)`.
+    pub fn range(&self, a: u64, b: u64) -> impl Iterator<Item = (&u64, &MemEntry)> {
+        self.map.range((Bound::Included(a), Bound::Excluded(b)))
+    }
+    /// True when a flush is due.
+    pub fn full(&self) -> bool {
+        self.bytes >= MAX_BYTES || self.map.len() >= MAX_ENTRIES
+    }
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+    /// Takes everything, sorted.
+    pub fn drain(&mut self) -> Vec<(u64, MemEntry)> {
+        self.bytes = 0;
+        std::mem::take(&mut self.map).into_iter().collect()
+    }
+}

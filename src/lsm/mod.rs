@@ -1,0 +1,14 @@
+//! The log-structured merge tree, tuned for blocks: a write-ahead log and memtable in
+//! front of sorted runs in levels. Data records are written once into data chunks; merges
+//! rewrite only the index (entries keep pointing at their chunks), so an old chunk is
+//! reused whole whenever its records survive.
+
+pub mod chunker;
+pub mod ctx;
+pub mod entry;
+pub mod memtable;
+pub mod merge;
+pub mod policy;
+pub mod run;
+pub mod tree;
+pub mod wal;
