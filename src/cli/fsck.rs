@@ -18,7 +18,14 @@ pub struct Args {
 
 /// Runs `fsck`: exit 0 when clean, 1 with one line per problem otherwise.
 pub fn run(a: Args) -> Result<ExitCode> {
-    let vol = Volume::open(&a.swap, &OpenOptions { read_only: true, no_lock: true, ..Default::default() })?;
+    let vol = Volume::open(
+        &a.swap,
+        &OpenOptions {
+            read_only: true,
+            no_lock: true,
+            ..Default::default()
+        },
+    )?;
     let total: u64 = vol.tree()?.runs().map(|r| r.desc.entries).sum();
     let pb = progress::count(total, "fsck");
     let report = vol.fsck(&|n| pb.set_position(n))?;
@@ -38,5 +45,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
             report.problems.len()
         );
     }
-    Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -18,7 +18,14 @@ pub struct Args {
 
 /// Runs `info`.
 pub fn run(a: Args) -> Result<ExitCode> {
-    let vol = Volume::open(&a.swap, &OpenOptions { read_only: true, no_lock: true, ..Default::default() })?;
+    let vol = Volume::open(
+        &a.swap,
+        &OpenOptions {
+            read_only: true,
+            no_lock: true,
+            ..Default::default()
+        },
+    )?;
     let i = vol.info()?;
     if a.json {
         let s = serde_json::to_string_pretty(&i).map_err(|e| Error::invalid(e.to_string()))?;
@@ -27,7 +34,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     println!("uuid:              {}", i.uuid);
     println!("size:              {}", i.size);
-    println!("root:              {}", i.root.as_deref().unwrap_or("(none: empty disk)"));
+    println!(
+        "root:              {}",
+        i.root.as_deref().unwrap_or("(none: empty disk)")
+    );
     if let Some(h) = &i.snaphash {
         println!("snaphash:          {h}");
     }
@@ -49,7 +59,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
         println!("  {s}");
     }
     if i.pending_blocks > 0 {
-        println!("pending blocks:    {} (in the write-ahead log)", i.pending_blocks);
+        println!(
+            "pending blocks:    {} (in the write-ahead log)",
+            i.pending_blocks
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

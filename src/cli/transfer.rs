@@ -67,11 +67,21 @@ impl<W> Seek for NoSeek<W> {
 /// Runs `export`.
 pub fn export(a: ExportArgs) -> Result<ExitCode> {
     let snapshot = a.snapshot.as_deref().map(ChunkId::from_hex).transpose()?;
-    let vol = Volume::open(&a.swap, &OpenOptions { read_only: true, snapshot, ..Default::default() })?;
+    let vol = Volume::open(
+        &a.swap,
+        &OpenOptions {
+            read_only: true,
+            snapshot,
+            ..Default::default()
+        },
+    )?;
     let pb = progress::bytes(vol.size(), "export");
     let tick = |n| pb.set_position(n);
     if a.out == "-" {
-        let mut out = NoSeek(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()));
+        let mut out = NoSeek(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::io::stdout().lock(),
+        ));
         match vol.export(&mut out, false, &tick) {
             // A closed pipe (export | head) is not a failure of ours.
             Err(e) if e.to_string().contains("Broken pipe") => return Ok(ExitCode::SUCCESS),
@@ -82,7 +92,8 @@ pub fn export(a: ExportArgs) -> Result<ExitCode> {
         let regular = f.metadata().map(|m| m.is_file()).unwrap_or(false);
         vol.export(&mut f, regular, &tick)?;
         if regular {
-            f.set_len(vol.size()).map_err(|e| Error::io(a.out.clone(), e))?;
+            f.set_len(vol.size())
+                .map_err(|e| Error::io(a.out.clone(), e))?;
         }
         f.sync_all().map_err(|e| Error::io(a.out.clone(), e))?;
     }

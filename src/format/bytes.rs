@@ -21,7 +21,9 @@ impl<'a> Reader<'a> {
             .pos
             .checked_add(n)
             .filter(|&e| e <= self.buf.len())
-            .ok_or_else(|| Error::corrupt(format!("{} truncated at byte {}", self.what, self.pos)))?;
+            .ok_or_else(|| {
+                Error::corrupt(format!("{} truncated at byte {}", self.what, self.pos))
+            })?;
         let s = self.buf.get(self.pos..end).unwrap_or_default();
         self.pos = end;
         Ok(s)
@@ -52,7 +54,10 @@ impl<'a> Reader<'a> {
     pub fn string(&mut self, max: usize) -> Result<String> {
         let n = self.u32()? as usize;
         if n > max {
-            return Err(Error::corrupt(format!("{}: string of {n} bytes", self.what)));
+            return Err(Error::corrupt(format!(
+                "{}: string of {n} bytes",
+                self.what
+            )));
         }
         String::from_utf8(self.take(n)?.to_vec())
             .map_err(|_| Error::corrupt(format!("{}: string is not UTF-8", self.what)))
@@ -61,7 +66,10 @@ impl<'a> Reader<'a> {
     pub fn count(&mut self, min_item: usize) -> Result<usize> {
         let n = self.u32()? as usize;
         if n.saturating_mul(min_item.max(1)) > self.remaining() {
-            return Err(Error::corrupt(format!("{}: count {n} exceeds its bytes", self.what)));
+            return Err(Error::corrupt(format!(
+                "{}: count {n} exceeds its bytes",
+                self.what
+            )));
         }
         Ok(n)
     }
@@ -106,6 +114,10 @@ impl Put for Vec<u8> {
     }
     fn put_str(&mut self, s: &str) {
         self.put_u32(u32::try_from(s.len()).unwrap_or(u32::MAX));
-        self.extend_from_slice(s.as_bytes().get(..u32::MAX as usize).unwrap_or(s.as_bytes()));
+        self.extend_from_slice(
+            s.as_bytes()
+                .get(..u32::MAX as usize)
+                .unwrap_or(s.as_bytes()),
+        );
     }
 }

@@ -31,7 +31,9 @@ impl ChunkId {
     pub fn from_hex(s: &str) -> Result<Self> {
         let mut id = [0u8; 32];
         if s.len() != 64 {
-            return Err(Error::invalid(format!("chunk id '{s}' is not 64 hex digits")));
+            return Err(Error::invalid(format!(
+                "chunk id '{s}' is not 64 hex digits"
+            )));
         }
         hex::decode_to_slice(s, &mut id)
             .map_err(|_| Error::invalid(format!("chunk id '{s}' is not 64 hex digits")))?;

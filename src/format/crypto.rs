@@ -142,7 +142,10 @@ mod tests {
         let (a, ta) = keys.seal(Purpose::Record, AAD_RECORD, b"hello".to_vec())?;
         let (b, _) = keys.seal(Purpose::Record, AAD_RECORD, b"hello".to_vec())?;
         assert_eq!(a, b);
-        assert_eq!(keys.open(Purpose::Record, AAD_RECORD, &a, Some(&ta))?, b"hello");
+        assert_eq!(
+            keys.open(Purpose::Record, AAD_RECORD, &a, Some(&ta))?,
+            b"hello"
+        );
         let mut bad = a.clone();
         bad[0] ^= 1;
         assert!(keys.open(Purpose::Record, AAD_RECORD, &bad, None).is_err());

@@ -258,14 +258,33 @@ mod tests {
     fn nodes_round_trip() -> Result<()> {
         let keys = Keys::new(&DiskKey([3; 32]));
         let leaf = Node::Leaf(vec![
-            LeafEntry { lba: 1, chunk: 0, offset: 0, len: 100, tag: [9; 16] },
-            LeafEntry { lba: 5, chunk: ZERO_CHUNK, offset: 0, len: 0, tag: [0; 16] },
+            LeafEntry {
+                lba: 1,
+                chunk: 0,
+                offset: 0,
+                len: 100,
+                tag: [9; 16],
+            },
+            LeafEntry {
+                lba: 5,
+                chunk: ZERO_CHUNK,
+                offset: 0,
+                len: 0,
+                tag: [0; 16],
+            },
         ]);
         let (stored, tag) = leaf.seal(&keys)?;
         assert_eq!(Node::open(&keys, &stored, &tag)?, leaf);
-        let table = Node::Table(vec![TableEntry { id: ChunkId([4; 32]), size: 10, live: 5 }]);
+        let table = Node::Table(vec![TableEntry {
+            id: ChunkId([4; 32]),
+            size: 10,
+            live: 5,
+        }]);
         assert_eq!(Node::decode(&table.encode())?, table);
-        let inner = Node::Inner(vec![InnerEntry { first_lba: 0, child: NodeRef::default() }]);
+        let inner = Node::Inner(vec![InnerEntry {
+            first_lba: 0,
+            child: NodeRef::default(),
+        }]);
         assert_eq!(Node::decode(&inner.encode())?, inner);
         Ok(())
     }
@@ -273,8 +292,20 @@ mod tests {
     #[test]
     fn out_of_order_leaf_is_refused() {
         let bad = Node::Leaf(vec![
-            LeafEntry { lba: 5, chunk: 0, offset: 0, len: 1, tag: [0; 16] },
-            LeafEntry { lba: 5, chunk: 0, offset: 0, len: 1, tag: [0; 16] },
+            LeafEntry {
+                lba: 5,
+                chunk: 0,
+                offset: 0,
+                len: 1,
+                tag: [0; 16],
+            },
+            LeafEntry {
+                lba: 5,
+                chunk: 0,
+                offset: 0,
+                len: 1,
+                tag: [0; 16],
+            },
         ]);
         assert!(Node::decode(&bad.encode()).is_err());
         assert!(Node::decode(b"MCN1").is_err());
@@ -291,7 +322,15 @@ mod more_tests {
     fn inner_with_many_children() -> Result<()> {
         let keys = Keys::new(&DiskKey([3; 32]));
         let v: Vec<InnerEntry> = (0..16)
-            .map(|i| InnerEntry { first_lba: i * 1024, child: NodeRef { chunk: 0, offset: i as u32 * 100, len: 50, tag: [i as u8; 16] } })
+            .map(|i| InnerEntry {
+                first_lba: i * 1024,
+                child: NodeRef {
+                    chunk: 0,
+                    offset: i as u32 * 100,
+                    len: 50,
+                    tag: [i as u8; 16],
+                },
+            })
             .collect();
         let n = Node::Inner(v);
         let (s, t) = n.seal(&keys)?;

@@ -77,7 +77,9 @@ mod tests {
         for (i, b) in text.iter_mut().enumerate() {
             *b = (i % 7) as u8;
         }
-        let random: Vec<u8> = (0..BLOCK_SIZE).map(|i| (i * 2654435761usize >> 13) as u8).collect();
+        let random: Vec<u8> = (0..BLOCK_SIZE)
+            .map(|i| ((i * 2654435761usize) >> 13) as u8)
+            .collect();
         for block in [text, random] {
             let r = seal_block(&keys, &block)?;
             let mut out = vec![0u8; BLOCK_SIZE];

@@ -178,7 +178,9 @@ impl Root {
                 tables.push(NodeRef::get(&mut r)?);
             }
             if root.chunk as usize >= index_chunks.len() {
-                return Err(Error::corrupt("root: run tree root outside its index chunks"));
+                return Err(Error::corrupt(
+                    "root: run tree root outside its index chunks",
+                ));
             }
             runs.push(RunDesc {
                 level,
@@ -236,7 +238,11 @@ mod tests {
             size: 1 << 30,
             seq: 3,
             time: 17,
-            parent: Some(RootRef { id: ChunkId([1; 32]), size: 9, tag: [2; 16] }),
+            parent: Some(RootRef {
+                id: ChunkId([1; 32]),
+                size: 9,
+                tag: [2; 16],
+            }),
             runs: vec![RunDesc {
                 level: 0,
                 entries: 2,
@@ -247,7 +253,11 @@ mod tests {
                 index_chunks: vec![(ChunkId([3; 32]), 77)],
                 tables: vec![NodeRef::default()],
             }],
-            kept: vec![RootRef { id: ChunkId([4; 32]), size: 1, tag: [0; 16] }],
+            kept: vec![RootRef {
+                id: ChunkId([4; 32]),
+                size: 1,
+                tag: [0; 16],
+            }],
             name: "n".into(),
             message: "m".into(),
         };

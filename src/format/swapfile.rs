@@ -112,7 +112,7 @@ impl SwapFile {
                     let s: u64 = v
                         .parse()
                         .map_err(|_| err(format!("size '{v}' is not a number of bytes")))?;
-                    if s == 0 || s % BLOCK_SIZE as u64 != 0 {
+                    if s == 0 || !s.is_multiple_of(BLOCK_SIZE as u64) {
                         return Err(err(format!("size {s} is not a positive multiple of 4096")));
                     }
                     size = Some(s);
@@ -170,14 +170,20 @@ impl SwapFile {
             (None, None) => None,
             (Some((id, sz, _)), Some((tag, _))) => Some(RootRef { id, size: sz, tag }),
             (Some((_, _, n)), None) => {
-                return Err(Error::invalid(format!("{name}:{n}: snapshot= without snaphash=")))
+                return Err(Error::invalid(format!(
+                    "{name}:{n}: snapshot= without snaphash="
+                )))
             }
             (None, Some((_, n))) => {
-                return Err(Error::invalid(format!("{name}:{n}: snaphash= without snapshot=")))
+                return Err(Error::invalid(format!(
+                    "{name}:{n}: snaphash= without snapshot="
+                )))
             }
         };
         if snapshot.is_some() && key.is_none() {
-            return Err(Error::invalid(format!("{name}: a disk with a snapshot needs its key=")));
+            return Err(Error::invalid(format!(
+                "{name}: a disk with a snapshot needs its key="
+            )));
         }
         Ok(Self {
             uuid,
@@ -198,7 +204,12 @@ impl SwapFile {
             s += &format!("key={}\n", hex::encode(k));
         }
         if let Some(r) = &self.snapshot {
-            s += &format!("snapshot={}:{}\nsnaphash={}\n", r.id, r.size, hex::encode(r.tag));
+            s += &format!(
+                "snapshot={}:{}\nsnaphash={}\n",
+                r.id,
+                r.size,
+                hex::encode(r.tag)
+            );
         }
         if let Some(d) = &self.swapdata {
             s += &format!("swapdata={d}\n");
@@ -238,13 +249,25 @@ mod tests {
     #[test]
     fn errors_name_file_and_line() {
         let cases = [
-            ("uuid=a\nsize=4097\n", "d.swap:2: size 4097 is not a positive multiple of 4096"),
-            ("uuid=a\nsize=4096\nkey=zz\n", "d.swap:3: key is not 64 hex digits"),
+            (
+                "uuid=a\nsize=4097\n",
+                "d.swap:2: size 4097 is not a positive multiple of 4096",
+            ),
+            (
+                "uuid=a\nsize=4096\nkey=zz\n",
+                "d.swap:3: key is not 64 hex digits",
+            ),
             ("uuid=a\nnonsense\n", "d.swap:2: expected key=value"),
             ("uuid=a\nsize=x\n", "d.swap:2: size 'x' is not a number"),
             ("size=4096\n", "d.swap: no uuid= line"),
-            ("uuid=a\nuuid=b\nsize=4096\n", "d.swap:2: 'uuid' given twice"),
-            ("uuid=a\nsize=4096\nsnapshot=00:1\n", "d.swap:3: snapshot id is not 64 hex"),
+            (
+                "uuid=a\nuuid=b\nsize=4096\n",
+                "d.swap:2: 'uuid' given twice",
+            ),
+            (
+                "uuid=a\nsize=4096\nsnapshot=00:1\n",
+                "d.swap:3: snapshot id is not 64 hex",
+            ),
         ];
         for (text, want) in cases {
             match SwapFile::parse(text, "d.swap") {

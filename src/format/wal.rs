@@ -63,7 +63,9 @@ pub fn decode_header(buf: &[u8]) -> Result<Option<ChunkId>> {
     }
     let v = r.u32()?;
     if v != WAL_VERSION {
-        return Err(Error::corrupt(format!("write-ahead log: version {v}, expected {WAL_VERSION}")));
+        return Err(Error::corrupt(format!(
+            "write-ahead log: version {v}, expected {WAL_VERSION}"
+        )));
     }
     let _ = r.u32()?;
     let id: [u8; 32] = r.array()?;
@@ -121,7 +123,10 @@ fn decode_one(buf: &[u8]) -> Option<(WalOp, usize)> {
             if n as usize > MAX_RECORD {
                 return None;
             }
-            WalOp::Data { lba, record: r.take(n as usize).ok()?.to_vec() }
+            WalOp::Data {
+                lba,
+                record: r.take(n as usize).ok()?.to_vec(),
+            }
         }
         2 => WalOp::Zero { lba, count: n },
         _ => return None,
@@ -141,7 +146,10 @@ mod tests {
     #[test]
     fn torn_tail_is_dropped() {
         let mut buf = encode_header(Some(ChunkId([1; 32])));
-        let a = WalOp::Data { lba: 3, record: vec![1, 2, 3] };
+        let a = WalOp::Data {
+            lba: 3,
+            record: vec![1, 2, 3],
+        };
         let b = WalOp::Zero { lba: 9, count: 4 };
         encode_op(&a, &mut buf);
         encode_op(&b, &mut buf);

@@ -48,7 +48,8 @@ impl<'a> Chunker<'a> {
         }
         let offset = self.buf.len() as u32;
         self.buf.extend_from_slice(&rec.bytes);
-        self.pending.push((lba, offset, rec.bytes.len() as u32, rec.tag));
+        self.pending
+            .push((lba, offset, rec.bytes.len() as u32, rec.tag));
         let h = u32::from_le_bytes([rec.tag[0], rec.tag[1], rec.tag[2], rec.tag[3]]);
         if self.buf.len() >= MIN_CHUNK && h < CUT_THRESHOLD {
             self.cut()?;
@@ -66,7 +67,13 @@ impl<'a> Chunker<'a> {
         for (lba, offset, len, tag) in self.pending.drain(..) {
             self.out.push((
                 lba,
-                Loc::Data(DataRef { chunk: id, chunk_size: size, offset, len, tag }),
+                Loc::Data(DataRef {
+                    chunk: id,
+                    chunk_size: size,
+                    offset,
+                    len,
+                    tag,
+                }),
             ));
         }
         self.buf.clear();

@@ -43,7 +43,9 @@ impl Ctx {
                 return Ok(n.clone());
             }
         }
-        let stored = self.store.get_range(chunk, u64::from(r.offset), r.len as usize)?;
+        let stored = self
+            .store
+            .get_range(chunk, u64::from(r.offset), r.len as usize)?;
         let node = Arc::new(
             Node::open(&self.keys, &stored, &r.tag)
                 .map_err(|e| e.context(format!("index node at {}+{}", chunk, r.offset)))?,

@@ -44,9 +44,9 @@ impl Memtable {
     pub fn range(&self, a: u64, b: u64) -> impl Iterator<Item = (&u64, &MemEntry)> {
         self.map.range((Bound::Included(a), Bound::Excluded(b)))
     }
-    /// True when a flush is due.
-    pub fn full(&self) -> bool {
-        self.bytes >= MAX_BYTES || self.map.len() >= MAX_ENTRIES
+    /// True when a flush is due with at most `max_entries` entries.
+    pub fn full(&self, max_entries: usize) -> bool {
+        self.bytes >= MAX_BYTES || self.map.len() >= max_entries
     }
     /// Number of entries.
     pub fn len(&self) -> usize {

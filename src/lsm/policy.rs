@@ -9,9 +9,9 @@ pub const BASE_ENTRIES: u64 = 65536;
 /// Growth factor between levels.
 pub const GROWTH: u64 = 10;
 
-/// Capacity of level `k` in entries.
-pub fn capacity(k: usize) -> u64 {
-    let mut c = BASE_ENTRIES;
+/// Capacity of level `k` in entries, for a level-0 capacity of `base`.
+pub fn capacity(base: u64, k: usize) -> u64 {
+    let mut c = base;
     for _ in 0..k {
         c = c.saturating_mul(GROWTH);
     }
@@ -19,11 +19,11 @@ pub fn capacity(k: usize) -> u64 {
 }
 
 /// Target level for a batch of `batch` entries over levels of `sizes` entries.
-pub fn choose(sizes: &[u64], batch: u64) -> usize {
+pub fn choose(base: u64, sizes: &[u64], batch: u64) -> usize {
     let mut total = batch;
     for k in 0.. {
         total = total.saturating_add(sizes.get(k).copied().unwrap_or(0));
-        if total <= capacity(k) || (k >= sizes.len() && k >= 40) {
+        if total <= capacity(base, k) || (k >= sizes.len() && k >= 40) {
             return k;
         }
     }
@@ -46,7 +46,11 @@ mod tests {
             (&[], 1_000_000, 2),
         ];
         for (sizes, batch, want) in cases {
-            assert_eq!(choose(sizes, *batch), *want, "{sizes:?} + {batch}");
+            assert_eq!(
+                choose(BASE_ENTRIES, sizes, *batch),
+                *want,
+                "{sizes:?} + {batch}"
+            );
         }
     }
 }

@@ -47,10 +47,12 @@ impl Run {
         if e.chunk == ZERO_CHUNK {
             return Ok(Loc::Zero);
         }
-        let t = self
-            .table
-            .get(e.chunk as usize)
-            .ok_or_else(|| Error::corrupt(format!("leaf entry names chunk #{} past the table", e.chunk)))?;
+        let t = self.table.get(e.chunk as usize).ok_or_else(|| {
+            Error::corrupt(format!(
+                "leaf entry names chunk #{} past the table",
+                e.chunk
+            ))
+        })?;
         Ok(Loc::Data(DataRef {
             chunk: t.id,
             chunk_size: t.size,
@@ -62,7 +64,11 @@ impl Run {
 
     /// A cursor at the first entry with lba >= `lba`.
     pub fn seek<'a>(&'a self, ctx: &'a Ctx, lba: u64) -> Result<Cursor<'a>> {
-        let mut c = Cursor { run: self, ctx, stack: Vec::new() };
+        let mut c = Cursor {
+            run: self,
+            ctx,
+            stack: Vec::new(),
+        };
         let mut r = self.desc.root;
         loop {
             let node = ctx.node(&index_chunk(&self.desc, r.chunk)?, &r)?;
@@ -198,19 +204,35 @@ impl<'a> RunWriter<'a> {
         }
         self.last = Some(lba);
         let e = match loc {
-            Loc::Zero => LeafEntry { lba, chunk: ZERO_CHUNK, offset: 0, len: 0, tag: [0; 16] },
+            Loc::Zero => LeafEntry {
+                lba,
+                chunk: ZERO_CHUNK,
+                offset: 0,
+                len: 0,
+                tag: [0; 16],
+            },
             Loc::Data(d) => {
                 let next = self.table.len() as u32;
                 let i = *self.table_pos.entry(d.chunk).or_insert(next);
                 if i == next {
-                    self.table.push(TableEntry { id: d.chunk, size: d.chunk_size, live: 0 });
+                    self.table.push(TableEntry {
+                        id: d.chunk,
+                        size: d.chunk_size,
+                        live: 0,
+                    });
                 }
                 if let Some(t) = self.table.get_mut(i as usize) {
                     t.live = t.live.saturating_add(d.len);
                 }
                 self.data_entries += 1;
                 self.record_bytes += u64::from(d.len);
-                LeafEntry { lba, chunk: i, offset: d.offset, len: d.len, tag: d.tag }
+                LeafEntry {
+                    lba,
+                    chunk: i,
+                    offset: d.offset,
+                    len: d.len,
+                    tag: d.tag,
+                }
             }
         };
         self.entries += 1;
@@ -227,7 +249,10 @@ impl<'a> RunWriter<'a> {
         };
         let node = Node::Leaf(std::mem::take(&mut self.leaf));
         let r = self.write_node(&node)?;
-        self.parents.push(InnerEntry { first_lba: first, child: r });
+        self.parents.push(InnerEntry {
+            first_lba: first,
+            child: r,
+        });
         Ok(())
     }
 
@@ -269,7 +294,10 @@ impl<'a> RunWriter<'a> {
             for group in level.chunks(FANOUT) {
                 let first = group.first().map(|e| e.first_lba).unwrap_or(0);
                 let r = self.write_node(&Node::Inner(group.to_vec()))?;
-                up.push(InnerEntry { first_lba: first, child: r });
+                up.push(InnerEntry {
+                    first_lba: first,
+                    child: r,
+                });
             }
             level = up;
             height += 1;

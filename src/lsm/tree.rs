@@ -81,13 +81,13 @@ impl Tree {
     }
 
     /// Merges a sorted batch into the levels.
-    pub fn insert(&mut self, ctx: &Ctx, batch: Vec<(u64, Loc)>) -> Result<MergeStats> {
+    pub fn insert(&mut self, ctx: &Ctx, base: u64, batch: Vec<(u64, Loc)>) -> Result<MergeStats> {
         let sizes: Vec<u64> = self
             .levels
             .iter()
             .map(|l| l.as_ref().map_or(0, |r| r.desc.entries))
             .collect();
-        let k = policy::choose(&sizes, batch.len() as u64);
+        let k = policy::choose(base, &sizes, batch.len() as u64);
         let bottom = self.levels.iter().skip(k + 1).all(Option::is_none);
         let mut sources = vec![Source::Vec(batch.into_iter())];
         for run in self.levels.iter().take(k + 1).flatten() {

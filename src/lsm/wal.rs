@@ -34,7 +34,12 @@ impl Wal {
             .map_err(ctx)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(ctx)?;
-        let mut wal = Self { file, path: path.to_path_buf(), buf: Vec::new(), len: 0 };
+        let mut wal = Self {
+            file,
+            path: path.to_path_buf(),
+            buf: Vec::new(),
+            len: 0,
+        };
         if bytes.len() < HEADER_LEN {
             wal.reset(base)?;
             return Ok((wal, Vec::new()));

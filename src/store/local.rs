@@ -60,8 +60,7 @@ impl LocalStore {
         }
         let path = self.path_of(id);
         let f = Arc::new(
-            File::open(&path)
-                .map_err(|e| Error::io(format!("chunk {}", path.display()), e))?,
+            File::open(&path).map_err(|e| Error::io(format!("chunk {}", path.display()), e))?,
         );
         if let Ok(mut cache) = self.files.lock() {
             cache.put(*id, f.clone());
@@ -73,7 +72,8 @@ impl LocalStore {
 impl ChunkStore for LocalStore {
     fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
         let path = self.path_of(id);
-        let bytes = fs::read(&path).map_err(|e| Error::io(format!("chunk {}", path.display()), e))?;
+        let bytes =
+            fs::read(&path).map_err(|e| Error::io(format!("chunk {}", path.display()), e))?;
         if ChunkId::of(&bytes) != *id {
             return Err(Error::corrupt(format!(
                 "chunk {}: contents do not match its name",

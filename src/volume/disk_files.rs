@@ -61,7 +61,10 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
 pub fn create_swap(path: &Path, swap: &SwapFile) -> Result<()> {
     let ctx = |e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::invalid(format!("{} already exists; not overwriting it", path.display()))
+            Error::invalid(format!(
+                "{} already exists; not overwriting it",
+                path.display()
+            ))
         } else {
             Error::io(format!("creating {}", path.display()), e)
         }
@@ -93,17 +96,29 @@ impl DiskLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        let got = if exclusive { file.try_lock() } else { file.try_lock_shared() };
+        let got = if exclusive {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        };
         match got {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut pid = String::new();
                 let _ = file.read_to_string(&mut pid);
                 let pid = pid.trim();
-                let who = if pid.is_empty() { "another process".to_string() } else { format!("process {pid}") };
+                let who = if pid.is_empty() {
+                    "another process".to_string()
+                } else {
+                    format!("process {pid}")
+                };
                 return Err(Error::new(
                     ErrorKind::Unavailable,
-                    format!("disk {} is in use by {who} (lock {})", dir.display(), path.display()),
+                    format!(
+                        "disk {} is in use by {who} (lock {})",
+                        dir.display(),
+                        path.display()
+                    ),
                 ));
             }
             Err(std::fs::TryLockError::Error(e)) => {

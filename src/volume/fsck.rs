@@ -124,7 +124,10 @@ impl Checker<'_> {
         for (id, size) in &run.index_chunks {
             match self.verify_chunk(id, &format!("level {lvl} index")) {
                 Some(b) if b.len() as u64 != u64::from(*size) => {
-                    self.problem(format!("level {lvl} index chunk {id}: size {} != {size}", b.len()));
+                    self.problem(format!(
+                        "level {lvl} index chunk {id}: size {} != {size}",
+                        b.len()
+                    ));
                 }
                 Some(_) => {}
                 None => bad_index = true,
@@ -137,7 +140,9 @@ impl Checker<'_> {
         for t in &run.tables {
             match self.node(run, t) {
                 Some(Node::Table(v)) => table.extend(v),
-                Some(_) => self.problem(format!("level {lvl}: table reference names another node kind")),
+                Some(_) => self.problem(format!(
+                    "level {lvl}: table reference names another node kind"
+                )),
                 None => {}
             }
         }
@@ -155,37 +160,56 @@ impl Checker<'_> {
                             continue;
                         }
                         let Some(t) = table.get(e.chunk as usize).copied() else {
-                            self.problem(format!("level {lvl} block {}: chunk #{} not in the table", e.lba, e.chunk));
+                            self.problem(format!(
+                                "level {lvl} block {}: chunk #{} not in the table",
+                                e.lba, e.chunk
+                            ));
                             continue;
                         };
-                        let Some(bytes) = self.verify_chunk(&t.id, &format!("level {lvl} data")) else {
+                        let Some(bytes) = self.verify_chunk(&t.id, &format!("level {lvl} data"))
+                        else {
                             continue;
                         };
-                        let rec = bytes.get(e.offset as usize..(e.offset as usize).saturating_add(e.len as usize));
+                        let rec = bytes.get(
+                            e.offset as usize..(e.offset as usize).saturating_add(e.len as usize),
+                        );
                         let mut out = vec![0u8; BLOCK_SIZE];
                         let res = match rec {
                             Some(rec) => open_record(&self.vol.ctx.keys, rec, &e.tag, &mut out),
-                            None => Err(crate::error::Error::corrupt("record past the end of its chunk")),
+                            None => Err(crate::error::Error::corrupt(
+                                "record past the end of its chunk",
+                            )),
                         };
                         self.report.records_checked += 1;
                         if let Err(err) = res {
-                            self.problem(format!("level {lvl} block {} in chunk {}: {err}", e.lba, t.id));
+                            self.problem(format!(
+                                "level {lvl} block {} in chunk {}: {err}",
+                                e.lba, t.id
+                            ));
                         }
                     }
                     (self.progress)(checked);
                 }
-                Some(_) => self.problem(format!("level {lvl}: node kind does not match tree height")),
+                Some(_) => {
+                    self.problem(format!("level {lvl}: node kind does not match tree height"))
+                }
                 None => {}
             }
         }
         if checked != run.entries {
-            self.problem(format!("level {lvl}: {checked} entries found, root says {}", run.entries));
+            self.problem(format!(
+                "level {lvl}: {checked} entries found, root says {}",
+                run.entries
+            ));
         }
     }
 
     fn node(&mut self, run: &RunDesc, r: &NodeRef) -> Option<Node> {
         let Some((id, _)) = run.index_chunks.get(r.chunk as usize) else {
-            self.problem(format!("level {}: node in index chunk #{} out of range", run.level, r.chunk));
+            self.problem(format!(
+                "level {}: node in index chunk #{} out of range",
+                run.level, r.chunk
+            ));
             return None;
         };
         self.report.nodes_checked += 1;

@@ -108,7 +108,7 @@ impl Volume {
                 Some(Slot::Disk(d)) => disk.push((i, d)),
             }
         }
-        disk.sort_unstable_by(|x, y| (x.1.chunk, x.1.offset).cmp(&(y.1.chunk, y.1.offset)));
+        disk.sort_unstable_by_key(|x| (x.1.chunk, x.1.offset));
         let mut i = 0;
         while i < disk.len() {
             // Coalesce records that sit back to back in one chunk into one read.
@@ -116,7 +116,10 @@ impl Volume {
             let mut j = i + 1;
             let mut end = head.offset + head.len;
             while let Some((_, d)) = disk.get(j) {
-                if d.chunk != head.chunk || d.offset != end || end - head.offset + d.len > MAX_COALESCE {
+                if d.chunk != head.chunk
+                    || d.offset != end
+                    || end - head.offset + d.len > MAX_COALESCE
+                {
                     break;
                 }
                 end += d.len;
@@ -125,7 +128,11 @@ impl Volume {
             let bytes = self
                 .ctx
                 .store
-                .get_range(&head.chunk, u64::from(head.offset), (end - head.offset) as usize)
+                .get_range(
+                    &head.chunk,
+                    u64::from(head.offset),
+                    (end - head.offset) as usize,
+                )
                 .map_err(|e| e.context(format!("reading block {}", a + disk[i].0 as u64)))?;
             for (idx, d) in disk.get(i..j).unwrap_or_default() {
                 let rel = (d.offset - head.offset) as usize;
@@ -133,7 +140,12 @@ impl Volume {
                     .get(rel..rel + d.len as usize)
                     .ok_or_else(|| Error::corrupt("short range read"))?;
                 open_record(&self.ctx.keys, rec, &d.tag, block_mut(out, *idx)?).map_err(|e| {
-                    e.context(format!("block {} (chunk {} offset {})", a + *idx as u64, d.chunk, d.offset))
+                    e.context(format!(
+                        "block {} (chunk {} offset {})",
+                        a + *idx as u64,
+                        d.chunk,
+                        d.offset
+                    ))
                 })?;
             }
             i = j;
@@ -181,7 +193,11 @@ impl Volume {
                     data.get((from - offset) as usize..(to - offset) as usize)
                         .ok_or_else(|| Error::invalid("write split"))?,
                 );
-            let rec = if is_zero(&block) { None } else { Some(seal_block(&self.ctx.keys, &block)?) };
+            let rec = if is_zero(&block) {
+                None
+            } else {
+                Some(seal_block(&self.ctx.keys, &block)?)
+            };
             partial.push((lba, rec));
         }
         let blocks = full
@@ -192,7 +208,10 @@ impl Volume {
         for (lba, rec) in blocks {
             match rec {
                 Some(r) => {
-                    self.log(&WalOp::Data { lba, record: r.bytes.clone() })?;
+                    self.log(&WalOp::Data {
+                        lba,
+                        record: r.bytes.clone(),
+                    })?;
                     st.mem.insert(lba, MemEntry::Data(r));
                 }
                 None => self.zero_locked(&mut st, lba, 1, Some(()))?,
@@ -204,20 +223,34 @@ impl Volume {
     fn seal_all(&self, bytes: &[u8]) -> Result<Vec<Option<SealedRecord>>> {
         let seal = |part: &[u8]| -> Result<Vec<Option<SealedRecord>>> {
             part.chunks(BLOCK_SIZE)
-                .map(|b| if is_zero(b) { Ok(None) } else { seal_block(&self.ctx.keys, b).map(Some) })
+                .map(|b| {
+                    if is_zero(b) {
+                        Ok(None)
+                    } else {
+                        seal_block(&self.ctx.keys, b).map(Some)
+                    }
+                })
                 .collect()
         };
         let blocks = bytes.len() / BLOCK_SIZE;
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
         if blocks < 32 || threads < 2 {
             return seal(bytes);
         }
         let per = blocks.div_ceil(threads) * BLOCK_SIZE;
         let results: Vec<Result<Vec<Option<SealedRecord>>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = bytes.chunks(per).map(|p| s.spawn(move || seal(p))).collect();
+            let handles: Vec<_> = bytes
+                .chunks(per)
+                .map(|p| s.spawn(move || seal(p)))
+                .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(Error::invalid("sealing thread panicked"))))
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::invalid("sealing thread panicked")))
+                })
                 .collect()
         });
         let mut out = Vec::with_capacity(blocks);
@@ -262,12 +295,21 @@ impl Volume {
     }
 
     /// Marks blocks `a..a+n` zero where anything is stored; logs the op when `log` is set.
-    pub(super) fn zero_locked(&self, st: &mut State, a: u64, n: u64, log: Option<()>) -> Result<()> {
+    pub(super) fn zero_locked(
+        &self,
+        st: &mut State,
+        a: u64,
+        n: u64,
+        log: Option<()>,
+    ) -> Result<()> {
         if a.checked_add(n).is_none_or(|e| e > self.size / BS) {
             return Err(Error::invalid(format!("zero range {a}+{n} past the end")));
         }
         if log.is_some() {
-            self.log(&WalOp::Zero { lba: a, count: u32::try_from(n).unwrap_or(u32::MAX) })?;
+            self.log(&WalOp::Zero {
+                lba: a,
+                count: u32::try_from(n).unwrap_or(u32::MAX),
+            })?;
         }
         let mut lba = a;
         while lba < a + n {
@@ -300,7 +342,10 @@ impl Volume {
                 let allocated = matches!(s, Some(Slot::Mem(_)) | Some(Slot::Disk(_)));
                 match out.last_mut() {
                     Some(e) if e.allocated == allocated => e.length += to - from,
-                    _ => out.push(Extent { length: to - from, allocated }),
+                    _ => out.push(Extent {
+                        length: to - from,
+                        allocated,
+                    }),
                 }
             }
             lba += w;

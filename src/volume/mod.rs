@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use disk_files::{data_dir, read_swap};
 use disk_files::{create_swap, write_atomic, DiskLock};
+pub use disk_files::{data_dir, read_swap};
+pub use io::Extent;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::chunk_id::ChunkId;
@@ -30,7 +31,7 @@ use crate::format::BLOCK_SIZE;
 use crate::lsm::chunker::Chunker;
 use crate::lsm::ctx::Ctx;
 use crate::lsm::entry::Loc;
-use crate::lsm::memtable::{MemEntry, Memtable, MAX_BYTES};
+use crate::lsm::memtable::{MemEntry, Memtable};
 use crate::lsm::tree::Tree;
 use crate::lsm::wal::Wal;
 use crate::store::local::LocalStore;
@@ -52,6 +53,26 @@ pub struct OpenOptions {
     pub snapshot: Option<ChunkId>,
     /// Do not lock at all (for `info` beside a running writer).
     pub no_lock: bool,
+    /// Sizes of the memtable and levels.
+    pub tuning: Tuning,
+}
+
+/// Sizes of the memtable and levels; tests shrink them to exercise merges.
+#[derive(Clone, Copy, Debug)]
+pub struct Tuning {
+    /// Memtable entries that trigger a checkpoint.
+    pub memtable_entries: usize,
+    /// Capacity of level 0 in entries.
+    pub level_base: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            memtable_entries: crate::lsm::memtable::MAX_ENTRIES,
+            level_base: crate::lsm::policy::BASE_ENTRIES,
+        }
+    }
 }
 
 struct State {
@@ -74,6 +95,7 @@ pub struct Volume {
     size: u64,
     uuid: String,
     writable: bool,
+    tuning: Tuning,
     state: RwLock<State>,
     wal: Mutex<Option<Wal>>,
     _lock: Option<DiskLock>,
@@ -84,20 +106,28 @@ fn lock_err() -> Error {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Reads and opens a root chunk.
 pub fn load_root(ctx: &Ctx, r: &RootRef) -> Result<Root> {
-    let stored = ctx.store.get(&r.id).map_err(|e| e.context(format!("root {}", r.id)))?;
+    let stored = ctx
+        .store
+        .get(&r.id)
+        .map_err(|e| e.context(format!("root {}", r.id)))?;
     Root::open(&ctx.keys, &stored, &r.tag).map_err(|e| e.context(format!("root {}", r.id)))
 }
 
 impl Volume {
     /// Creates `NAME.swap` (mode 0600) and its data folder, and opens it.
     pub fn create(path: &Path, size: u64) -> Result<Self> {
-        if size == 0 || size % BS != 0 {
-            return Err(Error::invalid(format!("size {size} is not a positive multiple of 4096")));
+        if size == 0 || !size.is_multiple_of(BS) {
+            return Err(Error::invalid(format!(
+                "size {size} is not a positive multiple of 4096"
+            )));
         }
         let swap = SwapFile::new(uuid::Uuid::new_v4().to_string(), size, DiskKey::random().0);
         create_swap(path, &swap)?;
@@ -118,11 +148,18 @@ impl Volume {
                 )));
             }
             if !writable {
-                return Err(Error::not_found(format!("data folder {} is missing", dir.display())));
+                return Err(Error::not_found(format!(
+                    "data folder {} is missing",
+                    dir.display()
+                )));
             }
         }
         let local = Arc::new(LocalStore::open(&dir)?);
-        let lock = if opts.no_lock { None } else { Some(DiskLock::take(&dir, writable)?) };
+        let lock = if opts.no_lock {
+            None
+        } else {
+            Some(DiskLock::take(&dir, writable)?)
+        };
         if swap.key.is_none() {
             // A hand-written .swap without a key and without data: make the key now.
             swap.key = Some(DiskKey::random().0);
@@ -136,7 +173,13 @@ impl Volume {
         let (root_ref, root) = match opts.snapshot {
             None => match &swap.snapshot {
                 Some(r) => (Some(*r), load_root(&ctx, r)?),
-                None => (None, Root { size: swap.size, ..Root::default() }),
+                None => (
+                    None,
+                    Root {
+                        size: swap.size,
+                        ..Root::default()
+                    },
+                ),
             },
             Some(id) => {
                 let cur = swap
@@ -154,7 +197,11 @@ impl Volume {
             }
         };
         let tree = Tree::open(&ctx, &root.runs)?;
-        let size = if opts.snapshot.is_some() { root.size } else { swap.size };
+        let size = if opts.snapshot.is_some() {
+            root.size
+        } else {
+            swap.size
+        };
         let state = State {
             mem: Memtable::default(),
             tree,
@@ -172,6 +219,7 @@ impl Volume {
             uuid: state.swap.uuid.clone(),
             size,
             writable,
+            tuning: opts.tuning,
             state: RwLock::new(state),
             wal: Mutex::new(None),
             _lock: lock,
@@ -206,9 +254,14 @@ impl Volume {
                     }
                     let mut tag = [0u8; 16];
                     tag.copy_from_slice(record.get(record.len() - 16..).unwrap_or(&[0; 16]));
-                    st.mem.insert(lba, MemEntry::Data(crate::format::record::SealedRecord { bytes: record, tag }));
+                    st.mem.insert(
+                        lba,
+                        MemEntry::Data(crate::format::record::SealedRecord { bytes: record, tag }),
+                    );
                 }
-                WalOp::Zero { lba, count } => self.zero_locked(&mut st, lba, u64::from(count), None)?,
+                WalOp::Zero { lba, count } => {
+                    self.zero_locked(&mut st, lba, u64::from(count), None)?
+                }
             }
         }
         Ok(())
@@ -305,7 +358,9 @@ impl Volume {
         let mut st = self.state.write().map_err(|_| lock_err())?;
         let force = st.root.is_none();
         self.checkpoint_locked(&mut st, force)?;
-        let snap = st.root.ok_or_else(|| Error::invalid("no root to snapshot"))?;
+        let snap = st
+            .root
+            .ok_or_else(|| Error::invalid("no root to snapshot"))?;
         if !st.kept.contains(&snap) {
             st.kept.push(snap);
             // The snapshot stays exactly as it is; a new root records that it is kept.
@@ -353,8 +408,12 @@ impl Volume {
             let mut batch = chunker.finish()?;
             batch.extend(zeros);
             batch.sort_unstable_by_key(|e| e.0);
-            let stats = tree.insert(&self.ctx, batch)?;
-            tracing::debug!(level = stats.level, entries = stats.entries, "merged memtable");
+            let stats = tree.insert(&self.ctx, self.tuning.level_base, batch)?;
+            tracing::debug!(
+                level = stats.level,
+                entries = stats.entries,
+                "merged memtable"
+            );
         }
         let root = Root {
             size: self.size,
@@ -368,7 +427,11 @@ impl Volume {
         };
         let (stored, tag) = root.seal(&self.ctx.keys)?;
         let id = self.ctx.store.put(&stored)?;
-        let rref = RootRef { id, size: stored.len() as u32, tag };
+        let rref = RootRef {
+            id,
+            size: stored.len() as u32,
+            tag,
+        };
         self.ctx.store.sync()?;
         let mut swap = st.swap.clone();
         swap.snapshot = Some(rref);
@@ -400,12 +463,12 @@ impl Volume {
         st.tree.live_chunks(&mut live);
         live.extend(st.root.map(|r| r.id));
         for k in st.kept.clone() {
-            if !st.kept_live.contains_key(&k.id) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = st.kept_live.entry(k.id) {
                 let mut set = HashSet::new();
                 set.insert(k.id);
                 let root = load_root(&self.ctx, &k)?;
                 Tree::open(&self.ctx, &root.runs)?.live_chunks(&mut set);
-                st.kept_live.insert(k.id, set);
+                slot.insert(set);
             }
             if let Some(set) = st.kept_live.get(&k.id) {
                 live.extend(set.iter().copied());
@@ -432,20 +495,22 @@ impl Volume {
     }
 
     fn after_write(&self, st: &mut State) -> Result<()> {
-        let wal_len = self.wal.lock().map_err(|_| lock_err())?.as_ref().map_or(0, Wal::len);
-        if st.mem.full() || wal_len > MAX_WAL_BYTES {
+        let wal_len = self
+            .wal
+            .lock()
+            .map_err(|_| lock_err())?
+            .as_ref()
+            .map_or(0, Wal::len);
+        if st.mem.full(self.tuning.memtable_entries) || wal_len > MAX_WAL_BYTES {
             if let Err(e) = self.checkpoint_locked(st, false) {
                 // The write itself is in the log and the memtable; only refuse more when
                 // memory would grow without bound.
-                if st.mem.len() > 4 * crate::lsm::memtable::MAX_ENTRIES
-                    || wal_len > 4 * MAX_WAL_BYTES
-                {
+                if st.mem.len() > 4 * self.tuning.memtable_entries || wal_len > 4 * MAX_WAL_BYTES {
                     return Err(e);
                 }
                 tracing::warn!(error = %e, "checkpoint failed; retrying later");
             }
         }
-        let _ = MAX_BYTES;
         Ok(())
     }
 }

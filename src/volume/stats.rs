@@ -103,7 +103,9 @@ impl Volume {
         let mut on_disk = 0;
         for id in self.local.list()? {
             chunk_count += 1;
-            on_disk += std::fs::metadata(self.local.path_of(&id)).map(|m| m.len()).unwrap_or(0);
+            on_disk += std::fs::metadata(self.local.path_of(&id))
+                .map(|m| m.len())
+                .unwrap_or(0);
         }
         Ok(Info {
             uuid: self.uuid.clone(),

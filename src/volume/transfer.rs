@@ -48,7 +48,12 @@ impl Volume {
 
     /// Writes the whole disk to `out`. With `seekable`, unallocated ranges are skipped
     /// with a seek (and the file is extended to the disk size at the end).
-    pub fn export<W: Write + Seek>(&self, out: &mut W, seekable: bool, progress: &dyn Fn(u64)) -> Result<()> {
+    pub fn export<W: Write + Seek>(
+        &self,
+        out: &mut W,
+        seekable: bool,
+        progress: &dyn Fn(u64),
+    ) -> Result<()> {
         let size = self.size();
         let mut buf = vec![0u8; STEP];
         let mut off = 0u64;

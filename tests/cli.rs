@@ -1,0 +1,196 @@
+//! The `mindcastle` command: create, info, import, export, the `.swap` contract,
+//! chunk names checked with the system `sha512sum`, and the writer lock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+
+use mindcastle::{OpenOptions, Volume};
+
+fn s(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn create_import_export_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let swap = dir.path().join("demo.swap");
+    let o = common::run(&["create", "--size", "64M", s(&swap)]);
+    assert!(o.status.success(), "{o:?}");
+    let mode = std::fs::metadata(&swap).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the .swap file holds the key");
+    // Refuses to overwrite.
+    let o = common::run(&["create", s(&swap)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+
+    let img = dir.path().join("img");
+    let mut d = common::data(3, 20 << 20);
+    d.extend(vec![0u8; 8 << 20]);
+    d.extend(common::data(4, 5 << 20 | 1234));
+    std::fs::write(&img, &d).unwrap();
+    // Import from stdin.
+    let mut child = common::bin()
+        .args(["import", s(&swap), "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&d).unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let out = dir.path().join("out.raw");
+    let o = common::run(&["export", s(&swap), s(&out)]);
+    assert!(o.status.success(), "{o:?}");
+    let back = std::fs::read(&out).unwrap();
+    assert_eq!(back.len(), 64 << 20);
+    assert!(back[..d.len()] == d[..] && back[d.len()..].iter().all(|&b| b == 0));
+    // Sparse: the hole after the data is not allocated.
+    let blocks = Command::new("stat")
+        .args(["-c", "%b", s(&out)])
+        .output()
+        .unwrap();
+    let used: u64 = String::from_utf8_lossy(&blocks.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(used * 512 < 40 << 20, "export is not sparse: {used} blocks");
+    // Export to stdout.
+    let o = common::run(&["export", s(&swap), "-"]);
+    assert!(o.status.success());
+    assert!(o.stdout == back);
+
+    // info --json
+    let o = common::run(&["info", "--json", s(&swap)]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["size"], 64 << 20);
+    assert_eq!(
+        v["logical_bytes"].as_u64().unwrap(),
+        ((20 << 20) + (5 << 20) + 4096) as u64
+    );
+    for k in [
+        "uuid",
+        "root",
+        "levels",
+        "chunk_count",
+        "bytes_on_disk",
+        "compression_ratio",
+        "dedup_ratio",
+    ] {
+        assert!(!v[k].is_null(), "info --json lacks {k}");
+    }
+    assert!(v["compression_ratio"].as_f64().unwrap() > 1.2);
+    let o = common::run(&["fsck", s(&swap)]);
+    assert!(o.status.success());
+}
+
+#[test]
+fn chunk_names_match_system_sha512sum() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::new_disk(dir.path(), 32 << 20);
+    let vol = Volume::open(&path, &OpenOptions::default()).unwrap();
+    vol.write_at(0, &common::data(9, 6 << 20)).unwrap();
+    vol.close().unwrap();
+    let files = common::chunk_files(&path);
+    assert!(files.len() >= 3);
+    let o = Command::new("sha512sum")
+        .args(&files)
+        .output()
+        .expect("sha512sum is installed");
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for (line, file) in text.lines().zip(&files) {
+        let sum = line.split_whitespace().next().unwrap();
+        assert_eq!(&sum[..64], file.file_stem().unwrap().to_str().unwrap());
+    }
+}
+
+#[test]
+fn malformed_swap_files_name_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "uuid=x\nsize=1000\n",
+            ":2: size 1000 is not a positive multiple of 4096",
+        ),
+        (
+            "uuid=x\nsize=4096\nkey=nothex\n",
+            ":3: key is not 64 hex digits",
+        ),
+        ("uuid=x\ngarbage line\n", ":2: expected key=value"),
+    ];
+    for (text, want) in cases {
+        let p = dir.path().join("bad.swap");
+        std::fs::write(&p, text).unwrap();
+        let o = common::run(&["info", s(&p)]);
+        assert_eq!(o.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(&format!("bad.swap{want}")), "{err}");
+    }
+    // A disk with a root but no data folder and no fallback.
+    let path = common::new_disk(dir.path(), 1 << 20);
+    let v = Volume::open(&path, &OpenOptions::default()).unwrap();
+    v.write_at(0, &[1u8; 4096]).unwrap();
+    let dd = v.data_dir().to_path_buf();
+    v.close().unwrap();
+    std::fs::rename(&dd, dir.path().join("moved")).unwrap();
+    let o = common::run(&["info", s(&path)]);
+    assert_eq!(o.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is missing and the disk has no fallback="));
+}
+
+#[test]
+fn unknown_keys_survive_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::new_disk(dir.path(), 1 << 20);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("owner=alice\n");
+    std::fs::write(&path, text).unwrap();
+    let v = Volume::open(&path, &OpenOptions::default()).unwrap();
+    v.write_at(0, &[7u8; 4096]).unwrap();
+    v.close().unwrap();
+    let after = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        after.contains("owner=alice") && after.contains("snapshot="),
+        "{after}"
+    );
+}
+
+#[test]
+fn second_writer_gets_the_holders_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::new_disk(dir.path(), 1 << 20);
+    let _held = Volume::open(&path, &OpenOptions::default()).unwrap();
+    let o = common::run(&["import", s(&path), "/dev/null"]);
+    assert_eq!(o.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("in use by process {}", std::process::id())),
+        "{err}"
+    );
+}
+
+#[test]
+fn snapshot_stays_readable_after_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::new_disk(dir.path(), 8 << 20);
+    let v = Volume::open(&path, &common::small()).unwrap();
+    let a = common::data(1, 1 << 20);
+    v.write_at(0, &a).unwrap();
+    let snap = v.snapshot().unwrap();
+    let b = common::data(2, 1 << 20);
+    v.write_at(0, &b).unwrap();
+    v.close().unwrap();
+    let old = dir.path().join("old.raw");
+    let o = common::run(&["export", "--snapshot", &snap.id.to_hex(), s(&path), s(&old)]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(std::fs::read(&old).unwrap()[..1 << 20] == a[..]);
+    let v = Volume::open(&path, &OpenOptions::default()).unwrap();
+    let mut cur = vec![0u8; 1 << 20];
+    v.read_at(0, &mut cur).unwrap();
+    assert!(cur == b);
+    assert!(v.fsck(&|_| {}).unwrap().problems.is_empty());
+}
