@@ -33,9 +33,14 @@ fn wchar() -> u64 {
 }
 
 fn main() {
-    let gib: u64 = std::env::var("BENCH_MIB").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
+    let gib: u64 = std::env::var("BENCH_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1024);
     let total = gib << 20;
-    let dir = std::env::args().nth(1).unwrap_or_else(|| "/tmp/mindcastle-bench".into());
+    let dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "/tmp/mindcastle-bench".into());
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let path = std::path::Path::new(&dir).join("bench.swap");
@@ -100,8 +105,16 @@ fn main() {
 
     let mb = total as f64 / 1e6;
     println!("image: {} MiB, half-compressible", gib);
-    println!("import:            {:8.1} MB/s  ({:.2} s)", mb / import_s, import_s);
-    println!("export (read):     {:8.1} MB/s  ({:.2} s)", mb / export_s, export_s);
+    println!(
+        "import:            {:8.1} MB/s  ({:.2} s)",
+        mb / import_s,
+        import_s
+    );
+    println!(
+        "export (read):     {:8.1} MB/s  ({:.2} s)",
+        mb / export_s,
+        export_s
+    );
     println!(
         "on disk / logical: {:8.3}  ({} / {} bytes; compression {:.2}x)",
         info.bytes_on_disk as f64 / info.logical_bytes as f64,

@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/bin:$PATH"
 cargo fmt --all -- --check
-cargo clippy --all-targets -- -D warnings
-cargo test --release -- --test-threads=2
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace --release -- --test-threads=2

@@ -81,6 +81,14 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
+    /// True when the operating system said the disk is full.
+    pub fn is_no_space(&self) -> bool {
+        self.source
+            .as_ref()
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .and_then(std::io::Error::raw_os_error)
+            == Some(28)
+    }
     /// Prefix more context (outermost first when displayed).
     #[must_use]
     pub fn context(mut self, outer: impl Into<String>) -> Self {

@@ -3,6 +3,7 @@
 //!
 //! Layers, each using only the one below it:
 //! - [`cli`]: the `mindcastle` command.
+//! - [`nbd`]: the NBD server (async edge).
 //! - [`volume`]: blocks at any alignment, flush, checkpoint, snapshots, fsck, import/export.
 //! - [`lsm`]: write-ahead log, memtable, sorted runs in levels, merges.
 //! - [`format`]: pure byte layouts (records, nodes, roots, log, `.swap` file).
@@ -12,6 +13,7 @@ pub mod cli;
 pub mod error;
 pub mod format;
 pub mod lsm;
+pub mod nbd;
 pub mod store;
 pub mod volume;
 

@@ -4,6 +4,7 @@ mod create;
 mod fsck;
 mod info;
 mod progress;
+mod serve;
 mod transfer;
 
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ enum Command {
     Export(transfer::ExportArgs),
     /// Verify every chunk, node and record reachable from the root and kept snapshots.
     Fsck(fsck::Args),
+    /// Serve the disk over NBD on a Unix socket or TCP until SIGINT/SIGTERM.
+    Serve(serve::Args),
 }
 
 /// Parses a size such as `100G`, `512M`, `64K`, `1T` or a plain byte count.
@@ -81,6 +84,7 @@ pub fn run() -> ExitCode {
         Command::Import(a) => transfer::import(a),
         Command::Export(a) => transfer::export(a),
         Command::Fsck(a) => fsck::run(a),
+        Command::Serve(a) => serve::run(a),
     };
     match r {
         Ok(code) => code,

@@ -71,3 +71,4 @@ pub fn chunk_files(swap: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+pub mod server;

@@ -1,0 +1,52 @@
+//! `mindcastle serve NAME.swap (--socket PATH | --listen HOST:PORT) [--read-only] [--export NAME]`
+
+use std::process::ExitCode;
+
+use super::PathArg;
+use crate::error::{Error, Result};
+use crate::nbd::{serve, Listen, ServeConfig};
+use crate::volume::{OpenOptions, Volume};
+
+/// Arguments of `serve`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Listen on this Unix socket.
+    #[arg(long, conflicts_with = "listen")]
+    socket: Option<PathArg>,
+    /// Listen on HOST:PORT (default 127.0.0.1:10809 when no --socket).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Serve read-only (writes get EPERM).
+    #[arg(long)]
+    read_only: bool,
+    /// Export name clients ask for ("" always matches too).
+    #[arg(long, default_value = "")]
+    export: String,
+    /// The disk.
+    swap: PathArg,
+}
+
+/// Runs `serve`.
+pub fn run(a: Args) -> Result<ExitCode> {
+    let listen = match (a.socket, a.listen) {
+        (Some(p), _) => Listen::Unix(p),
+        (None, Some(l)) => Listen::Tcp(l),
+        (None, None) => Listen::Tcp("127.0.0.1:10809".into()),
+    };
+    let vol = Volume::open(
+        &a.swap,
+        &OpenOptions {
+            read_only: a.read_only,
+            ..Default::default()
+        },
+    )?;
+    serve(
+        vol,
+        ServeConfig {
+            listen,
+            export: a.export,
+        },
+    )
+    .map_err(|e: Error| e.context("serve"))?;
+    Ok(ExitCode::SUCCESS)
+}

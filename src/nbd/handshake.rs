@@ -1,0 +1,239 @@
+//! The option haggling phase. Unknown options get NBD_REP_ERR_UNSUP; malformed ones
+//! NBD_REP_ERR_INVALID; only a broken framing (bad magic, oversized option) closes.
+
+use nbd_proto::{self as p, flags, handshake as hs, info, opt, rep};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{Negotiated, BASE_ALLOCATION_ID, MAX_PAYLOAD, MIN_BLOCK, PREFERRED_BLOCK};
+
+/// Option data larger than this closes the connection.
+const MAX_OPTION: u32 = 64 << 10;
+
+/// What the export looks like to clients.
+pub struct ExportInfo {
+    /// Export name ("" matches too).
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Read-only export.
+    pub read_only: bool,
+}
+
+fn transmission_flags(e: &ExportInfo, structured: bool) -> u16 {
+    let mut f = flags::HAS_FLAGS
+        | flags::SEND_FLUSH
+        | flags::SEND_FUA
+        | flags::SEND_TRIM
+        | flags::SEND_WRITE_ZEROES
+        | flags::SEND_FAST_ZERO
+        | flags::SEND_CACHE
+        | flags::CAN_MULTI_CONN;
+    if structured {
+        f |= flags::SEND_DF;
+    }
+    if e.read_only {
+        f |= flags::READ_ONLY;
+    }
+    f
+}
+
+fn name_matches(e: &ExportInfo, n: &str) -> bool {
+    n.is_empty() || n == e.name
+}
+
+async fn reply<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    option: u32,
+    kind: u32,
+    data: &[u8],
+) -> std::io::Result<()> {
+    s.write_all(&p::encode_option_reply(option, kind, data))
+        .await
+}
+
+async fn error_reply<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    option: u32,
+    kind: u32,
+    msg: &str,
+) -> std::io::Result<()> {
+    tracing::debug!(option, kind, msg, "option refused");
+    reply(s, option, kind, msg.as_bytes()).await
+}
+
+fn string_data(s: &str) -> Vec<u8> {
+    let mut d = (s.len() as u32).to_be_bytes().to_vec();
+    d.extend_from_slice(s.as_bytes());
+    d
+}
+
+/// Runs the handshake; Ok(None) when the client aborted or disconnected.
+pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    e: &ExportInfo,
+) -> std::io::Result<Option<Negotiated>> {
+    let mut hello = Vec::with_capacity(18);
+    hello.extend_from_slice(&p::NBDMAGIC.to_be_bytes());
+    hello.extend_from_slice(&p::IHAVEOPT.to_be_bytes());
+    hello.extend_from_slice(&(hs::FIXED_NEWSTYLE | hs::NO_ZEROES).to_be_bytes());
+    s.write_all(&hello).await?;
+    let cflags = s.read_u32().await?;
+    if cflags & !(hs::C_FIXED_NEWSTYLE | hs::C_NO_ZEROES) != 0 {
+        tracing::info!(cflags, "client sent unknown flags; closing");
+        return Ok(None);
+    }
+    let no_zeroes = cflags & hs::C_NO_ZEROES != 0;
+    let mut structured = false;
+    let mut base_allocation = false;
+    loop {
+        let mut h = [0u8; p::OPTION_HEADER_LEN];
+        s.read_exact(&mut h).await?;
+        let (option, len) = match p::decode_option_header(&h) {
+            Ok(x) => x,
+            Err(err) => {
+                tracing::info!(%err, "bad option header; closing");
+                return Ok(None);
+            }
+        };
+        if len > MAX_OPTION {
+            tracing::info!(len, "option too large; closing");
+            return Ok(None);
+        }
+        let mut data = vec![0u8; len as usize];
+        s.read_exact(&mut data).await?;
+        match option {
+            opt::EXPORT_NAME => {
+                let name = String::from_utf8_lossy(&data);
+                if !name_matches(e, &name) {
+                    tracing::info!(%name, "unknown export requested with EXPORT_NAME; closing");
+                    return Ok(None);
+                }
+                let f = transmission_flags(e, structured);
+                let mut out = e.size.to_be_bytes().to_vec();
+                out.extend_from_slice(&f.to_be_bytes());
+                if !no_zeroes {
+                    out.extend_from_slice(&[0u8; 124]);
+                }
+                s.write_all(&out).await?;
+                return Ok(Some(Negotiated {
+                    structured,
+                    base_allocation,
+                    flags: f,
+                }));
+            }
+            opt::ABORT => {
+                let _ = reply(s, option, rep::ACK, &[]).await;
+                return Ok(None);
+            }
+            opt::LIST => {
+                if !data.is_empty() {
+                    error_reply(s, option, rep::ERR_INVALID, "LIST takes no data").await?;
+                    continue;
+                }
+                reply(s, option, rep::SERVER, &string_data(&e.name)).await?;
+                reply(s, option, rep::ACK, &[]).await?;
+            }
+            opt::INFO | opt::GO => {
+                let (name, infos) = match p::decode_info_request(&data) {
+                    Ok(x) => x,
+                    Err(err) => {
+                        error_reply(s, option, rep::ERR_INVALID, &err.to_string()).await?;
+                        continue;
+                    }
+                };
+                if !name_matches(e, &name) {
+                    error_reply(s, option, rep::ERR_UNKNOWN, "no such export").await?;
+                    continue;
+                }
+                let f = transmission_flags(e, structured);
+                let mut ex = info::EXPORT.to_be_bytes().to_vec();
+                ex.extend_from_slice(&e.size.to_be_bytes());
+                ex.extend_from_slice(&f.to_be_bytes());
+                reply(s, option, rep::INFO, &ex).await?;
+                if infos.contains(&info::NAME) {
+                    let mut d = info::NAME.to_be_bytes().to_vec();
+                    d.extend_from_slice(e.name.as_bytes());
+                    reply(s, option, rep::INFO, &d).await?;
+                }
+                if infos.contains(&info::DESCRIPTION) {
+                    let mut d = info::DESCRIPTION.to_be_bytes().to_vec();
+                    d.extend_from_slice(e.description.as_bytes());
+                    reply(s, option, rep::INFO, &d).await?;
+                }
+                let mut bs = info::BLOCK_SIZE.to_be_bytes().to_vec();
+                for v in [MIN_BLOCK, PREFERRED_BLOCK, MAX_PAYLOAD] {
+                    bs.extend_from_slice(&v.to_be_bytes());
+                }
+                reply(s, option, rep::INFO, &bs).await?;
+                reply(s, option, rep::ACK, &[]).await?;
+                if option == opt::GO {
+                    return Ok(Some(Negotiated {
+                        structured,
+                        base_allocation,
+                        flags: f,
+                    }));
+                }
+            }
+            opt::STRUCTURED_REPLY => {
+                if !data.is_empty() {
+                    error_reply(
+                        s,
+                        option,
+                        rep::ERR_INVALID,
+                        "STRUCTURED_REPLY takes no data",
+                    )
+                    .await?;
+                    continue;
+                }
+                structured = true;
+                reply(s, option, rep::ACK, &[]).await?;
+            }
+            opt::LIST_META_CONTEXT | opt::SET_META_CONTEXT => {
+                if !structured {
+                    error_reply(
+                        s,
+                        option,
+                        rep::ERR_INVALID,
+                        "negotiate structured replies first",
+                    )
+                    .await?;
+                    continue;
+                }
+                let (name, queries) = match p::decode_meta_context_request(&data) {
+                    Ok(x) => x,
+                    Err(err) => {
+                        error_reply(s, option, rep::ERR_INVALID, &err.to_string()).await?;
+                        continue;
+                    }
+                };
+                if !name_matches(e, &name) {
+                    error_reply(s, option, rep::ERR_UNKNOWN, "no such export").await?;
+                    continue;
+                }
+                let set = option == opt::SET_META_CONTEXT;
+                let matches = if set {
+                    queries.iter().any(|q| q == p::BASE_ALLOCATION)
+                } else {
+                    queries.is_empty()
+                        || queries
+                            .iter()
+                            .any(|q| q == p::BASE_ALLOCATION || q == "base:")
+                };
+                if set {
+                    base_allocation = matches;
+                }
+                if matches {
+                    let mut d = BASE_ALLOCATION_ID.to_be_bytes().to_vec();
+                    d.extend_from_slice(p::BASE_ALLOCATION.as_bytes());
+                    reply(s, option, rep::META_CONTEXT, &d).await?;
+                }
+                reply(s, option, rep::ACK, &[]).await?;
+            }
+            other => {
+                error_reply(s, other, rep::ERR_UNSUP, "option not supported").await?;
+            }
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! The transmission phase of one connection: a reader that validates each request and
+//! hands it to a task (at most `MAX_IN_FLIGHT` at once), and replies written whole under
+//! a lock, in whatever order they finish.
+
+use std::sync::Arc;
+
+use nbd_proto::{self as p, cmd, cmd_flags, errno, reply, state};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::sync::{Mutex, Semaphore};
+
+use super::{Negotiated, BASE_ALLOCATION_ID, MAX_IN_FLIGHT, MAX_PAYLOAD};
+use crate::error::{Error, ErrorKind};
+use crate::volume::Volume;
+
+/// Most block-status descriptors in one reply.
+const MAX_DESCRIPTORS: usize = 1024;
+
+type Writer<S> = Arc<Mutex<WriteHalf<S>>>;
+
+/// How a request ends.
+enum Outcome {
+    Ok,
+    Data(Vec<u8>, u64, bool),
+    Status(Vec<(u32, u32)>),
+    Err(u32, String),
+}
+
+fn errno_of(e: &Error) -> u32 {
+    if e.is_no_space() {
+        return errno::ENOSPC;
+    }
+    match e.kind() {
+        ErrorKind::Invalid => errno::EINVAL,
+        _ => errno::EIO,
+    }
+}
+
+/// Checks a request against the export; Some(errno) when it must be refused.
+pub fn validate(
+    r: &p::Request,
+    size: u64,
+    read_only: bool,
+    neg: &Negotiated,
+) -> Option<(u32, &'static str)> {
+    let end = r.offset.checked_add(u64::from(r.length));
+    let writes = matches!(r.kind, cmd::WRITE | cmd::TRIM | cmd::WRITE_ZEROES);
+    let known = [
+        cmd::READ,
+        cmd::WRITE,
+        cmd::FLUSH,
+        cmd::TRIM,
+        cmd::CACHE,
+        cmd::WRITE_ZEROES,
+        cmd::BLOCK_STATUS,
+    ];
+    if !known.contains(&r.kind) {
+        return Some((errno::EINVAL, "unknown command"));
+    }
+    let allowed = cmd_flags::FUA
+        | cmd_flags::NO_HOLE
+        | cmd_flags::DF
+        | cmd_flags::REQ_ONE
+        | cmd_flags::FAST_ZERO;
+    if r.flags & !allowed != 0 {
+        return Some((errno::EINVAL, "unknown command flags"));
+    }
+    if writes && read_only {
+        return Some((errno::EPERM, "export is read-only"));
+    }
+    if r.kind == cmd::BLOCK_STATUS && !neg.base_allocation {
+        return Some((errno::EINVAL, "no metadata context negotiated"));
+    }
+    if r.flags & cmd_flags::DF != 0 && !neg.structured {
+        return Some((errno::EINVAL, "DF needs structured replies"));
+    }
+    if matches!(r.kind, cmd::READ | cmd::WRITE) && r.length > MAX_PAYLOAD {
+        return Some((
+            errno::EOVERFLOW,
+            "request larger than the maximum block size",
+        ));
+    }
+    if r.kind == cmd::FLUSH {
+        return None;
+    }
+    match end {
+        Some(e) if e <= size => None,
+        _ if writes => Some((errno::ENOSPC, "request past the end of the export")),
+        _ => Some((errno::EINVAL, "request past the end of the export")),
+    }
+}
+
+/// Serves requests until DISC, EOF or a framing error.
+pub async fn run<S>(stream: S, vol: Arc<Volume>, neg: Negotiated) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, wr) = tokio::io::split(stream);
+    let wr: Writer<S> = Arc::new(Mutex::new(wr));
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let neg = Arc::new(neg);
+    let read_only = !vol.writable();
+    let size = vol.size();
+    loop {
+        let mut h = [0u8; p::REQUEST_LEN];
+        match rd.read_exact(&mut h).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e),
+        }
+        let req = match p::Request::decode(&h) {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::info!(%err, "bad request; closing the connection");
+                break;
+            }
+        };
+        if req.kind == cmd::DISC {
+            break;
+        }
+        // A WRITE's payload is part of the framing: read it before anything else.
+        let mut payload = Vec::new();
+        if req.kind == cmd::WRITE {
+            if req.length > MAX_PAYLOAD {
+                tracing::info!(len = req.length, "write larger than the maximum; closing");
+                let _ = send(
+                    &wr,
+                    &neg,
+                    req.cookie,
+                    Outcome::Err(errno::EOVERFLOW, "too large".into()),
+                )
+                .await;
+                break;
+            }
+            payload = vec![0u8; req.length as usize];
+            if let Err(e) = rd.read_exact(&mut payload).await {
+                tracing::info!(error = %e, "client went away mid-write");
+                break;
+            }
+        }
+        if let Some((code, why)) = validate(&req, size, read_only, &neg) {
+            send(&wr, &neg, req.cookie, Outcome::Err(code, why.into())).await?;
+            continue;
+        }
+        let permit = match slots.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => break,
+        };
+        let (vol, wr, neg) = (vol.clone(), wr.clone(), neg.clone());
+        tokio::spawn(async move {
+            let cookie = req.cookie;
+            let n = neg.clone();
+            let outcome = tokio::task::spawn_blocking(move || execute(&vol, &req, payload, &n))
+                .await
+                .unwrap_or_else(|_| Outcome::Err(errno::EIO, "request task failed".into()));
+            if let Err(e) = send(&wr, &neg, cookie, outcome).await {
+                tracing::debug!(error = %e, "reply not delivered");
+            }
+            drop(permit);
+        });
+    }
+    // Wait for requests in flight so their replies go out before we close.
+    let _ = slots.acquire_many(MAX_IN_FLIGHT as u32).await;
+    if !read_only {
+        let v = vol.clone();
+        let _ = tokio::task::spawn_blocking(move || v.flush()).await;
+    }
+    let mut w = wr.lock().await;
+    let _ = w.shutdown().await;
+    Ok(())
+}
+
+fn execute(vol: &Volume, r: &p::Request, payload: Vec<u8>, neg: &Negotiated) -> Outcome {
+    let len = u64::from(r.length);
+    let fua = r.flags & cmd_flags::FUA != 0;
+    let res = match r.kind {
+        cmd::READ => {
+            let mut buf = vec![0u8; r.length as usize];
+            return match vol.read_at(r.offset, &mut buf) {
+                Ok(()) => Outcome::Data(buf, r.offset, r.flags & cmd_flags::DF != 0),
+                Err(e) => {
+                    tracing::warn!(error = %e, offset = r.offset, "read failed");
+                    Outcome::Err(errno_of(&e), e.to_string())
+                }
+            };
+        }
+        cmd::WRITE => vol.write_at(r.offset, &payload),
+        cmd::FLUSH => vol.flush(),
+        cmd::TRIM | cmd::WRITE_ZEROES => vol.write_zeroes(r.offset, len),
+        cmd::CACHE => {
+            // Reading warms every layer below (node cache, page cache, and remote caches).
+            let mut buf = vec![0u8; r.length.min(MAX_PAYLOAD) as usize];
+            vol.read_at(r.offset, &mut buf)
+        }
+        cmd::BLOCK_STATUS => {
+            return match vol.block_status(r.offset, len) {
+                Ok(ext) => {
+                    let one = r.flags & cmd_flags::REQ_ONE != 0;
+                    let mut d: Vec<(u32, u32)> = Vec::new();
+                    for e in ext {
+                        let flags = if e.allocated {
+                            0
+                        } else {
+                            state::HOLE | state::ZERO
+                        };
+                        let mut left = e.length;
+                        while left > 0 {
+                            let piece = left.min(u64::from(u32::MAX) & !4095);
+                            d.push((piece as u32, flags));
+                            left -= piece;
+                        }
+                    }
+                    d.truncate(if one { 1 } else { MAX_DESCRIPTORS });
+                    Outcome::Status(d)
+                }
+                Err(e) => Outcome::Err(errno_of(&e), e.to_string()),
+            };
+        }
+        _ => return Outcome::Err(errno::EINVAL, "unknown command".into()),
+    };
+    let res = res.and_then(|()| {
+        if fua && r.kind != cmd::FLUSH {
+            vol.flush()
+        } else {
+            Ok(())
+        }
+    });
+    let _ = neg;
+    match res {
+        Ok(()) => Outcome::Ok,
+        Err(e) => {
+            tracing::warn!(error = %e, kind = r.kind, offset = r.offset, "request failed");
+            Outcome::Err(errno_of(&e), e.to_string())
+        }
+    }
+}
+
+async fn send<S: AsyncWrite>(
+    wr: &Writer<S>,
+    neg: &Negotiated,
+    cookie: u64,
+    o: Outcome,
+) -> std::io::Result<()> {
+    let mut out: Vec<u8> = Vec::new();
+    match (o, neg.structured) {
+        (Outcome::Ok, false) => out.extend_from_slice(&p::encode_simple_reply(0, cookie)),
+        (Outcome::Err(code, _), false) => {
+            out.extend_from_slice(&p::encode_simple_reply(code, cookie))
+        }
+        (Outcome::Data(buf, _, _), false) => {
+            out.extend_from_slice(&p::encode_simple_reply(0, cookie));
+            out.extend_from_slice(&buf);
+        }
+        (Outcome::Status(_), false) => {
+            out.extend_from_slice(&p::encode_simple_reply(errno::EINVAL, cookie))
+        }
+        (Outcome::Ok, true) => out.extend_from_slice(&p::encode_chunk_header(
+            reply::FLAG_DONE,
+            reply::NONE,
+            cookie,
+            0,
+        )),
+        (Outcome::Err(code, msg), true) => {
+            out.extend_from_slice(&p::encode_error_chunk(cookie, code, &msg))
+        }
+        (Outcome::Data(buf, offset, true), true) => {
+            // Don't fragment: one OFFSET_DATA chunk.
+            out.extend_from_slice(&p::encode_chunk_header(
+                reply::FLAG_DONE,
+                reply::OFFSET_DATA,
+                cookie,
+                8 + buf.len() as u32,
+            ));
+            out.extend_from_slice(&offset.to_be_bytes());
+            out.extend_from_slice(&buf);
+        }
+        (Outcome::Data(buf, offset, false), true) => {
+            // One OFFSET_DATA chunk per run of non-zero 4 KiB blocks, OFFSET_HOLE for
+            // zero runs, the last chunk flagged DONE.
+            let mut parts: Vec<(bool, usize, usize)> = Vec::new();
+            let mut i = 0;
+            while i < buf.len() {
+                let step = (4096 - ((offset as usize + i) % 4096)).min(buf.len() - i);
+                let zero = buf
+                    .get(i..i + step)
+                    .is_some_and(|b| b.iter().all(|&x| x == 0));
+                match parts.last_mut() {
+                    Some(p) if p.0 == zero => p.2 += step,
+                    _ => parts.push((zero, i, step)),
+                }
+                i += step;
+            }
+            if parts.is_empty() {
+                out.extend_from_slice(&p::encode_chunk_header(
+                    reply::FLAG_DONE,
+                    reply::NONE,
+                    cookie,
+                    0,
+                ));
+            }
+            let n = parts.len();
+            for (k, (zero, start, len)) in parts.into_iter().enumerate() {
+                let flags = if k + 1 == n { reply::FLAG_DONE } else { 0 };
+                let off = offset + start as u64;
+                if zero && len >= 512 {
+                    out.extend_from_slice(&p::encode_chunk_header(
+                        flags,
+                        reply::OFFSET_HOLE,
+                        cookie,
+                        12,
+                    ));
+                    out.extend_from_slice(&off.to_be_bytes());
+                    out.extend_from_slice(&(len as u32).to_be_bytes());
+                } else {
+                    out.extend_from_slice(&p::encode_chunk_header(
+                        flags,
+                        reply::OFFSET_DATA,
+                        cookie,
+                        8 + len as u32,
+                    ));
+                    out.extend_from_slice(&off.to_be_bytes());
+                    out.extend_from_slice(buf.get(start..start + len).unwrap_or_default());
+                }
+            }
+        }
+        (Outcome::Status(d), true) => {
+            out.extend_from_slice(&p::encode_chunk_header(
+                reply::FLAG_DONE,
+                reply::BLOCK_STATUS,
+                cookie,
+                4 + 8 * d.len() as u32,
+            ));
+            out.extend_from_slice(&BASE_ALLOCATION_ID.to_be_bytes());
+            for (len, flags) in d {
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&flags.to_be_bytes());
+            }
+        }
+    }
+    let mut w = wr.lock().await;
+    w.write_all(&out).await?;
+    w.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(kind: u16, flags: u16, offset: u64, length: u32) -> p::Request {
+        p::Request {
+            flags,
+            kind,
+            cookie: 1,
+            offset,
+            length,
+        }
+    }
+
+    #[test]
+    fn every_malformed_request_is_rejected_with_the_right_errno() {
+        let neg = Negotiated {
+            structured: false,
+            base_allocation: false,
+            flags: 0,
+        };
+        let full = Negotiated {
+            structured: true,
+            base_allocation: true,
+            flags: 0,
+        };
+        let size = 1 << 20;
+        let cases: &[(p::Request, bool, &Negotiated, Option<u32>)] = &[
+            (req(cmd::READ, 0, 0, 4096), false, &neg, None),
+            (req(99, 0, 0, 0), false, &neg, Some(errno::EINVAL)),
+            (
+                req(cmd::READ, 1 << 9, 0, 512),
+                false,
+                &neg,
+                Some(errno::EINVAL),
+            ),
+            (req(cmd::READ, 0, size, 1), false, &neg, Some(errno::EINVAL)),
+            (
+                req(cmd::READ, 0, u64::MAX, 2),
+                false,
+                &neg,
+                Some(errno::EINVAL),
+            ),
+            (
+                req(cmd::READ, 0, 0, MAX_PAYLOAD + 1),
+                false,
+                &neg,
+                Some(errno::EOVERFLOW),
+            ),
+            (
+                req(cmd::WRITE, 0, size - 1, 2),
+                false,
+                &neg,
+                Some(errno::ENOSPC),
+            ),
+            (
+                req(cmd::WRITE_ZEROES, 0, size, 4096),
+                false,
+                &neg,
+                Some(errno::ENOSPC),
+            ),
+            (
+                req(cmd::TRIM, 0, u64::MAX, 4096),
+                false,
+                &neg,
+                Some(errno::ENOSPC),
+            ),
+            (req(cmd::WRITE, 0, 0, 1), true, &neg, Some(errno::EPERM)),
+            (req(cmd::TRIM, 0, 0, 1), true, &neg, Some(errno::EPERM)),
+            (
+                req(cmd::WRITE_ZEROES, 0, 0, 1),
+                true,
+                &neg,
+                Some(errno::EPERM),
+            ),
+            (
+                req(cmd::BLOCK_STATUS, 0, 0, 4096),
+                false,
+                &neg,
+                Some(errno::EINVAL),
+            ),
+            (req(cmd::BLOCK_STATUS, 0, 0, 4096), false, &full, None),
+            (
+                req(cmd::BLOCK_STATUS, 0, size, 4096),
+                false,
+                &full,
+                Some(errno::EINVAL),
+            ),
+            (
+                req(cmd::READ, cmd_flags::DF, 0, 4096),
+                false,
+                &neg,
+                Some(errno::EINVAL),
+            ),
+            (req(cmd::READ, cmd_flags::DF, 0, 4096), false, &full, None),
+            (
+                req(cmd::CACHE, 0, size, 1),
+                false,
+                &neg,
+                Some(errno::EINVAL),
+            ),
+            (req(cmd::FLUSH, 0, 0, 0), true, &neg, None),
+            (req(cmd::READ, 0, 0, 4096), true, &neg, None),
+        ];
+        for (r, ro, n, want) in cases {
+            assert_eq!(
+                validate(r, size, *ro, n).map(|e| e.0),
+                *want,
+                "{r:?} read_only={ro}"
+            );
+        }
+    }
+}
