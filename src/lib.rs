@@ -3,15 +3,18 @@
 //!
 //! Layers, each using only the one below it:
 //! - [`cli`]: the `mindcastle` command.
+//! - [`attach`], [`hooks`]: block device (FUSE + loop), statechange script, signals.
 //! - [`nbd`]: the NBD server (async edge).
 //! - [`volume`]: blocks at any alignment, flush, checkpoint, snapshots, fsck, import/export.
 //! - [`lsm`]: write-ahead log, memtable, sorted runs in levels, merges.
 //! - [`format`]: pure byte layouts (records, nodes, roots, log, `.swap` file).
 //! - [`store`]: where chunk files live.
 
+pub mod attach;
 pub mod cli;
 pub mod error;
 pub mod format;
+pub mod hooks;
 pub mod lsm;
 pub mod nbd;
 pub mod store;

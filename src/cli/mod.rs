@@ -1,5 +1,6 @@
 //! The `mindcastle` command line: clap definitions, one file per subcommand.
 
+mod attach;
 mod create;
 mod fsck;
 mod info;
@@ -34,6 +35,9 @@ enum Command {
     Export(transfer::ExportArgs),
     /// Verify every chunk, node and record reachable from the root and kept snapshots.
     Fsck(fsck::Args),
+    /// Attach the disk as a block device and run the statechange script (the default
+    /// command: `mindcastle NAME.swap SCRIPT`).
+    Attach(attach::Args),
     /// Serve the disk over NBD on a Unix socket or TCP until SIGINT/SIGTERM.
     Serve(serve::Args),
 }
@@ -77,7 +81,7 @@ fn init_logging() {
 /// Runs the command line; errors print one line and map to an exit code by kind.
 pub fn run() -> ExitCode {
     init_logging();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
     let r: Result<ExitCode> = match cli.command {
         Command::Create(a) => create::run(a),
         Command::Info(a) => info::run(a),
@@ -85,11 +89,36 @@ pub fn run() -> ExitCode {
         Command::Export(a) => transfer::export(a),
         Command::Fsck(a) => fsck::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Attach(a) => attach::run(a),
     };
     match r {
         Ok(code) => code,
         Err(e) => report(&e),
     }
+}
+
+/// The original's form `mindcastle [-s GiB] [-t FILE] NAME.swap SCRIPT` means `attach`.
+fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    const COMMANDS: &[&str] = &[
+        "create",
+        "info",
+        "import",
+        "export",
+        "fsck",
+        "serve",
+        "attach",
+        "help",
+        "-h",
+        "--help",
+        "-V",
+        "--version",
+    ];
+    if let Some(first) = args.get(1).and_then(|a| a.to_str()) {
+        if !COMMANDS.contains(&first) {
+            args.insert(1, "attach".into());
+        }
+    }
+    args
 }
 
 fn report(e: &Error) -> ExitCode {

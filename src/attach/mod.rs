@@ -1,0 +1,225 @@
+//! Attach: the original Mindcastle's main job. Creates the disk if missing, exposes it as
+//! a Linux block device, runs the statechange script and obeys the signals:
+//! SIGHUP runs `close` (the script unmounts, then sends SIGINT); SIGINT and SIGTERM run
+//! `close` if it has not run yet, then flush, checkpoint, detach and exit 0; SIGUSR1
+//! flushes, takes a snapshot and runs `snapshot`. Other signals are ignored.
+//!
+//! The block device is a loop device over a FUSE single-file export (`fuse`,
+//! `loopdev`). The kernel nbd driver path is not built yet: where `/dev/nbd0` exists it
+//! is logged and the FUSE path is used.
+
+pub mod fuse;
+pub mod loopdev;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use signal_hook::consts::signal::{
+    SIGALRM, SIGHUP, SIGINT, SIGPIPE, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2,
+};
+use signal_hook::iterator::Signals;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::hooks::{Event, Script};
+use crate::volume::{OpenOptions, Volume};
+
+/// Settings of one attach.
+#[derive(Debug, Clone)]
+pub struct AttachConfig {
+    /// The disk.
+    pub swap: PathBuf,
+    /// The statechange script, as given.
+    pub script: String,
+    /// Size for a new disk.
+    pub size: u64,
+    /// Log every read here.
+    pub trace: Option<PathBuf>,
+    /// Use the FUSE + loop path even where kernel nbd exists.
+    pub force_fuse: bool,
+}
+
+/// The block device while attached.
+struct Attached {
+    device: String,
+    session: Option<fuser::BackgroundSession>,
+    mountdir: PathBuf,
+}
+
+impl Attached {
+    fn detach(&mut self) {
+        if !self.device.is_empty() {
+            if let Err(e) = loopdev::detach(&self.device) {
+                tracing::warn!(error = %e, "detaching the loop device");
+            }
+            self.device.clear();
+        }
+        // Dropping the session unmounts the FUSE filesystem.
+        drop(self.session.take());
+        let _ = std::fs::remove_file(self.mountdir.join(fuse::DISK_NAME));
+        let _ = std::fs::remove_dir(&self.mountdir);
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+fn attach_fuse(vol: &Arc<Volume>, trace: Option<fuse::Trace>) -> Result<Attached> {
+    let mountdir =
+        std::env::temp_dir().join(format!("mindcastle-{}-{}", vol.uuid(), std::process::id()));
+    std::fs::create_dir_all(&mountdir)
+        .map_err(|e| Error::io(format!("creating {}", mountdir.display()), e))?;
+    let meta =
+        std::fs::metadata(&mountdir).map_err(|e| Error::io(mountdir.display().to_string(), e))?;
+    let fs = fuse::DiskFs::new(vol.clone(), trace, meta.uid(), meta.gid());
+    let opts = [
+        fuser::MountOption::FSName("mindcastle".into()),
+        fuser::MountOption::Subtype("mindcastle".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoExec,
+        fuser::MountOption::NoSuid,
+        fuser::MountOption::NoDev,
+    ];
+    let session = fuser::spawn_mount2(fs, &mountdir, &opts).map_err(|e| {
+        Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "FUSE mount at {} failed: {e} (is /dev/fuse there, and fuse3 installed?)",
+                mountdir.display()
+            ),
+        )
+    })?;
+    let mut a = Attached {
+        device: String::new(),
+        session: Some(session),
+        mountdir,
+    };
+    a.device = loopdev::attach(&a.mountdir.join(fuse::DISK_NAME))?;
+    tracing::info!(device = %a.device, "attached through FUSE and a loop device");
+    Ok(a)
+}
+
+/// Runs the attach until the disk is detached; returns the process exit code.
+pub fn run(cfg: &AttachConfig) -> Result<u8> {
+    let script = Script::resolve(&cfg.script)?;
+    // Signals first, so none is lost between attach and the loop below.
+    let mut signals = Signals::new([
+        SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2, SIGQUIT, SIGPIPE, SIGALRM,
+    ])
+    .map_err(|e| Error::io("installing signal handlers", e))?;
+    let event = if cfg.swap.exists() {
+        Event::Open
+    } else {
+        Event::Create
+    };
+    let vol = match event {
+        Event::Create => {
+            let v = Volume::create(&cfg.swap, cfg.size)?;
+            eprintln!(
+                "mindcastle: created {} ({} bytes, uuid {})",
+                cfg.swap.display(),
+                v.size(),
+                v.uuid()
+            );
+            v
+        }
+        _ => Volume::open(&cfg.swap, &OpenOptions::default())?,
+    };
+    let vol = Arc::new(vol);
+    let trace = match &cfg.trace {
+        Some(p) => Some(Arc::new(Mutex::new(std::io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| Error::io(format!("trace file {}", p.display()), e))?,
+        )))),
+        None => None,
+    };
+    if Path::new("/dev/nbd0").exists() && !cfg.force_fuse {
+        tracing::info!(
+            "/dev/nbd0 exists, but the kernel nbd path is not built yet; using FUSE + loop"
+        );
+    }
+    let mut att = attach_fuse(&vol, trace.clone())?;
+    let uuid = vol.uuid().to_string();
+    let pid = std::process::id();
+    match script.run(event, &att.device, &uuid, None) {
+        Ok(Some(0)) => {}
+        other => {
+            let why = match other {
+                Ok(Some(c)) => format!("exit status {c}"),
+                Ok(None) => "killed by a signal".to_string(),
+                Err(e) => e.to_string(),
+            };
+            att.detach();
+            finish(vol, trace)?;
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!(
+                    "statechange script {} failed on {} ({why}); disk detached",
+                    script.path().display(),
+                    event.as_str()
+                ),
+            ));
+        }
+    }
+    eprintln!(
+        "mindcastle: {} is {} (uuid {uuid}); detach with Ctrl-C or kill -HUP {pid}",
+        cfg.swap.display(),
+        att.device
+    );
+    let mut closed = false;
+    for sig in signals.forever() {
+        match sig {
+            SIGHUP => {
+                if !closed {
+                    closed = true;
+                    run_logged(&script, Event::Close, &att.device, &uuid, None);
+                }
+            }
+            SIGINT | SIGTERM => {
+                if !closed {
+                    run_logged(&script, Event::Close, &att.device, &uuid, None);
+                }
+                break;
+            }
+            SIGUSR1 => match vol.flush().and_then(|()| vol.snapshot()) {
+                Ok(snap) => {
+                    let id = snap.id.to_hex();
+                    eprintln!("mindcastle: snapshot {id}");
+                    run_logged(&script, Event::Snapshot, &att.device, &uuid, Some(&id));
+                }
+                Err(e) => tracing::error!(error = %e, "snapshot failed"),
+            },
+            other => tracing::debug!(signal = other, "ignored while attached"),
+        }
+    }
+    att.detach();
+    drop(att);
+    finish(vol, trace)?;
+    eprintln!("mindcastle: detached");
+    Ok(0)
+}
+
+fn run_logged(script: &Script, ev: Event, dev: &str, uuid: &str, snap: Option<&str>) {
+    match script.run(ev, dev, uuid, snap) {
+        Ok(Some(0)) => {}
+        Ok(code) => tracing::warn!(event = ev.as_str(), ?code, "statechange script failed"),
+        Err(e) => tracing::warn!(event = ev.as_str(), error = %e, "statechange script did not run"),
+    }
+}
+
+fn finish(vol: Arc<Volume>, trace: Option<fuse::Trace>) -> Result<()> {
+    if let Some(t) = trace {
+        if let Ok(mut w) = t.lock() {
+            let _ = std::io::Write::flush(&mut *w);
+        }
+    }
+    vol.flush()?;
+    vol.checkpoint()?;
+    Ok(())
+}
