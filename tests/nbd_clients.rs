@@ -219,3 +219,54 @@ h.flush()\n",
     assert!(back[64 << 20..] == b[..], "second half differs");
     srv.stop();
 }
+
+#[test]
+fn tcp_listen_on_loopback() {
+    if !have("nbdsh") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let swap = common::new_disk(dir.path(), 8 << 20);
+    // A port unlikely to collide between concurrent runs.
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let addr = format!("127.0.0.1:{port}");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mindcastle"))
+        .args(["serve", s(&swap), "--listen", &addr, "--export", "disk"])
+        .spawn()
+        .unwrap();
+    // Killed on drop if an assertion fails first.
+    let mut srv = Server {
+        child: Some(child),
+        socket: dir.path().join("unused"),
+    };
+    let uri = format!("nbd://{addr}/disk");
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(t.elapsed().as_secs() < 20, "server did not listen");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = tool_ok(
+        "nbdsh",
+        &[
+            "-u",
+            &uri,
+            "-c",
+            "h.pwrite(b'tcp!' * 128, 4096); assert h.pread(512, 4096)[:4] == b'tcp!'; print('disk')",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("disk"));
+    // A wrong export name is refused.
+    let bad = tool("nbdinfo", &[&format!("nbd://{addr}/nope")]);
+    assert!(!bad.status.success());
+    let mut child = srv.child.take().unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(child.wait().unwrap().success());
+    let v = Volume::open(&swap, &OpenOptions::default()).unwrap();
+    let mut b = [0u8; 4];
+    v.read_at(4096, &mut b).unwrap();
+    assert_eq!(&b, b"tcp!");
+}
