@@ -7,3 +7,4 @@ export PATH="/usr/bin:$PATH"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --release -- --test-threads=2
+./scripts/fuzz.sh 20
