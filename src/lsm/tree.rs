@@ -1,17 +1,22 @@
 //! The levels of sorted runs: lookups newest first, and inserting a batch by merging it
 //! into the level the policy chooses.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::chunk_id::ChunkId;
+use crate::format::record::{open_record, SealedRecord};
 use crate::format::root::RunDesc;
+use crate::lsm::chunker::Chunker;
 use crate::lsm::ctx::Ctx;
 use crate::lsm::entry::Loc;
 use crate::lsm::merge::{Merge, Source};
 use crate::lsm::policy;
 use crate::lsm::run::{Run, RunWriter};
+
+/// Most live record bytes copied out of sparse chunks per merge (bounds memory and time).
+pub const REWRITE_BUDGET: u64 = 64 << 20;
 
 /// Levels of runs; index 0 is newest.
 #[derive(Clone, Default)]
@@ -89,11 +94,14 @@ impl Tree {
             .collect();
         let k = policy::choose(base, &sizes, batch.len() as u64);
         let bottom = self.levels.iter().skip(k + 1).all(Option::is_none);
-        let mut sources = vec![Source::Vec(batch.into_iter())];
-        for run in self.levels.iter().take(k + 1).flatten() {
-            sources.push(Source::run(ctx, run)?);
-        }
-        let mut merge = Merge::new(sources)?;
+        // At the bottom the output is the only run naming its chunks, so chunks that
+        // mostly hold overwritten records can be rewritten to give their space back.
+        let moved = if bottom {
+            self.rewrite_sparse_chunks(ctx, k, &batch)?
+        } else {
+            HashMap::new()
+        };
+        let mut merge = Merge::new(self.sources(ctx, k, batch)?)?;
         let mut w = RunWriter::new(ctx, k as u32);
         let mut entries = 0;
         while let Some((lba, loc)) = merge.next_entry()? {
@@ -101,7 +109,7 @@ impl Tree {
             if bottom && loc == Loc::Zero {
                 continue;
             }
-            w.push(lba, &loc)?;
+            w.push(lba, moved.get(&lba).unwrap_or(&loc))?;
             entries += 1;
         }
         let run = w.finish()?;
@@ -119,6 +127,81 @@ impl Tree {
             self.levels.pop();
         }
         Ok(MergeStats { level: k, entries })
+    }
+
+    fn sources<'a>(
+        &'a self,
+        ctx: &'a Ctx,
+        k: usize,
+        batch: Vec<(u64, Loc)>,
+    ) -> Result<Vec<Source<'a>>> {
+        let mut sources = vec![Source::Vec(batch.into_iter())];
+        for run in self.levels.iter().take(k + 1).flatten() {
+            sources.push(Source::run(ctx, run)?);
+        }
+        Ok(sources)
+    }
+
+    /// Finds data chunks less than half live in the merged output and copies their live
+    /// records (at most `REWRITE_BUDGET` bytes per merge, sparsest chunks first) into new
+    /// chunks; returns the new location of each moved block.
+    fn rewrite_sparse_chunks(
+        &self,
+        ctx: &Ctx,
+        k: usize,
+        batch: &[(u64, Loc)],
+    ) -> Result<HashMap<u64, Loc>> {
+        let mut live: HashMap<ChunkId, (u32, u64)> = HashMap::new();
+        let mut merge = Merge::new(self.sources(ctx, k, batch.to_vec())?)?;
+        while let Some((_, loc)) = merge.next_entry()? {
+            if let Loc::Data(d) = loc {
+                live.entry(d.chunk).or_insert((d.chunk_size, 0)).1 += u64::from(d.len);
+            }
+        }
+        drop(merge);
+        let mut sparse: Vec<(ChunkId, u32, u64)> = live
+            .into_iter()
+            .filter(|(_, (size, l))| l * 2 < u64::from(*size))
+            .map(|(id, (size, l))| (id, size, l))
+            .collect();
+        if sparse.is_empty() {
+            return Ok(HashMap::new());
+        }
+        sparse.sort_by(|a, b| (a.2 * u64::from(b.1)).cmp(&(b.2 * u64::from(a.1))));
+        let mut budget = REWRITE_BUDGET;
+        let mut chosen = HashSet::new();
+        for (id, _, l) in sparse {
+            if l > budget {
+                break;
+            }
+            budget -= l;
+            chosen.insert(id);
+        }
+        let mut chunker = Chunker::new(ctx.store.as_ref());
+        let mut merge = Merge::new(self.sources(ctx, k, batch.to_vec())?)?;
+        let mut block = vec![0u8; crate::format::BLOCK_SIZE];
+        while let Some((lba, loc)) = merge.next_entry()? {
+            if let Loc::Data(d) = loc {
+                if chosen.contains(&d.chunk) {
+                    let bytes =
+                        ctx.store
+                            .get_range(&d.chunk, u64::from(d.offset), d.len as usize)?;
+                    // Never copy a record that does not authenticate.
+                    open_record(&ctx.keys, &bytes, &d.tag, &mut block).map_err(|e| {
+                        e.context(format!("compacting block {lba} from chunk {}", d.chunk))
+                    })?;
+                    chunker.push(lba, &SealedRecord { bytes, tag: d.tag })?;
+                }
+            }
+        }
+        drop(merge);
+        let moved: HashMap<u64, Loc> = chunker.finish()?.into_iter().collect();
+        tracing::debug!(
+            chunks = chosen.len(),
+            blocks = moved.len(),
+            "rewrote sparse data chunks"
+        );
+        Ok(moved)
     }
 
     /// Adds every chunk this tree references to `live`.
