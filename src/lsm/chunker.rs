@@ -19,14 +19,16 @@ pub const MAX_CHUNK: usize = 4 << 20;
 /// A record ends a chunk with probability 1/128.
 pub const CUT_THRESHOLD: u32 = u32::MAX / 128;
 
-/// Accumulates records and writes chunks.
+/// A cut chunk waiting to be hashed and stored, with its records.
+type Cut = (Vec<u8>, Vec<(u64, u32, u32, [u8; 16])>);
+
+/// Accumulates records, cuts chunks, and stores them (hashing in parallel) at `finish`.
+/// Holds at most one memtable's worth of records.
 pub struct Chunker<'a> {
     store: &'a dyn ChunkStore,
     buf: Vec<u8>,
     pending: Vec<(u64, u32, u32, [u8; 16])>,
-    out: Vec<(u64, Loc)>,
-    /// Bytes of chunks written (new or already present).
-    pub chunk_bytes: u64,
+    cuts: Vec<Cut>,
 }
 
 impl<'a> Chunker<'a> {
@@ -36,15 +38,14 @@ impl<'a> Chunker<'a> {
             store,
             buf: Vec::with_capacity(MIN_CHUNK * 2),
             pending: Vec::new(),
-            out: Vec::new(),
-            chunk_bytes: 0,
+            cuts: Vec::new(),
         }
     }
 
     /// Adds one record for block `lba` (blocks must come in increasing order).
     pub fn push(&mut self, lba: u64, rec: &SealedRecord) -> Result<()> {
         if self.buf.len() + rec.bytes.len() > MAX_CHUNK {
-            self.cut()?;
+            self.cut();
         }
         let offset = self.buf.len() as u32;
         self.buf.extend_from_slice(&rec.bytes);
@@ -52,37 +53,68 @@ impl<'a> Chunker<'a> {
             .push((lba, offset, rec.bytes.len() as u32, rec.tag));
         let h = u32::from_le_bytes([rec.tag[0], rec.tag[1], rec.tag[2], rec.tag[3]]);
         if self.buf.len() >= MIN_CHUNK && h < CUT_THRESHOLD {
-            self.cut()?;
+            self.cut();
         }
         Ok(())
     }
 
-    fn cut(&mut self) -> Result<()> {
+    fn cut(&mut self) {
         if self.pending.is_empty() {
-            return Ok(());
+            return;
         }
-        let id = self.store.put(&self.buf)?;
-        let size = self.buf.len() as u32;
-        self.chunk_bytes += u64::from(size);
-        for (lba, offset, len, tag) in self.pending.drain(..) {
-            self.out.push((
-                lba,
-                Loc::Data(DataRef {
-                    chunk: id,
-                    chunk_size: size,
-                    offset,
-                    len,
-                    tag,
-                }),
-            ));
-        }
-        self.buf.clear();
-        Ok(())
+        let buf = std::mem::replace(&mut self.buf, Vec::with_capacity(MIN_CHUNK * 2));
+        self.cuts.push((buf, std::mem::take(&mut self.pending)));
     }
 
-    /// Writes the last chunk; returns every entry in lba order.
+    /// Stores every chunk (SHA-512 and writes spread over the cores); returns every
+    /// entry in lba order.
     pub fn finish(mut self) -> Result<Vec<(u64, Loc)>> {
-        self.cut()?;
-        Ok(self.out)
+        self.cut();
+        let store = self.store;
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8);
+        let per = self.cuts.len().div_ceil(threads).max(1);
+        let results: Vec<Result<Vec<(u64, Loc)>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .cuts
+                .chunks(per)
+                .map(|group| {
+                    s.spawn(move || -> Result<Vec<(u64, Loc)>> {
+                        let mut out = Vec::new();
+                        for (buf, recs) in group {
+                            let id = store.put(buf)?;
+                            let size = buf.len() as u32;
+                            out.extend(recs.iter().map(|&(lba, offset, len, tag)| {
+                                (
+                                    lba,
+                                    Loc::Data(DataRef {
+                                        chunk: id,
+                                        chunk_size: size,
+                                        offset,
+                                        len,
+                                        tag,
+                                    }),
+                                )
+                            }));
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(crate::error::Error::invalid("chunk writer panicked"))
+                    })
+                })
+                .collect()
+        });
+        let mut out = Vec::new();
+        for r in results {
+            out.extend(r?);
+        }
+        Ok(out)
     }
 }
