@@ -177,6 +177,11 @@ fn ctrl_c_leaves_nothing_behind_and_keeps_synced_files() {
     assert_eq!(wait_exit(c), 0);
     assert!(!mounted(&mnt), "Ctrl-C left {mnt} mounted");
     assert!(!loop_for(&uuid), "Ctrl-C left a loop device");
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        !mounts.contains(&uuid),
+        "Ctrl-C left a FUSE mount: {mounts}"
+    );
     let c = spawn(&[swap.to_str().unwrap(), script.to_str().unwrap()]);
     wait_for("the remount", || mounted(&mnt));
     assert!(std::fs::read(format!("{mnt}/kept")).unwrap() == d);
@@ -352,6 +357,7 @@ fn failing_open_script_exits_non_zero_and_cleans_up() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("failed on open (exit status 3)"), "{err}");
     assert!(!loop_for(&uuid), "loop device left behind");
+    std::thread::sleep(Duration::from_millis(100));
     let fuse_left = std::fs::read_to_string("/proc/mounts")
         .unwrap()
         .contains(&uuid);

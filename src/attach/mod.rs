@@ -54,8 +54,21 @@ impl Attached {
             }
             self.device.clear();
         }
-        // Dropping the session unmounts the FUSE filesystem.
+        // Dropping the session unmounts the FUSE filesystem; if something still held
+        // it (a loop device the kernel had not released yet), detach it lazily so no
+        // stale mount outlives us.
         drop(self.session.take());
+        let dir = self.mountdir.to_string_lossy().into_owned();
+        let still = std::fs::read_to_string("/proc/mounts")
+            .map(|m| m.lines().any(|l| l.split(' ').nth(1) == Some(dir.as_str())))
+            .unwrap_or(false);
+        if still {
+            tracing::warn!(mount = %dir, "FUSE mount still present; unmounting lazily");
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.mountdir)
+                .status();
+        }
         let _ = std::fs::remove_file(self.mountdir.join(fuse::DISK_NAME));
         let _ = std::fs::remove_dir(&self.mountdir);
     }
