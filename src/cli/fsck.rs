@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use super::{progress, PathArg};
 use crate::error::{Error, Result};
-use crate::volume::{OpenOptions, Volume};
 
 /// Arguments of `fsck`.
 #[derive(clap::Args, Debug)]
@@ -18,14 +17,7 @@ pub struct Args {
 
 /// Runs `fsck`: exit 0 when clean, 1 with one line per problem otherwise.
 pub fn run(a: Args) -> Result<ExitCode> {
-    let vol = Volume::open(
-        &a.swap,
-        &OpenOptions {
-            read_only: true,
-            no_lock: true,
-            ..Default::default()
-        },
-    )?;
+    let vol = super::inspect(&a.swap)?;
     let total: u64 = vol.tree()?.runs().map(|r| r.desc.entries).sum();
     let pb = progress::count(total, "fsck");
     let report = vol.fsck(&|n| pb.set_position(n))?;

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use super::PathArg;
 use crate::error::{Error, Result};
-use crate::volume::{OpenOptions, Volume};
 
 /// Arguments of `info`.
 #[derive(clap::Args, Debug)]
@@ -18,14 +17,7 @@ pub struct Args {
 
 /// Runs `info`.
 pub fn run(a: Args) -> Result<ExitCode> {
-    let vol = Volume::open(
-        &a.swap,
-        &OpenOptions {
-            read_only: true,
-            no_lock: true,
-            ..Default::default()
-        },
-    )?;
+    let vol = super::inspect(&a.swap)?;
     let i = vol.info()?;
     if a.json {
         let s = serde_json::to_string_pretty(&i).map_err(|e| Error::invalid(e.to_string()))?;

@@ -126,6 +126,19 @@ fn report(e: &Error) -> ExitCode {
     ExitCode::from(e.kind().exit_code())
 }
 
+/// Opens a disk to look at it: read-only and without the lock, so it works beside a
+/// running writer (showing its last checkpoint plus its logged writes).
+fn inspect(path: &std::path::Path) -> Result<crate::volume::Volume> {
+    crate::volume::Volume::open(
+        path,
+        &crate::volume::OpenOptions {
+            read_only: true,
+            no_lock: true,
+            ..Default::default()
+        },
+    )
+}
+
 /// A path argument.
 pub type PathArg = PathBuf;
 

@@ -314,7 +314,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod more_tests {
+mod inner_tests {
     use super::*;
     use crate::format::crypto::DiskKey;
 

@@ -63,6 +63,20 @@ async fn error_reply<S: AsyncWrite + Unpin>(
     reply(s, option, kind, msg.as_bytes()).await
 }
 
+/// Option data that names an export: the rest of it, or the refusal to send.
+fn for_export<T>(
+    decoded: Result<(String, T), p::ProtoError>,
+    e: &ExportInfo,
+) -> Result<T, (u32, String)> {
+    match decoded {
+        Err(err) => Err((rep::ERR_INVALID, err.to_string())),
+        Ok((name, _)) if !name_matches(e, &name) => {
+            Err((rep::ERR_UNKNOWN, "no such export".into()))
+        }
+        Ok((_, rest)) => Ok(rest),
+    }
+}
+
 fn string_data(s: &str) -> Vec<u8> {
     let mut d = (s.len() as u32).to_be_bytes().to_vec();
     d.extend_from_slice(s.as_bytes());
@@ -136,17 +150,13 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
                 reply(s, option, rep::ACK, &[]).await?;
             }
             opt::INFO | opt::GO => {
-                let (name, infos) = match p::decode_info_request(&data) {
+                let infos = match for_export(p::decode_info_request(&data), e) {
                     Ok(x) => x,
-                    Err(err) => {
-                        error_reply(s, option, rep::ERR_INVALID, &err.to_string()).await?;
+                    Err((kind, msg)) => {
+                        error_reply(s, option, kind, &msg).await?;
                         continue;
                     }
                 };
-                if !name_matches(e, &name) {
-                    error_reply(s, option, rep::ERR_UNKNOWN, "no such export").await?;
-                    continue;
-                }
                 let f = transmission_flags(e, structured);
                 let mut ex = info::EXPORT.to_be_bytes().to_vec();
                 ex.extend_from_slice(&e.size.to_be_bytes());
@@ -201,17 +211,13 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
                     .await?;
                     continue;
                 }
-                let (name, queries) = match p::decode_meta_context_request(&data) {
+                let queries = match for_export(p::decode_meta_context_request(&data), e) {
                     Ok(x) => x,
-                    Err(err) => {
-                        error_reply(s, option, rep::ERR_INVALID, &err.to_string()).await?;
+                    Err((kind, msg)) => {
+                        error_reply(s, option, kind, &msg).await?;
                         continue;
                     }
                 };
-                if !name_matches(e, &name) {
-                    error_reply(s, option, rep::ERR_UNKNOWN, "no such export").await?;
-                    continue;
-                }
                 let set = option == opt::SET_META_CONTEXT;
                 let matches = if set {
                     queries.iter().any(|q| q == p::BASE_ALLOCATION)
