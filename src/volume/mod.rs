@@ -395,6 +395,7 @@ impl Volume {
         if st.mem.is_empty() && !force {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let mut tree = st.tree.clone();
         if !st.mem.is_empty() {
             let mut chunker = Chunker::new(self.ctx.store.as_ref());
@@ -449,6 +450,7 @@ impl Volume {
         if let Err(e) = self.collect_locked(st) {
             tracing::warn!(error = %e, "garbage collection failed; will retry at the next checkpoint");
         }
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, root = %id, "checkpoint");
         Ok(())
     }
 
