@@ -53,6 +53,14 @@ impl DiskFs {
         }
     }
 
+    /// fsync and close: a durable flush of the volume.
+    fn durable(&self, reply: ReplyEmpty) {
+        match self.vol.flush() {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
     fn attr(&self, ino: u64) -> FileAttr {
         let (kind, perm, size, nlink) = if ino == ROOT {
             (FileType::Directory, 0o700, 0, 2)
@@ -207,17 +215,12 @@ impl Filesystem for DiskFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.vol.flush() {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.durable(reply);
     }
 
     fn flush(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _lock: u64, reply: ReplyEmpty) {
-        match self.vol.flush() {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        // close() of the file: make it durable too, so a loop device's release is safe.
+        self.durable(reply);
     }
 
     fn readdir(

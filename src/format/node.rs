@@ -291,22 +291,15 @@ mod tests {
 
     #[test]
     fn out_of_order_leaf_is_refused() {
-        let bad = Node::Leaf(vec![
-            LeafEntry {
-                lba: 5,
-                chunk: 0,
-                offset: 0,
-                len: 1,
-                tag: [0; 16],
-            },
-            LeafEntry {
-                lba: 5,
-                chunk: 0,
-                offset: 0,
-                len: 1,
-                tag: [0; 16],
-            },
-        ]);
+        // The same lba twice: entries must strictly increase.
+        let e = LeafEntry {
+            lba: 5,
+            chunk: 0,
+            offset: 0,
+            len: 1,
+            tag: [0; 16],
+        };
+        let bad = Node::Leaf(vec![e, e]);
         assert!(Node::decode(&bad.encode()).is_err());
         assert!(Node::decode(b"MCN1").is_err());
         assert!(Node::decode(&[]).is_err());
