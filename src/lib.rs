@@ -18,6 +18,7 @@ pub mod hooks;
 pub mod lsm;
 pub mod nbd;
 pub mod store;
+pub mod trace;
 pub mod volume;
 
 pub use error::{Error, ErrorKind, Result};

@@ -3,8 +3,7 @@
 //! and `fsync` maps to a durable flush. `losetup` turns the file into a block device.
 
 use std::ffi::OsStr;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -13,6 +12,7 @@ use fuser::{
 };
 
 use crate::error::{Error, ErrorKind};
+use crate::trace::ReadTrace;
 use crate::volume::Volume;
 
 const ROOT: u64 = 1;
@@ -21,13 +21,10 @@ const DISK: u64 = 2;
 pub const DISK_NAME: &str = "disk";
 const TTL: Duration = Duration::from_secs(1);
 
-/// Read trace sink: one line `offset length unix_nanos` per read.
-pub type Trace = Arc<Mutex<std::io::BufWriter<std::fs::File>>>;
-
 /// The single-file filesystem.
 pub struct DiskFs {
     vol: Arc<Volume>,
-    trace: Option<Trace>,
+    trace: Option<Arc<ReadTrace>>,
     uid: u32,
     gid: u32,
 }
@@ -44,7 +41,7 @@ fn errno(e: &Error) -> i32 {
 
 impl DiskFs {
     /// Serves `vol` as a file owned by `uid:gid`; reads are logged to `trace` when given.
-    pub fn new(vol: Arc<Volume>, trace: Option<Trace>, uid: u32, gid: u32) -> Self {
+    pub fn new(vol: Arc<Volume>, trace: Option<Arc<ReadTrace>>, uid: u32, gid: u32) -> Self {
         Self {
             vol,
             trace,
@@ -156,13 +153,7 @@ impl Filesystem for DiskFs {
         let len = u64::from(size).min(self.vol.size().saturating_sub(off));
         let mut buf = vec![0u8; len as usize];
         if let Some(t) = &self.trace {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            if let Ok(mut w) = t.lock() {
-                let _ = writeln!(w, "{off} {len} {now}");
-            }
+            t.record(off, len);
         }
         match self.vol.read_at(off, &mut buf) {
             Ok(()) => reply.data(&buf),

@@ -4,16 +4,18 @@
 //! `close` if it has not run yet, then flush, checkpoint, detach and exit 0; SIGUSR1
 //! flushes, takes a snapshot and runs `snapshot`. Other signals are ignored.
 //!
-//! The block device is a loop device over a FUSE single-file export (`fuse`,
-//! `loopdev`). The kernel nbd driver path is not built yet: where `/dev/nbd0` exists it
-//! is logged and the FUSE path is used.
+//! The block device is the kernel nbd driver (`kernel_nbd`) where `/dev/nbd0` exists or
+//! `modprobe nbd` works, else a loop device over a FUSE single-file export (`fuse`,
+//! `loopdev`). Which one was used is logged; `--fuse` forces the second.
 
 pub mod fuse;
+pub mod kernel_nbd;
 pub mod loopdev;
+mod sys;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use signal_hook::consts::signal::{
     SIGALRM, SIGHUP, SIGINT, SIGPIPE, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2,
@@ -22,6 +24,7 @@ use signal_hook::iterator::Signals;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::hooks::{Event, Script};
+use crate::trace::ReadTrace;
 use crate::volume::{OpenOptions, Volume};
 
 /// Settings of one attach.
@@ -40,13 +43,35 @@ pub struct AttachConfig {
 }
 
 /// The block device while attached.
-struct Attached {
+enum Attached {
+    Kernel(kernel_nbd::KernelNbd),
+    Fuse(FuseLoop),
+}
+
+impl Attached {
+    fn device(&self) -> &str {
+        match self {
+            Attached::Kernel(k) => k.device(),
+            Attached::Fuse(f) => &f.device,
+        }
+    }
+
+    fn detach(&mut self) {
+        match self {
+            Attached::Kernel(k) => k.detach(),
+            Attached::Fuse(f) => f.detach(),
+        }
+    }
+}
+
+/// A loop device over the FUSE single-file export.
+struct FuseLoop {
     device: String,
     session: Option<fuser::BackgroundSession>,
     mountdir: PathBuf,
 }
 
-impl Attached {
+impl FuseLoop {
     fn detach(&mut self) {
         if !self.device.is_empty() {
             if let Err(e) = loopdev::detach(&self.device) {
@@ -74,13 +99,36 @@ impl Attached {
     }
 }
 
-impl Drop for Attached {
+impl Drop for FuseLoop {
     fn drop(&mut self) {
         self.detach();
     }
 }
 
-fn attach_fuse(vol: &Arc<Volume>, trace: Option<fuse::Trace>) -> Result<Attached> {
+/// Attaches through kernel nbd where it is there (unless `force_fuse`), else FUSE + loop.
+fn attach_device(
+    vol: &Arc<Volume>,
+    trace: Option<Arc<ReadTrace>>,
+    force_fuse: bool,
+) -> Result<Attached> {
+    if !force_fuse && kernel_nbd::available() {
+        let conns = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+        match kernel_nbd::KernelNbd::attach(vol, trace.clone(), conns) {
+            Ok(k) => {
+                tracing::info!(device = %k.device(), conns, "attached through the kernel nbd driver");
+                return Ok(Attached::Kernel(k));
+            }
+            Err(e) => tracing::warn!(error = %e, "kernel nbd failed; using FUSE + loop"),
+        }
+    } else if !force_fuse {
+        tracing::info!(
+            "no kernel nbd driver (no /dev/nbd0, modprobe nbd failed); using FUSE + loop"
+        );
+    }
+    attach_fuse(vol, trace).map(Attached::Fuse)
+}
+
+fn attach_fuse(vol: &Arc<Volume>, trace: Option<Arc<ReadTrace>>) -> Result<FuseLoop> {
     let mountdir =
         std::env::temp_dir().join(format!("mindcastle-{}-{}", vol.uuid(), std::process::id()));
     std::fs::create_dir_all(&mountdir)
@@ -105,7 +153,7 @@ fn attach_fuse(vol: &Arc<Volume>, trace: Option<fuse::Trace>) -> Result<Attached
             ),
         )
     })?;
-    let mut a = Attached {
+    let mut a = FuseLoop {
         device: String::new(),
         session: Some(session),
         mountdir,
@@ -143,24 +191,14 @@ pub fn run(cfg: &AttachConfig) -> Result<u8> {
     };
     let vol = Arc::new(vol);
     let trace = match &cfg.trace {
-        Some(p) => Some(Arc::new(Mutex::new(std::io::BufWriter::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| Error::io(format!("trace file {}", p.display()), e))?,
-        )))),
+        Some(p) => Some(Arc::new(ReadTrace::open(p)?)),
         None => None,
     };
-    if Path::new("/dev/nbd0").exists() && !cfg.force_fuse {
-        tracing::info!(
-            "/dev/nbd0 exists, but the kernel nbd path is not built yet; using FUSE + loop"
-        );
-    }
-    let mut att = attach_fuse(&vol, trace.clone())?;
+    sys::harden_for_block_serving();
+    let mut att = attach_device(&vol, trace.clone(), cfg.force_fuse)?;
     let uuid = vol.uuid().to_string();
     let pid = std::process::id();
-    match script.run(event, &att.device, &uuid, None) {
+    match script.run(event, att.device(), &uuid, None) {
         Ok(Some(0)) => {}
         other => {
             let why = match other {
@@ -183,7 +221,7 @@ pub fn run(cfg: &AttachConfig) -> Result<u8> {
     eprintln!(
         "mindcastle: {} is {} (uuid {uuid}); detach with Ctrl-C or kill -HUP {pid}",
         cfg.swap.display(),
-        att.device
+        att.device()
     );
     let mut closed = false;
     for sig in signals.forever() {
@@ -191,12 +229,12 @@ pub fn run(cfg: &AttachConfig) -> Result<u8> {
             SIGHUP => {
                 if !closed {
                     closed = true;
-                    run_logged(&script, Event::Close, &att.device, &uuid, None);
+                    run_logged(&script, Event::Close, att.device(), &uuid, None);
                 }
             }
             SIGINT | SIGTERM => {
                 if !closed {
-                    run_logged(&script, Event::Close, &att.device, &uuid, None);
+                    run_logged(&script, Event::Close, att.device(), &uuid, None);
                 }
                 break;
             }
@@ -204,7 +242,7 @@ pub fn run(cfg: &AttachConfig) -> Result<u8> {
                 Ok(snap) => {
                     let id = snap.id.to_hex();
                     eprintln!("mindcastle: snapshot {id}");
-                    run_logged(&script, Event::Snapshot, &att.device, &uuid, Some(&id));
+                    run_logged(&script, Event::Snapshot, att.device(), &uuid, Some(&id));
                 }
                 Err(e) => tracing::error!(error = %e, "snapshot failed"),
             },
@@ -226,11 +264,9 @@ fn run_logged(script: &Script, ev: Event, dev: &str, uuid: &str, snap: Option<&s
     }
 }
 
-fn finish(vol: Arc<Volume>, trace: Option<fuse::Trace>) -> Result<()> {
+fn finish(vol: Arc<Volume>, trace: Option<Arc<ReadTrace>>) -> Result<()> {
     if let Some(t) = trace {
-        if let Ok(mut w) = t.lock() {
-            let _ = std::io::Write::flush(&mut *w);
-        }
+        t.flush();
     }
     vol.flush()?;
     vol.checkpoint()?;

@@ -7,6 +7,7 @@ mod server;
 mod session;
 
 pub use server::{serve, Listen, ServeConfig};
+pub use session::run as serve_transmission;
 
 /// Largest READ/WRITE payload accepted (also advertised as the maximum block size).
 pub const MAX_PAYLOAD: u32 = 32 << 20;

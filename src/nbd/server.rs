@@ -42,7 +42,7 @@ where
     match negotiate(&mut stream, &info).await {
         Ok(Some(neg)) => {
             tracing::debug!(?neg, "transmission phase");
-            if let Err(e) = session::run(stream, vol, neg).await {
+            if let Err(e) = session::run(stream, vol, neg, None).await {
                 tracing::debug!(error = %e, "connection ended");
             }
         }

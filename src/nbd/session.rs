@@ -10,6 +10,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 use super::{Negotiated, BASE_ALLOCATION_ID, MAX_IN_FLIGHT, MAX_PAYLOAD};
 use crate::error::{Error, ErrorKind};
+use crate::trace::ReadTrace;
 use crate::volume::Volume;
 
 /// Most block-status descriptors in one reply.
@@ -89,8 +90,13 @@ pub fn validate(
     }
 }
 
-/// Serves requests until DISC, EOF or a framing error.
-pub async fn run<S>(stream: S, vol: Arc<Volume>, neg: Negotiated) -> std::io::Result<()>
+/// Serves requests until DISC, EOF or a framing error; reads are logged to `trace`.
+pub async fn run<S>(
+    stream: S,
+    vol: Arc<Volume>,
+    neg: Negotiated,
+    trace: Option<Arc<ReadTrace>>,
+) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -140,6 +146,9 @@ where
         if let Some((code, why)) = validate(&req, size, read_only, &neg) {
             send(&wr, &neg, req.cookie, Outcome::Err(code, why.into())).await?;
             continue;
+        }
+        if let (Some(t), cmd::READ) = (&trace, req.kind) {
+            t.record(req.offset, u64::from(req.length));
         }
         let permit = match slots.clone().acquire_owned().await {
             Ok(p) => p,

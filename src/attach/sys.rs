@@ -1,0 +1,59 @@
+//! The few system calls attach needs that std does not wrap: the nbd ioctls, a thread
+//! signal mask, and the memory settings of a process that serves its own block device.
+//! All `unsafe` of the crate lives here, each block with its reason.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// `mlockall` flag: lock pages as they are touched, not the whole mapping at once
+/// (Linux 4.4+; not in every libc crate release).
+const MCL_ONFAULT: libc::c_int = 4;
+/// `prctl` option: this process writes back for a block device (Linux 5.6+).
+const PR_SET_IO_FLUSHER: libc::c_int = 57;
+
+/// `ioctl(fd, request, arg)` for the requests that take an integer or nothing.
+pub fn ioctl_arg(fd: BorrowedFd<'_>, request: u64, arg: u64) -> io::Result<libc::c_int> {
+    // SAFETY: the fd is open for the borrow's lifetime; every request passed here
+    // (the nbd `_IO` ioctls) takes its argument by value, so no memory is read or written
+    // through it.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), request as libc::Ioctl, arg as libc::c_ulong) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Blocks every signal in the calling thread, so process signals go to other threads
+/// (an interrupted `NBD_DO_IT` tears the device down).
+pub fn block_all_signals_in_this_thread() -> io::Result<()> {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigfillset initialises the set it is given; pthread_sigmask reads it only
+    // after that, and a null old-set pointer is allowed.
+    let r = unsafe {
+        libc::sigfillset(set.as_mut_ptr());
+        libc::pthread_sigmask(libc::SIG_BLOCK, set.as_ptr(), std::ptr::null_mut())
+    };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
+/// Settings for a process that serves a block device mounted on the same machine: its
+/// memory must not be paged out to make room for writeback that it must serve itself.
+/// Failures are logged, not fatal: the device still works, only less safely under
+/// memory pressure.
+pub fn harden_for_block_serving() {
+    // SAFETY: prctl with integer arguments only.
+    let r = unsafe { libc::prctl(PR_SET_IO_FLUSHER, 1 as libc::c_ulong, 0, 0, 0) };
+    if r != 0 {
+        tracing::warn!(error = %io::Error::last_os_error(), "PR_SET_IO_FLUSHER not set");
+    }
+    // SAFETY: mlockall takes flags only.
+    let r = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | MCL_ONFAULT) };
+    if r != 0 {
+        tracing::warn!(error = %io::Error::last_os_error(), "mlockall failed; memory may be paged out");
+    }
+}

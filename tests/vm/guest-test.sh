@@ -1,0 +1,95 @@
+#!/bin/sh
+# Runs inside the test VM (a Debian kernel with its nbd driver, busybox, mindcastle).
+# Each check prints "MCVM ok NAME"; the end prints "MCVM-RESULT pass", or
+# "MCVM-RESULT fail WHY" at the first failure.
+cd /work || exit 1
+fail() {
+    echo "MCVM-RESULT fail $*"
+    echo "--- events"; cat /work/events 2>/dev/null
+    echo "--- attach log"; cat /work/attach.log 2>/dev/null
+    echo "--- ext4"; cat /work/events-ext4 /work/check-ext4 /work/attach-ext4.log 2>/dev/null
+    exit 1
+}
+# wait_ready WHAT PID [FLAGFILE]: until the statechange script says it is done.
+wait_ready() {
+    flag=${3:-/work/ready}
+    n=0
+    while [ ! -e "$flag" ]; do
+        n=$((n + 1)); [ $n -gt 600 ] && fail "no ready after 300 s ($1)"
+        kill -0 "$2" 2>/dev/null || fail "mindcastle exited before ready ($1)"
+        sleep 0.5
+    done
+    rm -f "$flag"
+}
+wait_exit() {
+    wait "$1"; rc=$?
+    [ $rc -eq 0 ] || fail "mindcastle exited $rc ($2)"
+}
+export MINDCASTLE_LOG=mindcastle=info
+truncate -s 64M /work/expect.img
+
+# 1. create: the script writes through /dev/nbdN; read back while attached; SIGHUP.
+mindcastle attach --size 64M -t /work/trace disk.swap /work/state.sh >> attach.log 2>&1 &
+pid=$!
+wait_ready create "$pid"
+grep -q "kernel nbd driver" attach.log || fail "attach did not log the kernel nbd path"
+dev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' events | head -1)
+echo "MCVM ok create on $dev"
+echo 3 > /proc/sys/vm/drop_caches
+cmp "$dev" expect.img || fail "read back while attached differs"
+echo "MCVM ok read-back"
+kill -HUP "$pid"
+wait_exit "$pid" "after SIGHUP"
+# --trace: one "offset length nanos" line per read the device served.
+[ "$(awk 'NF != 3' trace | wc -l)" = 0 ] && [ "$(wc -l < trace)" -gt 10 ] || fail "read trace"
+n=${dev#/dev/nbd}
+[ -e "/sys/block/nbd$n/pid" ] && fail "nbd$n still running after exit"
+echo "MCVM ok sighup-close"
+
+# 2. open: the script compares; discard and rewrite some, then Ctrl-C (close runs first).
+mindcastle attach disk.swap /work/state.sh >> attach.log 2>&1 &
+pid=$!
+wait_ready open "$pid"
+dev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' events | tail -1)
+n=${dev#/dev/nbd}
+echo "MCVM ok open-compare on $dev"
+blkdiscard -o 4194304 -l 1048576 "$dev" || fail "blkdiscard"
+dd if=/dev/zero of=expect.img bs=1M seek=4 count=1 conv=notrunc 2>/dev/null
+dd if=/work/pattern of="$dev" bs=4096 skip=5 seek=2000 count=7 conv=notrunc,fsync 2>/dev/null
+dd if=/work/pattern of=expect.img bs=4096 skip=5 seek=2000 count=7 conv=notrunc 2>/dev/null
+
+# 3. A second disk on the next free device while the first is attached: ext4 made and
+#    filled on create; SIGHUP runs close (unmount, then SIGINT).
+mindcastle attach --size 128M fs.swap /work/state-ext4.sh >> attach-ext4.log 2>&1 &
+fpid=$!
+wait_ready ext4-create "$fpid" /work/ready-ext4
+fdev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' events-ext4 | tail -1)
+[ "$fdev" != "$dev" ] || fail "two attaches got the same device $dev"
+kill -HUP "$fpid"
+wait_exit "$fpid" "ext4 after SIGHUP"
+grep -q "state-ext4.sh close" events-ext4 || fail "ext4 close did not run"
+grep -q " /tmp/mnt-" /proc/mounts && fail "a mount is left after close"
+echo "MCVM ok ext4-create on $fdev"
+
+kill -INT "$pid"
+wait_exit "$pid" "after SIGINT"
+grep -q "state.sh close" events || fail "close did not run on SIGINT"
+[ -e "/sys/block/nbd$n/pid" ] && fail "nbd$n still running after SIGINT"
+echo "MCVM ok sigint-exit"
+
+# 4. ext4 again: the files and their checksums are there; Ctrl-C unmounts first.
+mindcastle attach fs.swap /work/state-ext4.sh >> attach-ext4.log 2>&1 &
+fpid=$!
+wait_ready ext4-open "$fpid" /work/ready-ext4
+kill -INT "$fpid"
+wait_exit "$fpid" "ext4 after SIGINT"
+grep -q " /tmp/mnt-" /proc/mounts && fail "a mount is left after SIGINT"
+mindcastle fsck fs.swap > fsck-ext4.log 2>&1 || fail "fsck of the ext4 disk"
+echo "MCVM ok ext4-open-checksums"
+
+# 5. What reached the chunks: fsck clean, export equals what was written.
+mindcastle fsck disk.swap > fsck.log 2>&1 || fail "fsck"
+mindcastle export disk.swap out.img > export.log 2>&1 || fail "export"
+cmp out.img expect.img || fail "exported image differs"
+echo "MCVM ok fsck-export"
+echo "MCVM-RESULT pass"
