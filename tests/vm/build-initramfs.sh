@@ -2,10 +2,15 @@
 # Builds the test VM's initramfs: busybox (static), mindcastle and mkfs.ext4 with the
 # shared libraries they link, the kernel modules fetch-kernel.sh kept, and the guest
 # test scripts.
-# usage: build-initramfs.sh VM_DIR MINDCASTLE_BIN OUT.cpio.gz
+# usage: build-initramfs.sh VM_DIR MINDCASTLE_BIN OUT.cpio.gz [GUEST_SCRIPT [EXTRA_BIN...]]
+# GUEST_SCRIPT (default guest-test.sh here) is what init runs; EXTRA_BINs are copied
+# into /bin with their libraries (the benchmark adds qemu-img and qemu-nbd).
 set -eu
 vm=$1 bin=$2 out=$3
+shift 3
 here=$(cd "$(dirname "$0")" && pwd)
+guest=${1:-$here/guest-test.sh}
+[ $# -gt 0 ] && shift
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root/bin" "$root/proc" "$root/sys" "$root/dev" "$root/tmp" "$root/work"
@@ -13,14 +18,16 @@ cp /bin/busybox "$root/bin/busybox"
 strip -o "$root/bin/mindcastle" "$bin"
 mkfs=$(command -v mkfs.ext4)
 cp "$mkfs" "$root/bin/mkfs.ext4"
+for extra in "$@"; do cp "$extra" "$root/bin/"; done
 # The dynamic loader and libraries, at the paths the binaries ask for.
-for lib in $(ldd "$bin" "$mkfs" | awk '/=> \//{print $3} /^\t\//{print $1}' | sort -u); do
+for lib in $(ldd "$bin" "$mkfs" "$@" | awk '/=> \//{print $3} /^\t\//{print $1}' | sort -u); do
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
 done
 cp -r "$vm/modules" "$root/modules"
 cp "$here/init" "$root/init"
-cp "$here/guest-test.sh" "$here/state.sh" "$here/state-ext4.sh" "$root/work/"
+cp "$here/state.sh" "$here/state-ext4.sh" "$root/work/"
+cp "$guest" "$root/work/guest-test.sh"
 chmod +x "$root/init" "$root/work/state.sh" "$root/work/state-ext4.sh"
 head -c 8388608 /dev/urandom > "$root/work/pattern"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out"
