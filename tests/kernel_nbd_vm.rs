@@ -109,6 +109,7 @@ fn attach_through_the_kernel_nbd_driver_in_a_vm() {
         "ext4-create on /dev/nbd1",
         "sigint-exit",
         "ext4-open-checksums",
+        "failing-open-script",
         "fsck-export",
     ] {
         assert!(

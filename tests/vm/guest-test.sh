@@ -87,7 +87,14 @@ grep -q " /tmp/mnt-" /proc/mounts && fail "a mount is left after SIGINT"
 mindcastle fsck fs.swap > fsck-ext4.log 2>&1 || fail "fsck of the ext4 disk"
 echo "MCVM ok ext4-open-checksums"
 
-# 5. What reached the chunks: fsck clean, export equals what was written.
+# 5. A script failing on open: non-zero exit with the reason, and the device released.
+printf '#!/bin/sh\nexit 3\n' > /work/fail.sh && chmod +x /work/fail.sh
+mindcastle attach disk.swap /work/fail.sh > fail.log 2>&1 && fail "a failing open script exited 0"
+grep -q "failed on open" fail.log || fail "no reason given for the failing script"
+[ -e "/sys/block/nbd0/pid" ] && fail "nbd0 still running after a failed open"
+echo "MCVM ok failing-open-script"
+
+# 6. What reached the chunks: fsck clean, export equals what was written.
 mindcastle fsck disk.swap > fsck.log 2>&1 || fail "fsck"
 mindcastle export disk.swap out.img > export.log 2>&1 || fail "export"
 cmp out.img expect.img || fail "exported image differs"
