@@ -1,7 +1,8 @@
 //! The original never called fsync, so an acknowledged FLUSH could be lost on power
 //! loss. This test traces the system calls of a real run: a flush must fdatasync the
 //! write-ahead log before it returns, and a checkpoint must fsync every new chunk, the
-//! data folder and the `.swap` file's folder before the log is reset.
+//! data folder and the `.swap` file's folder before the sealed log segment it covers is
+//! deleted; rotating the log syncs the old segment first.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -25,7 +26,7 @@ fn flush_and_checkpoint_reach_the_disk() {
             "-f",
             "-y",
             "-e",
-            "trace=fsync,fdatasync,rename,renameat,renameat2,ftruncate",
+            "trace=fsync,fdatasync,rename,renameat,renameat2,ftruncate,unlink,unlinkat",
             "-o",
         ])
         .arg(&trace)
@@ -49,10 +50,16 @@ fn flush_and_checkpoint_reach_the_disk() {
     let dir_sync_after_rename = lines[swap_rename..]
         .iter()
         .any(|l| l.contains("fsync(") && !l.contains(".lvl>") && !l.contains(".swap"));
-    let wal_reset = lines[swap_rename..]
+    // Freezing the memtable seals its log segment: synced, then renamed to wal.old.
+    let rotate = pos(&|l| l.contains("rename") && l.contains("wal.old\""))
+        .expect("log segment sealed as wal.old");
+    let old_dropped = lines[swap_rename..]
         .iter()
-        .position(|l| l.contains("ftruncate(") && l.contains("/wal>"))
-        .expect("log reset after the rename");
+        .any(|l| l.contains("unlink") && l.contains("wal.old\""));
+    assert!(
+        wal_sync < rotate,
+        "the log must be synced before its segment is sealed"
+    );
     assert!(
         wal_sync < swap_rename,
         "flush must sync the log before the checkpoint"
@@ -65,5 +72,8 @@ fn flush_and_checkpoint_reach_the_disk() {
         dir_sync_after_rename,
         "the folder must be fsynced after the rename"
     );
-    assert!(wal_reset > 0);
+    assert!(
+        old_dropped,
+        "the sealed segment goes only after the root that covers it is named"
+    );
 }

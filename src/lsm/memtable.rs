@@ -48,6 +48,10 @@ impl Memtable {
     pub fn full(&self, max_entries: usize) -> bool {
         self.bytes >= MAX_BYTES || self.map.len() >= max_entries
     }
+    /// Stored record bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.map.len()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{load_root, Volume};
+use super::{load_root, VolumeCore};
 use crate::error::Result;
 use crate::format::chunk_id::ChunkId;
 use crate::format::node::{Node, NodeRef, ZERO_CHUNK};
@@ -30,7 +30,7 @@ pub struct FsckReport {
 }
 
 struct Checker<'a> {
-    vol: &'a Volume,
+    vol: &'a VolumeCore,
     report: FsckReport,
     /// Verified chunk ids -> true when good.
     chunks: HashMap<ChunkId, bool>,
@@ -40,7 +40,7 @@ struct Checker<'a> {
     progress: &'a dyn Fn(u64),
 }
 
-impl Volume {
+impl VolumeCore {
     /// Checks the disk; `progress` is called with the number of entries checked so far.
     pub fn fsck(&self, progress: &dyn Fn(u64)) -> Result<FsckReport> {
         let mut c = Checker {

@@ -4,7 +4,7 @@
 
 use std::sync::RwLockReadGuard;
 
-use super::{lock_err, State, Volume, BS};
+use super::{lock_err, State, VolumeCore, BS};
 use crate::error::{Error, Result};
 use crate::format::record::{is_zero, open_record, seal_block, SealedRecord};
 use crate::format::wal::WalOp;
@@ -32,7 +32,7 @@ enum Slot {
     Disk(DataRef),
 }
 
-impl Volume {
+impl VolumeCore {
     /// Reads `buf.len()` bytes at `offset`.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len() as u64)?;
@@ -69,7 +69,7 @@ impl Volume {
 
     fn resolve(&self, st: &State, a: u64, n: u64) -> Result<Vec<Option<Slot>>> {
         let mut slots: Vec<Option<Slot>> = (0..n).map(|_| None).collect();
-        for (lba, e) in st.mem.range(a, a + n) {
+        for (lba, e) in st.pending_range(a, a + n) {
             if let Some(s) = slots.get_mut((lba - a) as usize) {
                 *s = Some(match e {
                     MemEntry::Zero => Slot::Zero,
@@ -217,7 +217,12 @@ impl Volume {
                 None => self.zero_locked(&mut st, lba, 1, Some(()))?,
             }
         }
-        self.after_write(&mut st)
+        let wait = self.after_write(&mut st)?;
+        drop(st);
+        if wait {
+            self.wait_for_checkpoint()?;
+        }
+        Ok(())
     }
 
     fn seal_all(&self, bytes: &[u8]) -> Result<Vec<Option<SealedRecord>>> {
@@ -286,7 +291,12 @@ impl Volume {
             self.zero_locked(&mut st, lba, n, Some(()))?;
             lba += n;
         }
-        self.after_write(&mut st)
+        let wait = self.after_write(&mut st)?;
+        drop(st);
+        if wait {
+            self.wait_for_checkpoint()?;
+        }
+        Ok(())
     }
 
     /// Discards a range; it reads as zeros afterwards.

@@ -2,9 +2,16 @@
 //! flushes, checkpoints and snapshots, over the LSM tree.
 //!
 //! Locking: `state` (a RwLock) orders writes; readers share it. The log has its own
-//! mutex so a FLUSH (fdatasync) never blocks readers. Lock order: state, then log.
-//! Sub-block writes are read-modify-write under the state write lock, so overlapping
-//! small writes can never lose each other's bytes.
+//! mutex so a FLUSH (fdatasync) never blocks readers. `ckpt` serialises checkpoints and
+//! garbage collection. Lock order: ckpt, then state, then log. Sub-block writes are
+//! read-modify-write under the state write lock, so overlapping small writes can never
+//! lose each other's bytes.
+//!
+//! Checkpoints run beside writes: a full memtable is frozen (and its log segment sealed)
+//! in a moment under the write lock, and a background thread turns the frozen memtable
+//! into chunks and a new root while writes go on into a fresh memtable. Reads look in
+//! the memtable, then the frozen one, then the levels. A writer waits only when the
+//! fresh memtable fills before the frozen one is done.
 
 mod disk_files;
 pub mod fsck;
@@ -14,7 +21,7 @@ pub mod transfer;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use disk_files::{create_swap, write_atomic, DiskLock};
@@ -78,16 +85,60 @@ impl Default for Tuning {
 struct State {
     swap: SwapFile,
     mem: Memtable,
+    /// The memtable a checkpoint is turning into chunks (its log segment is sealed).
+    frozen: Option<Arc<Memtable>>,
     tree: Tree,
     root: Option<RootRef>,
     seq: u64,
     kept: Vec<RootRef>,
+}
+
+impl State {
+    /// Entries not yet in chunks with lba in `[a, b)`, sorted, newest per block.
+    fn pending_range(&self, a: u64, b: u64) -> Vec<(u64, &MemEntry)> {
+        let mut out: Vec<(u64, &MemEntry)> = self.mem.range(a, b).map(|(l, e)| (*l, e)).collect();
+        if let Some(f) = &self.frozen {
+            out.extend(
+                f.range(a, b)
+                    .filter(|(l, _)| self.mem.get(**l).is_none())
+                    .map(|(l, e)| (*l, e)),
+            );
+            out.sort_unstable_by_key(|x| x.0);
+        }
+        out
+    }
+}
+
+/// What only the checkpoint holder touches.
+#[derive(Default)]
+struct CkptState {
     /// Chunks reachable from each kept snapshot, computed once.
     kept_live: HashMap<ChunkId, HashSet<ChunkId>>,
 }
 
-/// An open disk.
+/// Wakes the background checkpoint thread.
+#[derive(Default)]
+struct Wake {
+    requested: bool,
+    stop: bool,
+}
+
+/// An open disk. Its methods are those of [`VolumeCore`], which it dereferences to;
+/// owning the `Volume` also owns the background checkpoint thread.
 pub struct Volume {
+    core: Arc<VolumeCore>,
+    background: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::ops::Deref for Volume {
+    type Target = VolumeCore;
+    fn deref(&self) -> &VolumeCore {
+        &self.core
+    }
+}
+
+/// The shared part of an open disk (see [`Volume`]).
+pub struct VolumeCore {
     swap_path: PathBuf,
     data_dir: PathBuf,
     ctx: Arc<Ctx>,
@@ -98,6 +149,8 @@ pub struct Volume {
     tuning: Tuning,
     state: RwLock<State>,
     wal: Mutex<Option<Wal>>,
+    ckpt: Mutex<CkptState>,
+    wake: (Mutex<Wake>, Condvar),
     _lock: Option<DiskLock>,
 }
 
@@ -204,14 +257,14 @@ impl Volume {
         };
         let state = State {
             mem: Memtable::default(),
+            frozen: None,
             tree,
             root: root_ref,
             seq: root.seq,
             kept: root.kept,
-            kept_live: HashMap::new(),
             swap,
         };
-        let vol = Self {
+        let vol = VolumeCore {
             swap_path: path.to_path_buf(),
             data_dir: dir.clone(),
             ctx,
@@ -222,6 +275,8 @@ impl Volume {
             tuning: opts.tuning,
             state: RwLock::new(state),
             wal: Mutex::new(None),
+            ckpt: Mutex::new(CkptState::default()),
+            wake: (Mutex::new(Wake::default()), Condvar::new()),
             _lock: lock,
         };
         let wal_path = dir.join("wal");
@@ -241,9 +296,44 @@ impl Volume {
         } else if opts.snapshot.is_none() {
             vol.replay(Wal::read_ops(&wal_path)?)?;
         }
-        Ok(vol)
+        let core = Arc::new(vol);
+        let background = if core.writable {
+            let c = core.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("mindcastle-checkpoint".into())
+                    .spawn(move || c.background_checkpoints())
+                    .map_err(|e| Error::io("starting the checkpoint thread", e))?,
+            )
+        } else {
+            None
+        };
+        Ok(Self { core, background })
     }
 
+    /// Flushes, checkpoints and releases the disk.
+    pub fn close(self) -> Result<()> {
+        if self.writable {
+            self.flush()?;
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.core.wake.0.lock() {
+            w.stop = true;
+        }
+        self.core.wake.1.notify_all();
+        if let Some(h) = self.background.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl VolumeCore {
     fn replay(&self, ops: Vec<WalOp>) -> Result<()> {
         let mut st = self.state.write().map_err(|_| lock_err())?;
         for op in ops {
@@ -343,28 +433,36 @@ impl Volume {
         }
     }
 
-    /// Writes the memtable into chunks and a new root, updates the `.swap` file, resets
-    /// the log and deletes chunks nothing references. Returns the current root.
+    /// Writes everything written so far into chunks and a new root, updates the `.swap`
+    /// file, drops the log it covers and deletes chunks nothing references. Returns the
+    /// current root.
     pub fn checkpoint(&self) -> Result<Option<RootRef>> {
         self.check_writable()?;
-        let mut st = self.state.write().map_err(|_| lock_err())?;
-        self.checkpoint_locked(&mut st, false)?;
-        Ok(st.root)
+        let mut ck = self.ckpt.lock().map_err(|_| lock_err())?;
+        self.checkpoint_all(&mut ck, false)?;
+        self.root_ref()
     }
 
     /// Checkpoints, then keeps the resulting root readable as a snapshot; returns it.
     pub fn snapshot(&self) -> Result<RootRef> {
         self.check_writable()?;
-        let mut st = self.state.write().map_err(|_| lock_err())?;
-        let force = st.root.is_none();
-        self.checkpoint_locked(&mut st, force)?;
-        let snap = st
-            .root
+        let mut ck = self.ckpt.lock().map_err(|_| lock_err())?;
+        let force = self.root_ref()?.is_none();
+        self.checkpoint_all(&mut ck, force)?;
+        let snap = self
+            .root_ref()?
             .ok_or_else(|| Error::invalid("no root to snapshot"))?;
-        if !st.kept.contains(&snap) {
-            st.kept.push(snap);
+        let added = {
+            let mut st = self.state.write().map_err(|_| lock_err())?;
+            let fresh = !st.kept.contains(&snap);
+            if fresh {
+                st.kept.push(snap);
+            }
+            fresh
+        };
+        if added {
             // The snapshot stays exactly as it is; a new root records that it is kept.
-            self.checkpoint_locked(&mut st, true)?;
+            self.commit(&mut ck, true)?;
         }
         Ok(snap)
     }
@@ -372,35 +470,75 @@ impl Volume {
     /// Stops keeping a snapshot; its chunks go at the next checkpoint.
     pub fn forget_snapshot(&self, id: &ChunkId) -> Result<()> {
         self.check_writable()?;
-        let mut st = self.state.write().map_err(|_| lock_err())?;
-        let before = st.kept.len();
-        st.kept.retain(|k| k.id != *id);
-        if st.kept.len() == before {
-            return Err(Error::not_found(format!("snapshot {id} is not kept")));
+        let mut ck = self.ckpt.lock().map_err(|_| lock_err())?;
+        {
+            let mut st = self.state.write().map_err(|_| lock_err())?;
+            let before = st.kept.len();
+            st.kept.retain(|k| k.id != *id);
+            if st.kept.len() == before {
+                return Err(Error::not_found(format!("snapshot {id} is not kept")));
+            }
         }
-        st.kept_live.remove(id);
-        self.checkpoint_locked(&mut st, true)
+        ck.kept_live.remove(id);
+        self.checkpoint_all(&mut ck, true)
     }
 
-    /// Flushes, checkpoints and releases the disk.
-    pub fn close(self) -> Result<()> {
-        if self.writable {
-            self.flush()?;
-            self.checkpoint()?;
+    /// Commits any frozen memtable, then freezes and commits the current one (or only
+    /// writes a new root when `force` and nothing is pending). Caller holds `ckpt`.
+    fn checkpoint_all(&self, ck: &mut CkptState, force: bool) -> Result<()> {
+        self.commit(ck, false)?;
+        let froze = {
+            let mut st = self.state.write().map_err(|_| lock_err())?;
+            self.freeze(&mut st)?
+        };
+        if froze || force {
+            self.commit(ck, force)?;
         }
         Ok(())
     }
 
-    fn checkpoint_locked(&self, st: &mut State, force: bool) -> Result<()> {
-        if st.mem.is_empty() && !force {
-            return Ok(());
+    /// Freezes a non-empty memtable and seals its log segment; false when there was
+    /// nothing to freeze. Fails while an earlier frozen memtable is not committed.
+    fn freeze(&self, st: &mut State) -> Result<bool> {
+        if st.mem.is_empty() {
+            return Ok(false);
         }
+        if st.frozen.is_some() {
+            return Err(Error::invalid(
+                "a frozen memtable is still being checkpointed",
+            ));
+        }
+        if let Some(w) = self.wal.lock().map_err(|_| lock_err())?.as_mut() {
+            w.rotate()?;
+        }
+        st.frozen = Some(Arc::new(std::mem::take(&mut st.mem)));
+        Ok(true)
+    }
+
+    /// Turns the frozen memtable (if any) into chunks and merges it into the levels,
+    /// writes a new root and names it in the `.swap` file; then drops the sealed log
+    /// segment and collects garbage. Writes go on meanwhile: the state lock is held only
+    /// to read the starting point and to publish the result. Caller holds `ckpt`.
+    fn commit(&self, ck: &mut CkptState, force: bool) -> Result<()> {
+        let (frozen, mut tree, swap, parent, seq, kept) = {
+            let st = self.state.read().map_err(|_| lock_err())?;
+            if st.frozen.is_none() && !force {
+                return Ok(());
+            }
+            (
+                st.frozen.clone(),
+                st.tree.clone(),
+                st.swap.clone(),
+                st.root,
+                st.seq,
+                st.kept.clone(),
+            )
+        };
         let started = std::time::Instant::now();
-        let mut tree = st.tree.clone();
-        if !st.mem.is_empty() {
+        if let Some(mem) = frozen.as_ref().filter(|m| !m.is_empty()) {
             let mut chunker = Chunker::new(self.ctx.store.as_ref());
             let mut zeros = Vec::new();
-            for (lba, e) in st.mem.range(0, u64::MAX) {
+            for (lba, e) in mem.range(0, u64::MAX) {
                 match e {
                     MemEntry::Data(r) => chunker.push(*lba, r)?,
                     MemEntry::Zero => zeros.push((*lba, Loc::Zero)),
@@ -418,11 +556,11 @@ impl Volume {
         }
         let root = Root {
             size: self.size,
-            seq: st.seq + 1,
+            seq: seq + 1,
             time: now(),
-            parent: st.root,
+            parent,
             runs: tree.descs(),
-            kept: st.kept.clone(),
+            kept: kept.clone(),
             name: String::new(),
             message: String::new(),
         };
@@ -434,20 +572,25 @@ impl Volume {
             tag,
         };
         self.ctx.store.sync()?;
-        let mut swap = st.swap.clone();
+        let mut swap = swap;
         swap.snapshot = Some(rref);
         write_atomic(&self.swap_path, &swap.render())?;
-        // The new root is durable and named: the log's ops are all in it.
-        if let Some(w) = self.wal.lock().map_err(|_| lock_err())?.as_mut() {
-            w.reset(Some(id))?;
+        {
+            let mut st = self.state.write().map_err(|_| lock_err())?;
+            st.swap = swap;
+            st.tree = tree.clone();
+            st.root = Some(rref);
+            st.seq = root.seq;
+            st.frozen = None;
         }
-        st.swap = swap;
-        st.tree = tree;
-        st.root = Some(rref);
-        st.seq = root.seq;
-        st.mem.drain();
+        // The new root is durable and named: the sealed segment's ops are all in it.
+        if frozen.is_some() {
+            if let Some(w) = self.wal.lock().map_err(|_| lock_err())?.as_mut() {
+                w.drop_old()?;
+            }
+        }
         drop(stored);
-        if let Err(e) = self.collect_locked(st) {
+        if let Err(e) = self.collect(ck, &tree, rref, &kept) {
             tracing::warn!(error = %e, "garbage collection failed; will retry at the next checkpoint");
         }
         tracing::debug!(ms = started.elapsed().as_millis() as u64, root = %id, "checkpoint");
@@ -455,24 +598,47 @@ impl Volume {
     }
 
     fn collect_garbage(&self) -> Result<()> {
-        let mut st = self.state.write().map_err(|_| lock_err())?;
-        self.collect_locked(&mut st)
+        let mut ck = self.ckpt.lock().map_err(|_| lock_err())?;
+        let (tree, root, kept) = {
+            let st = self.state.read().map_err(|_| lock_err())?;
+            (st.tree.clone(), st.root, st.kept.clone())
+        };
+        let mut live = HashSet::new();
+        live.extend(root.map(|r| r.id));
+        self.collect_except(&mut ck, &tree, live, &kept)
     }
 
-    /// Deletes local chunks that neither the current root nor a kept snapshot reaches.
-    fn collect_locked(&self, st: &mut State) -> Result<()> {
+    /// Deletes local chunks that neither `tree` under `root` nor a kept snapshot reaches.
+    /// Only the `ckpt` holder writes chunks, so none can be in flight.
+    fn collect(
+        &self,
+        ck: &mut CkptState,
+        tree: &Tree,
+        root: RootRef,
+        kept: &[RootRef],
+    ) -> Result<()> {
         let mut live = HashSet::new();
-        st.tree.live_chunks(&mut live);
-        live.extend(st.root.map(|r| r.id));
-        for k in st.kept.clone() {
-            if let std::collections::hash_map::Entry::Vacant(slot) = st.kept_live.entry(k.id) {
+        live.insert(root.id);
+        self.collect_except(ck, tree, live, kept)
+    }
+
+    fn collect_except(
+        &self,
+        ck: &mut CkptState,
+        tree: &Tree,
+        mut live: HashSet<ChunkId>,
+        kept: &[RootRef],
+    ) -> Result<()> {
+        tree.live_chunks(&mut live);
+        for k in kept {
+            if let std::collections::hash_map::Entry::Vacant(slot) = ck.kept_live.entry(k.id) {
                 let mut set = HashSet::new();
                 set.insert(k.id);
-                let root = load_root(&self.ctx, &k)?;
+                let root = load_root(&self.ctx, k)?;
                 Tree::open(&self.ctx, &root.runs)?.live_chunks(&mut set);
                 slot.insert(set);
             }
-            if let Some(set) = st.kept_live.get(&k.id) {
+            if let Some(set) = ck.kept_live.get(&k.id) {
                 live.extend(set.iter().copied());
             }
         }
@@ -496,23 +662,87 @@ impl Volume {
         Ok(())
     }
 
-    fn after_write(&self, st: &mut State) -> Result<()> {
+    /// After a write, with the state write lock held: freezes a full memtable and wakes
+    /// the background thread. Returns true when the writer must wait for a checkpoint
+    /// (the fresh memtable filled before the frozen one was committed).
+    fn after_write(&self, st: &mut State) -> Result<bool> {
         let wal_len = self
             .wal
             .lock()
             .map_err(|_| lock_err())?
             .as_ref()
             .map_or(0, Wal::len);
-        if st.mem.full(self.tuning.memtable_entries) || wal_len > MAX_WAL_BYTES {
-            if let Err(e) = self.checkpoint_locked(st, false) {
-                // The write itself is in the log and the memtable; only refuse more when
-                // memory would grow without bound.
-                if st.mem.len() > 4 * self.tuning.memtable_entries || wal_len > 4 * MAX_WAL_BYTES {
-                    return Err(e);
+        let full = st.mem.full(self.tuning.memtable_entries) || wal_len > MAX_WAL_BYTES;
+        if !full {
+            return Ok(false);
+        }
+        if st.frozen.is_none() {
+            match self.freeze(st) {
+                Ok(_) => self.request_checkpoint(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "freezing the memtable failed; retrying later")
                 }
-                tracing::warn!(error = %e, "checkpoint failed; retrying later");
             }
+            return Ok(false);
+        }
+        self.request_checkpoint();
+        let over = st.mem.len() >= 2 * self.tuning.memtable_entries
+            || st.mem.bytes() >= 2 * crate::lsm::memtable::MAX_BYTES
+            || wal_len > 2 * MAX_WAL_BYTES;
+        Ok(over)
+    }
+
+    /// Called by writers after releasing the state lock when `after_write` said so: a
+    /// checkpoint in this thread (waiting for the background one first). A failure is
+    /// returned only once memory would otherwise grow without bound.
+    fn wait_for_checkpoint(&self) -> Result<()> {
+        let mut ck = self.ckpt.lock().map_err(|_| lock_err())?;
+        if let Err(e) = self.checkpoint_all(&mut ck, false) {
+            let (entries, bytes) = {
+                let st = self.state.read().map_err(|_| lock_err())?;
+                (st.mem.len(), st.mem.bytes())
+            };
+            if entries > 4 * self.tuning.memtable_entries
+                || bytes > 4 * crate::lsm::memtable::MAX_BYTES
+            {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "checkpoint failed; retrying later");
         }
         Ok(())
+    }
+
+    fn request_checkpoint(&self) {
+        if let Ok(mut w) = self.wake.0.lock() {
+            w.requested = true;
+        }
+        self.wake.1.notify_one();
+    }
+
+    /// The background thread: commits frozen memtables until the volume is dropped.
+    fn background_checkpoints(&self) {
+        loop {
+            {
+                let Ok(mut w) = self.wake.0.lock() else {
+                    return;
+                };
+                while !w.requested && !w.stop {
+                    w = match self.wake.1.wait(w) {
+                        Ok(w) => w,
+                        Err(_) => return,
+                    };
+                }
+                if w.stop {
+                    return;
+                }
+                w.requested = false;
+            }
+            let Ok(mut ck) = self.ckpt.lock() else {
+                return;
+            };
+            if let Err(e) = self.commit(&mut ck, false) {
+                tracing::warn!(error = %e, "background checkpoint failed; will retry");
+            }
+        }
     }
 }

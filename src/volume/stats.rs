@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{lock_err, Volume};
+use super::{lock_err, VolumeCore};
 use crate::error::Result;
 use crate::lsm::entry::Loc;
 use crate::lsm::memtable::MemEntry;
@@ -66,22 +66,22 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-impl Volume {
+impl VolumeCore {
     /// Computes the figures (walks the whole index once).
     pub fn info(&self) -> Result<Info> {
         let st = self.state.read().map_err(|_| lock_err())?;
         let mut mem = Vec::new();
         let mut logical = 0u64;
         let mut stored = 0u64;
-        for (lba, e) in st.mem.range(0, u64::MAX) {
+        for (lba, e) in st.pending_range(0, u64::MAX) {
             match e {
-                MemEntry::Zero => mem.push((*lba, Loc::Zero)),
+                MemEntry::Zero => mem.push((lba, Loc::Zero)),
                 MemEntry::Data(r) => {
                     // Memtable records are not in chunks yet: count them directly and
                     // shadow older entries with a marker.
                     logical += 4096;
                     stored += r.bytes.len() as u64;
-                    mem.push((*lba, Loc::Zero));
+                    mem.push((lba, Loc::Zero));
                 }
             }
         }
@@ -130,7 +130,7 @@ impl Volume {
             compression_ratio: ratio(logical, stored),
             dedup_ratio: ratio(stored, unique),
             snapshots: st.kept.iter().map(|k| k.id.to_hex()).collect(),
-            pending_blocks: st.mem.len(),
+            pending_blocks: st.pending_range(0, u64::MAX).len(),
         })
     }
 }
