@@ -696,7 +696,12 @@ impl VolumeCore {
     /// checkpoint in this thread (waiting for the background one first). A failure is
     /// returned only once memory would otherwise grow without bound.
     fn wait_for_checkpoint(&self) -> Result<()> {
+        let started = std::time::Instant::now();
         let mut ck = self.ckpt.lock().map_err(|_| lock_err())?;
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "writer waited for the background checkpoint"
+        );
         if let Err(e) = self.checkpoint_all(&mut ck, false) {
             let (entries, bytes) = {
                 let st = self.state.read().map_err(|_| lock_err())?;
