@@ -23,6 +23,9 @@ pub struct Wal {
     path: PathBuf,
     buf: Vec<u8>,
     len: u64,
+    /// Set when a sync failed: the kernel may have dropped the dirty pages, so no later
+    /// sync of this file can be trusted until the disk is reopened (and replayed).
+    broken: bool,
 }
 
 impl Wal {
@@ -48,6 +51,7 @@ impl Wal {
             path: path.to_path_buf(),
             buf: Vec::new(),
             len: 0,
+            broken: false,
         };
         if bytes.len() < HEADER_LEN {
             wal.reset(base)?;
@@ -82,23 +86,52 @@ impl Wal {
     }
 
     fn write_out(&mut self) -> Result<()> {
+        self.check_broken()?;
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.file
-            .write_all(&self.buf)
-            .map_err(|e| Error::io(format!("appending to {}", self.path.display()), e))?;
+        if let Err(e) = self.file.write_all(&self.buf) {
+            // A short write (a full disk) left part of an op at the end: cut back to the
+            // last whole op so a later retry appends right after it, not after garbage
+            // that would end the replay early. The buffer is kept for that retry.
+            let cut = self
+                .file
+                .set_len(self.len)
+                .and_then(|()| self.file.seek(SeekFrom::Start(self.len)).map(|_| ()));
+            if cut.is_err() {
+                self.broken = true;
+            }
+            return Err(Error::io(
+                format!("appending to {}", self.path.display()),
+                e,
+            ));
+        }
         self.len += self.buf.len() as u64;
         self.buf.clear();
+        Ok(())
+    }
+
+    fn check_broken(&self) -> Result<()> {
+        if self.broken {
+            return Err(Error::new(
+                crate::error::ErrorKind::Io,
+                format!(
+                    "write-ahead log {} failed earlier; reopen the disk to recover",
+                    self.path.display()
+                ),
+            ));
+        }
         Ok(())
     }
 
     /// Makes every appended op durable.
     pub fn sync(&mut self) -> Result<()> {
         self.write_out()?;
-        self.file
-            .sync_data()
-            .map_err(|e| Error::io(format!("syncing {}", self.path.display()), e))
+        if let Err(e) = self.file.sync_data() {
+            self.broken = true;
+            return Err(Error::io(format!("syncing {}", self.path.display()), e));
+        }
+        Ok(())
     }
 
     /// Seals the current segment (written out and fdatasynced) as `wal.old` and starts
