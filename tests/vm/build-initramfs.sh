@@ -18,9 +18,13 @@ cp /bin/busybox "$root/bin/busybox"
 strip -o "$root/bin/mindcastle" "$bin"
 mkfs=$(command -v mkfs.ext4)
 cp "$mkfs" "$root/bin/mkfs.ext4"
-for extra in "$@"; do cp "$extra" "$root/bin/"; done
+# util-linux's losetup and fuse3's fusermount3 for the `--fuse` path, ahead of busybox
+# in PATH (/usr/local/bin), with the extras the caller names.
+mkdir -p "$root/usr/local/bin"
+real="$(command -v losetup) $(command -v fusermount3)"
+for extra in $real "$@"; do cp "$extra" "$root/usr/local/bin/"; done
 # The dynamic loader and libraries, at the paths the binaries ask for.
-for lib in $(ldd "$bin" "$mkfs" "$@" | awk '/=> \//{print $3} /^\t\//{print $1}' | sort -u); do
+for lib in $(ldd "$bin" "$mkfs" $real "$@" | awk '/=> \//{print $3} /^\t\//{print $1}' | sort -u); do
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
 done

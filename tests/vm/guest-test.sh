@@ -94,7 +94,17 @@ grep -q "failed on open" fail.log || fail "no reason given for the failing scrip
 [ -e "/sys/block/nbd0/pid" ] && fail "nbd0 still running after a failed open"
 echo "MCVM ok failing-open-script"
 
-# 6. What reached the chunks: fsck clean, export equals what was written.
+# 6. --fuse forces FUSE + loop even where the nbd driver is there.
+mindcastle attach --fuse disk.swap /work/state.sh > fuse.log 2>&1 &
+pid=$!
+wait_ready fuse-open "$pid"
+fdev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' events | tail -1)
+case "$fdev" in /dev/loop*) ;; *) fail "--fuse gave $fdev" ;; esac
+kill -INT "$pid"
+wait_exit "$pid" "--fuse after SIGINT"
+echo "MCVM ok fuse-forced on $fdev"
+
+# 7. What reached the chunks: fsck clean, export equals what was written.
 mindcastle fsck disk.swap > fsck.log 2>&1 || fail "fsck"
 mindcastle export disk.swap out.img > export.log 2>&1 || fail "export"
 cmp out.img expect.img || fail "exported image differs"

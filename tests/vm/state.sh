@@ -4,8 +4,8 @@
 # on close, leave as the contract says (SIGINT to mindcastle).
 echo "state.sh $1 DEVICE=$DEVICE PID=$PID UUID=$UUID" >> /work/events
 case "$DEVICE" in
-/dev/nbd*) ;;
-*) echo "not a kernel nbd device: $DEVICE" >> /work/events; exit 1 ;;
+/dev/nbd*|/dev/loop*) ;;
+*) echo "not a block device: $DEVICE" >> /work/events; exit 1 ;;
 esac
 case "$1" in
 create)
