@@ -1,6 +1,11 @@
 //! A FUSE filesystem holding one file, `disk`, whose bytes are the volume: opened with
 //! direct I/O so every read and write reaches the volume (no page cache in between),
 //! and `fsync` maps to a durable flush. `losetup` turns the file into a block device.
+//!
+//! The FUSE session reads requests in one thread; reads, writes and syncs are handed to
+//! a few worker threads and answered from there, so the loop device's concurrent
+//! requests are served concurrently (direct writes may run in parallel on Linux 6.2+).
+//! An fsync covers every write already answered, which is all the kernel relies on.
 
 use std::ffi::OsStr;
 use std::sync::Arc;
@@ -21,12 +26,62 @@ const DISK: u64 = 2;
 pub const DISK_NAME: &str = "disk";
 const TTL: Duration = Duration::from_secs(1);
 
+/// `FOPEN_PARALLEL_DIRECT_WRITES` (Linux 6.2+; older kernels ignore it): direct writes
+/// to the file are not serialised by the inode lock.
+const FOPEN_PARALLEL_DIRECT_WRITES: u32 = 1 << 6;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A few threads running jobs from one queue; they end when the sender is dropped.
+struct Workers {
+    tx: Option<std::sync::mpsc::Sender<Job>>,
+}
+
+impl Workers {
+    fn new(n: usize) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..n {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("mindcastle-fuse-{i}"))
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "starting a FUSE worker");
+            }
+        }
+        Self { tx: Some(tx) }
+    }
+
+    /// Runs `job` on a worker (or here, if none is running).
+    fn run(&self, job: impl FnOnce() + Send + 'static) {
+        let job: Job = Box::new(job);
+        if let Some(tx) = &self.tx {
+            if let Err(std::sync::mpsc::SendError(job)) = tx.send(job) {
+                job();
+            }
+        } else {
+            job();
+        }
+    }
+}
+
 /// The single-file filesystem.
 pub struct DiskFs {
     vol: Arc<Volume>,
     trace: Option<Arc<ReadTrace>>,
     uid: u32,
     gid: u32,
+    workers: Workers,
 }
 
 fn errno(e: &Error) -> i32 {
@@ -42,20 +97,23 @@ fn errno(e: &Error) -> i32 {
 impl DiskFs {
     /// Serves `vol` as a file owned by `uid:gid`; reads are logged to `trace` when given.
     pub fn new(vol: Arc<Volume>, trace: Option<Arc<ReadTrace>>, uid: u32, gid: u32) -> Self {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
         Self {
             vol,
             trace,
             uid,
             gid,
+            workers: Workers::new(threads),
         }
     }
 
     /// fsync and close: a durable flush of the volume.
     fn durable(&self, reply: ReplyEmpty) {
-        match self.vol.flush() {
+        let vol = self.vol.clone();
+        self.workers.run(move || match vol.flush() {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
-        }
+        });
     }
 
     fn attr(&self, ino: u64) -> FileAttr {
@@ -128,7 +186,7 @@ impl Filesystem for DiskFs {
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
         if ino == DISK {
-            reply.opened(0, FOPEN_DIRECT_IO);
+            reply.opened(0, FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES);
         } else {
             reply.error(libc::EISDIR);
         }
@@ -151,17 +209,20 @@ impl Filesystem for DiskFs {
         }
         let off = offset as u64;
         let len = u64::from(size).min(self.vol.size().saturating_sub(off));
-        let mut buf = vec![0u8; len as usize];
         if let Some(t) = &self.trace {
             t.record(off, len);
         }
-        match self.vol.read_at(off, &mut buf) {
-            Ok(()) => reply.data(&buf),
-            Err(e) => {
-                tracing::error!(error = %e, offset = off, "read failed");
-                reply.error(errno(&e))
+        let vol = self.vol.clone();
+        self.workers.run(move || {
+            let mut buf = vec![0u8; len as usize];
+            match vol.read_at(off, &mut buf) {
+                Ok(()) => reply.data(&buf),
+                Err(e) => {
+                    tracing::error!(error = %e, offset = off, "read failed");
+                    reply.error(errno(&e))
+                }
             }
-        }
+        });
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -185,17 +246,20 @@ impl Filesystem for DiskFs {
             return reply.error(libc::ENOSPC);
         }
         let sync = flags & (libc::O_SYNC | libc::O_DSYNC) != 0;
-        match self
-            .vol
-            .write_at(off, data)
-            .and_then(|()| if sync { self.vol.flush() } else { Ok(()) })
-        {
-            Ok(()) => reply.written(data.len() as u32),
-            Err(e) => {
-                tracing::error!(error = %e, offset = off, "write failed");
-                reply.error(errno(&e))
+        let vol = self.vol.clone();
+        let data = data.to_vec();
+        self.workers.run(move || {
+            match vol
+                .write_at(off, &data)
+                .and_then(|()| if sync { vol.flush() } else { Ok(()) })
+            {
+                Ok(()) => reply.written(data.len() as u32),
+                Err(e) => {
+                    tracing::error!(error = %e, offset = off, "write failed");
+                    reply.error(errno(&e))
+                }
             }
-        }
+        });
     }
 
     fn fsync(
