@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
-# Fuzz smoke run of the NBD wire decoders (cargo-fuzz, libFuzzer). The machine's stable
-# toolchain builds it with RUSTC_BOOTSTRAP=1 (cargo fuzz needs -Z flags).
-# Usage: scripts/fuzz.sh [SECONDS] (default 20)
+# Fuzz smoke run (cargo-fuzz, libFuzzer) of every decoder that reads outside input: the
+# NBD wire (crates/nbd-proto/fuzz), the `.swap` parser, the write-ahead log, and index
+# node / root plaintexts (fuzz/). The machine's stable toolchain builds them with
+# RUSTC_BOOTSTRAP=1 (cargo fuzz needs -Z flags).
+# Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] (default 20 for the NBD wire, half that
+# for each of the others)
 set -euo pipefail
-cd "$(dirname "$0")/../crates/nbd-proto"
+cd "$(dirname "$0")/.."
 if ! cargo fuzz --version >/dev/null 2>&1; then
   if [ "${CI:-}" = true ]; then echo "cargo-fuzz missing under CI=true" >&2; exit 1; fi
   echo "SKIPPING fuzz smoke: cargo-fuzz not installed (cargo install cargo-fuzz)" >&2
   exit 0
 fi
-RUSTC_BOOTSTRAP=1 cargo fuzz run decode -- -max_total_time="${1:-20}" 2>&1 | tail -3
+secs="${1:-20}"
+run() {
+  echo "fuzz: $1 $2 (${3}s)"
+  (cd "$1" && RUSTC_BOOTSTRAP=1 cargo fuzz run "$2" -- -max_total_time="$3" 2>&1 | tail -5)
+}
+run crates/nbd-proto decode "$secs"
+for t in swapfile wal index; do
+  run . "$t" "$(( (secs + 1) / 2 ))"
+done

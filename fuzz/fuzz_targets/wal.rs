@@ -1,0 +1,19 @@
+//! Any bytes as a write-ahead log: the header check and the op decoder never panic,
+//! the valid prefix is within the input, and the decoded ops re-encode to exactly it.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use mindcastle::format::wal::{decode_header, decode_ops, encode_op, HEADER_LEN};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = decode_header(data);
+    let (ops, valid) = decode_ops(data);
+    assert!(valid <= data.len());
+    if data.len() >= HEADER_LEN {
+        let mut again = data[..HEADER_LEN].to_vec();
+        for op in &ops {
+            encode_op(op, &mut again);
+        }
+        assert_eq!(&again[..], &data[..valid]);
+    }
+});
