@@ -26,6 +26,11 @@ pub struct Wal {
     /// Set when a sync failed: the kernel may have dropped the dirty pages, so no later
     /// sync of this file can be trusted until the disk is reopened (and replayed).
     broken: bool,
+    /// The sealed segment, until a sync makes its tail durable (rotation does not wait
+    /// for the disk; the next FLUSH pays, as it would have anyway).
+    unsynced_old: Option<File>,
+    /// A rotation renamed and created files whose names are not yet durable.
+    dir_dirty: bool,
 }
 
 impl Wal {
@@ -52,6 +57,8 @@ impl Wal {
             buf: Vec::new(),
             len: 0,
             broken: false,
+            unsynced_old: None,
+            dir_dirty: false,
         };
         if bytes.len() < HEADER_LEN {
             wal.reset(base)?;
@@ -124,20 +131,43 @@ impl Wal {
         Ok(())
     }
 
-    /// Makes every appended op durable.
+    /// Makes every appended op durable: the sealed segment's tail first (if a rotation
+    /// left it unsynced), then this segment, then the folder's new names.
     pub fn sync(&mut self) -> Result<()> {
         self.write_out()?;
+        let fail = |w: &mut Self, e| {
+            w.broken = true;
+            Err(Error::io(format!("syncing {}", w.path.display()), e))
+        };
+        if let Some(old) = &self.unsynced_old {
+            if let Err(e) = old.sync_data() {
+                return fail(self, e);
+            }
+            self.unsynced_old = None;
+        }
         if let Err(e) = self.file.sync_data() {
-            self.broken = true;
-            return Err(Error::io(format!("syncing {}", self.path.display()), e));
+            return fail(self, e);
+        }
+        if self.dir_dirty {
+            if let Err(e) = sync_dir(&self.path) {
+                return fail(self, e);
+            }
+            self.dir_dirty = false;
         }
         Ok(())
     }
 
-    /// Seals the current segment (written out and fdatasynced) as `wal.old` and starts
-    /// a new one; the caller froze the memtable those ops are in.
+    /// Seals the current segment as `wal.old` and starts a new one; the caller froze the
+    /// memtable those ops are in. Nothing waits for the disk here (this runs under the
+    /// volume's write lock): the next `sync` makes the sealed tail and the names durable
+    /// before it makes any op of the new segment durable, so replay order holds.
     pub fn rotate(&mut self) -> Result<()> {
-        self.sync()?;
+        self.write_out()?;
+        if self.unsynced_old.is_some() {
+            // Still unsynced from an earlier rotation: cannot happen while `wal.old`
+            // exists (checked below), but never drop a handle that owes a sync.
+            self.sync()?;
+        }
         let old = old_path(&self.path);
         if old.exists() {
             return Err(Error::invalid(
@@ -154,14 +184,13 @@ impl Wal {
                 .truncate(true)
                 .open(&self.path)?;
             f.write_all(&encode_header(None))?;
-            f.sync_data()?;
-            sync_dir(&self.path)?;
             Ok(f)
         })();
         match fresh {
             Ok(f) => {
-                self.file = f;
+                self.unsynced_old = Some(std::mem::replace(&mut self.file, f));
                 self.len = HEADER_LEN as u64;
+                self.dir_dirty = true;
                 Ok(())
             }
             Err(e) => {
@@ -177,8 +206,10 @@ impl Wal {
         old_path(&self.path).exists()
     }
 
-    /// Deletes the sealed segment: a durable checkpoint now holds its ops.
+    /// Deletes the sealed segment: a durable checkpoint now holds its ops (so its tail
+    /// no longer needs a sync).
     pub fn drop_old(&mut self) -> Result<()> {
+        self.unsynced_old = None;
         match std::fs::remove_file(old_path(&self.path)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -509,7 +509,12 @@ impl VolumeCore {
             ));
         }
         if let Some(w) = self.wal.lock().map_err(|_| lock_err())?.as_mut() {
+            let started = std::time::Instant::now();
             w.rotate()?;
+            tracing::debug!(
+                us = started.elapsed().as_micros() as u64,
+                "sealed the log segment"
+            );
         }
         st.frozen = Some(Arc::new(std::mem::take(&mut st.mem)));
         Ok(true)
