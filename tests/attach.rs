@@ -237,6 +237,25 @@ fn usr1_snapshot_is_exported_as_it_was() {
         assert!(st.success());
     };
     write_dev(1);
+    // Other signals are ignored while attached: the process and the device stay.
+    for sig in ["-USR2", "-QUIT", "-PIPE", "-ALRM"] {
+        signal(&c, sig);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", c.id())).unwrap_or_default();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .trim_start()
+        .chars()
+        .next();
+    assert!(
+        matches!(state, Some(s) if s != 'Z' && s != 'X'),
+        "an ignored signal ended the attach (state {state:?})"
+    );
+    write_dev(3);
+    write_dev(1);
     signal(&c, "-USR1");
     wait_for("the snapshot event", || events().contains("snapshot "));
     let id = events()
