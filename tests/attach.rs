@@ -387,3 +387,91 @@ fn failing_open_script_exits_non_zero_and_cleans_up() {
     let o = common::run(&[swap.to_str().unwrap(), noexec.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not executable"));
 }
+
+#[test]
+fn sigkill_leaves_nothing_the_next_attach_does_not_clear() {
+    if !capable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let swap = dir.path().join("k.swap");
+    let script = dir.path().join("raw.sh");
+    let note = dir.path().join("events");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1 $DEVICE\" >> {}\n[ \"$1\" = close ] && kill -INT $PID\nexit 0\n",
+            note.display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .args(["+x", script.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let events = || std::fs::read_to_string(&note).unwrap_or_default();
+    let c = spawn(&[
+        "--size",
+        "64M",
+        swap.to_str().unwrap(),
+        script.to_str().unwrap(),
+    ]);
+    wait_for("create", || events().starts_with("create /dev/loop"));
+    let dev = events().split_whitespace().nth(1).unwrap().to_string();
+    let data = common::data(77, 1 << 20);
+    let f = dir.path().join("data");
+    std::fs::write(&f, &data).unwrap();
+    let st = Command::new("dd")
+        .args([
+            &format!("if={}", f.display()),
+            &format!("of={dev}"),
+            "bs=1M",
+            "seek=3",
+            "oflag=direct",
+            "conv=fsync",
+            "status=none",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let uuid = uuid_of(&swap);
+    let stale = format!(
+        "{}/mindcastle-{uuid}-{}",
+        std::env::temp_dir().display(),
+        c.id()
+    );
+    signal(&c, "-KILL");
+    assert_eq!(wait_exit(c), -1);
+    assert!(
+        mounted(&stale),
+        "expected the killed attach's FUSE mount to linger"
+    );
+
+    // The next attach clears the dead mount and its loop device, and the synced bytes
+    // are there.
+    std::fs::write(&note, "").unwrap();
+    let c = spawn(&[swap.to_str().unwrap(), script.to_str().unwrap()]);
+    wait_for("open", || events().starts_with("open /dev/loop"));
+    assert!(!mounted(&stale), "the stale FUSE mount is still there");
+    let o = Command::new("losetup").arg("-a").output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains(&stale),
+        "a loop device still points into the stale mount"
+    );
+    let dev = events().split_whitespace().nth(1).unwrap().to_string();
+    let o = Command::new("dd")
+        .args([
+            &format!("if={dev}"),
+            "bs=1M",
+            "skip=3",
+            "count=1",
+            "iflag=direct",
+            "status=none",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.stdout == data, "synced data lost to SIGKILL");
+    signal(&c, "-INT");
+    assert_eq!(wait_exit(c), 0);
+    assert!(!loop_for(&uuid));
+}

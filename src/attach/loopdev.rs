@@ -61,3 +61,22 @@ pub fn detach(dev: &str) -> Result<()> {
         ))
     }
 }
+
+/// Loop devices whose backing file is `file` (from sysfs, without touching the file,
+/// which may sit on a dead FUSE mount).
+pub fn devices_backed_by(file: &Path) -> Vec<String> {
+    let want = file.to_string_lossy().into_owned();
+    let Ok(rd) = std::fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let backing = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
+            // The kernel may append " (deleted)".
+            let b = backing.trim_end();
+            (b == want || b.strip_suffix(" (deleted)") == Some(want.as_str()))
+                .then(|| format!("/dev/{name}"))
+        })
+        .collect()
+}

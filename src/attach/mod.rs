@@ -14,7 +14,7 @@ pub mod loopdev;
 mod sys;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use signal_hook::consts::signal::{
@@ -105,6 +105,47 @@ impl Drop for FuseLoop {
     }
 }
 
+/// Clears what an attach killed outright (SIGKILL, a crash) left behind: its FUSE
+/// mount (`/tmp/mindcastle-UUID-PID`, now "transport endpoint not connected") and the
+/// loop device over it. Only mounts of ours whose PID is gone are touched.
+fn clear_stale_fuse_mounts() {
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
+        return;
+    };
+    let prefix = std::env::temp_dir().join("mindcastle-");
+    let prefix = prefix.to_string_lossy();
+    for line in mounts.lines() {
+        let mut f = line.split(' ');
+        let (Some(src), Some(dir), Some(fstype)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if src != "mindcastle" || !fstype.starts_with("fuse") || !dir.starts_with(&*prefix) {
+            continue;
+        }
+        let Some(pid) = dir.rsplit('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        tracing::warn!(
+            mount = dir,
+            pid,
+            "clearing a FUSE mount left by a killed attach"
+        );
+        for dev in loopdev::devices_backed_by(&Path::new(dir).join(fuse::DISK_NAME)) {
+            if let Err(e) = loopdev::detach(&dev) {
+                tracing::warn!(device = %dev, error = %e, "detaching a stale loop device");
+            }
+        }
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(dir)
+            .status();
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
 /// Attaches through kernel nbd where it is there (unless `force_fuse`), else FUSE + loop.
 fn attach_device(
     vol: &Arc<Volume>,
@@ -125,6 +166,7 @@ fn attach_device(
             "no kernel nbd driver (no /dev/nbd0, modprobe nbd failed); using FUSE + loop"
         );
     }
+    clear_stale_fuse_mounts();
     attach_fuse(vol, trace).map(Attached::Fuse)
 }
 
