@@ -34,14 +34,44 @@ fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
 }
 
-fn spawn(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_mindcastle"))
-        .args(args)
-        .env("PATH", common::server::path_env())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+/// A running attach; if a test fails before waiting for it, dropping it runs close
+/// (SIGINT) and, failing that, kills it, so no mount, loop device or open pipe outlives
+/// the test (a lingering child would keep the harness waiting on its output).
+struct Running(Option<Child>);
+
+impl Running {
+    fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let Some(mut c) = self.0.take() else { return };
+        if matches!(c.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-INT", &c.id().to_string()])
+                .status();
+            let t = Instant::now();
+            while matches!(c.try_wait(), Ok(None)) && t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn(args: &[&str]) -> Running {
+    Running(Some(
+        Command::new(env!("CARGO_BIN_EXE_mindcastle"))
+            .args(args)
+            .env("PATH", common::server::path_env())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    ))
 }
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -72,7 +102,7 @@ fn loop_for(uuid: &str) -> bool {
     String::from_utf8_lossy(&o.stdout).contains(uuid)
 }
 
-fn signal(c: &Child, sig: &str) {
+fn signal(c: &Running, sig: &str) {
     assert!(Command::new("kill")
         .args([sig, &c.id().to_string()])
         .status()
@@ -80,10 +110,12 @@ fn signal(c: &Child, sig: &str) {
         .success());
 }
 
-fn wait_exit(mut c: Child) -> i32 {
+fn wait_exit(mut r: Running) -> i32 {
     let t = Instant::now();
     loop {
-        if let Some(st) = c.try_wait().unwrap() {
+        // Left in `r` while waiting, so a timeout below still cleans up on drop.
+        if let Some(st) = r.0.as_mut().unwrap().try_wait().unwrap() {
+            r.0 = None;
             return st.code().unwrap_or(-1);
         }
         assert!(
