@@ -72,9 +72,14 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MINDCASTLE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colours only on a terminal (and never with NO_COLOR), so logs in files and pipes
+    // stay plain text that grep can match.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }
 

@@ -72,3 +72,4 @@ pub fn chunk_files(swap: &Path) -> Vec<PathBuf> {
     v
 }
 pub mod server;
+pub mod vm;
