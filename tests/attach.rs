@@ -221,16 +221,12 @@ fn ctrl_c_leaves_nothing_behind_and_keeps_synced_files() {
     assert_eq!(wait_exit(c), 0);
 }
 
-#[test]
-fn usr1_snapshot_is_exported_as_it_was() {
-    if !capable() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let swap = dir.path().join("d.swap");
-    let script = dir.path().join("raw.sh");
-    let note = dir.path().join("events");
-    // No filesystem: the test writes the device directly; the script records events.
+/// A statechange script for raw-device tests (no filesystem): it appends
+/// "EVENT DEVICE SNAPSHOT_UUID" to `dir/events` and sends SIGINT on close. Returns the
+/// script and the events file.
+fn raw_script(dir: &Path) -> (PathBuf, PathBuf) {
+    let script = dir.join("raw.sh");
+    let note = dir.join("events");
     std::fs::write(
         &script,
         format!(
@@ -243,31 +239,55 @@ fn usr1_snapshot_is_exported_as_it_was() {
         .args(["+x", script.to_str().unwrap()])
         .status()
         .unwrap();
-    let events = || std::fs::read_to_string(&note).unwrap_or_default();
+    (script, note)
+}
+
+/// Creates and attaches a 64 MiB disk `name` in `dir` with `raw_script`; returns the
+/// running attach, the `.swap`, the script, the events file and the block device.
+fn start_raw(dir: &Path, name: &str) -> (Running, PathBuf, PathBuf, PathBuf, String) {
+    let swap = dir.join(name);
+    let (script, note) = raw_script(dir);
     let c = spawn(&[
         "--size",
         "64M",
         swap.to_str().unwrap(),
         script.to_str().unwrap(),
     ]);
+    let events = || std::fs::read_to_string(&note).unwrap_or_default();
     wait_for("create", || events().starts_with("create /dev/loop"));
     let dev = events().split_whitespace().nth(1).unwrap().to_string();
-    let write_dev = |seed: u64| {
-        let f = dir.path().join(format!("chunk{seed}"));
-        std::fs::write(&f, common::data(seed, 1 << 20)).unwrap();
-        let st = Command::new("dd")
-            .args([
-                &format!("if={}", f.display()),
-                &format!("of={dev}"),
-                "bs=1M",
-                "oflag=direct",
-                "conv=fsync",
-                "status=none",
-            ])
-            .status()
-            .unwrap();
-        assert!(st.success());
-    };
+    (c, swap, script, note, dev)
+}
+
+/// Writes `data` to `dev` at MiB `seek_mib`, direct and fsynced.
+fn write_device(dev: &str, scratch: &Path, data: &[u8], seek_mib: u64) {
+    std::fs::write(scratch, data).unwrap();
+    let st = Command::new("dd")
+        .args([
+            &format!("if={}", scratch.display()),
+            &format!("of={dev}"),
+            "bs=1M",
+            &format!("seek={seek_mib}"),
+            "oflag=direct",
+            "conv=fsync",
+            "status=none",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success(), "dd to {dev}");
+}
+
+#[test]
+fn usr1_snapshot_is_exported_as_it_was() {
+    if !capable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // No filesystem: the test writes the device directly; the script records events.
+    let (c, swap, script, note, dev) = start_raw(dir.path(), "d.swap");
+    let events = || std::fs::read_to_string(&note).unwrap_or_default();
+    let scratch = dir.path().join("chunk");
+    let write_dev = |seed: u64| write_device(&dev, &scratch, &common::data(seed, 1 << 20), 0);
     write_dev(1);
     // Other signals are ignored while attached: the process and the device stay.
     for sig in ["-USR2", "-QUIT", "-PIPE", "-ALRM"] {
@@ -426,46 +446,10 @@ fn sigkill_leaves_nothing_the_next_attach_does_not_clear() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let swap = dir.path().join("k.swap");
-    let script = dir.path().join("raw.sh");
-    let note = dir.path().join("events");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$1 $DEVICE\" >> {}\n[ \"$1\" = close ] && kill -INT $PID\nexit 0\n",
-            note.display()
-        ),
-    )
-    .unwrap();
-    Command::new("chmod")
-        .args(["+x", script.to_str().unwrap()])
-        .status()
-        .unwrap();
+    let (c, swap, script, note, dev) = start_raw(dir.path(), "k.swap");
     let events = || std::fs::read_to_string(&note).unwrap_or_default();
-    let c = spawn(&[
-        "--size",
-        "64M",
-        swap.to_str().unwrap(),
-        script.to_str().unwrap(),
-    ]);
-    wait_for("create", || events().starts_with("create /dev/loop"));
-    let dev = events().split_whitespace().nth(1).unwrap().to_string();
     let data = common::data(77, 1 << 20);
-    let f = dir.path().join("data");
-    std::fs::write(&f, &data).unwrap();
-    let st = Command::new("dd")
-        .args([
-            &format!("if={}", f.display()),
-            &format!("of={dev}"),
-            "bs=1M",
-            "seek=3",
-            "oflag=direct",
-            "conv=fsync",
-            "status=none",
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    write_device(&dev, &dir.path().join("data"), &data, 3);
     let uuid = uuid_of(&swap);
     let stale = format!(
         "{}/mindcastle-{uuid}-{}",

@@ -59,20 +59,6 @@ fn capable() -> bool {
     false
 }
 
-/// Incompressible bytes, so the disk really fills.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 fn fill_until_full(opts: &OpenOptions) {
     let tmp = tempfile::tempdir().unwrap();
     let fs = Tmpfs::mount(tmp.path(), "24m");
@@ -84,7 +70,7 @@ fn fill_until_full(opts: &OpenOptions) {
     let mut flushed = 0usize;
     let mut err = None;
     for i in 0..200usize {
-        let data = noise(i as u64, piece);
+        let data = common::noise(i as u64, piece);
         let r = vol
             .write_at((i * piece) as u64, &data)
             .and_then(|()| vol.flush());
@@ -115,7 +101,7 @@ fn fill_until_full(opts: &OpenOptions) {
     // the replay early).
     fs.grow("512m");
     let at = (flushed + 1) * piece;
-    let more = noise(999, piece);
+    let more = common::noise(999, piece);
     vol.write_at(at as u64, &more).unwrap();
     vol.flush().unwrap();
     model[at..at + piece].copy_from_slice(&more);

@@ -28,20 +28,6 @@ fn acks(console: &str) -> Vec<usize> {
         .collect()
 }
 
-/// Incompressible bytes.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 #[test]
 fn acknowledged_writes_survive_a_power_cut() {
     if !vm::capable("the power-cut VM test") {
@@ -50,7 +36,7 @@ fn acknowledged_writes_survive_a_power_cut() {
     let tmp = tempfile::tempdir().unwrap();
     let pattern = tmp.path().join("pattern");
     // Incompressible, so 256 pieces fill the 64 MiB memtable.
-    let bytes: Vec<u8> = noise(4242, 32 * PIECE);
+    let bytes: Vec<u8> = common::noise(4242, 32 * PIECE);
     std::fs::write(&pattern, &bytes).unwrap();
     let initrd = tmp.path().join("initrd.gz");
     vm::initrd(&initrd, "power-cut.sh", Some(&pattern));

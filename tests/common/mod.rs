@@ -48,6 +48,20 @@ pub fn data(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
+/// Incompressible deterministic bytes (xorshift), so a disk really fills.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 /// The mindcastle binary.
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mindcastle"))
