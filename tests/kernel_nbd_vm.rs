@@ -5,7 +5,7 @@
 //! /dev/nbdN: raw bytes with sub-block overlapping writes read back through the device,
 //! SIGHUP close and reopen compared byte for byte, BLKDISCARD, a second disk on the next
 //! device with ext4 made, filled, closed and checked by sha256 on reopen, SIGINT running
-//! close first, `--fuse` choosing FUSE + loop although nbd is there, and fsck + export
+//! close first, SIGKILL releasing the device by itself, `--fuse` choosing FUSE + loop although nbd is there, and fsck + export
 //! of what reached the chunks.
 //!
 //! Needs qemu-system-x86_64, busybox-static, cpio and the kernel files that
@@ -46,6 +46,7 @@ fn attach_through_the_kernel_nbd_driver_in_a_vm() {
         "sigint-exit",
         "ext4-open-checksums",
         "failing-open-script",
+        "sigkill-releases-device",
         "fuse-forced on /dev/loop",
         "fsck-export",
     ] {

@@ -94,6 +94,26 @@ grep -q "failed on open" fail.log || fail "no reason given for the failing scrip
 [ -e "/sys/block/nbd0/pid" ] && fail "nbd0 still running after a failed open"
 echo "MCVM ok failing-open-script"
 
+# 5b. SIGKILL while attached: the kernel releases the device by itself, and the next
+#     attach opens the disk with everything synced (state.sh compares on open).
+mindcastle attach disk.swap /work/state.sh >> attach.log 2>&1 &
+pid=$!
+wait_ready kill-open "$pid"
+kdev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' events | tail -1)
+kill -KILL "$pid"
+wait "$pid"
+n=0
+while [ -e "/sys/block/${kdev#/dev/}/pid" ]; do
+    n=$((n + 1)); [ $n -gt 100 ] && fail "$kdev still running 10 s after SIGKILL"
+    sleep 0.1
+done
+mindcastle attach disk.swap /work/state.sh >> attach.log 2>&1 &
+pid=$!
+wait_ready reopen-after-kill "$pid"
+kill -INT "$pid"
+wait_exit "$pid" "after SIGKILL and reattach"
+echo "MCVM ok sigkill-releases-device"
+
 # 6. --fuse forces FUSE + loop even where the nbd driver is there.
 mindcastle attach --fuse disk.swap /work/state.sh > fuse.log 2>&1 &
 pid=$!
