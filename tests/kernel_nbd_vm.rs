@@ -5,7 +5,8 @@
 //! /dev/nbdN: raw bytes with sub-block overlapping writes read back through the device,
 //! SIGHUP close and reopen compared byte for byte, BLKDISCARD, a second disk on the next
 //! device with ext4 made, filled, closed and checked by sha256 on reopen, SIGINT running
-//! close first, SIGKILL releasing the device by itself, `--fuse` choosing FUSE + loop although nbd is there, and fsck + export
+//! close first, SIGKILL releasing the device by itself, a fifth disk falling back to
+//! FUSE + loop when all four nbd devices are taken, `--fuse` choosing FUSE + loop although nbd is there, and fsck + export
 //! of what reached the chunks.
 //!
 //! Needs qemu-system-x86_64, busybox-static, cpio and the kernel files that
@@ -47,6 +48,7 @@ fn attach_through_the_kernel_nbd_driver_in_a_vm() {
         "ext4-open-checksums",
         "failing-open-script",
         "sigkill-releases-device",
+        "fifth-disk-falls-back-to-fuse",
         "fuse-forced on /dev/loop",
         "fsck-export",
     ] {

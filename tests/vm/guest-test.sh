@@ -114,6 +114,29 @@ kill -INT "$pid"
 wait_exit "$pid" "after SIGKILL and reattach"
 echo "MCVM ok sigkill-releases-device"
 
+# 5c. Four disks take the four nbd devices (first free each time); a fifth finds none
+#     free and falls back to FUSE + loop, saying so.
+printf '#!/bin/sh\necho "$1 $DEVICE" >> /work/multi-events\n[ "$1" = close ] && kill -INT "$PID"\ntouch /work/ready-multi\nexit 0\n' > /work/multi.sh
+chmod +x /work/multi.sh
+pids=
+for k in 1 2 3 4 5; do
+    mindcastle attach --size 16M "m$k.swap" /work/multi.sh > "multi$k.log" 2>&1 &
+    p=$!
+    pids="$pids $p"
+    wait_ready "multi-$k" "$p" /work/ready-multi
+done
+got=$(sed -n 's/^create //p' /work/multi-events | tr '\n' ' ')
+case "$got" in
+*"/dev/nbd0 "*) ;; *) fail "nbd0 not used by the four: $got" ;; esac
+for d in /dev/nbd1 /dev/nbd2 /dev/nbd3; do
+    case "$got" in *"$d "*) ;; *) fail "$d not used by the four: $got" ;; esac
+done
+case "$got" in *"/dev/loop"*) ;; *) fail "the fifth did not fall back to a loop device: $got" ;; esac
+grep -q "using FUSE + loop" multi5.log || fail "the fallback was not logged"
+for p in $pids; do kill -INT "$p"; done
+for p in $pids; do wait_exit "$p" "multi after SIGINT"; done
+echo "MCVM ok fifth-disk-falls-back-to-fuse"
+
 # 6. --fuse forces FUSE + loop even where the nbd driver is there.
 mindcastle attach --fuse disk.swap /work/state.sh > fuse.log 2>&1 &
 pid=$!
