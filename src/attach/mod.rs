@@ -56,6 +56,14 @@ impl Attached {
         }
     }
 
+    /// Which path, for the user.
+    fn kind(&self) -> &'static str {
+        match self {
+            Attached::Kernel(_) => "kernel nbd",
+            Attached::Fuse(_) => "FUSE + loop",
+        }
+    }
+
     fn detach(&mut self) {
         match self {
             Attached::Kernel(k) => k.detach(),
@@ -261,9 +269,10 @@ pub fn run(cfg: &AttachConfig) -> Result<u8> {
         }
     }
     eprintln!(
-        "mindcastle: {} is {} (uuid {uuid}); detach with Ctrl-C or kill -HUP {pid}",
+        "mindcastle: {} is {} ({}, uuid {uuid}); detach with Ctrl-C or kill -HUP {pid}",
         cfg.swap.display(),
-        att.device()
+        att.device(),
+        att.kind()
     );
     let mut closed = false;
     for sig in signals.forever() {

@@ -33,6 +33,7 @@ mindcastle attach --size 64M -t /work/trace disk.swap /work/state.sh >> attach.l
 pid=$!
 wait_ready create "$pid"
 grep -q "kernel nbd driver" attach.log || fail "attach did not log the kernel nbd path"
+grep -q "is /dev/nbd0 (kernel nbd, uuid" attach.log || fail "attach did not tell the user the path"
 dev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' events | head -1)
 echo "MCVM ok create on $dev"
 echo 3 > /proc/sys/vm/drop_caches
