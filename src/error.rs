@@ -89,6 +89,18 @@ impl Error {
             .and_then(std::io::Error::raw_os_error)
             == Some(28)
     }
+    /// The errno a block-device client sees for this error (FUSE replies and NBD, whose
+    /// wire values are Linux's for these three): ENOSPC for a full disk, EINVAL for a
+    /// bad request, EIO for everything else.
+    pub fn errno(&self) -> i32 {
+        if self.is_no_space() {
+            return libc::ENOSPC;
+        }
+        match self.kind() {
+            ErrorKind::Invalid => libc::EINVAL,
+            _ => libc::EIO,
+        }
+    }
     /// Prefix more context (outermost first when displayed).
     #[must_use]
     pub fn context(mut self, outer: impl Into<String>) -> Self {

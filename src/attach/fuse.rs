@@ -16,7 +16,6 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow,
 };
 
-use crate::error::{Error, ErrorKind};
 use crate::trace::ReadTrace;
 use crate::volume::Volume;
 
@@ -84,16 +83,6 @@ pub struct DiskFs {
     workers: Workers,
 }
 
-fn errno(e: &Error) -> i32 {
-    if e.is_no_space() {
-        return libc::ENOSPC;
-    }
-    match e.kind() {
-        ErrorKind::Invalid => libc::EINVAL,
-        _ => libc::EIO,
-    }
-}
-
 impl DiskFs {
     /// Serves `vol` as a file owned by `uid:gid`; reads are logged to `trace` when given.
     pub fn new(vol: Arc<Volume>, trace: Option<Arc<ReadTrace>>, uid: u32, gid: u32) -> Self {
@@ -112,7 +101,7 @@ impl DiskFs {
         let vol = self.vol.clone();
         self.workers.run(move || match vol.flush() {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(e.errno()),
         });
     }
 
@@ -219,7 +208,7 @@ impl Filesystem for DiskFs {
                 Ok(()) => reply.data(&buf),
                 Err(e) => {
                     tracing::error!(error = %e, offset = off, "read failed");
-                    reply.error(errno(&e))
+                    reply.error(e.errno())
                 }
             }
         });
@@ -256,7 +245,7 @@ impl Filesystem for DiskFs {
                 Ok(()) => reply.written(data.len() as u32),
                 Err(e) => {
                     tracing::error!(error = %e, offset = off, "write failed");
-                    reply.error(errno(&e))
+                    reply.error(e.errno())
                 }
             }
         });

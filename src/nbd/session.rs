@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::{Mutex, Semaphore};
 
 use super::{Negotiated, BASE_ALLOCATION_ID, MAX_IN_FLIGHT, MAX_PAYLOAD};
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::trace::ReadTrace;
 use crate::volume::Volume;
 
@@ -26,12 +26,11 @@ enum Outcome {
     Err(u32, String),
 }
 
+/// NBD's errno for `e`: the shared classification, in the spec's wire values.
 fn errno_of(e: &Error) -> u32 {
-    if e.is_no_space() {
-        return errno::ENOSPC;
-    }
-    match e.kind() {
-        ErrorKind::Invalid => errno::EINVAL,
+    match e.errno() {
+        libc::ENOSPC => errno::ENOSPC,
+        libc::EINVAL => errno::EINVAL,
         _ => errno::EIO,
     }
 }
