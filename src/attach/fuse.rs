@@ -33,7 +33,7 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// A few threads running jobs from one queue; they end when the sender is dropped.
 struct Workers {
-    tx: Option<std::sync::mpsc::Sender<Job>>,
+    tx: std::sync::mpsc::Sender<Job>,
 }
 
 impl Workers {
@@ -58,17 +58,12 @@ impl Workers {
                 tracing::warn!(error = %e, "starting a FUSE worker");
             }
         }
-        Self { tx: Some(tx) }
+        Self { tx }
     }
 
     /// Runs `job` on a worker (or here, if none is running).
     fn run(&self, job: impl FnOnce() + Send + 'static) {
-        let job: Job = Box::new(job);
-        if let Some(tx) = &self.tx {
-            if let Err(std::sync::mpsc::SendError(job)) = tx.send(job) {
-                job();
-            }
-        } else {
+        if let Err(std::sync::mpsc::SendError(job)) = self.tx.send(Box::new(job)) {
             job();
         }
     }

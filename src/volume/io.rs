@@ -69,12 +69,16 @@ impl VolumeCore {
 
     fn resolve(&self, st: &State, a: u64, n: u64) -> Result<Vec<Option<Slot>>> {
         let mut slots: Vec<Option<Slot>> = (0..n).map(|_| None).collect();
-        for (lba, e) in st.pending_range(a, a + n) {
-            if let Some(s) = slots.get_mut((lba - a) as usize) {
-                *s = Some(match e {
-                    MemEntry::Zero => Slot::Zero,
-                    MemEntry::Data(r) => Slot::Mem(r.clone()),
-                });
+        // The memtable first, then the frozen one for blocks it does not hold.
+        let frozen = st.frozen.as_deref().into_iter();
+        for table in std::iter::once(&st.mem).chain(frozen) {
+            for (lba, e) in table.range(a, a + n) {
+                if let Some(s @ None) = slots.get_mut((lba - a) as usize) {
+                    *s = Some(match e {
+                        MemEntry::Zero => Slot::Zero,
+                        MemEntry::Data(r) => Slot::Mem(r.clone()),
+                    });
+                }
             }
         }
         let mut locs: Vec<Option<Loc>> = slots

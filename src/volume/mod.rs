@@ -595,7 +595,7 @@ impl VolumeCore {
             }
         }
         drop(stored);
-        if let Err(e) = self.collect(ck, &tree, rref, &kept) {
+        if let Err(e) = self.collect(ck, &tree, Some(rref), &kept) {
             tracing::warn!(error = %e, "garbage collection failed; will retry at the next checkpoint");
         }
         tracing::debug!(ms = started.elapsed().as_millis() as u64, root = %id, "checkpoint");
@@ -608,9 +608,7 @@ impl VolumeCore {
             let st = self.state.read().map_err(|_| lock_err())?;
             (st.tree.clone(), st.root, st.kept.clone())
         };
-        let mut live = HashSet::new();
-        live.extend(root.map(|r| r.id));
-        self.collect_except(&mut ck, &tree, live, &kept)
+        self.collect(&mut ck, &tree, root, &kept)
     }
 
     /// Deletes local chunks that neither `tree` under `root` nor a kept snapshot reaches.
@@ -619,21 +617,10 @@ impl VolumeCore {
         &self,
         ck: &mut CkptState,
         tree: &Tree,
-        root: RootRef,
+        root: Option<RootRef>,
         kept: &[RootRef],
     ) -> Result<()> {
-        let mut live = HashSet::new();
-        live.insert(root.id);
-        self.collect_except(ck, tree, live, kept)
-    }
-
-    fn collect_except(
-        &self,
-        ck: &mut CkptState,
-        tree: &Tree,
-        mut live: HashSet<ChunkId>,
-        kept: &[RootRef],
-    ) -> Result<()> {
+        let mut live: HashSet<ChunkId> = root.map(|r| r.id).into_iter().collect();
         tree.live_chunks(&mut live);
         for k in kept {
             if let std::collections::hash_map::Entry::Vacant(slot) = ck.kept_live.entry(k.id) {

@@ -73,7 +73,9 @@ impl VolumeCore {
         let mut mem = Vec::new();
         let mut logical = 0u64;
         let mut stored = 0u64;
-        for (lba, e) in st.pending_range(0, u64::MAX) {
+        let pending = st.pending_range(0, u64::MAX);
+        let pending_blocks = pending.len();
+        for (lba, e) in pending {
             match e {
                 MemEntry::Zero => mem.push((lba, Loc::Zero)),
                 MemEntry::Data(r) => {
@@ -130,7 +132,7 @@ impl VolumeCore {
             compression_ratio: ratio(logical, stored),
             dedup_ratio: ratio(stored, unique),
             snapshots: st.kept.iter().map(|k| k.id.to_hex()).collect(),
-            pending_blocks: st.pending_range(0, u64::MAX).len(),
+            pending_blocks,
         })
     }
 }
