@@ -74,21 +74,24 @@ pub fn decode_header(buf: &[u8]) -> Result<Option<ChunkId>> {
 
 /// Appends the encoding of `op` to `out`.
 pub fn encode_op(op: &WalOp, out: &mut Vec<u8>) {
+    match op {
+        WalOp::Data { lba, record } => encode_data(*lba, record, out),
+        WalOp::Zero { lba, count } => encode_raw(2, *lba, *count, &[], out),
+    }
+}
+
+/// Appends a data op for `lba` straight from a borrowed record (no owned `WalOp`).
+pub fn encode_data(lba: u64, record: &[u8], out: &mut Vec<u8>) {
+    encode_raw(1, lba, record.len() as u32, record, out);
+}
+
+fn encode_raw(kind: u8, lba: u64, n: u32, payload: &[u8], out: &mut Vec<u8>) {
     let start = out.len();
     out.put_u32(OP_MAGIC);
-    match op {
-        WalOp::Data { lba, record } => {
-            out.push(1);
-            out.put_u64(*lba);
-            out.put_u32(record.len() as u32);
-            out.extend_from_slice(record);
-        }
-        WalOp::Zero { lba, count } => {
-            out.push(2);
-            out.put_u64(*lba);
-            out.put_u32(*count);
-        }
-    }
+    out.push(kind);
+    out.put_u64(lba);
+    out.put_u32(n);
+    out.extend_from_slice(payload);
     let crc = crc32fast::hash(out.get(start..).unwrap_or_default());
     out.put_u32(crc);
 }

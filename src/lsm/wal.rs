@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::format::chunk_id::ChunkId;
-use crate::format::wal::{decode_header, decode_ops, encode_header, encode_op, WalOp, HEADER_LEN};
+use crate::format::wal::{
+    decode_header, decode_ops, encode_data, encode_header, encode_op, WalOp, HEADER_LEN,
+};
 
 /// Buffered bytes written to the file once they exceed this.
 const BUF_LIMIT: usize = 1 << 20;
@@ -86,6 +88,16 @@ impl Wal {
     /// Appends an op (buffered; durable after `sync`).
     pub fn append(&mut self, op: &WalOp) -> Result<()> {
         encode_op(op, &mut self.buf);
+        self.after_append()
+    }
+
+    /// Appends a data op from a borrowed record (the write path: no copy of its own).
+    pub fn append_data(&mut self, lba: u64, record: &[u8]) -> Result<()> {
+        encode_data(lba, record, &mut self.buf);
+        self.after_append()
+    }
+
+    fn after_append(&mut self) -> Result<()> {
         if self.buf.len() >= BUF_LIMIT {
             self.write_out()?;
         }

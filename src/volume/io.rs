@@ -212,10 +212,7 @@ impl VolumeCore {
         for (lba, rec) in blocks {
             match rec {
                 Some(r) => {
-                    self.log(&WalOp::Data {
-                        lba,
-                        record: r.bytes.clone(),
-                    })?;
+                    self.log_data(lba, &r.bytes)?;
                     st.mem.insert(lba, MemEntry::Data(r));
                 }
                 None => self.zero_locked(&mut st, lba, 1, Some(()))?,

@@ -425,9 +425,17 @@ impl VolumeCore {
     }
 
     fn log(&self, op: &WalOp) -> Result<()> {
+        self.with_log(|w| w.append(op))
+    }
+
+    fn log_data(&self, lba: u64, record: &[u8]) -> Result<()> {
+        self.with_log(|w| w.append_data(lba, record))
+    }
+
+    fn with_log(&self, f: impl FnOnce(&mut Wal) -> Result<()>) -> Result<()> {
         let mut wal = self.wal.lock().map_err(|_| lock_err())?;
         match wal.as_mut() {
-            Some(w) => w.append(op),
+            Some(w) => f(w),
             // During open, replayed ops are already in the log.
             None => Ok(()),
         }
