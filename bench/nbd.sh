@@ -24,7 +24,13 @@ start_qemu() {
 start_nbdkit() {
   nbdkit -f -U "$DIR/k.sock" memory "${SIZE_MIB}M" >/dev/null 2>&1 & echo $! > "$DIR/k.pid"
 }
-trap 'for p in mc q k; do [ -f "$DIR/$p.pid" ] && kill "$(cat "$DIR/$p.pid")" 2>/dev/null; done; true' EXIT
+cleanup() {
+  local p
+  for p in mc q k; do
+    if [ -f "$DIR/$p.pid" ]; then kill "$(cat "$DIR/$p.pid")" 2>/dev/null || true; fi
+  done
+}
+trap cleanup EXIT
 wait_sock() { for _ in $(seq 100); do [ -S "$1" ] && return; sleep 0.1; done; echo "no socket $1" >&2; exit 1; }
 stop() { kill -TERM "$(cat "$DIR/$1.pid")" 2>/dev/null || true; wait "$(cat "$DIR/$1.pid")" 2>/dev/null || true; rm -f "$DIR/$1.sock"; }
 
@@ -57,7 +63,7 @@ for peer in mindcastle qemu nbdkit; do
     # shellcheck disable=SC2086
     R[$peer,$name]=$(run_fio "$DIR/$s.sock" $args)
   done
-  stop $s
+  stop "$s"
 done
 
 printf "%-10s | %-22s | %-22s | %-22s | %s\n" job mindcastle qemu-nbd+qcow2 "nbdkit memory" "ratio mc/qemu, mc/nbdkit"

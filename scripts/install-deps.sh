@@ -1,15 +1,75 @@
 #!/usr/bin/env bash
-# Installs the system packages mindcastle and its tests use (Debian; run as root).
+# Installs the system packages mindcastle and its tests use (Debian 12; run as root, or
+# as a user with sudo). apt's own messages are shown: a conflict names its packages.
+#
+# A machine that already carries a newer QEMU from bookworm-backports (qemu-utils
+# 10.x) cannot take bookworm's qemu-system-x86 7.2 beside it; there the backports
+# suite is enabled and the QEMU packages come from it, matching what is installed.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-SUDO=""
-[ "$(id -u)" = 0 ] || SUDO="sudo"
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends \
-  ca-certificates coreutils util-linux strace build-essential pkg-config \
-  libnbd-bin python3-libnbd nbdfuse nbdkit qemu-utils fio \
-  fuse3 xfsprogs e2fsprogs \
-  qemu-system-x86 busybox-static cpio binutils xz-utils >/dev/null
+here="$(cd "$(dirname "$0")" && pwd)"
+SUDO=()
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps.sh: run as root (no sudo here)" >&2; exit 1; }
+  SUDO=(sudo)
+fi
+
+# package -> the tests or tools that need it (printed when it cannot be installed)
+declare -A NEEDED_BY=(
+  [libnbd-bin]="tests/nbd_clients.rs (nbdinfo, nbdcopy), tests/attach.rs"
+  [python3-libnbd]="tests/nbd_clients.rs, tests/nbd_hostile.rs (nbdsh)"
+  [nbdfuse]="tests/nbd_clients.rs (nbdfuse + loop)"
+  [nbdkit]="bench/ (peer server)"
+  [qemu-utils]="tests/nbd_clients.rs (qemu-img), bench/ (qemu-nbd)"
+  [fio]="tests/nbd_clients.rs (fio nbd engine), bench/"
+  [fuse3]="tests/attach.rs (FUSE + loop attach)"
+  [xfsprogs]="tests/attach.rs (mkfs.xfs), examples/statechange.sh"
+  [e2fsprogs]="tests/attach.rs (mkfs.ext4)"
+  [strace]="tests/fsync.rs (fsync order)"
+  [qemu-system-x86]="tests/kernel_nbd_vm.rs, tests/power_cut_vm.rs"
+  [busybox-static]="tests/kernel_nbd_vm.rs (guest initramfs)"
+  [cpio]="tests/kernel_nbd_vm.rs (guest initramfs)"
+  [shellcheck]="scripts/test.sh (lint of every shell script)"
+)
+PKGS=(ca-certificates coreutils util-linux strace build-essential pkg-config
+  libnbd-bin python3-libnbd nbdfuse nbdkit qemu-utils fio
+  fuse3 xfsprogs e2fsprogs shellcheck
+  busybox-static cpio binutils xz-utils)
+QEMU_SYS=(qemu-system-x86)
+
+apt_install() { "${SUDO[@]}" apt-get install -y -q --no-install-recommends "$@"; }
+
+"${SUDO[@]}" apt-get update -q
+qemu_version=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+QEMU_TARGET=()
+if [[ "$qemu_version" == *bpo12* ]]; then
+  echo "install-deps.sh: qemu-utils $qemu_version comes from bookworm-backports; taking qemu-system-x86 from there too"
+  src=/etc/apt/sources.list.d/mindcastle-backports.sources
+  if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' |
+      "${SUDO[@]}" tee "$src" >/dev/null
+    "${SUDO[@]}" apt-get update -q
+  fi
+  QEMU_TARGET=(-t bookworm-backports)
+fi
+
+failed=()
+if ! apt_install "${PKGS[@]}"; then
+  # Find which ones fail, one at a time, so the message names them.
+  for p in "${PKGS[@]}"; do apt_install "$p" >/dev/null 2>&1 || failed+=("$p"); done
+fi
+apt_install "${QEMU_TARGET[@]}" "${QEMU_SYS[@]}" || failed+=("${QEMU_SYS[@]}")
+if [ ${#failed[@]} -gt 0 ]; then
+  echo >&2
+  echo "install-deps.sh: could not install: ${failed[*]}" >&2
+  for p in "${failed[@]}"; do
+    echo "  $p is needed by ${NEEDED_BY[$p]:-the build}" >&2
+  done
+  echo "  (apt-get -s install PACKAGE shows why)" >&2
+  exit 1
+fi
+
 # The kernel nbd test boots Debian's kernel (unpacked, not installed) under qemu.
-$SUDO "$(dirname "$0")/../tests/vm/fetch-kernel.sh"
-command -v cargo >/dev/null || { echo "install Rust first: https://rustup.rs" >&2; exit 1; }
+"${SUDO[@]}" "$here/../tests/vm/fetch-kernel.sh"
+command -v cargo >/dev/null || { echo "install-deps.sh: install Rust first (rustup)" >&2; exit 1; }
+echo "install-deps.sh: done"

@@ -21,10 +21,11 @@ cp "$mkfs" "$root/bin/mkfs.ext4"
 # util-linux's losetup and fuse3's fusermount3 for the `--fuse` path, ahead of busybox
 # in PATH (/usr/local/bin), with the extras the caller names.
 mkdir -p "$root/usr/local/bin"
-real="$(command -v losetup) $(command -v fusermount3)"
-for extra in $real "$@"; do cp "$extra" "$root/usr/local/bin/"; done
+losetup_bin=$(command -v losetup)
+fusermount_bin=$(command -v fusermount3)
+for extra in "$losetup_bin" "$fusermount_bin" "$@"; do cp "$extra" "$root/usr/local/bin/"; done
 # The dynamic loader and libraries, at the paths the binaries ask for.
-for lib in $(ldd "$bin" "$mkfs" $real "$@" | awk '/=> \//{print $3} /^\t\//{print $1}' | sort -u); do
+for lib in $(ldd "$bin" "$mkfs" "$losetup_bin" "$fusermount_bin" "$@" | awk '/=> \//{print $3} /^\t\//{print $1}' | sort -u); do
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"
 done
