@@ -17,6 +17,8 @@ pub enum ErrorKind {
     Unavailable,
     /// The operating system refused an I/O operation.
     Io,
+    /// A broken invariant inside mindcastle (a bug): reported, never papered over.
+    Internal,
 }
 
 impl ErrorKind {
@@ -28,6 +30,7 @@ impl ErrorKind {
             ErrorKind::NotFound => 4,
             ErrorKind::Unavailable => 5,
             ErrorKind::Io => 6,
+            ErrorKind::Internal => 7,
         }
     }
 }
@@ -63,6 +66,13 @@ impl Error {
     /// Something that should exist does not.
     pub fn not_found(context: impl Into<String>) -> Self {
         Self::new(ErrorKind::NotFound, context)
+    }
+    /// A broken invariant (a bug): EIO on the wire, exit code 7.
+    pub fn internal(context: impl Into<String>) -> Self {
+        Self::new(
+            ErrorKind::Internal,
+            format!("internal error (a bug): {}", context.into()),
+        )
     }
     /// An I/O error with what we were doing when it happened.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {

@@ -3,12 +3,16 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mindcastle::format::wal::{decode_header, decode_ops, encode_op, HEADER_LEN};
+use mindcastle::format::wal::{decode_header, decode_ops, encode_op, LogEnd, HEADER_LEN};
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode_header(data);
-    let (ops, valid) = decode_ops(data);
+    let decoded = decode_ops(data);
+    let (ops, valid) = (decoded.ops, decoded.valid);
     assert!(valid <= data.len());
+    if let LogEnd::Corrupt { bad, next } = decoded.end {
+        assert!(bad == valid && next > bad && next < data.len());
+    }
     if data.len() >= HEADER_LEN {
         let mut again = data[..HEADER_LEN].to_vec();
         for op in &ops {

@@ -18,7 +18,13 @@ pub struct Args {
 /// Runs `fsck`: exit 0 when clean, 1 with one line per problem otherwise.
 pub fn run(a: Args) -> Result<ExitCode> {
     let vol = super::inspect(&a.swap)?;
-    let total: u64 = vol.tree()?.runs().map(|r| r.desc.entries).sum();
+    let total: u64 = vol
+        .engine()
+        .view()?
+        .tree
+        .runs()
+        .map(|r| r.desc.entries)
+        .sum();
     let pb = progress::count(total, "fsck");
     let report = vol.fsck(&|n| pb.set_position(n))?;
     pb.finish_and_clear();

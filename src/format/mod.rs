@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod node;
 pub mod record;
 pub mod root;
+pub mod size;
 pub mod swapfile;
 pub mod wal;
 

@@ -25,6 +25,16 @@ pub struct SealedRecord {
     pub tag: [u8; 16],
 }
 
+impl SealedRecord {
+    /// A record from its stored bytes (`ciphertext || tag`); None when too short to
+    /// hold a tag.
+    pub fn from_stored(bytes: Vec<u8>) -> Option<Self> {
+        let at = bytes.len().checked_sub(TAG_LEN)?;
+        let tag: [u8; 16] = bytes.get(at..)?.try_into().ok()?;
+        (at > 0).then_some(Self { bytes, tag })
+    }
+}
+
 /// Largest stored record.
 pub const MAX_RECORD: usize = BLOCK_SIZE + TAG_LEN;
 

@@ -9,6 +9,7 @@
 //! snaphash=HEX32                the root's 128-bit AEAD tag
 //! fallback=URL|DIR              zero or more (up to 8), searched in order for missing chunks
 //! cache=DIR                     where chunks fetched from fallbacks are kept
+//! cachesize=SIZE                bound of the cache folder (e.g. 20G; default 10G)
 //! swapdata=DIR                  overrides the data folder
 //! ```
 //! Blank lines and `#` comments are allowed; unknown keys are kept and written back.
@@ -37,6 +38,8 @@ pub struct SwapFile {
     pub fallbacks: Vec<String>,
     /// Cache folder.
     pub cache: Option<String>,
+    /// Bound of the cache folder in bytes.
+    pub cache_size: Option<u64>,
     /// Data folder override.
     pub swapdata: Option<String>,
     /// Unknown keys, in order, kept verbatim.
@@ -62,6 +65,7 @@ impl SwapFile {
             snapshot: None,
             fallbacks: Vec::new(),
             cache: None,
+            cache_size: None,
             swapdata: None,
             extra: Vec::new(),
         }
@@ -76,6 +80,7 @@ impl SwapFile {
         let mut snaphash: Option<([u8; 16], usize)> = None;
         let mut fallbacks = Vec::new();
         let mut cache = None;
+        let mut cache_size = None;
         let mut swapdata = None;
         let mut extra = Vec::new();
         for (i, raw) in text.lines().enumerate() {
@@ -157,6 +162,13 @@ impl SwapFile {
                     dup(cache.is_some())?;
                     cache = Some(v.to_string());
                 }
+                "cachesize" => {
+                    dup(cache_size.is_some())?;
+                    cache_size = Some(
+                        crate::format::size::parse_size(v)
+                            .map_err(|e| err(format!("cachesize: {e}")))?,
+                    );
+                }
                 "swapdata" => {
                     dup(swapdata.is_some())?;
                     swapdata = Some(v.to_string());
@@ -192,6 +204,7 @@ impl SwapFile {
             snapshot,
             fallbacks,
             cache,
+            cache_size,
             swapdata,
             extra,
         })
@@ -216,6 +229,9 @@ impl SwapFile {
         }
         if let Some(c) = &self.cache {
             s += &format!("cache={c}\n");
+        }
+        if let Some(c) = self.cache_size {
+            s += &format!("cachesize={c}\n");
         }
         for f in &self.fallbacks {
             s += &format!("fallback={f}\n");

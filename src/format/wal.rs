@@ -2,16 +2,27 @@
 //! folder, never published. It holds every write since the last checkpoint.
 //!
 //! ```text
-//! header (48): magic "MCWAL001" (8) | version u32 (1) | reserved u32 | base root id [32]
-//!              (the root this log applies on top of; zeros for an empty disk)
+//! header (48): magic "MCWAL001" (8) | version u32 (1) | base seq u32 | base root id [32]
+//!              base root: the newest root when this segment was started (zeros for an
+//!              empty disk); the segment's ops apply on top of it or of a descendant.
+//!              base seq: the low 32 bits of that root's `seq` (0 in logs written before
+//!              2026-11-30, when the field was reserved: unknown).
 //! op:          magic u32 "RLAW" | kind u8 | lba u64 | n u32 | payload (n bytes if kind 1)
 //!              | crc32 u32 (IEEE, over magic..payload)
 //!   kind 1 = data:  payload is one sealed record (see `record`) for block lba
 //!   kind 2 = zero:  n blocks from lba read as zeros afterwards (no payload)
 //! ```
-//! Replay stops at the first op that is truncated or fails its CRC: that is the torn
-//! tail of a write that was never acknowledged by a flush. Replaying ops is idempotent
-//! in order, so a crash between writing the `.swap` file and resetting the log is safe.
+//! CRC-32 is the IEEE polynomial (0xEDB88320 reflected, init and final xor 0xFFFFFFFF:
+//! zlib's `crc32`, `crc32fast`).
+//!
+//! Replay ends at the first op that is truncated or fails its CRC when nothing valid
+//! follows it: that is the torn tail of a write that was never acknowledged by a flush.
+//! When whole, valid ops follow a bad one, the log is corrupt (a flipped bit in bytes a
+//! flush acknowledged), and replay refuses rather than drop acknowledged writes — except
+//! where the bad span holds a whole zero 4 KiB page: that is what a power cut leaves
+//! when a later page of an unsynced write reached the disk before an earlier one, and
+//! nothing from there on was acknowledged. Replaying ops is idempotent in order, so a
+//! crash between writing the `.swap` file and dropping the log is safe.
 
 use crate::error::{Error, Result};
 use crate::format::bytes::{Put, Reader};
@@ -45,18 +56,27 @@ pub enum WalOp {
     },
 }
 
+/// The root a log segment was started on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogBase {
+    /// Its id (None: an empty disk).
+    pub id: Option<ChunkId>,
+    /// Low 32 bits of its `seq` (0: unknown).
+    pub seq: u32,
+}
+
 /// Encodes a header naming the base root.
-pub fn encode_header(base: Option<ChunkId>) -> Vec<u8> {
+pub fn encode_header(base: LogBase) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN);
     out.extend_from_slice(MAGIC);
     out.put_u32(WAL_VERSION);
-    out.put_u32(0);
-    out.extend_from_slice(&base.map(|b| b.0).unwrap_or([0; 32]));
+    out.put_u32(base.seq);
+    out.extend_from_slice(&base.id.map(|b| b.0).unwrap_or([0; 32]));
     out
 }
 
 /// Decodes a header; returns the base root.
-pub fn decode_header(buf: &[u8]) -> Result<Option<ChunkId>> {
+pub fn decode_header(buf: &[u8]) -> Result<LogBase> {
     let mut r = Reader::new(buf, "write-ahead log header");
     if r.take(8)? != MAGIC {
         return Err(Error::corrupt("write-ahead log: bad magic"));
@@ -67,9 +87,12 @@ pub fn decode_header(buf: &[u8]) -> Result<Option<ChunkId>> {
             "write-ahead log: version {v}, expected {WAL_VERSION}"
         )));
     }
-    let _ = r.u32()?;
+    let seq = r.u32()?;
     let id: [u8; 32] = r.array()?;
-    Ok((id != [0; 32]).then_some(ChunkId(id)))
+    Ok(LogBase {
+        id: (id != [0; 32]).then_some(ChunkId(id)),
+        seq,
+    })
 }
 
 /// Appends the encoding of `op` to `out`.
@@ -96,9 +119,35 @@ fn encode_raw(kind: u8, lba: u64, n: u32, payload: &[u8], out: &mut Vec<u8>) {
     out.put_u32(crc);
 }
 
-/// Decodes ops after the header; returns them and the length of the valid prefix
-/// (header included). Never fails: anything unreadable ends the log.
-pub fn decode_ops(buf: &[u8]) -> (Vec<WalOp>, usize) {
+/// How a log ends after its last valid op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogEnd {
+    /// Exactly at the end of the bytes.
+    Clean,
+    /// A torn tail: nothing valid follows (or only past a zero page a power cut left).
+    Torn,
+    /// The op at `bad` is damaged and a whole, valid op starts at `next`.
+    Corrupt {
+        /// Offset of the damaged op.
+        bad: usize,
+        /// Offset of the next valid op.
+        next: usize,
+    },
+}
+
+/// Ops of one segment, decoded.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Decoded {
+    /// Every valid op before the first bad one.
+    pub ops: Vec<WalOp>,
+    /// Length of the valid prefix (header included).
+    pub valid: usize,
+    /// What follows it.
+    pub end: LogEnd,
+}
+
+/// Decodes ops after the header. Never fails: the caller decides what a bad end means.
+pub fn decode_ops(buf: &[u8]) -> Decoded {
     let mut ops = Vec::new();
     let mut pos = HEADER_LEN.min(buf.len());
     while let Some(rest) = buf.get(pos..) {
@@ -110,7 +159,50 @@ pub fn decode_ops(buf: &[u8]) -> (Vec<WalOp>, usize) {
             None => break,
         }
     }
-    (ops, pos)
+    let end = if pos >= buf.len() {
+        LogEnd::Clean
+    } else {
+        match next_valid_op(buf, pos + 1) {
+            Some(next) if !has_zero_page(buf, pos, next) => LogEnd::Corrupt { bad: pos, next },
+            _ => LogEnd::Torn,
+        }
+    };
+    Decoded {
+        ops,
+        valid: pos,
+        end,
+    }
+}
+
+/// Offset of the first whole, valid op at or after `from` (found by its magic).
+fn next_valid_op(buf: &[u8], from: usize) -> Option<usize> {
+    let magic = OP_MAGIC.to_le_bytes();
+    let mut at = from;
+    while let Some(rest) = buf.get(at..) {
+        let i = rest.windows(4).position(|w| w == magic)?;
+        if decode_one(rest.get(i..)?).is_some() {
+            return Some(at + i);
+        }
+        at += i + 1;
+    }
+    None
+}
+
+/// True when `buf[from..to]` contains a whole 4 KiB page (at a file offset that is a
+/// multiple of 4096) of zeros.
+fn has_zero_page(buf: &[u8], from: usize, to: usize) -> bool {
+    const PAGE: usize = 4096;
+    let mut p = from.div_ceil(PAGE) * PAGE;
+    while p + PAGE <= to {
+        if buf
+            .get(p..p + PAGE)
+            .is_some_and(|b| b.iter().all(|&x| x == 0))
+        {
+            return true;
+        }
+        p += PAGE;
+    }
+    false
 }
 
 fn decode_one(buf: &[u8]) -> Option<(WalOp, usize)> {
@@ -148,7 +240,11 @@ mod tests {
 
     #[test]
     fn torn_tail_is_dropped() {
-        let mut buf = encode_header(Some(ChunkId([1; 32])));
+        let base = LogBase {
+            id: Some(ChunkId([1; 32])),
+            seq: 7,
+        };
+        let mut buf = encode_header(base);
         let a = WalOp::Data {
             lba: 3,
             record: vec![1, 2, 3],
@@ -157,14 +253,57 @@ mod tests {
         encode_op(&a, &mut buf);
         encode_op(&b, &mut buf);
         let full = buf.len();
-        assert_eq!(decode_ops(&buf), (vec![a.clone(), b.clone()], full));
-        for cut in HEADER_LEN..full {
-            let (ops, valid) = decode_ops(&buf[..cut]);
-            assert!(ops.len() < 2 && valid <= cut);
+        let d = decode_ops(&buf);
+        assert_eq!(
+            (d.ops, d.valid, d.end),
+            (vec![a.clone(), b.clone()], full, LogEnd::Clean)
+        );
+        for cut in HEADER_LEN + 1..full {
+            let d = decode_ops(&buf[..cut]);
+            assert!(d.ops.len() < 2 && d.valid <= cut);
+            assert!(!matches!(d.end, LogEnd::Corrupt { .. }), "cut at {cut}");
         }
         let mut flipped = buf.clone();
         flipped[full - 6] ^= 1;
-        assert_eq!(decode_ops(&flipped).0, vec![a]);
-        assert_eq!(decode_header(&buf).ok().flatten(), Some(ChunkId([1; 32])));
+        let d = decode_ops(&flipped);
+        assert_eq!((d.ops, d.end), (vec![a.clone()], LogEnd::Torn));
+        assert_eq!(decode_header(&buf).unwrap(), base);
+    }
+
+    #[test]
+    fn a_bad_op_followed_by_good_ones_is_corruption() {
+        let mut buf = encode_header(LogBase::default());
+        let ops: Vec<WalOp> = (0..5)
+            .map(|i| WalOp::Data {
+                lba: i,
+                record: vec![i as u8; 100],
+            })
+            .collect();
+        let mut starts = Vec::new();
+        for op in &ops {
+            starts.push(buf.len());
+            encode_op(op, &mut buf);
+        }
+        buf[starts[1] + 40] ^= 1;
+        let d = decode_ops(&buf);
+        assert_eq!(d.ops, ops[..1].to_vec());
+        assert_eq!(
+            d.end,
+            LogEnd::Corrupt {
+                bad: starts[1],
+                next: starts[2]
+            }
+        );
+    }
+
+    #[test]
+    fn a_zero_page_before_good_ops_is_a_power_cut_not_corruption() {
+        let mut buf = encode_header(LogBase::default());
+        encode_op(&WalOp::Zero { lba: 1, count: 1 }, &mut buf);
+        let valid = buf.len();
+        buf.resize(8192, 0);
+        encode_op(&WalOp::Zero { lba: 2, count: 1 }, &mut buf);
+        let d = decode_ops(&buf);
+        assert_eq!((d.valid, d.end), (valid, LogEnd::Torn));
     }
 }

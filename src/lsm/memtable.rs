@@ -19,6 +19,16 @@ pub enum MemEntry {
     Data(SealedRecord),
 }
 
+impl MemEntry {
+    /// Stored bytes of a data entry; None for zero.
+    pub fn stored_len(&self) -> Option<usize> {
+        match self {
+            MemEntry::Zero => None,
+            MemEntry::Data(r) => Some(r.bytes.len()),
+        }
+    }
+}
+
 /// Sorted in-memory writes.
 #[derive(Default)]
 pub struct Memtable {
@@ -59,10 +69,5 @@ impl Memtable {
     /// True when empty.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
-    }
-    /// Takes everything, sorted.
-    pub fn drain(&mut self) -> Vec<(u64, MemEntry)> {
-        self.bytes = 0;
-        std::mem::take(&mut self.map).into_iter().collect()
     }
 }

@@ -1,5 +1,12 @@
-//! The write-ahead log: append, sync on FLUSH/FUA (fdatasync), replay at open. Byte
-//! layout in `format::wal`.
+//! The write-ahead log: append, sync on FLUSH/FUA (fdatasync) with group commit, replay
+//! at open. Byte layout in `format::wal`.
+//!
+//! Appends take a short mutex (they buffer, and write out 1 MiB at a time). A sync never
+//! holds that mutex while it waits for the disk: it notes the log position it needs,
+//! takes the sync lock, and returns at once when another sync has already made that
+//! position durable (so concurrent FLUSHes share one fdatasync); otherwise it writes
+//! out the buffer, takes handles to the files, and fdatasyncs them with no lock but the
+//! sync lock held. Writers and readers of the disk never wait for the disk.
 //!
 //! Two segments at most: `wal`, where appends go, and `wal.old`, the segment sealed when
 //! the memtable was frozen, deleted once a checkpoint covers it. Replay reads `wal.old`
@@ -9,36 +16,67 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use crate::error::{Error, Result};
-use crate::format::chunk_id::ChunkId;
+use crate::error::{Error, ErrorKind, Result};
 use crate::format::wal::{
-    decode_header, decode_ops, encode_data, encode_header, encode_op, WalOp, HEADER_LEN,
+    decode_header, decode_ops, encode_data, encode_header, encode_op, LogBase, LogEnd, WalOp,
+    HEADER_LEN,
 };
 
 /// Buffered bytes written to the file once they exceed this.
 const BUF_LIMIT: usize = 1 << 20;
 
+/// Called before every fdatasync of the log (tests hold a sync there).
+pub type SyncHook = Arc<dyn Fn() + Send + Sync>;
+
 /// An open log.
 pub struct Wal {
-    file: File,
+    inner: Mutex<Inner>,
+    /// Serialises fdatasyncs (not appends).
+    sync_lock: Mutex<()>,
+    /// Log position (bytes ever appended, over every segment) known durable.
+    synced: AtomicU64,
+    hook: Option<SyncHook>,
+}
+
+struct Inner {
+    file: Arc<File>,
     path: PathBuf,
     buf: Vec<u8>,
+    /// Bytes in the current segment's file.
     len: u64,
+    /// Bytes ever written out, over every segment (the position syncs wait for).
+    written: u64,
     /// Set when a sync failed: the kernel may have dropped the dirty pages, so no later
     /// sync of this file can be trusted until the disk is reopened (and replayed).
     broken: bool,
-    /// The sealed segment, until a sync makes its tail durable (rotation does not wait
-    /// for the disk; the next FLUSH pays, as it would have anyway).
-    unsynced_old: Option<File>,
+    /// The sealed segment, until a sync makes its tail durable.
+    unsynced_old: Option<Arc<File>>,
     /// A rotation renamed and created files whose names are not yet durable.
     dir_dirty: bool,
+    /// Counts rotations, so a sync that raced one knows what it covered.
+    generation: u64,
+}
+
+/// What open found in the log.
+pub struct Replay {
+    /// Ops to apply, sealed segment first.
+    pub ops: Vec<WalOp>,
+    /// The root each segment was started on (sealed segment first).
+    pub bases: Vec<LogBase>,
+}
+
+fn lock_err() -> Error {
+    Error::internal("write-ahead log lock poisoned by an earlier panic")
 }
 
 impl Wal {
-    /// Opens (creating if needed) the log at `path`, returning it with the ops to replay.
-    /// A torn tail is cut off so new ops follow the last good one.
-    pub fn open(path: &Path, base: Option<ChunkId>) -> Result<(Self, Vec<WalOp>)> {
+    /// Opens (creating if needed) the log at `path`, returning it with what to replay.
+    /// A torn tail is cut off so new ops follow the last good one; a damaged op with
+    /// valid ops after it is refused, and the file left as it is.
+    pub fn open(path: &Path, base: LogBase, hook: Option<SyncHook>) -> Result<(Self, Replay)> {
         let ctx = |e| Error::io(format!("write-ahead log {}", path.display()), e);
         let old = old_path(path);
         if old.exists() {
@@ -53,50 +91,207 @@ impl Wal {
             .map_err(ctx)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(ctx)?;
-        let mut wal = Self {
-            file,
+        let mut inner = Inner {
+            file: Arc::new(file),
             path: path.to_path_buf(),
             buf: Vec::new(),
             len: 0,
+            written: 0,
             broken: false,
             unsynced_old: None,
             dir_dirty: false,
+            generation: 0,
         };
-        if bytes.len() < HEADER_LEN {
-            wal.reset(base)?;
-            return Ok((wal, Vec::new()));
-        }
-        decode_header(&bytes).map_err(|e| e.context(path.display().to_string()))?;
-        let (ops, valid) = decode_ops(&bytes);
-        if valid < bytes.len() {
-            tracing::info!(path = %path.display(), dropped = bytes.len() - valid, "dropping torn tail of write-ahead log");
-            wal.file.set_len(valid as u64).map_err(ctx)?;
-        }
-        wal.file.seek(SeekFrom::Start(valid as u64)).map_err(ctx)?;
-        wal.len = valid as u64;
-        Ok((wal, ops))
+        let replay = if bytes.len() < HEADER_LEN {
+            inner.reset(base)?;
+            Replay {
+                ops: Vec::new(),
+                bases: Vec::new(),
+            }
+        } else {
+            let (ops, valid, log_base) = decode_segment(path, &bytes)?;
+            if valid < bytes.len() {
+                tracing::info!(path = %path.display(), dropped = bytes.len() - valid, "dropping torn tail of write-ahead log");
+                inner.file.set_len(valid as u64).map_err(ctx)?;
+            }
+            (&*inner.file)
+                .seek(SeekFrom::Start(valid as u64))
+                .map_err(ctx)?;
+            inner.len = valid as u64;
+            Replay {
+                ops,
+                bases: vec![log_base],
+            }
+        };
+        let wal = Self {
+            inner: Mutex::new(inner),
+            sync_lock: Mutex::new(()),
+            synced: AtomicU64::new(0),
+            hook,
+        };
+        Ok((wal, replay))
     }
 
     /// Reads the ops of a log (sealed segment first) without opening it for writing
     /// (read-only disks).
-    pub fn read_ops(path: &Path) -> Result<Vec<WalOp>> {
-        let mut ops = read_segment(&old_path(path))?;
-        ops.extend(read_segment(path)?);
-        Ok(ops)
+    pub fn read_ops(path: &Path) -> Result<Replay> {
+        let mut replay = Replay {
+            ops: Vec::new(),
+            bases: Vec::new(),
+        };
+        for p in [old_path(path), path.to_path_buf()] {
+            if let Some((ops, base)) = read_segment(&p)? {
+                replay.ops.extend(ops);
+                replay.bases.push(base);
+            }
+        }
+        Ok(replay)
+    }
+
+    fn inner(&self) -> Result<std::sync::MutexGuard<'_, Inner>> {
+        self.inner.lock().map_err(|_| lock_err())
     }
 
     /// Appends an op (buffered; durable after `sync`).
-    pub fn append(&mut self, op: &WalOp) -> Result<()> {
-        encode_op(op, &mut self.buf);
-        self.after_append()
+    pub fn append(&self, op: &WalOp) -> Result<()> {
+        let mut w = self.inner()?;
+        encode_op(op, &mut w.buf);
+        w.after_append()
     }
 
     /// Appends a data op from a borrowed record (the write path: no copy of its own).
-    pub fn append_data(&mut self, lba: u64, record: &[u8]) -> Result<()> {
-        encode_data(lba, record, &mut self.buf);
-        self.after_append()
+    pub fn append_data(&self, lba: u64, record: &[u8]) -> Result<()> {
+        let mut w = self.inner()?;
+        encode_data(lba, record, &mut w.buf);
+        w.after_append()
     }
 
+    /// Makes every op appended before the call durable: the sealed segment's tail first
+    /// (if a rotation left it unsynced), then this segment, then the folder's new names.
+    pub fn sync(&self) -> Result<()> {
+        let want = {
+            let mut w = self.inner()?;
+            w.write_out()?;
+            w.written
+        };
+        let _turn = self.sync_lock.lock().map_err(|_| lock_err())?;
+        if self.synced.load(Ordering::Acquire) >= want {
+            return Ok(()); // another sync covered our ops while we waited
+        }
+        let (old, file, dir, generation, pos, path) = {
+            let mut w = self.inner()?;
+            w.check_broken()?;
+            w.write_out()?;
+            (
+                w.unsynced_old.clone(),
+                w.file.clone(),
+                w.dir_dirty,
+                w.generation,
+                w.written,
+                w.path.clone(),
+            )
+        };
+        if let Some(h) = &self.hook {
+            h();
+        }
+        let synced = (|| -> std::io::Result<()> {
+            if let Some(old) = &old {
+                old.sync_data()?;
+            }
+            file.sync_data()?;
+            if dir {
+                sync_dir(&path)?;
+            }
+            Ok(())
+        })();
+        let mut w = self.inner()?;
+        if let Err(e) = synced {
+            w.broken = true;
+            return Err(Error::io(format!("syncing {}", path.display()), e));
+        }
+        if w.generation == generation {
+            w.unsynced_old = None;
+            w.dir_dirty = false;
+        }
+        drop(w);
+        self.synced.fetch_max(pos, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Seals the current segment as `wal.old` and starts a new one on `base`; the caller
+    /// froze the memtable those ops are in. Nothing waits for the disk here (this runs
+    /// under the engine's write lock): the next `sync` makes the sealed tail and the
+    /// names durable before it makes any op of the new segment durable.
+    pub fn rotate(&self, base: LogBase) -> Result<()> {
+        let mut w = self.inner()?;
+        w.write_out()?;
+        let old = old_path(&w.path);
+        if old.exists() || w.unsynced_old.is_some() {
+            return Err(Error::internal(
+                "write-ahead log: the sealed segment is still waiting for its checkpoint",
+            ));
+        }
+        let ctx = |e| Error::io(format!("rotating {}", old.display()), e);
+        std::fs::rename(&w.path, &old).map_err(ctx)?;
+        let fresh = (|| -> std::io::Result<File> {
+            let mut f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&w.path)?;
+            f.write_all(&encode_header(base))?;
+            Ok(f)
+        })();
+        match fresh {
+            Ok(f) => {
+                let sealed = std::mem::replace(&mut w.file, Arc::new(f));
+                w.unsynced_old = Some(sealed);
+                w.len = HEADER_LEN as u64;
+                w.written += HEADER_LEN as u64;
+                w.dir_dirty = true;
+                w.generation += 1;
+                Ok(())
+            }
+            Err(e) => {
+                // Put the segment back so appends and replay keep one ordered log.
+                let _ = std::fs::rename(&old, &w.path);
+                Err(ctx(e))
+            }
+        }
+    }
+
+    /// True while a sealed segment waits for its checkpoint.
+    pub fn has_old(&self) -> Result<bool> {
+        Ok(old_path(&self.inner()?.path).exists())
+    }
+
+    /// Deletes the sealed segment: a durable checkpoint now holds its ops (so its tail
+    /// no longer needs a sync).
+    pub fn drop_old(&self) -> Result<()> {
+        let mut w = self.inner()?;
+        w.unsynced_old = None;
+        match std::fs::remove_file(old_path(&w.path)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("deleting the sealed write-ahead log segment", e)),
+        }
+    }
+
+    /// Bytes in the current segment, buffered ones included.
+    pub fn len(&self) -> u64 {
+        self.inner()
+            .map(|w| w.len + w.buf.len() as u64)
+            .unwrap_or(0)
+    }
+
+    /// True when the current segment holds no op.
+    pub fn is_empty(&self) -> bool {
+        self.len() <= HEADER_LEN as u64
+    }
+}
+
+impl Inner {
     fn after_append(&mut self) -> Result<()> {
         if self.buf.len() >= BUF_LIMIT {
             self.write_out()?;
@@ -109,14 +304,14 @@ impl Wal {
         if self.buf.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.file.write_all(&self.buf) {
+        if let Err(e) = (&*self.file).write_all(&self.buf) {
             // A short write (a full disk) left part of an op at the end: cut back to the
             // last whole op so a later retry appends right after it, not after garbage
             // that would end the replay early. The buffer is kept for that retry.
             let cut = self
                 .file
                 .set_len(self.len)
-                .and_then(|()| self.file.seek(SeekFrom::Start(self.len)).map(|_| ()));
+                .and_then(|()| (&*self.file).seek(SeekFrom::Start(self.len)).map(|_| ()));
             if cut.is_err() {
                 self.broken = true;
             }
@@ -126,6 +321,7 @@ impl Wal {
             ));
         }
         self.len += self.buf.len() as u64;
+        self.written += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
     }
@@ -133,7 +329,7 @@ impl Wal {
     fn check_broken(&self) -> Result<()> {
         if self.broken {
             return Err(Error::new(
-                crate::error::ErrorKind::Io,
+                ErrorKind::Io,
                 format!(
                     "write-ahead log {} failed earlier; reopen the disk to recover",
                     self.path.display()
@@ -143,113 +339,17 @@ impl Wal {
         Ok(())
     }
 
-    /// Makes every appended op durable: the sealed segment's tail first (if a rotation
-    /// left it unsynced), then this segment, then the folder's new names.
-    pub fn sync(&mut self) -> Result<()> {
-        self.write_out()?;
-        let fail = |w: &mut Self, e| {
-            w.broken = true;
-            Err(Error::io(format!("syncing {}", w.path.display()), e))
-        };
-        if let Some(old) = &self.unsynced_old {
-            if let Err(e) = old.sync_data() {
-                return fail(self, e);
-            }
-            self.unsynced_old = None;
-        }
-        if let Err(e) = self.file.sync_data() {
-            return fail(self, e);
-        }
-        if self.dir_dirty {
-            if let Err(e) = sync_dir(&self.path) {
-                return fail(self, e);
-            }
-            self.dir_dirty = false;
-        }
-        Ok(())
-    }
-
-    /// Seals the current segment as `wal.old` and starts a new one; the caller froze the
-    /// memtable those ops are in. Nothing waits for the disk here (this runs under the
-    /// volume's write lock): the next `sync` makes the sealed tail and the names durable
-    /// before it makes any op of the new segment durable, so replay order holds.
-    pub fn rotate(&mut self) -> Result<()> {
-        self.write_out()?;
-        if self.unsynced_old.is_some() {
-            // Still unsynced from an earlier rotation: cannot happen while `wal.old`
-            // exists (checked below), but never drop a handle that owes a sync.
-            self.sync()?;
-        }
-        let old = old_path(&self.path);
-        if old.exists() {
-            return Err(Error::invalid(
-                "write-ahead log: the sealed segment is still waiting for its checkpoint",
-            ));
-        }
-        let ctx = |e| Error::io(format!("rotating {}", self.path.display()), e);
-        std::fs::rename(&self.path, &old).map_err(ctx)?;
-        let fresh = (|| -> std::io::Result<File> {
-            let mut f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&self.path)?;
-            f.write_all(&encode_header(None))?;
-            Ok(f)
-        })();
-        match fresh {
-            Ok(f) => {
-                self.unsynced_old = Some(std::mem::replace(&mut self.file, f));
-                self.len = HEADER_LEN as u64;
-                self.dir_dirty = true;
-                Ok(())
-            }
-            Err(e) => {
-                // Put the segment back so appends and replay keep one ordered log.
-                let _ = std::fs::rename(&old, &self.path);
-                Err(ctx(e))
-            }
-        }
-    }
-
-    /// True while a sealed segment waits for its checkpoint.
-    pub fn has_old(&self) -> bool {
-        old_path(&self.path).exists()
-    }
-
-    /// Deletes the sealed segment: a durable checkpoint now holds its ops (so its tail
-    /// no longer needs a sync).
-    pub fn drop_old(&mut self) -> Result<()> {
-        self.unsynced_old = None;
-        match std::fs::remove_file(old_path(&self.path)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("deleting the sealed write-ahead log segment", e)),
-        }
-    }
-
-    /// Empties the log after a checkpoint to `base`.
-    pub fn reset(&mut self, base: Option<ChunkId>) -> Result<()> {
+    /// Empties the log (at open, when it has no header yet) and names its base.
+    fn reset(&mut self, base: LogBase) -> Result<()> {
         let ctx = |e| Error::io(format!("resetting {}", self.path.display()), e);
         self.buf.clear();
         self.file.set_len(0).map_err(ctx)?;
-        self.file.seek(SeekFrom::Start(0)).map_err(ctx)?;
+        (&*self.file).seek(SeekFrom::Start(0)).map_err(ctx)?;
         let h = encode_header(base);
-        self.file.write_all(&h).map_err(ctx)?;
+        (&*self.file).write_all(&h).map_err(ctx)?;
         self.file.sync_data().map_err(ctx)?;
         self.len = h.len() as u64;
         Ok(())
-    }
-
-    /// Bytes in the log, buffered ones included.
-    pub fn len(&self) -> u64 {
-        self.len + self.buf.len() as u64
-    }
-
-    /// True when the log holds no op.
-    pub fn is_empty(&self) -> bool {
-        self.len() <= HEADER_LEN as u64
     }
 }
 
@@ -258,14 +358,31 @@ fn old_path(path: &Path) -> PathBuf {
     path.with_extension("old")
 }
 
-fn read_segment(path: &Path) -> Result<Vec<WalOp>> {
+/// Decodes one segment's bytes: its ops, the valid length and its base. A damaged op
+/// followed by valid ones is an error naming the file and offset.
+fn decode_segment(path: &Path, bytes: &[u8]) -> Result<(Vec<WalOp>, usize, LogBase)> {
+    let base = decode_header(bytes).map_err(|e| e.context(path.display().to_string()))?;
+    let d = decode_ops(bytes);
+    if let LogEnd::Corrupt { bad, next } = d.end {
+        return Err(Error::corrupt(format!(
+            "write-ahead log {}: the op at byte {bad} is damaged, yet whole ops follow it \
+             (from byte {next}): this is corruption, not a torn write, and replaying up to it \
+             would drop acknowledged writes. The file is left as it is; copy it aside before \
+             anything else",
+            path.display()
+        )));
+    }
+    Ok((d.ops, d.valid, base))
+}
+
+fn read_segment(path: &Path) -> Result<Option<(Vec<WalOp>, LogBase)>> {
     match std::fs::read(path) {
         Ok(bytes) if bytes.len() >= HEADER_LEN => {
-            decode_header(&bytes).map_err(|e| e.context(path.display().to_string()))?;
-            Ok(decode_ops(&bytes).0)
+            let (ops, _, base) = decode_segment(path, &bytes)?;
+            Ok(Some((ops, base)))
         }
-        Ok(_) => Ok(Vec::new()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(format!("write-ahead log {}", path.display()), e)),
     }
 }
@@ -277,13 +394,14 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Folds a sealed segment left by a crash and the segment after it into one log: the
-/// combined file replaces `wal` first, then `wal.old` goes. A crash in between replays
-/// the old ops twice in a row before the new ones, which ends in the same state.
+/// Folds a sealed segment left by a crash and the segment after it into one log (with
+/// the sealed segment's base): the combined file replaces `wal` first, then `wal.old`
+/// goes. A crash in between replays the old ops twice in a row before the new ones,
+/// which ends in the same state.
 fn consolidate(path: &Path, old: &Path) -> Result<()> {
-    let mut ops = read_segment(old)?;
-    ops.extend(read_segment(path)?);
-    let mut out = encode_header(None);
+    let (mut ops, base) = read_segment(old)?.unwrap_or_default();
+    ops.extend(read_segment(path)?.map(|s| s.0).unwrap_or_default());
+    let mut out = encode_header(base);
     for op in &ops {
         encode_op(op, &mut out);
     }
@@ -313,6 +431,7 @@ fn consolidate(path: &Path, old: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn data(lba: u64, b: u8) -> WalOp {
@@ -322,49 +441,54 @@ mod tests {
         }
     }
 
+    fn open(path: &Path) -> (Wal, Vec<WalOp>) {
+        let (w, r) = Wal::open(path, LogBase::default(), None).unwrap();
+        (w, r.ops)
+    }
+
     #[test]
     fn rotation_keeps_order_across_a_crash() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal");
-        let (mut w, ops) = Wal::open(&path, None).unwrap();
+        let (w, ops) = open(&path);
         assert!(ops.is_empty());
         w.append(&data(1, 1)).unwrap();
         w.append(&WalOp::Zero { lba: 1, count: 2 }).unwrap();
-        w.rotate().unwrap();
-        assert!(w.has_old());
+        w.rotate(LogBase::default()).unwrap();
+        assert!(w.has_old().unwrap());
         // A second rotation before the checkpoint would lose the order: refused.
-        assert!(w.rotate().is_err());
+        assert!(w.rotate(LogBase::default()).is_err());
         w.append(&data(1, 2)).unwrap();
         w.sync().unwrap();
         drop(w);
         let want = vec![data(1, 1), WalOp::Zero { lba: 1, count: 2 }, data(1, 2)];
-        assert_eq!(Wal::read_ops(&path).unwrap(), want);
+        assert_eq!(Wal::read_ops(&path).unwrap().ops, want);
         // Opening after the crash joins the segments into one log, old ops first.
-        let (mut w, ops) = Wal::open(&path, None).unwrap();
+        let (w, ops) = open(&path);
         assert_eq!(ops, want);
-        assert!(!w.has_old());
+        assert!(!w.has_old().unwrap());
         assert!(!path.with_extension("new").exists());
         w.append(&data(3, 3)).unwrap();
         w.sync().unwrap();
         drop(w);
         let mut all = want.clone();
         all.push(data(3, 3));
-        assert_eq!(Wal::read_ops(&path).unwrap(), all);
+        assert_eq!(Wal::read_ops(&path).unwrap().ops, all);
     }
 
     #[test]
     fn dropping_the_sealed_segment_leaves_the_new_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal");
-        let (mut w, _) = Wal::open(&path, None).unwrap();
+        let (w, _) = open(&path);
         w.append(&data(5, 1)).unwrap();
-        w.rotate().unwrap();
+        w.rotate(LogBase::default()).unwrap();
         w.append(&data(6, 2)).unwrap();
         w.drop_old().unwrap();
         w.sync().unwrap();
-        assert_eq!(Wal::read_ops(&path).unwrap(), vec![data(6, 2)]);
+        assert_eq!(Wal::read_ops(&path).unwrap().ops, vec![data(6, 2)]);
         // Rotating again is allowed once the old segment is gone.
-        w.rotate().unwrap();
+        w.rotate(LogBase::default()).unwrap();
     }
 
     #[test]
@@ -374,21 +498,88 @@ mod tests {
         let path = dir.path().join("wal");
         let old = vec![data(1, 1), data(2, 1)];
         let new = vec![data(1, 9)];
-        let mut joined = encode_header(None);
+        let mut joined = encode_header(LogBase::default());
         for op in old.iter().chain(&new) {
             encode_op(op, &mut joined);
         }
         std::fs::write(&path, &joined).unwrap();
-        let mut sealed = encode_header(None);
+        let mut sealed = encode_header(LogBase::default());
         for op in &old {
             encode_op(op, &mut sealed);
         }
         std::fs::write(path.with_extension("old"), &sealed).unwrap();
-        let (_, ops) = Wal::open(&path, None).unwrap();
+        let (_, ops) = open(&path);
         // Old, old, new: block 1 ends as 9 and block 2 as 1, as without the crash.
         assert_eq!(
             ops,
             vec![data(1, 1), data(2, 1), data(1, 1), data(2, 1), data(1, 9)]
+        );
+    }
+
+    #[test]
+    fn a_damaged_op_before_good_ones_refuses_to_open_and_keeps_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        let (w, _) = open(&path);
+        for i in 0..4 {
+            w.append(&data(i, i as u8)).unwrap();
+        }
+        w.sync().unwrap();
+        drop(w);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let second = HEADER_LEN + 61;
+        bytes[second + 30] ^= 4;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Wal::open(&path, LogBase::default(), None).err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains(&format!("byte {second}")), "{msg}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "the log was changed");
+    }
+
+    #[test]
+    fn concurrent_syncs_share_one_fdatasync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        let syncs = Arc::new(AtomicU64::new(0));
+        let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let hook: SyncHook = {
+            let (syncs, gate) = (syncs.clone(), gate.clone());
+            Arc::new(move || {
+                syncs.fetch_add(1, Ordering::SeqCst);
+                let (m, cv) = &*gate;
+                let mut open = m.lock().unwrap();
+                while !*open {
+                    open = cv.wait(open).unwrap();
+                }
+            })
+        };
+        let (w, _) = Wal::open(&path, LogBase::default(), Some(hook)).unwrap();
+        let w = Arc::new(w);
+        w.append(&data(1, 1)).unwrap();
+        std::thread::scope(|s| {
+            let first = s.spawn(|| w.sync());
+            while syncs.load(Ordering::SeqCst) == 0 {
+                std::thread::yield_now();
+            }
+            // The first sync waits at the disk; appends go on meanwhile.
+            w.append(&data(2, 2)).unwrap();
+            let later: Vec<_> = (0..4).map(|_| s.spawn(|| w.sync())).collect();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let (m, cv) = &*gate;
+            *m.lock().unwrap() = true;
+            cv.notify_all();
+            first.join().unwrap().unwrap();
+            for l in later {
+                l.join().unwrap().unwrap();
+            }
+        });
+        // One for the first op, one shared by the four that came while it waited.
+        assert_eq!(syncs.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            Wal::read_ops(&path).unwrap().ops,
+            vec![data(1, 1), data(2, 2)]
         );
     }
 }

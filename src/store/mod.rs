@@ -1,27 +1,53 @@
-//! Where chunks live. `ChunkStore` is the one interface; the store never knows what a
-//! block is. Implementations: `local` (a folder). Remote, cache and fallback stores stack
-//! on the same trait.
+//! Where chunks live. [`ChunkStore`] is the one way to chunks: the engine, garbage
+//! collection, `info` and `fsck` all go through it, and the store never knows what a
+//! block is.
+//!
+//! Stores stack: [`stack::open`] builds, for one disk,
+//! `Fallback[ Verify(Local), Cache(Fallback[Verify(F1), Verify(F2), ...]) ]` from the
+//! data folder and the `.swap` file's `fallback=` and `cache=` lines. Each file holds
+//! one store or one decorator:
+//! - [`local`]: a folder of `HEX64.lvl` files (the data folder, a folder fallback,
+//!   the cache's folder);
+//! - [`verify`]: checks whole chunks against their id and range reads for length (the
+//!   record or node tag one layer up authenticates their bytes);
+//! - [`fallback`]: an ordered list, local first; a failed or bad answer tries the next;
+//! - [`cache`]: a bounded folder in front of slower stores, least recently used out;
+//! - [`recording`]: notes the ids put, for garbage collection;
+//! - [`memory`] and [`fault`]: for tests (fail the Nth op or an fsync, tear a put, drop
+//!   what was not synced, flip bytes, delay).
 
+pub mod cache;
+pub mod fallback;
+pub mod fault;
 pub mod local;
+pub mod memory;
+pub mod recording;
+pub mod stack;
+pub mod verify;
 
 use crate::error::Result;
 use crate::format::chunk_id::ChunkId;
 
 /// Immutable, content-addressed chunk storage.
 pub trait ChunkStore: Send + Sync {
-    /// The whole chunk, verified against its id.
+    /// The whole chunk.
     fn get(&self, id: &ChunkId) -> Result<Vec<u8>>;
-    /// `len` bytes at `offset` (callers verify them by AEAD tag).
+    /// `len` bytes at `offset`; a store returns exactly `len` bytes or an error.
     fn get_range(&self, id: &ChunkId, offset: u64, len: usize) -> Result<Vec<u8>>;
-    /// Stores `bytes` durably (after `sync`), returning their id. Storing an existing
-    /// chunk is a no-op.
+    /// Stores `bytes` (durable once `sync` returns), returning their id. Storing a chunk
+    /// that is already present is cheap but never trusts a copy it cannot vouch for.
     fn put(&self, bytes: &[u8]) -> Result<ChunkId>;
-    /// True when the chunk is present.
+    /// Makes every `put` so far durable. A failed sync poisons the store: every later
+    /// sync fails too, since the system may have dropped the unsynced bytes.
+    fn sync(&self) -> Result<()>;
+    /// True when the chunk is present here.
     fn contains(&self, id: &ChunkId) -> Result<bool>;
+    /// The stored size of a chunk (NotFound when absent).
+    fn size(&self, id: &ChunkId) -> Result<u64>;
     /// Removes a chunk (absent is fine).
     fn delete(&self, id: &ChunkId) -> Result<()>;
     /// Every chunk present.
     fn list(&self) -> Result<Vec<ChunkId>>;
-    /// Makes every `put` so far durable.
-    fn sync(&self) -> Result<()>;
+    /// A short name for logs and errors (a folder path or URL).
+    fn describe(&self) -> String;
 }

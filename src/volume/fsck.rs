@@ -8,13 +8,15 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{load_root, VolumeCore};
+use super::Volume;
 use crate::error::Result;
 use crate::format::chunk_id::ChunkId;
 use crate::format::node::{Node, NodeRef, ZERO_CHUNK};
 use crate::format::record::open_record;
 use crate::format::root::{RootRef, RunDesc};
 use crate::format::BLOCK_SIZE;
+use crate::lsm::ctx::Ctx;
+use crate::lsm::engine::load_root;
 
 /// Outcome of a check.
 #[derive(Debug, Default, Serialize)]
@@ -30,7 +32,7 @@ pub struct FsckReport {
 }
 
 struct Checker<'a> {
-    vol: &'a VolumeCore,
+    ctx: &'a Ctx,
     report: FsckReport,
     /// Verified chunk ids -> true when good.
     chunks: HashMap<ChunkId, bool>,
@@ -40,11 +42,11 @@ struct Checker<'a> {
     progress: &'a dyn Fn(u64),
 }
 
-impl VolumeCore {
+impl Volume {
     /// Checks the disk; `progress` is called with the number of entries checked so far.
     pub fn fsck(&self, progress: &dyn Fn(u64)) -> Result<FsckReport> {
         let mut c = Checker {
-            vol: self,
+            ctx: self.engine.ctx(),
             report: FsckReport::default(),
             chunks: HashMap::new(),
             current: None,
@@ -80,7 +82,7 @@ impl Checker<'_> {
         if self.chunks.get(id) == Some(&false) {
             return None;
         }
-        match self.vol.ctx.store.get(id) {
+        match self.ctx.store.get(id) {
             Ok(bytes) => {
                 if !self.chunks.contains_key(id) {
                     self.report.chunks_checked += 1;
@@ -99,7 +101,7 @@ impl Checker<'_> {
     }
 
     fn check_root(&mut self, what: &str, r: &RootRef) {
-        let root = match load_root(&self.vol.ctx, r) {
+        let root = match load_root(self.ctx.store.as_ref(), &self.ctx.keys, r) {
             Ok(root) => {
                 self.report.chunks_checked += 1;
                 root
@@ -175,7 +177,7 @@ impl Checker<'_> {
                         );
                         let mut out = vec![0u8; BLOCK_SIZE];
                         let res = match rec {
-                            Some(rec) => open_record(&self.vol.ctx.keys, rec, &e.tag, &mut out),
+                            Some(rec) => open_record(&self.ctx.keys, rec, &e.tag, &mut out),
                             None => Err(crate::error::Error::corrupt(
                                 "record past the end of its chunk",
                             )),
@@ -213,7 +215,7 @@ impl Checker<'_> {
             return None;
         };
         self.report.nodes_checked += 1;
-        match self.vol.ctx.node(id, r) {
+        match self.ctx.node(id, r) {
             Ok(n) => Some((*n).clone()),
             Err(e) => {
                 self.problem(format!("level {}: {e}", run.level));

@@ -1,23 +1,17 @@
-//! Block I/O at any byte alignment: reads resolve the memtable then the levels and fetch
-//! records with coalesced range reads; writes seal whole blocks in parallel outside the
-//! lock and read-modify-write partial blocks under it.
+//! Block I/O at any byte alignment: whole blocks are compressed and sealed in parallel
+//! before the engine's write lock is taken; partial head and tail blocks are
+//! read-modify-write inside one engine update, so overlapping sub-4 KiB writes can never
+//! lose each other's bytes.
 
-use std::sync::RwLockReadGuard;
-
-use super::{lock_err, State, VolumeCore, BS};
+use super::{Volume, BS};
 use crate::error::{Error, Result};
-use crate::format::record::{is_zero, open_record, seal_block, SealedRecord};
-use crate::format::wal::WalOp;
+use crate::format::record::{is_zero, seal_block, SealedRecord};
 use crate::format::BLOCK_SIZE;
-use crate::lsm::entry::{DataRef, Loc};
-use crate::lsm::memtable::MemEntry;
 
-/// Blocks resolved per window (bounds memory on huge requests).
+/// Blocks read per window (bounds memory on huge requests).
 const WINDOW: u64 = 8192;
-/// Largest coalesced range read.
-const MAX_COALESCE: u32 = 1 << 20;
 
-/// What one range of blocks holds, for `block_status`.
+/// What one range of bytes holds, for `block_status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Extent {
     /// Length in bytes.
@@ -26,133 +20,62 @@ pub struct Extent {
     pub allocated: bool,
 }
 
-enum Slot {
-    Zero,
-    Mem(SealedRecord),
-    Disk(DataRef),
+/// The bytes `[from, to)` of the request at `offset` that fall in block `lba`, as
+/// (offset in the block, offset in the request, length).
+fn overlap(lba: u64, offset: u64, len: u64) -> (usize, usize, usize) {
+    let start = lba * BS;
+    let from = offset.max(start);
+    let to = (offset + len).min(start + BS);
+    (
+        (from - start) as usize,
+        (from - offset) as usize,
+        (to - from) as usize,
+    )
 }
 
-impl VolumeCore {
+impl Volume {
+    fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.size() => Ok(()),
+            _ => Err(Error::invalid(format!(
+                "range {offset}+{len} is past the end of the {}-byte disk",
+                self.size()
+            ))),
+        }
+    }
+
     /// Reads `buf.len()` bytes at `offset`.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len() as u64)?;
         if buf.is_empty() {
             return Ok(());
         }
-        let st = self.state.read().map_err(|_| lock_err())?;
-        self.read_locked(&st, offset, buf)
-    }
-
-    fn read_locked(&self, st: &State, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let first = offset / BS;
-        let last = (offset + buf.len() as u64 - 1) / BS;
-        let mut lba = first;
+        let len = buf.len() as u64;
+        let last = (offset + len - 1) / BS;
+        let mut lba = offset / BS;
+        let aligned = offset.is_multiple_of(BS) && len.is_multiple_of(BS);
+        let mut window = Vec::new();
         while lba <= last {
             let n = (last + 1 - lba).min(WINDOW);
-            let mut blocks = vec![0u8; (n * BS) as usize];
-            self.read_blocks(st, lba, &mut blocks)?;
-            // Copy the overlap of this window with the request.
-            let win_start = lba * BS;
-            let win_end = win_start + n * BS;
-            let from = offset.max(win_start);
-            let to = (offset + buf.len() as u64).min(win_end);
-            let src = blocks
-                .get((from - win_start) as usize..(to - win_start) as usize)
-                .ok_or_else(|| Error::invalid("read window"))?;
-            buf.get_mut((from - offset) as usize..(to - offset) as usize)
-                .ok_or_else(|| Error::invalid("read window"))?
-                .copy_from_slice(src);
+            if aligned {
+                // Straight into the caller's buffer.
+                let at = ((lba * BS) - offset) as usize;
+                let dst = buf
+                    .get_mut(at..at + (n * BS) as usize)
+                    .ok_or_else(|| Error::internal("aligned read window"))?;
+                self.engine.read_blocks(lba, dst)?;
+            } else {
+                window.resize((n * BS) as usize, 0);
+                self.engine.read_blocks(lba, &mut window)?;
+                let (from, to) = (offset.max(lba * BS), (offset + len).min((lba + n) * BS));
+                let src = window
+                    .get((from - lba * BS) as usize..(to - lba * BS) as usize)
+                    .ok_or_else(|| Error::internal("read window"))?;
+                buf.get_mut((from - offset) as usize..(to - offset) as usize)
+                    .ok_or_else(|| Error::internal("read window"))?
+                    .copy_from_slice(src);
+            }
             lba += n;
-        }
-        Ok(())
-    }
-
-    fn resolve(&self, st: &State, a: u64, n: u64) -> Result<Vec<Option<Slot>>> {
-        let mut slots: Vec<Option<Slot>> = (0..n).map(|_| None).collect();
-        // The memtable first, then the frozen one for blocks it does not hold.
-        let frozen = st.frozen.as_deref().into_iter();
-        for table in std::iter::once(&st.mem).chain(frozen) {
-            for (lba, e) in table.range(a, a + n) {
-                if let Some(s @ None) = slots.get_mut((lba - a) as usize) {
-                    *s = Some(match e {
-                        MemEntry::Zero => Slot::Zero,
-                        MemEntry::Data(r) => Slot::Mem(r.clone()),
-                    });
-                }
-            }
-        }
-        let mut locs: Vec<Option<Loc>> = slots
-            .iter()
-            .map(|s| s.as_ref().map(|_| Loc::Zero))
-            .collect();
-        st.tree.resolve(&self.ctx, a, &mut locs)?;
-        for (s, l) in slots.iter_mut().zip(locs) {
-            if s.is_none() {
-                *s = match l {
-                    None | Some(Loc::Zero) => None,
-                    Some(Loc::Data(d)) => Some(Slot::Disk(d)),
-                };
-            }
-        }
-        Ok(slots)
-    }
-
-    /// Fills whole blocks `a..` into `out` (a multiple of the block size, zeroed).
-    fn read_blocks(&self, st: &State, a: u64, out: &mut [u8]) -> Result<()> {
-        let n = (out.len() / BLOCK_SIZE) as u64;
-        let slots = self.resolve(st, a, n)?;
-        let mut disk: Vec<(usize, DataRef)> = Vec::new();
-        for (i, s) in slots.into_iter().enumerate() {
-            match s {
-                None | Some(Slot::Zero) => {}
-                Some(Slot::Mem(r)) => {
-                    let dst = block_mut(out, i)?;
-                    open_record(&self.ctx.keys, &r.bytes, &r.tag, dst)?;
-                }
-                Some(Slot::Disk(d)) => disk.push((i, d)),
-            }
-        }
-        disk.sort_unstable_by_key(|x| (x.1.chunk, x.1.offset));
-        let mut i = 0;
-        while i < disk.len() {
-            // Coalesce records that sit back to back in one chunk into one read.
-            let (_, head) = disk[i];
-            let mut j = i + 1;
-            let mut end = head.offset + head.len;
-            while let Some((_, d)) = disk.get(j) {
-                if d.chunk != head.chunk
-                    || d.offset != end
-                    || end - head.offset + d.len > MAX_COALESCE
-                {
-                    break;
-                }
-                end += d.len;
-                j += 1;
-            }
-            let bytes = self
-                .ctx
-                .store
-                .get_range(
-                    &head.chunk,
-                    u64::from(head.offset),
-                    (end - head.offset) as usize,
-                )
-                .map_err(|e| e.context(format!("reading block {}", a + disk[i].0 as u64)))?;
-            for (idx, d) in disk.get(i..j).unwrap_or_default() {
-                let rel = (d.offset - head.offset) as usize;
-                let rec = bytes
-                    .get(rel..rel + d.len as usize)
-                    .ok_or_else(|| Error::corrupt("short range read"))?;
-                open_record(&self.ctx.keys, rec, &d.tag, block_mut(out, *idx)?).map_err(|e| {
-                    e.context(format!(
-                        "block {} (chunk {} offset {})",
-                        a + *idx as u64,
-                        d.chunk,
-                        d.offset
-                    ))
-                })?;
-            }
-            i = j;
         }
         Ok(())
     }
@@ -164,7 +87,8 @@ impl VolumeCore {
         if data.is_empty() {
             return Ok(());
         }
-        let end = offset + data.len() as u64;
+        let len = data.len() as u64;
+        let end = offset + len;
         let first_full = offset.div_ceil(BS);
         let end_full = end / BS;
         // Seal whole blocks before taking the lock.
@@ -172,68 +96,66 @@ impl VolumeCore {
             let start = (first_full * BS - offset) as usize;
             let bytes = data
                 .get(start..start + ((end_full - first_full) * BS) as usize)
-                .ok_or_else(|| Error::invalid("write split"))?;
+                .ok_or_else(|| Error::internal("write split"))?;
             self.seal_all(bytes)?
         } else {
             Vec::new()
         };
-        let mut st = self.state.write().map_err(|_| lock_err())?;
-        // Partial head and tail blocks: read-modify-write under the lock.
-        let mut partial: Vec<(u64, Option<SealedRecord>)> = Vec::new();
-        for lba in [offset / BS, (end - 1) / BS] {
-            let covered = lba >= first_full && lba < end_full;
-            if covered || partial.iter().any(|p| p.0 == lba) {
-                continue;
-            }
-            let mut block = vec![0u8; BLOCK_SIZE];
-            self.read_blocks(&st, lba, &mut block)?;
-            let bstart = lba * BS;
-            let from = offset.max(bstart);
-            let to = end.min(bstart + BS);
-            block
-                .get_mut((from - bstart) as usize..(to - bstart) as usize)
-                .ok_or_else(|| Error::invalid("write split"))?
-                .copy_from_slice(
-                    data.get((from - offset) as usize..(to - offset) as usize)
-                        .ok_or_else(|| Error::invalid("write split"))?,
-                );
-            let rec = if is_zero(&block) {
-                None
-            } else {
-                Some(seal_block(&self.ctx.keys, &block)?)
-            };
-            partial.push((lba, rec));
-        }
-        let blocks = full
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| (first_full + i as u64, r))
-            .chain(partial);
-        for (lba, rec) in blocks {
-            match rec {
-                Some(r) => {
-                    self.log_data(lba, &r.bytes)?;
-                    st.mem.insert(lba, MemEntry::Data(r));
+        let keys = &self.engine.ctx().keys;
+        self.engine.update(|batch| {
+            for (i, rec) in full.into_iter().enumerate() {
+                let lba = first_full + i as u64;
+                match rec {
+                    Some(r) => batch.put(lba, r)?,
+                    None => batch.zero(lba, 1)?,
                 }
-                None => self.zero_locked(&mut st, lba, 1, Some(()))?,
             }
+            // Partial head and tail blocks: read-modify-write under the lock.
+            let mut partial = [offset / BS, (end - 1) / BS];
+            if partial[0] == partial[1] {
+                partial[1] = u64::MAX;
+            }
+            for lba in partial {
+                if lba == u64::MAX || (lba >= first_full && lba < end_full) {
+                    continue;
+                }
+                let mut block = vec![0u8; BLOCK_SIZE];
+                batch.read_blocks(lba, &mut block)?;
+                let (in_block, in_data, n) = overlap(lba, offset, len);
+                block
+                    .get_mut(in_block..in_block + n)
+                    .ok_or_else(|| Error::internal("write split"))?
+                    .copy_from_slice(
+                        data.get(in_data..in_data + n)
+                            .ok_or_else(|| Error::internal("write split"))?,
+                    );
+                if is_zero(&block) {
+                    batch.zero(lba, 1)?;
+                } else {
+                    batch.put(lba, seal_block(keys, &block)?)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.writable() {
+            Ok(())
+        } else {
+            Err(Error::invalid("disk is open read-only"))
         }
-        let wait = self.after_write(&mut st)?;
-        drop(st);
-        if wait {
-            self.wait_for_checkpoint()?;
-        }
-        Ok(())
     }
 
     fn seal_all(&self, bytes: &[u8]) -> Result<Vec<Option<SealedRecord>>> {
+        let keys = &self.engine.ctx().keys;
         let seal = |part: &[u8]| -> Result<Vec<Option<SealedRecord>>> {
             part.chunks(BLOCK_SIZE)
                 .map(|b| {
                     if is_zero(b) {
                         Ok(None)
                     } else {
-                        seal_block(&self.ctx.keys, b).map(Some)
+                        seal_block(keys, b).map(Some)
                     }
                 })
                 .collect()
@@ -255,7 +177,7 @@ impl VolumeCore {
                 .into_iter()
                 .map(|h| {
                     h.join()
-                        .unwrap_or_else(|_| Err(Error::invalid("sealing thread panicked")))
+                        .unwrap_or_else(|_| Err(Error::internal("sealing thread panicked")))
                 })
                 .collect()
         });
@@ -285,19 +207,8 @@ impl VolumeCore {
         if end > end_full * BS {
             self.write_at(end_full * BS, &vec![0u8; (end - end_full * BS) as usize])?;
         }
-        let mut st = self.state.write().map_err(|_| lock_err())?;
-        let mut lba = first_full;
-        while lba < end_full {
-            let n = (end_full - lba).min(u64::from(u32::MAX));
-            self.zero_locked(&mut st, lba, n, Some(()))?;
-            lba += n;
-        }
-        let wait = self.after_write(&mut st)?;
-        drop(st);
-        if wait {
-            self.wait_for_checkpoint()?;
-        }
-        Ok(())
+        self.engine
+            .update(|batch| batch.zero(first_full, end_full - first_full))
     }
 
     /// Discards a range; it reads as zeros afterwards.
@@ -305,67 +216,24 @@ impl VolumeCore {
         self.write_zeroes(offset, len)
     }
 
-    /// Marks blocks `a..a+n` zero where anything is stored; logs the op when `log` is set.
-    pub(super) fn zero_locked(
-        &self,
-        st: &mut State,
-        a: u64,
-        n: u64,
-        log: Option<()>,
-    ) -> Result<()> {
-        if a.checked_add(n).is_none_or(|e| e > self.size / BS) {
-            return Err(Error::invalid(format!("zero range {a}+{n} past the end")));
-        }
-        if log.is_some() {
-            self.log(&WalOp::Zero {
-                lba: a,
-                count: u32::try_from(n).unwrap_or(u32::MAX),
-            })?;
-        }
-        let mut lba = a;
-        while lba < a + n {
-            let w = (a + n - lba).min(WINDOW);
-            let slots = self.resolve(st, lba, w)?;
-            for (i, s) in slots.iter().enumerate() {
-                if matches!(s, Some(Slot::Mem(_)) | Some(Slot::Disk(_))) {
-                    st.mem.insert(lba + i as u64, MemEntry::Zero);
-                }
-            }
-            lba += w;
-        }
-        Ok(())
-    }
-
     /// Which parts of `offset..offset+len` hold data, from the index alone.
     pub fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>> {
         self.check_range(offset, len)?;
-        let st: RwLockReadGuard<'_, State> = self.state.read().map_err(|_| lock_err())?;
         let mut out: Vec<Extent> = Vec::new();
         let end = offset + len;
         let mut lba = offset / BS;
         while lba * BS < end {
-            let w = (end.div_ceil(BS) - lba).min(WINDOW);
-            let slots = self.resolve(&st, lba, w)?;
-            for (i, s) in slots.iter().enumerate() {
-                let bstart = (lba + i as u64) * BS;
-                let from = offset.max(bstart);
-                let to = end.min(bstart + BS);
-                let allocated = matches!(s, Some(Slot::Mem(_)) | Some(Slot::Disk(_)));
+            let n = (end.div_ceil(BS) - lba).min(WINDOW);
+            for (i, allocated) in self.engine.allocated(lba, n)?.into_iter().enumerate() {
+                let (_, _, length) = overlap(lba + i as u64, offset, len);
+                let length = length as u64;
                 match out.last_mut() {
-                    Some(e) if e.allocated == allocated => e.length += to - from,
-                    _ => out.push(Extent {
-                        length: to - from,
-                        allocated,
-                    }),
+                    Some(e) if e.allocated == allocated => e.length += length,
+                    _ => out.push(Extent { length, allocated }),
                 }
             }
-            lba += w;
+            lba += n;
         }
         Ok(out)
     }
-}
-
-fn block_mut(out: &mut [u8], i: usize) -> Result<&mut [u8]> {
-    out.get_mut(i * BLOCK_SIZE..(i + 1) * BLOCK_SIZE)
-        .ok_or_else(|| Error::invalid("block index"))
 }

@@ -4,12 +4,10 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{lock_err, VolumeCore};
+use super::Volume;
 use crate::error::Result;
 use crate::lsm::entry::Loc;
-use crate::lsm::memtable::MemEntry;
 use crate::lsm::merge::{Merge, Source};
-use crate::store::ChunkStore;
 
 /// One level.
 #[derive(Debug, Serialize)]
@@ -66,30 +64,27 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-impl VolumeCore {
+impl Volume {
     /// Computes the figures (walks the whole index once).
     pub fn info(&self) -> Result<Info> {
-        let st = self.state.read().map_err(|_| lock_err())?;
+        let view = self.engine.view()?;
+        let ctx = self.engine.ctx();
         let mut mem = Vec::new();
         let mut logical = 0u64;
         let mut stored = 0u64;
-        let pending = st.pending_range(0, u64::MAX);
-        let pending_blocks = pending.len();
-        for (lba, e) in pending {
-            match e {
-                MemEntry::Zero => mem.push((lba, Loc::Zero)),
-                MemEntry::Data(r) => {
-                    // Memtable records are not in chunks yet: count them directly and
-                    // shadow older entries with a marker.
-                    logical += 4096;
-                    stored += r.bytes.len() as u64;
-                    mem.push((lba, Loc::Zero));
-                }
+        let pending_blocks = view.pending.len();
+        for (lba, data) in view.pending {
+            // Records not in chunks yet are counted directly; a zero marker shadows
+            // older entries either way.
+            if let Some(len) = data {
+                logical += 4096;
+                stored += len as u64;
             }
+            mem.push((lba, Loc::Zero));
         }
         let mut sources = vec![Source::Vec(mem.into_iter())];
-        for run in st.tree.runs() {
-            sources.push(Source::run(&self.ctx, run)?);
+        for run in view.tree.runs() {
+            sources.push(Source::run(ctx, run)?);
         }
         let mut merge = Merge::new(sources)?;
         let mut chunks: HashMap<_, u32> = HashMap::new();
@@ -101,20 +96,19 @@ impl VolumeCore {
             }
         }
         let unique: u64 = chunks.values().map(|&s| u64::from(s)).sum();
+        // The local data folder's chunks (the store lists the first of its stack).
         let mut chunk_count = 0;
         let mut on_disk = 0;
-        for id in self.local.list()? {
+        for id in ctx.store.list()? {
             chunk_count += 1;
-            on_disk += std::fs::metadata(self.local.path_of(&id))
-                .map(|m| m.len())
-                .unwrap_or(0);
+            on_disk += ctx.store.size(&id).unwrap_or(0);
         }
         Ok(Info {
             uuid: self.uuid.clone(),
-            size: self.size,
-            root: st.root.map(|r| r.id.to_hex()),
-            snaphash: st.root.map(|r| hex::encode(r.tag)),
-            levels: st
+            size: self.size(),
+            root: view.root.map(|r| r.id.to_hex()),
+            snaphash: view.root.map(|r| hex::encode(r.tag)),
+            levels: view
                 .tree
                 .runs()
                 .map(|r| LevelInfo {
@@ -131,7 +125,7 @@ impl VolumeCore {
             bytes_on_disk: on_disk,
             compression_ratio: ratio(logical, stored),
             dedup_ratio: ratio(stored, unique),
-            snapshots: st.kept.iter().map(|k| k.id.to_hex()).collect(),
+            snapshots: view.kept.iter().map(|k| k.id.to_hex()).collect(),
             pending_blocks,
         })
     }

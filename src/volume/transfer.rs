@@ -3,13 +3,13 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 
-use super::VolumeCore;
+use super::Volume;
 use crate::error::{Error, Result};
 
 /// Bytes moved per step.
 pub const STEP: usize = 4 << 20;
 
-impl VolumeCore {
+impl Volume {
     /// Writes the bytes of `input` from offset 0; returns the bytes read. `progress` gets
     /// the running total. Ends with a flush and a checkpoint.
     pub fn import(&self, input: &mut dyn Read, progress: &dyn Fn(u64)) -> Result<u64> {

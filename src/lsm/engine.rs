@@ -1,0 +1,860 @@
+//! The LSM engine of one open disk: memtable, frozen memtable, levels, write-ahead log,
+//! freeze and commit, merges, garbage collection and the background checkpoint thread.
+//! It speaks whole blocks and sealed records; `volume` above it speaks bytes.
+//!
+//! Locking: `state` (a RwLock) orders writes; readers share it. The log has its own
+//! locks and fdatasyncs with neither held (group commit, see `lsm::wal`), so a FLUSH
+//! never blocks readers or writers. `ckpt` serialises commits and garbage collection.
+//! Lock order: ckpt, then state, then the log's.
+//!
+//! Checkpoints run beside writes: a full memtable is frozen (and its log segment sealed)
+//! in a moment under the write lock, and the background thread turns the frozen memtable
+//! into chunks and a new root while writes go on into a fresh memtable. Reads look in
+//! the memtable, then the frozen one, then the levels. A writer waits only when the
+//! fresh memtable fills before the frozen one is done.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockWriteGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+use crate::format::chunk_id::ChunkId;
+use crate::format::crypto::Keys;
+use crate::format::record::SealedRecord;
+use crate::format::root::{Root, RootRef};
+use crate::format::wal::{LogBase, WalOp};
+use crate::format::BLOCK_SIZE;
+use crate::lsm::chunker::Chunker;
+use crate::lsm::ctx::Ctx;
+use crate::lsm::entry::Loc;
+use crate::lsm::lookup::{lookup, read_blocks, Slot};
+use crate::lsm::memtable::{MemEntry, Memtable, MAX_BYTES};
+use crate::lsm::tree::Tree;
+use crate::lsm::wal::{SyncHook, Wal};
+use crate::store::recording::RecordingStore;
+use crate::store::ChunkStore;
+
+/// The log is frozen into a checkpoint when it grows past this.
+const MAX_WAL_BYTES: u64 = 256 << 20;
+
+/// Sizes of the memtable and levels; tests shrink them to exercise merges.
+#[derive(Clone, Copy, Debug)]
+pub struct Tuning {
+    /// Memtable entries that trigger a checkpoint.
+    pub memtable_entries: usize,
+    /// Capacity of level 0 in entries.
+    pub level_base: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            memtable_entries: crate::lsm::memtable::MAX_ENTRIES,
+            level_base: crate::lsm::policy::BASE_ENTRIES,
+        }
+    }
+}
+
+/// Where a committed root is made the disk's current one (the `.swap` file).
+pub trait RootSink: Send + Sync {
+    /// Names `root` durably; called after every chunk it reaches is synced.
+    fn publish(&self, root: &RootRef) -> Result<()>;
+}
+
+/// How the engine is opened.
+pub enum Mode {
+    /// Writes allowed: the log at `wal`, roots published to `sink`.
+    Writable {
+        /// The write-ahead log file.
+        wal: PathBuf,
+        /// Where new roots are named.
+        sink: Box<dyn RootSink>,
+        /// Called before each log fdatasync (tests).
+        sync_hook: Option<SyncHook>,
+    },
+    /// Reads only; `wal`, when given, is replayed into memory (never written).
+    ReadOnly {
+        /// A log to replay.
+        wal: Option<PathBuf>,
+    },
+}
+
+/// The starting point: a root (None for an empty disk) and its decoded contents.
+pub struct Start {
+    /// The root reference.
+    pub root_ref: Option<RootRef>,
+    /// The root itself (a default one for an empty disk).
+    pub root: Root,
+}
+
+struct State {
+    mem: Memtable,
+    /// The memtable a checkpoint is turning into chunks (its log segment is sealed).
+    frozen: Option<Arc<Memtable>>,
+    tree: Tree,
+    root: Option<RootRef>,
+    seq: u64,
+    kept: Vec<RootRef>,
+}
+
+/// What only the checkpoint holder touches.
+#[derive(Default)]
+struct CkptState {
+    /// Chunks reachable from each kept snapshot, computed once.
+    kept_live: HashMap<ChunkId, HashSet<ChunkId>>,
+    /// Chunks that may have become garbage: reached by a root this process loaded or
+    /// replaced, or put by this process, and not yet found unreachable.
+    candidates: HashSet<ChunkId>,
+}
+
+#[derive(Default)]
+struct Wake {
+    requested: bool,
+    stop: bool,
+}
+
+/// A copy of the engine's state for `info` and `fsck`.
+pub struct View {
+    /// Current root.
+    pub root: Option<RootRef>,
+    /// Kept snapshots.
+    pub kept: Vec<RootRef>,
+    /// The levels.
+    pub tree: Tree,
+    /// Blocks not yet in chunks, sorted, newest state each: `Some(stored bytes)` for data,
+    /// `None` for zero.
+    pub pending: Vec<(u64, Option<usize>)>,
+}
+
+/// An open engine; owning it owns the background checkpoint thread.
+pub struct Engine {
+    core: Arc<Core>,
+    background: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Core {
+    ctx: Arc<Ctx>,
+    recorder: Arc<RecordingStore>,
+    blocks: u64,
+    size: u64,
+    tuning: Tuning,
+    state: RwLock<State>,
+    wal: Option<Wal>,
+    sink: Option<Box<dyn RootSink>>,
+    ckpt: Mutex<CkptState>,
+    wake: (Mutex<Wake>, Condvar),
+}
+
+fn lock_err() -> Error {
+    Error::internal("engine lock poisoned by an earlier panic")
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Reads and opens a root chunk.
+pub fn load_root(store: &dyn ChunkStore, keys: &Keys, r: &RootRef) -> Result<Root> {
+    let stored = store
+        .get(&r.id)
+        .map_err(|e| e.context(format!("root {}", r.id)))?;
+    Root::open(keys, &stored, &r.tag).map_err(|e| e.context(format!("root {}", r.id)))
+}
+
+/// Changes made under the write lock: whole-block reads (for read-modify-write), puts
+/// and zeroes. Each put and zero is logged before it is applied.
+pub struct Batch<'a> {
+    core: &'a Core,
+    st: RwLockWriteGuard<'a, State>,
+}
+
+/// Whether a zero range is written to the log (replay applies ops already logged).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Logging {
+    Log,
+    Replaying,
+}
+
+impl Batch<'_> {
+    /// Fills `out` (whole blocks) from block `lba`.
+    pub fn read_blocks(&self, lba: u64, out: &mut [u8]) -> Result<()> {
+        read_blocks(
+            &self.core.ctx,
+            &self.st.mem,
+            self.st.frozen.as_deref(),
+            &self.st.tree,
+            lba,
+            out,
+        )
+    }
+
+    /// Block `lba` becomes `rec`.
+    pub fn put(&mut self, lba: u64, rec: SealedRecord) -> Result<()> {
+        self.core.check_block(lba, 1)?;
+        if let Some(w) = &self.core.wal {
+            w.append_data(lba, &rec.bytes)?;
+        }
+        self.st.mem.insert(lba, MemEntry::Data(rec));
+        Ok(())
+    }
+
+    /// Blocks `lba..lba+count` read as zeros.
+    pub fn zero(&mut self, lba: u64, count: u64) -> Result<()> {
+        self.core
+            .zero_locked(&mut self.st, lba, count, Logging::Log)
+    }
+}
+
+impl Engine {
+    /// Opens the engine over `store` at `start`. A writable engine replays its log (and
+    /// checkpoints what it replayed) and starts the background checkpoint thread.
+    pub fn open(
+        store: Arc<dyn ChunkStore>,
+        keys: Keys,
+        size: u64,
+        start: Start,
+        tuning: Tuning,
+        mode: Mode,
+    ) -> Result<Self> {
+        let recorder = Arc::new(RecordingStore::new(store));
+        let ctx = Arc::new(Ctx::new(recorder.clone(), keys));
+        let tree = Tree::open(&ctx, &start.root.runs)?;
+        let mut candidates = HashSet::new();
+        tree.live_chunks(&mut candidates);
+        candidates.extend(start.root_ref.map(|r| r.id));
+        let base = LogBase {
+            id: start.root_ref.map(|r| r.id),
+            seq: start.root.seq as u32,
+        };
+        let (wal, sink, replay) = match mode {
+            Mode::Writable {
+                wal,
+                sink,
+                sync_hook,
+            } => {
+                let (w, replay) = Wal::open(&wal, base, sync_hook)?;
+                (Some(w), Some(sink), Some(replay))
+            }
+            Mode::ReadOnly { wal: Some(path) } => (None, None, Some(Wal::read_ops(&path)?)),
+            Mode::ReadOnly { wal: None } => (None, None, None),
+        };
+        if let Some(r) = &replay {
+            for b in &r.bases {
+                check_base(b, start.root_ref.as_ref(), start.root.seq)?;
+            }
+        }
+        let core = Core {
+            ctx,
+            recorder,
+            blocks: size / BLOCK_SIZE as u64,
+            size,
+            tuning,
+            state: RwLock::new(State {
+                mem: Memtable::default(),
+                frozen: None,
+                tree,
+                root: start.root_ref,
+                seq: start.root.seq,
+                kept: start.root.kept,
+            }),
+            wal,
+            sink,
+            ckpt: Mutex::new(CkptState {
+                candidates,
+                ..CkptState::default()
+            }),
+            wake: (Mutex::new(Wake::default()), Condvar::new()),
+        };
+        let replayed = replay.as_ref().is_some_and(|r| !r.ops.is_empty());
+        if let Some(r) = replay {
+            core.replay(r.ops)?;
+        }
+        let core = Arc::new(core);
+        let mut engine = Self {
+            core,
+            background: None,
+        };
+        if engine.core.wal.is_some() {
+            if replayed {
+                tracing::info!("replayed write-ahead log; checkpointing");
+                engine.checkpoint()?;
+            }
+            let c = engine.core.clone();
+            engine.background = Some(
+                std::thread::Builder::new()
+                    .name("mindcastle-checkpoint".into())
+                    .spawn(move || c.background_checkpoints())
+                    .map_err(|e| Error::io("starting the checkpoint thread", e))?,
+            );
+        }
+        Ok(engine)
+    }
+
+    /// True when writes are allowed.
+    pub fn writable(&self) -> bool {
+        self.core.wal.is_some()
+    }
+
+    /// Disk size in bytes.
+    pub fn size(&self) -> u64 {
+        self.core.size
+    }
+
+    /// Store, keys and node cache (for fsck).
+    pub fn ctx(&self) -> &Arc<Ctx> {
+        &self.core.ctx
+    }
+
+    /// The current root (None for a disk never checkpointed).
+    pub fn root(&self) -> Result<Option<RootRef>> {
+        Ok(self.core.state.read().map_err(|_| lock_err())?.root)
+    }
+
+    /// Snapshots kept readable by the current root.
+    pub fn kept(&self) -> Result<Vec<RootRef>> {
+        Ok(self.core.state.read().map_err(|_| lock_err())?.kept.clone())
+    }
+
+    /// A copy of the state for reports.
+    pub fn view(&self) -> Result<View> {
+        let st = self.core.state.read().map_err(|_| lock_err())?;
+        let mut pending: Vec<(u64, Option<usize>)> = st
+            .mem
+            .range(0, u64::MAX)
+            .map(|(l, e)| (*l, e.stored_len()))
+            .collect();
+        if let Some(f) = &st.frozen {
+            pending.extend(
+                f.range(0, u64::MAX)
+                    .filter(|(l, _)| st.mem.get(**l).is_none())
+                    .map(|(l, e)| (*l, e.stored_len())),
+            );
+            pending.sort_unstable_by_key(|p| p.0);
+        }
+        Ok(View {
+            root: st.root,
+            kept: st.kept.clone(),
+            tree: st.tree.clone(),
+            pending,
+        })
+    }
+
+    /// Fills `out` (whole blocks) from block `lba`.
+    pub fn read_blocks(&self, lba: u64, out: &mut [u8]) -> Result<()> {
+        self.core
+            .check_block(lba, (out.len() / BLOCK_SIZE) as u64)?;
+        let st = self.core.state.read().map_err(|_| lock_err())?;
+        read_blocks(
+            &self.core.ctx,
+            &st.mem,
+            st.frozen.as_deref(),
+            &st.tree,
+            lba,
+            out,
+        )
+    }
+
+    /// For blocks `lba..lba+count`: true where stored data (not a hole or zeroes) is.
+    pub fn allocated(&self, lba: u64, count: u64) -> Result<Vec<bool>> {
+        self.core.check_block(lba, count)?;
+        let st = self.core.state.read().map_err(|_| lock_err())?;
+        let slots = lookup(
+            &self.core.ctx,
+            &st.mem,
+            st.frozen.as_deref(),
+            &st.tree,
+            lba,
+            count,
+        )?;
+        Ok(slots
+            .iter()
+            .map(|s| matches!(s, Slot::Mem(_) | Slot::Disk(_)))
+            .collect())
+    }
+
+    /// Runs `f` with the write lock held (reads inside see its own changes), then
+    /// freezes a full memtable; waits for a checkpoint when memory would grow too far.
+    pub fn update<T>(&self, f: impl FnOnce(&mut Batch<'_>) -> Result<T>) -> Result<T> {
+        if self.core.wal.is_none() {
+            return Err(Error::invalid("disk is open read-only"));
+        }
+        let mut batch = Batch {
+            core: &self.core,
+            st: self.core.state.write().map_err(|_| lock_err())?,
+        };
+        let out = f(&mut batch)?;
+        let wait = self.core.after_write(&mut batch.st)?;
+        drop(batch);
+        if wait {
+            self.core.wait_for_checkpoint()?;
+        }
+        Ok(out)
+    }
+
+    /// Makes every completed write durable (an fdatasync of the log, shared with
+    /// concurrent flushes).
+    pub fn flush(&self) -> Result<()> {
+        match &self.core.wal {
+            Some(w) => w.sync(),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes everything written so far into chunks and a new root, publishes it, drops
+    /// the log it covers and deletes chunks no root reaches any more. Returns the root.
+    pub fn checkpoint(&self) -> Result<Option<RootRef>> {
+        self.core.check_writable()?;
+        let mut ck = self.core.ckpt.lock().map_err(|_| lock_err())?;
+        self.core.checkpoint_all(&mut ck, false)?;
+        self.root()
+    }
+
+    /// Checkpoints, then keeps the resulting root readable as a snapshot; returns it.
+    pub fn snapshot(&self) -> Result<RootRef> {
+        self.core.check_writable()?;
+        let mut ck = self.core.ckpt.lock().map_err(|_| lock_err())?;
+        let force = self.root()?.is_none();
+        self.core.checkpoint_all(&mut ck, force)?;
+        let snap = self
+            .root()?
+            .ok_or_else(|| Error::internal("no root after a forced checkpoint"))?;
+        let added = {
+            let mut st = self.core.state.write().map_err(|_| lock_err())?;
+            let fresh = !st.kept.contains(&snap);
+            if fresh {
+                st.kept.push(snap);
+            }
+            fresh
+        };
+        if added {
+            // The snapshot stays exactly as it is; a new root records that it is kept.
+            self.core.commit(&mut ck, true)?;
+        }
+        Ok(snap)
+    }
+
+    /// Stops keeping a snapshot; chunks only it reached are deleted.
+    pub fn forget_snapshot(&self, id: &ChunkId) -> Result<()> {
+        self.core.check_writable()?;
+        let mut ck = self.core.ckpt.lock().map_err(|_| lock_err())?;
+        let gone = {
+            let mut st = self.core.state.write().map_err(|_| lock_err())?;
+            let gone = st.kept.iter().find(|k| k.id == *id).copied();
+            st.kept.retain(|k| k.id != *id);
+            gone.ok_or_else(|| Error::not_found(format!("snapshot {id} is not kept")))?
+        };
+        let live = self.core.kept_live(&mut ck, &gone)?;
+        ck.candidates.extend(live);
+        ck.kept_live.remove(id);
+        self.core.checkpoint_all(&mut ck, true)
+    }
+
+    /// Flushes and checkpoints (a writable engine), then stops the background thread.
+    pub fn close(self) -> Result<()> {
+        if self.writable() {
+            self.flush()?;
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Ok(mut w) = self.core.wake.0.lock() {
+            w.stop = true;
+        }
+        self.core.wake.1.notify_all();
+        if let Some(h) = self.background.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A log segment must apply on top of the current root or an older one: a base newer
+/// than the root (the `.swap` file was put back to an older state, or lost its root)
+/// would replay writes onto the wrong disk.
+fn check_base(base: &LogBase, root: Option<&RootRef>, root_seq: u64) -> Result<()> {
+    let Some(base_id) = base.id else {
+        return Ok(());
+    };
+    let ok = match root {
+        None => false,
+        Some(r) if r.id == base_id => true,
+        // An older root (seq unknown in logs of before 2026-11-30 reads as 0).
+        Some(_) => u64::from(base.seq) < (root_seq & u64::from(u32::MAX)) || base.seq == 0,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::corrupt(format!(
+            "the write-ahead log was written on top of root {base_id} (seq {}), which the \
+             .swap file's root ({}) does not descend from; refusing to replay it onto the \
+             wrong state. Put back the .swap file that goes with this data folder",
+            base.seq,
+            root.map_or("none".to_string(), |r| format!("{} seq {root_seq}", r.id)),
+        )))
+    }
+}
+
+impl Core {
+    fn check_writable(&self) -> Result<()> {
+        if self.wal.is_some() {
+            Ok(())
+        } else {
+            Err(Error::invalid("disk is open read-only"))
+        }
+    }
+
+    fn check_block(&self, lba: u64, count: u64) -> Result<()> {
+        match lba.checked_add(count) {
+            Some(end) if end <= self.blocks => Ok(()),
+            _ => Err(Error::invalid(format!(
+                "blocks {lba}+{count} lie past the end of the disk ({} blocks)",
+                self.blocks
+            ))),
+        }
+    }
+
+    fn replay(&self, ops: Vec<WalOp>) -> Result<()> {
+        let mut st = self.state.write().map_err(|_| lock_err())?;
+        for op in ops {
+            match op {
+                WalOp::Data { lba, record } => {
+                    if lba >= self.blocks {
+                        return Err(Error::corrupt(format!(
+                            "write-ahead log names block {lba}, past the end of the disk"
+                        )));
+                    }
+                    let rec = SealedRecord::from_stored(record).ok_or_else(|| {
+                        Error::corrupt(format!("write-ahead log: record of block {lba} too short"))
+                    })?;
+                    st.mem.insert(lba, MemEntry::Data(rec));
+                }
+                WalOp::Zero { lba, count } => {
+                    self.zero_locked(&mut st, lba, u64::from(count), Logging::Replaying)?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks blocks `lba..lba+count` zero where anything is stored.
+    fn zero_locked(&self, st: &mut State, lba: u64, count: u64, logging: Logging) -> Result<()> {
+        self.check_block(lba, count)?;
+        const WINDOW: u64 = 8192;
+        let mut at = lba;
+        while at < lba + count {
+            let n = (lba + count - at).min(WINDOW).min(u64::from(u32::MAX));
+            if logging == Logging::Log {
+                if let Some(w) = &self.wal {
+                    w.append(&WalOp::Zero {
+                        lba: at,
+                        count: n as u32,
+                    })?;
+                }
+            }
+            let slots = lookup(&self.ctx, &st.mem, st.frozen.as_deref(), &st.tree, at, n)?;
+            for (i, s) in slots.iter().enumerate() {
+                if matches!(s, Slot::Mem(_) | Slot::Disk(_)) {
+                    st.mem.insert(at + i as u64, MemEntry::Zero);
+                }
+            }
+            at += n;
+        }
+        Ok(())
+    }
+
+    fn kept_live(&self, ck: &mut CkptState, k: &RootRef) -> Result<HashSet<ChunkId>> {
+        if let Some(set) = ck.kept_live.get(&k.id) {
+            return Ok(set.clone());
+        }
+        let mut set = HashSet::new();
+        set.insert(k.id);
+        let root = load_root(self.ctx.store.as_ref(), &self.ctx.keys, k)?;
+        Tree::open(&self.ctx, &root.runs)?.live_chunks(&mut set);
+        ck.kept_live.insert(k.id, set.clone());
+        Ok(set)
+    }
+
+    /// Commits any frozen memtable, then freezes and commits the current one (or only
+    /// writes a new root when `force` and nothing is pending). Caller holds `ckpt`.
+    fn checkpoint_all(&self, ck: &mut CkptState, force: bool) -> Result<()> {
+        self.commit(ck, false)?;
+        let froze = {
+            let mut st = self.state.write().map_err(|_| lock_err())?;
+            self.freeze(&mut st)?
+        };
+        if froze || force {
+            self.commit(ck, force)?;
+        }
+        Ok(())
+    }
+
+    /// Freezes a non-empty memtable and seals its log segment; false when there was
+    /// nothing to freeze. Fails while an earlier frozen memtable is not committed.
+    fn freeze(&self, st: &mut State) -> Result<bool> {
+        if st.mem.is_empty() {
+            return Ok(false);
+        }
+        if st.frozen.is_some() {
+            return Err(Error::invalid(
+                "a frozen memtable is still being checkpointed",
+            ));
+        }
+        if let Some(w) = &self.wal {
+            let started = std::time::Instant::now();
+            w.rotate(LogBase {
+                id: st.root.map(|r| r.id),
+                seq: st.seq as u32,
+            })?;
+            tracing::debug!(
+                us = started.elapsed().as_micros() as u64,
+                "sealed the log segment"
+            );
+        }
+        st.frozen = Some(Arc::new(std::mem::take(&mut st.mem)));
+        Ok(true)
+    }
+
+    /// Turns the frozen memtable (if any) into chunks and merges it into the levels,
+    /// writes a new root, syncs the store and publishes the root; then drops the sealed
+    /// log segment and collects garbage. Writes go on meanwhile: the state lock is held
+    /// only to read the starting point and to publish the result. Caller holds `ckpt`.
+    fn commit(&self, ck: &mut CkptState, force: bool) -> Result<()> {
+        let sink = self
+            .sink
+            .as_ref()
+            .ok_or_else(|| Error::invalid("disk is open read-only"))?;
+        let (frozen, mut tree, parent, seq, kept) = {
+            let st = self.state.read().map_err(|_| lock_err())?;
+            if st.frozen.is_none() && !force {
+                return Ok(());
+            }
+            (
+                st.frozen.clone(),
+                st.tree.clone(),
+                st.root,
+                st.seq,
+                st.kept.clone(),
+            )
+        };
+        let started = std::time::Instant::now();
+        // What the replaced root reached may become garbage.
+        tree.live_chunks(&mut ck.candidates);
+        ck.candidates.extend(parent.map(|r| r.id));
+        if let Some(mem) = frozen.as_ref().filter(|m| !m.is_empty()) {
+            let mut chunker = Chunker::new(self.ctx.store.as_ref());
+            let mut zeros = Vec::new();
+            for (lba, e) in mem.range(0, u64::MAX) {
+                match e {
+                    MemEntry::Data(r) => chunker.push(*lba, r)?,
+                    MemEntry::Zero => zeros.push((*lba, Loc::Zero)),
+                }
+            }
+            let mut batch = chunker.finish()?;
+            batch.extend(zeros);
+            batch.sort_unstable_by_key(|e| e.0);
+            let stats = tree.insert(&self.ctx, self.tuning.level_base, batch)?;
+            tracing::debug!(
+                level = stats.level,
+                entries = stats.entries,
+                "merged memtable"
+            );
+        }
+        let root = Root {
+            size: self.size,
+            seq: seq + 1,
+            time: now(),
+            parent,
+            runs: tree.descs(),
+            kept: kept.clone(),
+            name: String::new(),
+            message: String::new(),
+        };
+        let (stored, tag) = root.seal(&self.ctx.keys)?;
+        let id = self.ctx.store.put(&stored)?;
+        let rref = RootRef {
+            id,
+            size: stored.len() as u32,
+            tag,
+        };
+        ck.candidates.extend(self.recorder.take_put()?);
+        // Every chunk the root reaches is durable before anything names it.
+        self.ctx.store.sync()?;
+        sink.publish(&rref)?;
+        {
+            let mut st = self.state.write().map_err(|_| lock_err())?;
+            st.tree = tree.clone();
+            st.root = Some(rref);
+            st.seq = root.seq;
+            st.frozen = None;
+        }
+        // The new root is durable and named: the sealed segment's ops are all in it.
+        if frozen.is_some() {
+            if let Some(w) = &self.wal {
+                w.drop_old()?;
+            }
+        }
+        if let Err(e) = self.collect(ck, &tree, rref, &kept) {
+            tracing::warn!(error = %e, "garbage collection failed; will retry at the next checkpoint");
+        }
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, root = %id, "checkpoint");
+        Ok(())
+    }
+
+    /// Deletes the candidates that neither `tree` under `root` nor a kept snapshot
+    /// reaches. Candidates are only chunks a verified root reached or this process put,
+    /// so a chunk nothing here knows about is never touched.
+    fn collect(
+        &self,
+        ck: &mut CkptState,
+        tree: &Tree,
+        root: RootRef,
+        kept: &[RootRef],
+    ) -> Result<()> {
+        let mut live: HashSet<ChunkId> = HashSet::from([root.id]);
+        tree.live_chunks(&mut live);
+        for k in kept {
+            live.extend(self.kept_live(ck, k)?);
+        }
+        let dead: Vec<ChunkId> = ck
+            .candidates
+            .iter()
+            .filter(|c| !live.contains(c))
+            .copied()
+            .collect();
+        for id in &dead {
+            self.ctx.store.delete(id)?;
+            ck.candidates.remove(id);
+        }
+        // What stays live is no longer a candidate until a later root replaces it.
+        ck.candidates.clear();
+        if !dead.is_empty() {
+            tracing::debug!(deleted = dead.len(), "collected unreferenced chunks");
+        }
+        Ok(())
+    }
+
+    /// After a write, with the state write lock held: freezes a full memtable and wakes
+    /// the background thread. Returns true when the writer must wait for a checkpoint
+    /// (the fresh memtable filled before the frozen one was committed).
+    fn after_write(&self, st: &mut State) -> Result<bool> {
+        let wal_len = self.wal.as_ref().map_or(0, Wal::len);
+        let full = st.mem.full(self.tuning.memtable_entries) || wal_len > MAX_WAL_BYTES;
+        if !full {
+            return Ok(false);
+        }
+        if st.frozen.is_none() {
+            match self.freeze(st) {
+                Ok(_) => self.request_checkpoint(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "freezing the memtable failed; retrying later")
+                }
+            }
+            return Ok(false);
+        }
+        self.request_checkpoint();
+        let over = st.mem.len() >= 2 * self.tuning.memtable_entries
+            || st.mem.bytes() >= 2 * MAX_BYTES
+            || wal_len > 2 * MAX_WAL_BYTES;
+        Ok(over)
+    }
+
+    /// Called by writers after releasing the state lock when `after_write` said so: a
+    /// checkpoint in this thread (waiting for the background one first). A failure is
+    /// returned only once memory would otherwise grow without bound.
+    fn wait_for_checkpoint(&self) -> Result<()> {
+        let started = std::time::Instant::now();
+        let mut ck = self.ckpt.lock().map_err(|_| lock_err())?;
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "writer waited for the background checkpoint"
+        );
+        if let Err(e) = self.checkpoint_all(&mut ck, false) {
+            let (entries, bytes) = {
+                let st = self.state.read().map_err(|_| lock_err())?;
+                (st.mem.len(), st.mem.bytes())
+            };
+            if entries > 4 * self.tuning.memtable_entries || bytes > 4 * MAX_BYTES {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "checkpoint failed; retrying later");
+        }
+        Ok(())
+    }
+
+    fn request_checkpoint(&self) {
+        if let Ok(mut w) = self.wake.0.lock() {
+            w.requested = true;
+        }
+        self.wake.1.notify_one();
+    }
+
+    /// The background thread: commits frozen memtables until the engine is dropped.
+    fn background_checkpoints(&self) {
+        loop {
+            {
+                let Ok(mut w) = self.wake.0.lock() else {
+                    return;
+                };
+                while !w.requested && !w.stop {
+                    w = match self.wake.1.wait(w) {
+                        Ok(w) => w,
+                        Err(_) => return,
+                    };
+                }
+                if w.stop {
+                    return;
+                }
+                w.requested = false;
+            }
+            let Ok(mut ck) = self.ckpt.lock() else {
+                return;
+            };
+            if let Err(e) = self.commit(&mut ck, false) {
+                tracing::warn!(error = %e, "background checkpoint failed; will retry");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_base_newer_than_the_root_is_refused() {
+        let r = RootRef {
+            id: ChunkId([1; 32]),
+            size: 10,
+            tag: [0; 16],
+        };
+        let same = LogBase {
+            id: Some(r.id),
+            seq: 5,
+        };
+        let older = LogBase {
+            id: Some(ChunkId([2; 32])),
+            seq: 3,
+        };
+        let newer = LogBase {
+            id: Some(ChunkId([3; 32])),
+            seq: 9,
+        };
+        let legacy = LogBase {
+            id: Some(ChunkId([4; 32])),
+            seq: 0,
+        };
+        assert!(check_base(&same, Some(&r), 5).is_ok());
+        assert!(check_base(&older, Some(&r), 5).is_ok());
+        assert!(check_base(&legacy, Some(&r), 5).is_ok());
+        assert!(check_base(&LogBase::default(), Some(&r), 5).is_ok());
+        assert!(check_base(&newer, Some(&r), 5).is_err());
+        assert!(check_base(&older, None, 0).is_err());
+    }
+}

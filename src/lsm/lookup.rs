@@ -1,0 +1,132 @@
+//! The read path: which version of each block is newest (memtable, then the frozen
+//! memtable, then the levels newest first), and fetching and opening those records with
+//! coalesced range reads.
+
+use crate::error::{Error, Result};
+use crate::format::record::{open_record, SealedRecord};
+use crate::format::BLOCK_SIZE;
+use crate::lsm::ctx::Ctx;
+use crate::lsm::entry::{DataRef, Loc};
+use crate::lsm::memtable::{MemEntry, Memtable};
+use crate::lsm::tree::Tree;
+
+/// Largest coalesced range read.
+const MAX_COALESCE: u32 = 1 << 20;
+
+/// Where one block's newest version is.
+pub enum Slot {
+    /// A hole or zeroed: reads as zeros.
+    Zero,
+    /// A record not yet in a chunk.
+    Mem(SealedRecord),
+    /// A record in a data chunk.
+    Disk(DataRef),
+}
+
+/// The newest version of each block in `first..first+count`.
+pub fn lookup(
+    ctx: &Ctx,
+    mem: &Memtable,
+    frozen: Option<&Memtable>,
+    tree: &Tree,
+    first: u64,
+    count: u64,
+) -> Result<Vec<Slot>> {
+    let mut found: Vec<Option<Slot>> = (0..count).map(|_| None).collect();
+    // The memtable first, then the frozen one for blocks it does not hold.
+    for table in std::iter::once(mem).chain(frozen) {
+        for (lba, e) in table.range(first, first + count) {
+            if let Some(s @ None) = found.get_mut((lba - first) as usize) {
+                *s = Some(match e {
+                    MemEntry::Zero => Slot::Zero,
+                    MemEntry::Data(r) => Slot::Mem(r.clone()),
+                });
+            }
+        }
+    }
+    let mut locs: Vec<Option<Loc>> = found
+        .iter()
+        .map(|s| s.as_ref().map(|_| Loc::Zero))
+        .collect();
+    tree.resolve(ctx, first, &mut locs)?;
+    Ok(found
+        .into_iter()
+        .zip(locs)
+        .map(|(s, l)| match (s, l) {
+            (Some(s), _) => s,
+            (None, Some(Loc::Data(d))) => Slot::Disk(d),
+            (None, _) => Slot::Zero,
+        })
+        .collect())
+}
+
+/// Fills whole blocks from `first` into `out` (a multiple of the block size).
+pub fn read_blocks(
+    ctx: &Ctx,
+    mem: &Memtable,
+    frozen: Option<&Memtable>,
+    tree: &Tree,
+    first: u64,
+    out: &mut [u8],
+) -> Result<()> {
+    if !out.len().is_multiple_of(BLOCK_SIZE) {
+        return Err(Error::internal("read_blocks needs whole blocks"));
+    }
+    let count = (out.len() / BLOCK_SIZE) as u64;
+    let slots = lookup(ctx, mem, frozen, tree, first, count)?;
+    let mut disk: Vec<(usize, DataRef)> = Vec::new();
+    for (i, s) in slots.into_iter().enumerate() {
+        match s {
+            Slot::Zero => block_mut(out, i)?.fill(0),
+            Slot::Mem(r) => open_record(&ctx.keys, &r.bytes, &r.tag, block_mut(out, i)?)?,
+            Slot::Disk(d) => disk.push((i, d)),
+        }
+    }
+    disk.sort_unstable_by_key(|x| (x.1.chunk, x.1.offset));
+    let mut i = 0;
+    while let Some(&(head_index, head)) = disk.get(i) {
+        // Coalesce records that sit back to back in one chunk into one read.
+        let mut j = i + 1;
+        let mut end = head.offset + head.len;
+        while let Some((_, d)) = disk.get(j) {
+            if d.chunk != head.chunk || d.offset != end || end - head.offset + d.len > MAX_COALESCE
+            {
+                break;
+            }
+            end += d.len;
+            j += 1;
+        }
+        let bytes = ctx
+            .store
+            .get_range(
+                &head.chunk,
+                u64::from(head.offset),
+                (end - head.offset) as usize,
+            )
+            .map_err(|e| e.context(format!("reading block {}", first + head_index as u64)))?;
+        let group = disk
+            .get(i..j)
+            .ok_or_else(|| Error::internal("coalesced group out of range"))?;
+        for (idx, d) in group {
+            let rel = (d.offset - head.offset) as usize;
+            let rec = bytes
+                .get(rel..rel + d.len as usize)
+                .ok_or_else(|| Error::internal("coalesced read shorter than its records"))?;
+            open_record(&ctx.keys, rec, &d.tag, block_mut(out, *idx)?).map_err(|e| {
+                e.context(format!(
+                    "block {} (chunk {} offset {})",
+                    first + *idx as u64,
+                    d.chunk,
+                    d.offset
+                ))
+            })?;
+        }
+        i = j;
+    }
+    Ok(())
+}
+
+fn block_mut(out: &mut [u8], i: usize) -> Result<&mut [u8]> {
+    out.get_mut(i * BLOCK_SIZE..(i + 1) * BLOCK_SIZE)
+        .ok_or_else(|| Error::internal("block index past the buffer"))
+}

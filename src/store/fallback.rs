@@ -1,0 +1,102 @@
+//! An ordered list of stores, the local data folder first: reads try each in turn and
+//! take the first good answer; writes, syncs and deletes go to the first only, so a
+//! published copy further down the list never changes.
+
+use std::sync::Arc;
+
+use super::ChunkStore;
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::chunk_id::ChunkId;
+
+/// Stores tried in order.
+pub struct FallbackStore {
+    stores: Vec<Arc<dyn ChunkStore>>,
+}
+
+impl FallbackStore {
+    /// `stores[0]` takes every write; the rest are read when it lacks a chunk or fails.
+    pub fn new(stores: Vec<Arc<dyn ChunkStore>>) -> Result<Self> {
+        if stores.is_empty() {
+            return Err(Error::internal("a fallback list needs at least one store"));
+        }
+        Ok(Self { stores })
+    }
+
+    fn first(&self) -> Result<&Arc<dyn ChunkStore>> {
+        self.stores
+            .first()
+            .ok_or_else(|| Error::internal("empty fallback list"))
+    }
+
+    /// Tries `f` on each store in order; the error, when all fail, names every answer.
+    fn first_good<T>(&self, id: &ChunkId, f: impl Fn(&dyn ChunkStore) -> Result<T>) -> Result<T> {
+        let mut answers = Vec::new();
+        let mut kind = ErrorKind::NotFound;
+        for (i, s) in self.stores.iter().enumerate() {
+            match f(s.as_ref()) {
+                Ok(v) => {
+                    if i > 0 {
+                        tracing::debug!(chunk = %id, source = %s.describe(), "read from a fallback");
+                    }
+                    return Ok(v);
+                }
+                Err(e) => {
+                    // The most telling kind wins: corrupt over I/O over not found.
+                    kind = match (kind, e.kind()) {
+                        (_, ErrorKind::Corrupt) | (ErrorKind::Corrupt, _) => ErrorKind::Corrupt,
+                        (ErrorKind::NotFound, k) => k,
+                        (k, _) => k,
+                    };
+                    answers.push(format!("{}: {e}", s.describe()));
+                }
+            }
+        }
+        if self.stores.len() > 1 {
+            tracing::warn!(chunk = %id, answers = %answers.join("; "), "no source could give the chunk");
+        }
+        Err(Error::new(
+            kind,
+            format!("chunk {id}: {}", answers.join("; ")),
+        ))
+    }
+}
+
+impl ChunkStore for FallbackStore {
+    fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        self.first_good(id, |s| s.get(id))
+    }
+    fn get_range(&self, id: &ChunkId, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.first_good(id, |s| s.get_range(id, offset, len))
+    }
+    fn put(&self, bytes: &[u8]) -> Result<ChunkId> {
+        self.first()?.put(bytes)
+    }
+    fn sync(&self) -> Result<()> {
+        self.first()?.sync()
+    }
+    fn contains(&self, id: &ChunkId) -> Result<bool> {
+        for s in &self.stores {
+            if s.contains(id)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+    fn size(&self, id: &ChunkId) -> Result<u64> {
+        self.first_good(id, |s| s.size(id))
+    }
+    fn delete(&self, id: &ChunkId) -> Result<()> {
+        self.first()?.delete(id)
+    }
+    /// The chunks of the first store (the ones this disk may delete).
+    fn list(&self) -> Result<Vec<ChunkId>> {
+        self.first()?.list()
+    }
+    fn describe(&self) -> String {
+        self.stores
+            .iter()
+            .map(|s| s.describe())
+            .collect::<Vec<_>>()
+            .join(" > ")
+    }
+}

@@ -1,0 +1,68 @@
+//! Remembers the id of every chunk put through it, so garbage collection can consider
+//! chunks this process wrote that no root ended up naming (a checkpoint that failed
+//! half-way) without ever guessing about chunks it did not write.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use super::ChunkStore;
+use crate::error::{Error, Result};
+use crate::format::chunk_id::ChunkId;
+
+/// Records puts in front of `inner`.
+pub struct RecordingStore {
+    inner: Arc<dyn ChunkStore>,
+    put: Mutex<HashSet<ChunkId>>,
+}
+
+impl RecordingStore {
+    /// Records puts to `inner`.
+    pub fn new(inner: Arc<dyn ChunkStore>) -> Self {
+        Self {
+            inner,
+            put: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The ids put since the last call.
+    pub fn take_put(&self) -> Result<HashSet<ChunkId>> {
+        Ok(std::mem::take(&mut *self.put.lock().map_err(|_| {
+            Error::internal("recording store lock poisoned")
+        })?))
+    }
+}
+
+impl ChunkStore for RecordingStore {
+    fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        self.inner.get(id)
+    }
+    fn get_range(&self, id: &ChunkId, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.inner.get_range(id, offset, len)
+    }
+    fn put(&self, bytes: &[u8]) -> Result<ChunkId> {
+        let id = self.inner.put(bytes)?;
+        self.put
+            .lock()
+            .map_err(|_| Error::internal("recording store lock poisoned"))?
+            .insert(id);
+        Ok(id)
+    }
+    fn sync(&self) -> Result<()> {
+        self.inner.sync()
+    }
+    fn contains(&self, id: &ChunkId) -> Result<bool> {
+        self.inner.contains(id)
+    }
+    fn size(&self, id: &ChunkId) -> Result<u64> {
+        self.inner.size(id)
+    }
+    fn delete(&self, id: &ChunkId) -> Result<()> {
+        self.inner.delete(id)
+    }
+    fn list(&self) -> Result<Vec<ChunkId>> {
+        self.inner.list()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}

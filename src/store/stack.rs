@@ -1,0 +1,144 @@
+//! Builds the store stack of one disk from its data folder and the `.swap` file's
+//! `fallback=`, `cache=` and `cachesize=` lines:
+//!
+//! ```text
+//! Fallback[ Verify(Local data folder),
+//!           Cache(cache folder, Fallback[ Verify(fallback 1), Verify(fallback 2), ... ]) ]
+//! ```
+//! (no `Cache` without `cache=`; no second entry without `fallback=`). Writes go to the
+//! local data folder only. A `fallback=` is a folder holding `HEX64.lvl` files (a path,
+//! relative to the `.swap` file's folder, or `file:///path`); remote URLs (`http(s)://`,
+//! `s3://`, `gs://`, `az://`) are refused with an error until remote stores exist.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::cache::{CacheStore, DEFAULT_CACHE_BYTES};
+use super::fallback::FallbackStore;
+use super::local::LocalStore;
+use super::verify::VerifyStore;
+use super::ChunkStore;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Wraps the local data folder's store (tests put a fault store there).
+pub type WrapStore = Arc<dyn Fn(Arc<dyn ChunkStore>) -> Arc<dyn ChunkStore> + Send + Sync>;
+
+/// What the stack is made of.
+pub struct StackSpec<'a> {
+    /// The disk's data folder.
+    pub data_dir: &'a Path,
+    /// Writable (creates the folder, removes a crashed writer's temporaries).
+    pub writable: bool,
+    /// The `.swap` file's folder (relative fallbacks and cache are resolved there).
+    pub base_dir: &'a Path,
+    /// `fallback=` values, in order.
+    pub fallbacks: &'a [String],
+    /// `cache=` value.
+    pub cache: Option<&'a str>,
+    /// `cachesize=` in bytes.
+    pub cache_bytes: Option<u64>,
+    /// Wraps the local store.
+    pub wrap_local: Option<WrapStore>,
+}
+
+/// Where a `fallback=` value points.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FallbackKind {
+    /// A local folder.
+    Folder(PathBuf),
+    /// A remote URL (not built yet).
+    Remote(String),
+}
+
+/// Classifies a `fallback=` value; relative folders are taken from `base_dir`.
+pub fn classify(value: &str, base_dir: &Path) -> FallbackKind {
+    if let Some(path) = value.strip_prefix("file://") {
+        return FallbackKind::Folder(PathBuf::from(path));
+    }
+    let remote = ["http://", "https://", "s3://", "gs://", "az://", "azure://"];
+    if remote.iter().any(|p| value.starts_with(p)) || value.contains("://") {
+        return FallbackKind::Remote(value.to_string());
+    }
+    FallbackKind::Folder(base_dir.join(value))
+}
+
+/// Opens the stack.
+pub fn open(spec: &StackSpec<'_>) -> Result<Arc<dyn ChunkStore>> {
+    let local: Arc<dyn ChunkStore> = if spec.writable {
+        Arc::new(LocalStore::open(spec.data_dir)?)
+    } else {
+        Arc::new(LocalStore::open_read_only(spec.data_dir))
+    };
+    let local = match &spec.wrap_local {
+        Some(wrap) => wrap(local),
+        None => local,
+    };
+    let mut stores: Vec<Arc<dyn ChunkStore>> = vec![Arc::new(VerifyStore::new(local))];
+    let mut behind: Vec<Arc<dyn ChunkStore>> = Vec::new();
+    for f in spec.fallbacks {
+        match classify(f, spec.base_dir) {
+            FallbackKind::Folder(dir) => {
+                behind.push(Arc::new(VerifyStore::new(Arc::new(
+                    LocalStore::open_read_only(&dir),
+                ))));
+            }
+            FallbackKind::Remote(url) => {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "fallback={url}: remote fallbacks (http(s)://, s3://, gs://, az://) are \
+                         not built yet; a folder path or file:// works"
+                    ),
+                ))
+            }
+        }
+    }
+    if !behind.is_empty() {
+        let remote: Arc<dyn ChunkStore> = Arc::new(FallbackStore::new(behind)?);
+        match spec.cache {
+            Some(dir) => stores.push(Arc::new(CacheStore::open(
+                &spec.base_dir.join(dir),
+                spec.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES),
+                remote,
+            )?)),
+            None => stores.push(remote),
+        }
+    } else if let Some(dir) = spec.cache {
+        tracing::warn!(
+            cache = dir,
+            "cache= has nothing to cache: the disk has no fallback="
+        );
+    }
+    Ok(Arc::new(FallbackStore::new(stores)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_values_are_told_apart() {
+        let base = Path::new("/disks");
+        assert_eq!(
+            classify("pub/swapdata-x", base),
+            FallbackKind::Folder(PathBuf::from("/disks/pub/swapdata-x"))
+        );
+        assert_eq!(
+            classify("/srv/x", base),
+            FallbackKind::Folder(PathBuf::from("/srv/x"))
+        );
+        assert_eq!(
+            classify("file:///srv/x", base),
+            FallbackKind::Folder(PathBuf::from("/srv/x"))
+        );
+        for url in [
+            "http://h/x",
+            "https://h/x",
+            "s3://b/p",
+            "gs://b",
+            "az://c/p",
+        ] {
+            assert_eq!(classify(url, base), FallbackKind::Remote(url.into()));
+        }
+    }
+}
