@@ -1,0 +1,197 @@
+//! The engine's durability holes, each closed: a `.swap` that lost its root is refused
+//! and garbage collection deletes nothing; a FLUSH waiting on the disk stalls neither
+//! readers nor writers; a failed chunk fsync never lets a root name unsynced bytes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use mindcastle::store::fault::{FaultPlan, FaultStore};
+use mindcastle::store::ChunkStore;
+use mindcastle::{ErrorKind, OpenOptions, Volume};
+
+const SIZE: u64 = 8 << 20;
+
+#[test]
+fn a_swap_without_its_root_is_refused_and_no_chunk_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::new_disk(dir.path(), SIZE);
+    let vol = Volume::open(&path, &common::small()).unwrap();
+    vol.write_at(0, &common::data(1, 6 << 20)).unwrap();
+    vol.close().unwrap();
+    let chunks = common::chunk_files(&path);
+    assert!(chunks.len() > 10, "only {} chunks", chunks.len());
+    let full = std::fs::read_to_string(&path).unwrap();
+    let stripped: String = full
+        .lines()
+        .filter(|l| !l.starts_with("snapshot=") && !l.starts_with("snaphash="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, &stripped).unwrap();
+    let err = Volume::open(&path, &OpenOptions::default()).err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+    assert!(err.to_string().contains("names no root"), "{err}");
+    for args in [vec!["info"], vec!["export"]] {
+        let mut a: Vec<&str> = args.clone();
+        a.push(path.to_str().unwrap());
+        if args[0] == "export" {
+            a.push("-");
+        }
+        let out = common::run(&a);
+        assert_eq!(out.status.code(), Some(3), "{a:?}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("names no root"));
+    }
+    assert_eq!(common::chunk_files(&path), chunks, "chunks were deleted");
+    // The real .swap back: the disk is whole.
+    std::fs::write(&path, &full).unwrap();
+    let out = common::run(&["fsck", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let vol = Volume::open(&path, &OpenOptions::default()).unwrap();
+    let mut back = vec![0u8; 6 << 20];
+    vol.read_at(0, &mut back).unwrap();
+    assert!(back == common::data(1, 6 << 20));
+}
+
+/// A gate the log's fdatasync waits at until the test opens it.
+#[derive(Default)]
+struct Gate {
+    entered: Mutex<u32>,
+    open: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Gate {
+    fn wait_open(&self) {
+        *self.entered.lock().unwrap() += 1;
+        self.cv.notify_all();
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.cv.wait(open).unwrap();
+        }
+    }
+    fn wait_entered(&self) {
+        let mut n = self.entered.lock().unwrap();
+        while *n == 0 {
+            n = self.cv.wait(n).unwrap();
+        }
+    }
+    fn release(&self) {
+        *self.open.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+}
+
+#[test]
+fn a_flush_waiting_on_the_disk_stalls_neither_readers_nor_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::new_disk(dir.path(), SIZE);
+    let gate = Arc::new(Gate::default());
+    let hook_gate = gate.clone();
+    let vol = Arc::new(
+        Volume::open(
+            &path,
+            &OpenOptions {
+                sync_hook: Some(Arc::new(move || hook_gate.wait_open())),
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    vol.write_at(0, &common::data(2, 65536)).unwrap();
+    let flusher = {
+        let vol = vol.clone();
+        std::thread::spawn(move || vol.flush())
+    };
+    gate.wait_entered();
+    // The flush now waits at the disk. A write and a read must both finish meanwhile
+    // (the timeout only detects a stall; it measures nothing).
+    let (tx, rx) = mpsc::channel();
+    {
+        let (vol, tx) = (vol.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let r = vol.write_at(4096, &common::data(3, 8192));
+            tx.send(("write", r.is_ok())).unwrap();
+        });
+    }
+    {
+        let vol = vol.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            let r = vol.read_at(0, &mut buf);
+            tx.send(("read", r.is_ok())).unwrap();
+        });
+    }
+    let mut done = Vec::new();
+    for _ in 0..2 {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok((what, ok)) => {
+                assert!(ok, "{what} failed");
+                done.push(what);
+            }
+            Err(_) => {
+                gate.release();
+                panic!("stalled behind a flush waiting on the disk; finished: {done:?}");
+            }
+        }
+    }
+    assert!(!flusher.is_finished(), "the flush did not wait at the gate");
+    gate.release();
+    flusher.join().unwrap().unwrap();
+    let mut want = common::data(2, 65536);
+    want[4096..12288].copy_from_slice(&common::data(3, 8192));
+    let mut back = vec![0u8; 65536];
+    vol.read_at(0, &mut back).unwrap();
+    assert!(back == want);
+}
+
+fn faulty(plan: FaultPlan) -> (OpenOptions, Arc<Mutex<Option<Arc<FaultStore>>>>) {
+    let slot: Arc<Mutex<Option<Arc<FaultStore>>>> = Arc::default();
+    let s = slot.clone();
+    let mut opts = common::small();
+    opts.wrap_store = Some(Arc::new(move |inner: Arc<dyn ChunkStore>| {
+        let f = Arc::new(FaultStore::new(inner, plan.clone()));
+        *s.lock().unwrap() = Some(f.clone());
+        f as Arc<dyn ChunkStore>
+    }));
+    (opts, slot)
+}
+
+#[test]
+fn a_failed_chunk_fsync_never_lets_a_root_name_unsynced_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::new_disk(dir.path(), SIZE);
+    let before = std::fs::read_to_string(&path).unwrap();
+    let (opts, slot) = faulty(FaultPlan {
+        fail_sync: Some(1),
+        ..FaultPlan::default()
+    });
+    let vol = Volume::open(&path, &opts).unwrap();
+    let d = common::data(4, 1 << 20);
+    vol.write_at(0, &d).unwrap();
+    vol.flush().unwrap();
+    assert!(vol.checkpoint().is_err(), "the chunk sync failed");
+    // A retry writes the same chunks again; it must not succeed on the strength of
+    // names whose bytes were never synced.
+    assert!(
+        vol.checkpoint().is_err(),
+        "a checkpoint after a failed sync succeeded"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        before,
+        ".swap changed"
+    );
+    // Power cut: unsynced chunks are gone. Reopened, the log still has every write.
+    drop(vol);
+    slot.lock().unwrap().as_ref().unwrap().crash().unwrap();
+    let vol = Volume::open(&path, &common::small()).unwrap();
+    let mut back = vec![0u8; 1 << 20];
+    vol.read_at(0, &mut back).unwrap();
+    assert!(back == d);
+    vol.close().unwrap();
+    let out = common::run(&["fsck", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+}
