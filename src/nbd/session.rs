@@ -21,9 +21,17 @@ type Writer<S> = Arc<Mutex<WriteHalf<S>>>;
 /// How a request ends.
 enum Outcome {
     Ok,
-    Data(Vec<u8>, u64, bool),
+    Data(ReadReply),
     Status(Vec<(u32, u32)>),
     Err(u32, String),
+}
+
+/// The bytes of a READ and how to send them.
+struct ReadReply {
+    buf: Vec<u8>,
+    offset: u64,
+    /// The client asked for one chunk (NBD_CMD_FLAG_DF): no holes split out.
+    dont_fragment: bool,
 }
 
 /// NBD's errno for `e`: the shared classification, in the spec's wire values.
@@ -184,7 +192,11 @@ fn execute(vol: &Volume, r: &p::Request, payload: Vec<u8>, neg: &Negotiated) -> 
         cmd::READ => {
             let mut buf = vec![0u8; r.length as usize];
             return match vol.read_at(r.offset, &mut buf) {
-                Ok(()) => Outcome::Data(buf, r.offset, r.flags & cmd_flags::DF != 0),
+                Ok(()) => Outcome::Data(ReadReply {
+                    buf,
+                    offset: r.offset,
+                    dont_fragment: r.flags & cmd_flags::DF != 0,
+                }),
                 Err(e) => {
                     tracing::warn!(error = %e, offset = r.offset, "read failed");
                     Outcome::Err(errno_of(&e), e.to_string())
@@ -254,7 +266,7 @@ async fn send<S: AsyncWrite>(
         (Outcome::Err(code, _), false) => {
             out.extend_from_slice(&p::encode_simple_reply(code, cookie))
         }
-        (Outcome::Data(buf, _, _), false) => {
+        (Outcome::Data(ReadReply { buf, .. }), false) => {
             out.extend_from_slice(&p::encode_simple_reply(0, cookie));
             out.extend_from_slice(&buf);
         }
@@ -270,7 +282,14 @@ async fn send<S: AsyncWrite>(
         (Outcome::Err(code, msg), true) => {
             out.extend_from_slice(&p::encode_error_chunk(cookie, code, &msg))
         }
-        (Outcome::Data(buf, offset, true), true) => {
+        (
+            Outcome::Data(ReadReply {
+                buf,
+                offset,
+                dont_fragment: true,
+            }),
+            true,
+        ) => {
             // Don't fragment: one OFFSET_DATA chunk.
             out.extend_from_slice(&p::encode_chunk_header(
                 reply::FLAG_DONE,
@@ -281,7 +300,14 @@ async fn send<S: AsyncWrite>(
             out.extend_from_slice(&offset.to_be_bytes());
             out.extend_from_slice(&buf);
         }
-        (Outcome::Data(buf, offset, false), true) => {
+        (
+            Outcome::Data(ReadReply {
+                buf,
+                offset,
+                dont_fragment: false,
+            }),
+            true,
+        ) => {
             // One OFFSET_DATA chunk per run of non-zero 4 KiB blocks, OFFSET_HOLE for
             // zero runs, the last chunk flagged DONE.
             let mut parts: Vec<(bool, usize, usize)> = Vec::new();
