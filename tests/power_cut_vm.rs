@@ -84,7 +84,7 @@ fn acknowledged_writes_survive_a_power_cut() {
     assert_eq!(acked, (0..=last).collect::<Vec<_>>(), "acks out of order");
     let sealed = console.matches("sealed the log segment").count();
     let committed = console
-        .matches("DEBUG mindcastle::volume: checkpoint")
+        .matches("DEBUG mindcastle::lsm::engine: checkpoint")
         .count();
     eprintln!(
         "power cut after {} acknowledged pieces, {sealed} log rotations, {committed} checkpoints done",

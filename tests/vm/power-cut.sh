@@ -29,7 +29,7 @@ wait_event() {
 case "$mode" in
 write)
     # Its log goes to the console, so the host sees checkpoints and log rotations.
-    MINDCASTLE_LOG=mindcastle::volume=debug NO_COLOR=1 \
+    MINDCASTLE_LOG=mindcastle::lsm::engine=debug NO_COLOR=1 \
         mindcastle attach --size 256M /data/p.swap /work/pc-state.sh 2>&1 | sed 's/^/MCLOG /' &
     sleep 1
     pid=$(pidof mindcastle)

@@ -1,0 +1,84 @@
+//! Folder fallbacks and the cache: a `.swap` copy pointing at another disk's chunk
+//! folder reads it, writes stay local, the cache keeps what was fetched; remote URLs
+//! are refused until they are built.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use mindcastle::{ErrorKind, OpenOptions, Volume};
+
+const SIZE: u64 = 8 << 20;
+
+fn dir_listing(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".lvl"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_copy_with_a_folder_fallback_reads_the_published_disk_and_writes_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = common::new_disk(dir.path(), SIZE);
+    let vol = Volume::open(&a, &common::small()).unwrap();
+    let d = common::data(7, 3 << 20);
+    vol.write_at(4096, &d).unwrap();
+    vol.close().unwrap();
+    let published = dir.path().join("published");
+    let src = mindcastle::volume::data_dir(&a, &mindcastle::volume::read_swap(&a).unwrap());
+    std::fs::rename(&src, &published).unwrap();
+    let before = dir_listing(&published);
+    // Host B: the .swap with a fallback= line, an empty data folder of its own, a cache.
+    let b = dir.path().join("b.swap");
+    let text = std::fs::read_to_string(&a).unwrap();
+    std::fs::write(
+        &b,
+        format!("{text}fallback=published\ncache=cache\ncachesize=64M\n"),
+    )
+    .unwrap();
+    let vol = Volume::open(&b, &common::small()).unwrap();
+    let mut back = vec![0u8; d.len()];
+    vol.read_at(4096, &mut back).unwrap();
+    assert!(back == d, "read through the fallback differs");
+    assert!(
+        !dir_listing(&dir.path().join("cache")).is_empty(),
+        "nothing cached"
+    );
+    vol.write_at(0, &common::data(8, 8192)).unwrap();
+    vol.close().unwrap();
+    assert_eq!(
+        dir_listing(&published),
+        before,
+        "the published folder changed"
+    );
+    // Reopened, it reads its own write and the published bytes.
+    let vol = Volume::open(&b, &OpenOptions::default()).unwrap();
+    let mut all = vec![0u8; 4096 + d.len()];
+    vol.read_at(0, &mut all).unwrap();
+    let mut want = common::data(8, 8192);
+    want.extend_from_slice(&d[4096..]);
+    assert!(all == want);
+    drop(vol);
+    let out = common::run(&["fsck", b.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn remote_fallbacks_are_refused_until_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = common::new_disk(dir.path(), SIZE);
+    let text = std::fs::read_to_string(&a).unwrap();
+    std::fs::write(&a, format!("{text}fallback=https://127.0.0.1/x\n")).unwrap();
+    let err = Volume::open(&a, &OpenOptions::default()).err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.to_string().contains("not built yet"), "{err}");
+}
