@@ -447,8 +447,9 @@ impl Engine {
             st.kept.retain(|k| k.id != *id);
             gone.ok_or_else(|| Error::not_found(format!("snapshot {id} is not kept")))?
         };
-        let live = self.core.kept_live(&mut ck, &gone)?;
-        ck.candidates.extend(live);
+        let mut candidates = std::mem::take(&mut ck.candidates);
+        self.core.add_kept_live(&mut ck, &gone, &mut candidates)?;
+        ck.candidates = candidates;
         ck.kept_live.remove(id);
         self.core.checkpoint_all(&mut ck, true)
     }
@@ -569,16 +570,24 @@ impl Core {
         Ok(())
     }
 
-    fn kept_live(&self, ck: &mut CkptState, k: &RootRef) -> Result<HashSet<ChunkId>> {
-        if let Some(set) = ck.kept_live.get(&k.id) {
-            return Ok(set.clone());
-        }
-        let mut set = HashSet::new();
-        set.insert(k.id);
-        let root = load_root(self.ctx.store.as_ref(), &self.ctx.keys, k)?;
-        Tree::open(&self.ctx, &root.runs)?.live_chunks(&mut set);
-        ck.kept_live.insert(k.id, set.clone());
-        Ok(set)
+    /// Adds the chunks kept snapshot `k` reaches to `into` (computed once per snapshot).
+    fn add_kept_live(
+        &self,
+        ck: &mut CkptState,
+        k: &RootRef,
+        into: &mut HashSet<ChunkId>,
+    ) -> Result<()> {
+        let set = match ck.kept_live.entry(k.id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let mut set = HashSet::from([k.id]);
+                let root = load_root(self.ctx.store.as_ref(), &self.ctx.keys, k)?;
+                Tree::open(&self.ctx, &root.runs)?.live_chunks(&mut set);
+                slot.insert(set)
+            }
+        };
+        into.extend(set.iter().copied());
+        Ok(())
     }
 
     /// Commits any frozen memtable, then freezes and commits the current one (or only
@@ -720,22 +729,18 @@ impl Core {
         let mut live: HashSet<ChunkId> = HashSet::from([root.id]);
         tree.live_chunks(&mut live);
         for k in kept {
-            live.extend(self.kept_live(ck, k)?);
+            self.add_kept_live(ck, k, &mut live)?;
         }
-        let dead: Vec<ChunkId> = ck
-            .candidates
-            .iter()
-            .filter(|c| !live.contains(c))
-            .copied()
-            .collect();
-        for id in &dead {
+        let mut deleted = 0;
+        for id in ck.candidates.iter().filter(|c| !live.contains(c)) {
             self.ctx.store.delete(id)?;
-            ck.candidates.remove(id);
+            deleted += 1;
         }
-        // What stays live is no longer a candidate until a later root replaces it.
+        // Dead ones are gone; live ones stop being candidates until a later root
+        // replaces the one that reaches them. (On an error above they all stay.)
         ck.candidates.clear();
-        if !dead.is_empty() {
-            tracing::debug!(deleted = dead.len(), "collected unreferenced chunks");
+        if deleted > 0 {
+            tracing::debug!(deleted, "collected unreferenced chunks");
         }
         Ok(())
     }

@@ -345,6 +345,16 @@ async fn send<S: AsyncWrite>(
                     out.extend_from_slice(&off.to_be_bytes());
                     out.extend_from_slice(&(len as u32).to_be_bytes());
                 } else {
+                    let Some(data) = buf.get(start..start + len) else {
+                        // Parts are cut from `buf` itself; end the reply with an error
+                        // rather than send a chunk shorter than its header says.
+                        out.extend_from_slice(&p::encode_error_chunk(
+                            cookie,
+                            errno::EIO,
+                            "internal error: read reply split",
+                        ));
+                        break;
+                    };
                     out.extend_from_slice(&p::encode_chunk_header(
                         flags,
                         reply::OFFSET_DATA,
@@ -352,7 +362,7 @@ async fn send<S: AsyncWrite>(
                         8 + len as u32,
                     ));
                     out.extend_from_slice(&off.to_be_bytes());
-                    out.extend_from_slice(buf.get(start..start + len).unwrap_or_default());
+                    out.extend_from_slice(data);
                 }
             }
         }

@@ -55,8 +55,7 @@ pub fn classify(value: &str, base_dir: &Path) -> FallbackKind {
     if let Some(path) = value.strip_prefix("file://") {
         return FallbackKind::Folder(PathBuf::from(path));
     }
-    let remote = ["http://", "https://", "s3://", "gs://", "az://", "azure://"];
-    if remote.iter().any(|p| value.starts_with(p)) || value.contains("://") {
+    if value.contains("://") {
         return FallbackKind::Remote(value.to_string());
     }
     FallbackKind::Folder(base_dir.join(value))
