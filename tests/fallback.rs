@@ -82,3 +82,64 @@ fn remote_fallbacks_are_refused_until_built() {
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert!(err.to_string().contains("not built yet"), "{err}");
 }
+
+/// Flips one byte in the middle of every data-sized chunk file of `dir` (the chunk
+/// keeps its name: a bad copy, as a broken mirror would serve).
+fn damage_chunks(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "lvl") {
+            let mut b = std::fs::read(&p).unwrap();
+            let mid = b.len() / 2;
+            b[mid] ^= 0x20;
+            std::fs::write(&p, b).unwrap();
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn a_bad_copy_in_the_first_fallback_is_passed_over_for_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = common::new_disk(dir.path(), SIZE);
+    let vol = Volume::open(&a, &common::small()).unwrap();
+    let d = common::data(9, 2 << 20);
+    vol.write_at(0, &d).unwrap();
+    vol.close().unwrap();
+    let good = dir.path().join("good");
+    let src = mindcastle::volume::data_dir(&a, &mindcastle::volume::read_swap(&a).unwrap());
+    std::fs::rename(&src, &good).unwrap();
+    let bad = dir.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    for e in std::fs::read_dir(&good).unwrap().flatten() {
+        std::fs::copy(e.path(), bad.join(e.file_name())).unwrap();
+    }
+    assert!(damage_chunks(&bad) > 3);
+    let text = std::fs::read_to_string(&a).unwrap();
+    // Bad first, good second; with and without a cache in front of them.
+    for (name, extra) in [("nocache", ""), ("cached", "cache=cache\n")] {
+        let b = dir.path().join(format!("{name}.swap"));
+        std::fs::write(
+            &b,
+            format!("{text}swapdata=data-{name}\nfallback=bad\nfallback=good\n{extra}"),
+        )
+        .unwrap();
+        let vol = Volume::open(&b, &OpenOptions::default()).unwrap();
+        let mut back = vec![0u8; d.len()];
+        vol.read_at(0, &mut back).unwrap();
+        assert!(back == d, "{name}: wrong data");
+    }
+    // With only the bad copy, reads fail; nothing wrong is returned.
+    let b = dir.path().join("onlybad.swap");
+    std::fs::write(&b, format!("{text}swapdata=data-onlybad\nfallback=bad\n")).unwrap();
+    match Volume::open(&b, &OpenOptions::default()) {
+        Err(e) => assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}"),
+        Ok(vol) => {
+            let mut back = vec![0u8; d.len()];
+            let err = vol.read_at(0, &mut back).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::chunk_id::ChunkId;
 use crate::format::crypto::Keys;
 use crate::format::node::{Node, NodeRef};
@@ -43,13 +43,17 @@ impl Ctx {
                 return Ok(n.clone());
             }
         }
-        let stored = self
-            .store
-            .get_range(chunk, u64::from(r.offset), r.len as usize)?;
-        let node = Arc::new(
-            Node::open(&self.keys, &stored, &r.tag)
-                .map_err(|e| e.context(format!("index node at {}+{}", chunk, r.offset)))?,
-        );
+        let mut opened = None;
+        self.store
+            .read_verified(chunk, u64::from(r.offset), r.len as usize, &mut |stored| {
+                opened = Some(
+                    Node::open(&self.keys, stored, &r.tag)
+                        .map_err(|e| e.context(format!("index node at {}+{}", chunk, r.offset)))?,
+                );
+                Ok(())
+            })?;
+        let node =
+            Arc::new(opened.ok_or_else(|| Error::internal("a verified node read kept nothing"))?);
         if let Ok(mut c) = self.cache.lock() {
             c.put(key, node.clone());
         }

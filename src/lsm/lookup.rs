@@ -96,31 +96,36 @@ pub fn read_blocks(
             end += d.len;
             j += 1;
         }
-        let bytes = ctx
-            .store
-            .get_range(
-                &head.chunk,
-                u64::from(head.offset),
-                (end - head.offset) as usize,
-            )
-            .map_err(|e| e.context(format!("reading block {}", first + head_index as u64)))?;
         let group = disk
             .get(i..j)
             .ok_or_else(|| Error::internal("coalesced group out of range"))?;
-        for (idx, d) in group {
-            let rel = (d.offset - head.offset) as usize;
-            let rec = bytes
-                .get(rel..rel + d.len as usize)
-                .ok_or_else(|| Error::internal("coalesced read shorter than its records"))?;
-            open_record(&ctx.keys, rec, &d.tag, block_mut(out, *idx)?).map_err(|e| {
-                e.context(format!(
-                    "block {} (chunk {} offset {})",
-                    first + *idx as u64,
-                    d.chunk,
-                    d.offset
-                ))
-            })?;
-        }
+        // Every record is authenticated inside `accept`, so a source whose bytes fail a
+        // tag is passed over for the next one (a fallback, or a refetch past the cache).
+        let mut accept = |bytes: &[u8]| -> Result<()> {
+            for (idx, d) in group {
+                let rel = (d.offset - head.offset) as usize;
+                let rec = bytes
+                    .get(rel..rel + d.len as usize)
+                    .ok_or_else(|| Error::internal("coalesced read shorter than its records"))?;
+                open_record(&ctx.keys, rec, &d.tag, block_mut(out, *idx)?).map_err(|e| {
+                    e.context(format!(
+                        "block {} (chunk {} offset {})",
+                        first + *idx as u64,
+                        d.chunk,
+                        d.offset
+                    ))
+                })?;
+            }
+            Ok(())
+        };
+        ctx.store
+            .read_verified(
+                &head.chunk,
+                u64::from(head.offset),
+                (end - head.offset) as usize,
+                &mut accept,
+            )
+            .map_err(|e| e.context(format!("reading block {}", first + head_index as u64)))?;
         i = j;
     }
     Ok(())

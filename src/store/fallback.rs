@@ -29,7 +29,11 @@ impl FallbackStore {
     }
 
     /// Tries `f` on each store in order; the error, when all fail, names every answer.
-    fn first_good<T>(&self, id: &ChunkId, f: impl Fn(&dyn ChunkStore) -> Result<T>) -> Result<T> {
+    fn first_good<T>(
+        &self,
+        id: &ChunkId,
+        mut f: impl FnMut(&dyn ChunkStore) -> Result<T>,
+    ) -> Result<T> {
         let mut answers = Vec::new();
         let mut kind = ErrorKind::NotFound;
         for (i, s) in self.stores.iter().enumerate() {
@@ -67,6 +71,15 @@ impl ChunkStore for FallbackStore {
     }
     fn get_range(&self, id: &ChunkId, offset: u64, len: usize) -> Result<Vec<u8>> {
         self.first_good(id, |s| s.get_range(id, offset, len))
+    }
+    fn read_verified(
+        &self,
+        id: &ChunkId,
+        offset: u64,
+        len: usize,
+        accept: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.first_good(id, |s| s.read_verified(id, offset, len, &mut *accept))
     }
     fn put(&self, bytes: &[u8]) -> Result<ChunkId> {
         self.first()?.put(bytes)

@@ -34,6 +34,20 @@ pub trait ChunkStore: Send + Sync {
     fn get(&self, id: &ChunkId) -> Result<Vec<u8>>;
     /// `len` bytes at `offset`; a store returns exactly `len` bytes or an error.
     fn get_range(&self, id: &ChunkId, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// Reads `len` bytes at `offset` and hands them to `accept`, which authenticates
+    /// them (by the record or node tags they hold) and keeps what it needs. A store with
+    /// several sources (fallbacks, a cache) tries the next one when `accept` refuses
+    /// an answer, so bytes that fail their tag from one source never end the read while
+    /// another source has good ones. Returns the last refusal when none is accepted.
+    fn read_verified(
+        &self,
+        id: &ChunkId,
+        offset: u64,
+        len: usize,
+        accept: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        accept(&self.get_range(id, offset, len)?)
+    }
     /// Stores `bytes` (durable once `sync` returns), returning their id. Storing a chunk
     /// that is already present is cheap but never trusts a copy it cannot vouch for.
     fn put(&self, bytes: &[u8]) -> Result<ChunkId>;

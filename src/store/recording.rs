@@ -39,6 +39,15 @@ impl ChunkStore for RecordingStore {
     fn get_range(&self, id: &ChunkId, offset: u64, len: usize) -> Result<Vec<u8>> {
         self.inner.get_range(id, offset, len)
     }
+    fn read_verified(
+        &self,
+        id: &ChunkId,
+        offset: u64,
+        len: usize,
+        accept: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.inner.read_verified(id, offset, len, accept)
+    }
     fn put(&self, bytes: &[u8]) -> Result<ChunkId> {
         let id = self.inner.put(bytes)?;
         self.put

@@ -45,6 +45,15 @@ impl ChunkStore for VerifyStore {
         Ok(bytes)
     }
 
+    fn read_verified(
+        &self,
+        id: &ChunkId,
+        offset: u64,
+        len: usize,
+        accept: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.inner.read_verified(id, offset, len, accept)
+    }
     fn put(&self, bytes: &[u8]) -> Result<ChunkId> {
         self.inner.put(bytes)
     }
