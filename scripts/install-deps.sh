@@ -72,4 +72,13 @@ fi
 # The kernel nbd test boots Debian's kernel (unpacked, not installed) under qemu.
 "${SUDO[@]}" "$here/../tests/vm/fetch-kernel.sh"
 command -v cargo >/dev/null || { echo "install-deps.sh: install Rust first (rustup)" >&2; exit 1; }
+# The test suite's fuzz smoke run needs cargo-fuzz (a cargo tool, for the user who runs
+# the tests: here when that is root, else the command to run).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    cargo install cargo-fuzz --locked
+  else
+    echo "install-deps.sh: also run: cargo install cargo-fuzz --locked" >&2
+  fi
+fi
 echo "install-deps.sh: done"

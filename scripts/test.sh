@@ -4,8 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/bin:$PATH"
+# Installs nothing: a missing tool stops the run here, named, with the command that
+# installs it.
+missing=()
+for tool in shellcheck nbdinfo nbdcopy nbdsh nbdfuse qemu-img qemu-nbd fio mkfs.xfs mkfs.ext4 \
+    losetup fusermount3 strace sha512sum python3 qemu-system-x86_64 cpio; do
+  command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test.sh: missing ${missing[*]}: run scripts/install-deps.sh (as root)" >&2
+  exit 1
+fi
+cargo fuzz --version >/dev/null 2>&1 ||
+  { echo "test.sh: cargo-fuzz is missing: cargo install cargo-fuzz --locked" >&2; exit 1; }
 cargo fmt --all -- --check
-command -v shellcheck >/dev/null || { echo "shellcheck missing: run scripts/install-deps.sh" >&2; exit 1; }
 shellcheck scripts/*.sh bench/*.sh bench/vm/*.sh examples/*.sh tests/vm/*.sh
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --release -- --test-threads=2

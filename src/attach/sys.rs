@@ -49,7 +49,14 @@ pub fn harden_for_block_serving() {
     // SAFETY: prctl with integer arguments only.
     let r = unsafe { libc::prctl(PR_SET_IO_FLUSHER, 1 as libc::c_ulong, 0, 0, 0) };
     if r != 0 {
-        tracing::warn!(error = %io::Error::last_os_error(), "PR_SET_IO_FLUSHER not set");
+        // Needs CAP_SYS_RESOURCE (missing in many containers). Without it the device
+        // works; the one cost is a possible stall when the host is short of memory.
+        tracing::warn!(
+            error = %io::Error::last_os_error(),
+            "PR_SET_IO_FLUSHER not set (it needs CAP_SYS_RESOURCE). The disk works; the cost: \
+             when this host runs short of memory, writeback to this device may wait on this \
+             process and stall until memory frees up"
+        );
     }
     // SAFETY: mlockall takes flags only.
     let r = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | MCL_ONFAULT) };

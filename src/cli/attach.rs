@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use super::{parse_size, PathArg};
+use super::size_args::SizeArgs;
+use super::PathArg;
 use crate::attach::{run as attach, AttachConfig};
 use crate::error::Result;
 use crate::volume::DEFAULT_SIZE;
@@ -10,12 +11,8 @@ use crate::volume::DEFAULT_SIZE;
 /// Arguments of `attach` (also the two-argument form of the original).
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Size of a new disk (suffixes K, M, G, T); default 100G.
-    #[arg(long, value_parser = parse_size, conflicts_with = "gib")]
-    size: Option<u64>,
-    /// Size of a new disk in GiB, as in the original `-s`.
-    #[arg(short = 's')]
-    gib: Option<u64>,
+    #[command(flatten)]
+    size: SizeArgs,
     /// Log every read (offset, length, time in ns) to FILE.
     #[arg(short, long)]
     trace: Option<PathArg>,
@@ -30,13 +27,7 @@ pub struct Args {
 
 /// Runs `attach`.
 pub fn run(a: Args) -> Result<ExitCode> {
-    let size = match (a.size, a.gib) {
-        (Some(s), _) => s,
-        (None, Some(g)) => g
-            .checked_mul(1 << 30)
-            .ok_or_else(|| crate::error::Error::invalid("-s is too large"))?,
-        (None, None) => DEFAULT_SIZE,
-    };
+    let size = a.size.bytes_or(DEFAULT_SIZE)?;
     let cfg = AttachConfig {
         swap: a.swap,
         script: a.script,

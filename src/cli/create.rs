@@ -2,24 +2,24 @@
 
 use std::process::ExitCode;
 
-use super::{parse_size, PathArg};
+use super::size_args::SizeArgs;
+use super::PathArg;
 use crate::error::Result;
 use crate::volume::{Volume, DEFAULT_SIZE};
 
 /// Arguments of `create`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Disk size (suffixes K, M, G, T); default 100G.
-    #[arg(short, long, value_parser = parse_size)]
-    size: Option<u64>,
+    #[command(flatten)]
+    size: SizeArgs,
     /// The `.swap` file to write (refuses to overwrite).
     swap: PathArg,
 }
 
 /// Runs `create`.
 pub fn run(a: Args) -> Result<ExitCode> {
-    let vol = Volume::create(&a.swap, a.size.unwrap_or(DEFAULT_SIZE))?;
-    println!(
+    let vol = Volume::create(&a.swap, a.size.bytes_or(DEFAULT_SIZE)?)?;
+    outln!(
         "created {} ({} bytes, uuid {}, data in {})",
         a.swap.display(),
         vol.size(),

@@ -30,10 +30,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
     pb.finish_and_clear();
     if a.json {
         let s = serde_json::to_string_pretty(&report).map_err(|e| Error::invalid(e.to_string()))?;
-        println!("{s}");
+        outln!("{s}");
     } else {
         for p in &report.problems {
-            println!("{p}");
+            outln!("{p}");
         }
         eprintln!(
             "fsck: {} chunks, {} nodes, {} records checked, {} problems",

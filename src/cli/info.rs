@@ -21,37 +21,37 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let i = vol.info()?;
     if a.json {
         let s = serde_json::to_string_pretty(&i).map_err(|e| Error::invalid(e.to_string()))?;
-        println!("{s}");
+        outln!("{s}");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("uuid:              {}", i.uuid);
-    println!("size:              {}", i.size);
-    println!(
+    outln!("uuid:              {}", i.uuid);
+    outln!("size:              {}", i.size);
+    outln!(
         "root:              {}",
         i.root.as_deref().unwrap_or("(none: empty disk)")
     );
     if let Some(h) = &i.snaphash {
-        println!("snaphash:          {h}");
+        outln!("snaphash:          {h}");
     }
-    println!("levels:            {}", i.levels.len());
+    outln!("levels:            {}", i.levels.len());
     for l in &i.levels {
-        println!(
+        outln!(
             "  level {}: {} entries ({} with data), {} index chunks, {} data chunks",
             l.level, l.entries, l.data_entries, l.index_chunks, l.data_chunks
         );
     }
-    println!("chunk count:       {}", i.chunk_count);
-    println!("logical bytes:     {}", i.logical_bytes);
-    println!("stored records:    {}", i.stored_record_bytes);
-    println!("bytes on disk:     {}", i.bytes_on_disk);
-    println!("compression ratio: {:.2}", i.compression_ratio);
-    println!("dedup ratio:       {:.2}", i.dedup_ratio);
-    println!("snapshots:         {}", i.snapshots.len());
+    outln!("chunk count:       {}", i.chunk_count);
+    outln!("logical bytes:     {}", i.logical_bytes);
+    outln!("stored records:    {}", i.stored_record_bytes);
+    outln!("bytes on disk:     {}", i.bytes_on_disk);
+    outln!("compression ratio: {:.2}", i.compression_ratio);
+    outln!("dedup ratio:       {:.2}", i.dedup_ratio);
+    outln!("snapshots:         {}", i.snapshots.len());
     for s in &i.snapshots {
-        println!("  {s}");
+        outln!("  {s}");
     }
     if i.pending_blocks > 0 {
-        println!(
+        outln!(
             "pending blocks:    {} (in the write-ahead log)",
             i.pending_blocks
         );

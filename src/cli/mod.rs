@@ -1,17 +1,27 @@
 //! The `mindcastle` command line: clap definitions, one file per subcommand.
 
+/// `println!` for reports: a reader that went away ends the output quietly; any other
+/// write error is returned (exit 6).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::output::print(&format!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
 mod attach;
 mod create;
 mod fsck;
 mod info;
+mod output;
 mod progress;
 mod serve;
+mod size_args;
 mod transfer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::error::{Error, Result};
 
@@ -77,26 +87,24 @@ pub fn run() -> ExitCode {
     }
 }
 
-/// The original's form `mindcastle [-s GiB] [-t FILE] NAME.swap SCRIPT` means `attach`.
+/// The original's form `mindcastle [-s GiB] [-t FILE] NAME.swap SCRIPT` means `attach`:
+/// taken when the first argument is a flag of attach, a name ending in `.swap`, or an
+/// existing file. Anything else goes to clap, so a mistyped subcommand gets its
+/// "did you mean" instead of creating a disk named after the typo.
 fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    const COMMANDS: &[&str] = &[
-        "create",
-        "info",
-        "import",
-        "export",
-        "fsck",
-        "serve",
-        "attach",
-        "help",
-        "-h",
-        "--help",
-        "-V",
-        "--version",
-    ];
-    if let Some(first) = args.get(1).and_then(|a| a.to_str()) {
-        if !COMMANDS.contains(&first) {
-            args.insert(1, "attach".into());
-        }
+    let Some(first) = args.get(1) else {
+        return args;
+    };
+    let text = first.to_string_lossy();
+    let is_command = Cli::command()
+        .get_subcommands()
+        .any(|c| c.get_name() == text || c.get_all_aliases().any(|a| a == text))
+        || text == "help";
+    let attach_flag = text.starts_with('-')
+        && !matches!(text.as_ref(), "-h" | "--help" | "-V" | "--version");
+    let disk = text.ends_with(".swap") || std::path::Path::new(first).is_file();
+    if !is_command && (attach_flag || disk) {
+        args.insert(1, "attach".into());
     }
     args
 }

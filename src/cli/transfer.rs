@@ -26,8 +26,12 @@ pub struct ExportArgs {
     snapshot: Option<String>,
     /// The disk.
     swap: PathArg,
-    /// Output file, or - for stdout.
+    /// Output file, or - for stdout. An existing regular file is not overwritten
+    /// without --force (block devices are written in place).
     out: String,
+    /// Overwrite an existing output file.
+    #[arg(long)]
+    force: bool,
 }
 
 /// Runs `import`.
@@ -64,6 +68,23 @@ impl<W> Seek for NoSeek<W> {
     }
 }
 
+/// An existing output that is not a block device (or character device such as
+/// /dev/null) is kept unless `force`: swapped arguments must not destroy a file.
+fn refuse_overwrite(out: &str, force: bool) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::metadata(out) else {
+        return Ok(());
+    };
+    let ft = meta.file_type();
+    if force || ft.is_block_device() || ft.is_char_device() || ft.is_fifo() {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "{out} exists ({} bytes); not overwriting it (use --force to replace it)",
+        meta.len()
+    )))
+}
+
 /// Runs `export`.
 pub fn export(a: ExportArgs) -> Result<ExitCode> {
     let snapshot = a.snapshot.as_deref().map(ChunkId::from_hex).transpose()?;
@@ -82,13 +103,18 @@ pub fn export(a: ExportArgs) -> Result<ExitCode> {
             1 << 20,
             std::io::stdout().lock(),
         ));
-        match vol.export(&mut out, false, &tick) {
-            // A closed pipe (export | head) is not a failure of ours.
-            Err(e) if e.to_string().contains("Broken pipe") => return Ok(ExitCode::SUCCESS),
-            r => r?,
-        }
+        // A reader that went away (export - | head) leaves the image cut short: an
+        // error (exit 6), never a success.
+        vol.export(&mut out, false, &tick)
+            .map_err(|e| e.context("standard output closed before the whole disk was written"))?;
     } else {
-        let mut f = File::create(&a.out).map_err(|e| Error::io(a.out.clone(), e))?;
+        refuse_overwrite(&a.out, a.force)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&a.out)
+            .map_err(|e| Error::io(a.out.clone(), e))?;
         let regular = f.metadata().map(|m| m.is_file()).unwrap_or(false);
         vol.export(&mut f, regular, &tick)?;
         if regular {

@@ -20,6 +20,9 @@ use crate::format::chunk_id::ChunkId;
 use crate::format::root::RootRef;
 use crate::format::BLOCK_SIZE;
 
+/// The largest disk: 1 EiB (NBD clients take sizes as signed 64-bit numbers).
+pub const MAX_DISK_SIZE: u64 = 1 << 60;
+
 /// Most fallbacks honoured, as in the original.
 pub const MAX_FALLBACKS: usize = 8;
 
@@ -104,11 +107,10 @@ impl SwapFile {
             match k {
                 "uuid" => {
                     dup(uuid.is_some())?;
-                    if v.is_empty()
-                        || v.len() > 64
-                        || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                    {
-                        return Err(err(format!("uuid '{v}' is not a UUID")));
+                    if uuid::Uuid::parse_str(v).is_err() {
+                        return Err(err(format!(
+                            "uuid '{v}' is not a UUID (like 0e5b8d5c-…, as `create` writes)"
+                        )));
                     }
                     uuid = Some(v.to_string());
                 }
@@ -119,6 +121,11 @@ impl SwapFile {
                         .map_err(|_| err(format!("size '{v}' is not a number of bytes")))?;
                     if s == 0 || !s.is_multiple_of(BLOCK_SIZE as u64) {
                         return Err(err(format!("size {s} is not a positive multiple of 4096")));
+                    }
+                    if s > MAX_DISK_SIZE {
+                        return Err(err(format!(
+                            "size {s} is larger than the largest disk ({MAX_DISK_SIZE} bytes, 1 EiB)"
+                        )));
                     }
                     size = Some(s);
                 }
@@ -192,9 +199,9 @@ impl SwapFile {
                 )))
             }
         };
-        if snapshot.is_some() && key.is_none() {
+        if key.is_none() {
             return Err(Error::invalid(format!(
-                "{name}: a disk with a snapshot needs its key="
+                "{name}: no key= line (every disk has one; `mindcastle create` writes it)"
             )));
         }
         Ok(Self {
@@ -266,22 +273,22 @@ mod tests {
     fn errors_name_file_and_line() {
         let cases = [
             (
-                "uuid=a\nsize=4097\n",
+                "uuid=0e5b8d5c-3b5e-4b6e-9d3a-2f5c1e7a9b10\nsize=4097\n",
                 "d.swap:2: size 4097 is not a positive multiple of 4096",
             ),
             (
-                "uuid=a\nsize=4096\nkey=zz\n",
+                "uuid=0e5b8d5c-3b5e-4b6e-9d3a-2f5c1e7a9b10\nsize=4096\nkey=zz\n",
                 "d.swap:3: key is not 64 hex digits",
             ),
-            ("uuid=a\nnonsense\n", "d.swap:2: expected key=value"),
-            ("uuid=a\nsize=x\n", "d.swap:2: size 'x' is not a number"),
+            ("uuid=0e5b8d5c-3b5e-4b6e-9d3a-2f5c1e7a9b10\nnonsense\n", "d.swap:2: expected key=value"),
+            ("uuid=0e5b8d5c-3b5e-4b6e-9d3a-2f5c1e7a9b10\nsize=x\n", "d.swap:2: size 'x' is not a number"),
             ("size=4096\n", "d.swap: no uuid= line"),
             (
-                "uuid=a\nuuid=b\nsize=4096\n",
+                "uuid=0e5b8d5c-3b5e-4b6e-9d3a-2f5c1e7a9b10\nuuid=b\nsize=4096\n",
                 "d.swap:2: 'uuid' given twice",
             ),
             (
-                "uuid=a\nsize=4096\nsnapshot=00:1\n",
+                "uuid=0e5b8d5c-3b5e-4b6e-9d3a-2f5c1e7a9b10\nsize=4096\nsnapshot=00:1\n",
                 "d.swap:3: snapshot id is not 64 hex",
             ),
         ];

@@ -406,10 +406,13 @@ impl Engine {
 
     /// Writes everything written so far into chunks and a new root, publishes it, drops
     /// the log it covers and deletes chunks no root reaches any more. Returns the root.
+    /// A disk without a root gets one even when nothing was written (so its `.swap`
+    /// names a root from then on).
     pub fn checkpoint(&self) -> Result<Option<RootRef>> {
         self.core.check_writable()?;
         let mut ck = self.core.ckpt.lock().map_err(|_| lock_err())?;
-        self.core.checkpoint_all(&mut ck, false)?;
+        let force = self.root()?.is_none();
+        self.core.checkpoint_all(&mut ck, force)?;
         self.root()
     }
 

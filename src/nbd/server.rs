@@ -1,5 +1,7 @@
-//! Accepts connections on a Unix socket or TCP address and serves each one; on SIGINT or
-//! SIGTERM stops accepting, lets connections go, then flushes and checkpoints.
+//! Accepts connections on a Unix socket or TCP address and serves each one. SIGINT,
+//! SIGTERM and SIGHUP stop it cleanly (stop accepting, let connections go, flush,
+//! checkpoint, remove the socket file); SIGUSR1 takes a snapshot, as it does for
+//! `attach`; SIGUSR2, SIGALRM, SIGQUIT and SIGPIPE are ignored.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +35,62 @@ pub struct ServeConfig {
     pub listen: Listen,
     /// Export name.
     pub export: String,
+}
+
+/// What a signal asks of the server.
+enum SignalEvent {
+    Stop,
+    Snapshot,
+}
+
+/// The signals the server answers; the ignored ones are held so they do nothing.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    _ignored: Vec<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Result<Self> {
+        let sig = |k: SignalKind| signal(k).map_err(|e| Error::io("installing signal handlers", e));
+        Ok(Self {
+            int: sig(SignalKind::interrupt())?,
+            term: sig(SignalKind::terminate())?,
+            hup: sig(SignalKind::hangup())?,
+            usr1: sig(SignalKind::user_defined1())?,
+            _ignored: vec![
+                sig(SignalKind::user_defined2())?,
+                sig(SignalKind::alarm())?,
+                sig(SignalKind::quit())?,
+                sig(SignalKind::pipe())?,
+            ],
+        })
+    }
+
+    async fn next(&mut self) -> SignalEvent {
+        tokio::select! {
+            _ = self.int.recv() => SignalEvent::Stop,
+            _ = self.term.recv() => SignalEvent::Stop,
+            _ = self.hup.recv() => SignalEvent::Stop,
+            _ = self.usr1.recv() => SignalEvent::Snapshot,
+        }
+    }
+}
+
+/// SIGUSR1: flush, checkpoint and keep the result as a snapshot (off the async threads).
+async fn snapshot(vol: &Arc<Volume>) {
+    let v = vol.clone();
+    let r = tokio::task::spawn_blocking(move || v.flush().and_then(|()| v.snapshot())).await;
+    match r {
+        Ok(Ok(root)) => {
+            tracing::info!(snapshot = %root.id, "snapshot taken");
+            eprintln!("mindcastle: snapshot {}", root.id);
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "snapshot failed"),
+        Err(e) => tracing::warn!(error = %e, "snapshot task failed"),
+    }
 }
 
 async fn handle<S>(mut stream: S, vol: Arc<Volume>, info: Arc<ExportInfo>)
@@ -71,8 +129,7 @@ pub fn serve(vol: Volume, cfg: ServeConfig) -> Result<()> {
     });
     let v2 = vol.clone();
     rt.block_on(async move {
-        let mut int = signal(SignalKind::interrupt()).map_err(|e| Error::io("signals", e))?;
-        let mut term = signal(SignalKind::terminate()).map_err(|e| Error::io("signals", e))?;
+        let mut signals = Signals::new()?;
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         match &cfg.listen {
             Listen::Unix(path) => {
@@ -89,8 +146,10 @@ pub fn serve(vol: Volume, cfg: ServeConfig) -> Result<()> {
                             Ok((s, _)) => spawn_conn(s, &v2, &info, &limit),
                             Err(e) => tracing::warn!(error = %e, "accept failed"),
                         },
-                        _ = int.recv() => break,
-                        _ = term.recv() => break,
+                        ev = signals.next() => match ev {
+                            SignalEvent::Stop => break,
+                            SignalEvent::Snapshot => snapshot(&v2).await,
+                        },
                     }
                 }
                 let _ = std::fs::remove_file(path);
@@ -111,8 +170,10 @@ pub fn serve(vol: Volume, cfg: ServeConfig) -> Result<()> {
                             }
                             Err(e) => tracing::warn!(error = %e, "accept failed"),
                         },
-                        _ = int.recv() => break,
-                        _ = term.recv() => break,
+                        ev = signals.next() => match ev {
+                            SignalEvent::Stop => break,
+                            SignalEvent::Snapshot => snapshot(&v2).await,
+                        },
                     }
                 }
             }

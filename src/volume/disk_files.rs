@@ -10,10 +10,33 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::swapfile::SwapFile;
 use crate::store::local::sync_dir;
 
-/// Reads and parses a `.swap` file.
+/// Reads and parses a `.swap` file. A file that is not text is refused as not a disk;
+/// one that others may read gets a loud warning (it holds the disk key).
 pub fn read_swap(path: &Path) -> Result<SwapFile> {
-    let text = fs::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))?;
-    SwapFile::parse(&text, &path.display().to_string())
+    let bytes = fs::read(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        Error::invalid(format!(
+            "{}: not a .swap file (it is not text; a disk's .swap holds key=value lines)",
+            path.display()
+        ))
+    })?;
+    let swap = SwapFile::parse(&text, &path.display().to_string())?;
+    warn_if_readable_by_others(path);
+    Ok(swap)
+}
+
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = fs::metadata(path) {
+        if m.permissions().mode() & 0o044 != 0 {
+            tracing::warn!(
+                "{} is readable by other users, and it holds the disk key: anyone who can read \
+                 it can read the disk. Run: chmod 600 {}",
+                path.display(),
+                path.display()
+            );
+        }
+    }
 }
 
 /// The folder beside the `.swap` file (for relative names).

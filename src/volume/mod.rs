@@ -87,6 +87,12 @@ impl Volume {
                 "size {size} is not a positive multiple of 4096"
             )));
         }
+        let max = crate::format::swapfile::MAX_DISK_SIZE;
+        if size > max {
+            return Err(Error::invalid(format!(
+                "size {size} is larger than the largest disk ({max} bytes, 1 EiB)"
+            )));
+        }
         let swap = SwapFile::new(uuid::Uuid::new_v4().to_string(), size, DiskKey::random().0);
         create_swap(path, &swap)?;
         let vol = Self::open(path, &OpenOptions::default())?;
