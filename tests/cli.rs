@@ -120,13 +120,22 @@ fn malformed_swap_files_name_file_and_line() {
             "uuid=0e5b8d5c-3b5e-4b6e-9d3a-2f5c1e7a9b10\nsize=4096\nkey=nothex\n",
             ":3: key is not 64 hex digits",
         ),
-        ("uuid=0e5b8d5c-3b5e-4b6e-9d3a-2f5c1e7a9b10\ngarbage line\n", ":2: expected key=value"),
+        (
+            "uuid=0e5b8d5c-3b5e-4b6e-9d3a-2f5c1e7a9b10\ngarbage line\n",
+            ":2: expected key=value",
+        ),
         (
             "uuid=0e5b8d5c-3b5e-4b6e-9d3a-2f5c1e7a9b10\nsize=18446744073709547520\n",
             ":2: size 18446744073709547520 is larger than the largest disk",
         ),
-        ("uuid=not-a-uuid\nsize=4096\n", ":1: uuid 'not-a-uuid' is not a UUID"),
-        ("uuid=0e5b8d5c-3b5e-4b6e-9d3a-2f5c1e7a9b10\nsize=4096\n", ": no key= line"),
+        (
+            "uuid=not-a-uuid\nsize=4096\n",
+            ":1: uuid 'not-a-uuid' is not a UUID",
+        ),
+        (
+            "uuid=0e5b8d5c-3b5e-4b6e-9d3a-2f5c1e7a9b10\nsize=4096\n",
+            ": no key= line",
+        ),
     ];
     for (text, want) in cases {
         let p = dir.path().join("bad.swap");

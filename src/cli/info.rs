@@ -37,7 +37,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
     for l in &i.levels {
         outln!(
             "  level {}: {} entries ({} with data), {} index chunks, {} data chunks",
-            l.level, l.entries, l.data_entries, l.index_chunks, l.data_chunks
+            l.level,
+            l.entries,
+            l.data_entries,
+            l.index_chunks,
+            l.data_chunks
         );
     }
     outln!("chunk count:       {}", i.chunk_count);

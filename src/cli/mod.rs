@@ -100,8 +100,8 @@ fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
         .get_subcommands()
         .any(|c| c.get_name() == text || c.get_all_aliases().any(|a| a == text))
         || text == "help";
-    let attach_flag = text.starts_with('-')
-        && !matches!(text.as_ref(), "-h" | "--help" | "-V" | "--version");
+    let attach_flag =
+        text.starts_with('-') && !matches!(text.as_ref(), "-h" | "--help" | "-V" | "--version");
     let disk = text.ends_with(".swap") || std::path::Path::new(first).is_file();
     if !is_command && (attach_flag || disk) {
         args.insert(1, "attach".into());

@@ -121,7 +121,15 @@ pub fn export(a: ExportArgs) -> Result<ExitCode> {
             f.set_len(vol.size())
                 .map_err(|e| Error::io(a.out.clone(), e))?;
         }
-        f.sync_all().map_err(|e| Error::io(a.out.clone(), e))?;
+        // Files and block devices are made durable; a character device such as
+        // /dev/null has nothing to sync (and says EINVAL).
+        let block = {
+            use std::os::unix::fs::FileTypeExt;
+            f.metadata().is_ok_and(|m| m.file_type().is_block_device())
+        };
+        if regular || block {
+            f.sync_all().map_err(|e| Error::io(a.out.clone(), e))?;
+        }
     }
     pb.finish_and_clear();
     Ok(ExitCode::SUCCESS)

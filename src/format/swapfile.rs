@@ -280,8 +280,14 @@ mod tests {
                 "uuid=0e5b8d5c-3b5e-4b6e-9d3a-2f5c1e7a9b10\nsize=4096\nkey=zz\n",
                 "d.swap:3: key is not 64 hex digits",
             ),
-            ("uuid=0e5b8d5c-3b5e-4b6e-9d3a-2f5c1e7a9b10\nnonsense\n", "d.swap:2: expected key=value"),
-            ("uuid=0e5b8d5c-3b5e-4b6e-9d3a-2f5c1e7a9b10\nsize=x\n", "d.swap:2: size 'x' is not a number"),
+            (
+                "uuid=0e5b8d5c-3b5e-4b6e-9d3a-2f5c1e7a9b10\nnonsense\n",
+                "d.swap:2: expected key=value",
+            ),
+            (
+                "uuid=0e5b8d5c-3b5e-4b6e-9d3a-2f5c1e7a9b10\nsize=x\n",
+                "d.swap:2: size 'x' is not a number",
+            ),
             ("size=4096\n", "d.swap: no uuid= line"),
             (
                 "uuid=0e5b8d5c-3b5e-4b6e-9d3a-2f5c1e7a9b10\nuuid=b\nsize=4096\n",
