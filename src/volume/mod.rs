@@ -102,7 +102,7 @@ impl Volume {
 
     /// Opens a disk.
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<Self> {
-        let mut swap = read_swap(path)?;
+        let swap = read_swap(path)?;
         let dir = data_dir(path, &swap);
         let writable = !opts.read_only && opts.snapshot.is_none();
         if !dir.is_dir() && (!writable || swap.snapshot.is_some()) && swap.fallbacks.is_empty() {
@@ -129,17 +129,10 @@ impl Volume {
             cache_bytes: swap.cache_size,
             wrap_local: opts.wrap_store.clone(),
         })?;
-        if swap.key.is_none() {
-            if !writable || swap.snapshot.is_some() {
-                return Err(Error::invalid(format!("{}: no key= line", path.display())));
-            }
-            // A hand-written .swap without a key and without data: make the key now.
-            swap.key = Some(DiskKey::random().0);
-            write_atomic(path, &swap.render())?;
-        }
+        // The parser refuses a .swap without key=.
         let key = swap
             .key
-            .ok_or_else(|| Error::internal("disk key missing after it was made"))?;
+            .ok_or_else(|| Error::internal("a parsed .swap file without its key"))?;
         let keys = Keys::new(&DiskKey(key));
         let current = match &swap.snapshot {
             Some(r) => Some((*r, load_root(store.as_ref(), &keys, r)?)),
