@@ -30,10 +30,11 @@ declare -A NEEDED_BY=(
   [busybox-static]="tests/kernel_nbd_vm.rs (guest initramfs)"
   [cpio]="tests/kernel_nbd_vm.rs (guest initramfs)"
   [shellcheck]="scripts/test.sh (lint of every shell script)"
+  [nginx-light]="tests/remote.rs (a pushed folder served over http, WebDAV push)"
 )
 PKGS=(ca-certificates coreutils util-linux strace build-essential pkg-config
   libnbd-bin python3-libnbd nbdfuse nbdkit qemu-utils fio
-  fuse3 xfsprogs e2fsprogs shellcheck
+  fuse3 xfsprogs e2fsprogs shellcheck nginx-light
   busybox-static cpio binutils xz-utils)
 QEMU_SYS=(qemu-system-x86)
 
@@ -72,13 +73,19 @@ fi
 # The kernel nbd test boots Debian's kernel (unpacked, not installed) under qemu.
 "${SUDO[@]}" "$here/../tests/vm/fetch-kernel.sh"
 command -v cargo >/dev/null || { echo "install-deps.sh: install Rust first (rustup)" >&2; exit 1; }
-# The test suite's fuzz smoke run needs cargo-fuzz (a cargo tool, for the user who runs
-# the tests: here when that is root, else the command to run).
-if ! cargo fuzz --version >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then
-    cargo install cargo-fuzz --locked
-  else
-    echo "install-deps.sh: also run: cargo install cargo-fuzz --locked" >&2
+# Cargo tools the tests use, for the user who runs them (here when that is root, else
+# the commands to run): cargo-fuzz for the fuzz smoke run, s3s-fs as the S3 server of
+# tests/remote.rs (0.14.1: later releases need a newer rustc).
+cargo_tool() {
+  local check=$1; shift
+  if ! sh -c "$check" >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+      cargo install --locked "$@"
+    else
+      echo "install-deps.sh: also run: cargo install --locked $*" >&2
+    fi
   fi
-fi
+}
+cargo_tool "cargo fuzz --version" cargo-fuzz
+cargo_tool "command -v s3s-fs" s3s-fs@0.14.1 --features binary
 echo "install-deps.sh: done"

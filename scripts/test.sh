@@ -3,12 +3,12 @@
 # clients). This is the README's second command and what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH="/usr/bin:$PATH"
+export PATH="/usr/bin:/usr/sbin:$PATH"
 # Installs nothing: a missing tool stops the run here, named, with the command that
 # installs it.
 missing=()
 for tool in shellcheck nbdinfo nbdcopy nbdsh nbdfuse qemu-img qemu-nbd fio mkfs.xfs mkfs.ext4 \
-    losetup fusermount3 strace sha512sum python3 qemu-system-x86_64 cpio; do
+    losetup fusermount3 strace sha512sum python3 qemu-system-x86_64 cpio nginx s3s-fs; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -16,6 +16,7 @@ mod output;
 mod progress;
 mod serve;
 mod size_args;
+mod sync;
 mod transfer;
 
 use std::path::PathBuf;
@@ -48,6 +49,10 @@ enum Command {
     /// Attach the disk as a block device and run the statechange script (the default
     /// command: `mindcastle NAME.swap SCRIPT`).
     Attach(attach::Args),
+    /// Publish: copy every chunk the root and kept snapshots reach to a folder or URL.
+    Push(sync::PushArgs),
+    /// Fetch every reachable chunk from the fallbacks into the local data folder.
+    Pull(sync::PullArgs),
     /// Serve the disk over NBD on a Unix socket or TCP until SIGINT/SIGTERM.
     Serve(serve::Args),
 }
@@ -79,6 +84,8 @@ pub fn run() -> ExitCode {
         Command::Export(a) => transfer::export(a),
         Command::Fsck(a) => fsck::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Push(a) => sync::push(a),
+        Command::Pull(a) => sync::pull(a),
         Command::Attach(a) => attach::run(a),
     };
     match r {

@@ -343,6 +343,29 @@ impl Engine {
         })
     }
 
+    /// Every chunk the current root and the kept snapshots reach: index and data
+    /// chunks first, then the kept snapshots' roots, the current root last (the order a
+    /// copy must be made in, so no reader ever meets a root whose chunks are missing).
+    pub fn reachable(&self) -> Result<Vec<ChunkId>> {
+        let view = self.view()?;
+        let mut below = HashSet::new();
+        view.tree.live_chunks(&mut below);
+        for k in &view.kept {
+            let root = load_root(self.core.ctx.store.as_ref(), &self.core.ctx.keys, k)?;
+            Tree::open(&self.core.ctx, &root.runs)?.live_chunks(&mut below);
+        }
+        let roots: Vec<ChunkId> = view
+            .kept
+            .iter()
+            .map(|k| k.id)
+            .chain(view.root.map(|r| r.id))
+            .collect();
+        let mut out: Vec<ChunkId> = below.into_iter().filter(|c| !roots.contains(c)).collect();
+        out.sort_unstable();
+        out.extend(roots);
+        Ok(out)
+    }
+
     /// Fills `out` (whole blocks) from block `lba`.
     pub fn read_blocks(&self, lba: u64, out: &mut [u8]) -> Result<()> {
         self.core

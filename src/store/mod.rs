@@ -12,6 +12,7 @@
 //!   record or node tag one layer up authenticates their bytes);
 //! - [`fallback`]: an ordered list, local first; a failed or bad answer tries the next;
 //! - [`cache`]: a bounded folder in front of slower stores, least recently used out;
+//! - [`remote`]: a URL (http(s), s3, gs, az) through the `object_store` crate;
 //! - [`recording`]: notes the ids put, for garbage collection;
 //! - [`memory`] and [`fault`]: for tests (fail the Nth op or an fsync, tear a put, drop
 //!   what was not synced, flip bytes, delay).
@@ -22,6 +23,7 @@ pub mod fault;
 pub mod local;
 pub mod memory;
 pub mod recording;
+pub mod remote;
 pub mod stack;
 pub mod verify;
 

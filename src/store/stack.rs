@@ -7,8 +7,8 @@
 //! ```
 //! (no `Cache` without `cache=`; no second entry without `fallback=`). Writes go to the
 //! local data folder only. A `fallback=` is a folder holding `HEX64.lvl` files (a path,
-//! relative to the `.swap` file's folder, or `file:///path`); remote URLs (`http(s)://`,
-//! `s3://`, `gs://`, `az://`) are refused with an error until remote stores exist.
+//! relative to the `.swap` file's folder, or `file:///path`) or a URL (`http(s)://`,
+//! `s3://`, `gs://`, `az://`; see [`super::remote`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,9 +16,10 @@ use std::sync::Arc;
 use super::cache::{CacheStore, DEFAULT_CACHE_BYTES};
 use super::fallback::FallbackStore;
 use super::local::LocalStore;
+use super::remote::RemoteStore;
 use super::verify::VerifyStore;
 use super::ChunkStore;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 
 /// Wraps the local data folder's store (tests put a fault store there).
 pub type WrapStore = Arc<dyn Fn(Arc<dyn ChunkStore>) -> Arc<dyn ChunkStore> + Send + Sync>;
@@ -46,7 +47,7 @@ pub struct StackSpec<'a> {
 pub enum FallbackKind {
     /// A local folder.
     Folder(PathBuf),
-    /// A remote URL (not built yet).
+    /// A URL served through `object_store`.
     Remote(String),
 }
 
@@ -59,6 +60,14 @@ pub fn classify(value: &str, base_dir: &Path) -> FallbackKind {
         return FallbackKind::Remote(value.to_string());
     }
     FallbackKind::Folder(base_dir.join(value))
+}
+
+/// Opens a destination for `push`: a folder (created if needed) or a URL.
+pub fn open_destination(dest: &str) -> Result<Arc<dyn ChunkStore>> {
+    match classify(dest, Path::new(".")) {
+        FallbackKind::Folder(dir) => Ok(Arc::new(LocalStore::open(&dir)?)),
+        FallbackKind::Remote(url) => Ok(Arc::new(RemoteStore::open(&url)?)),
+    }
 }
 
 /// Opens the stack.
@@ -82,13 +91,9 @@ pub fn open(spec: &StackSpec<'_>) -> Result<Arc<dyn ChunkStore>> {
                 ))));
             }
             FallbackKind::Remote(url) => {
-                return Err(Error::new(
-                    ErrorKind::Unavailable,
-                    format!(
-                        "fallback={url}: remote fallbacks (http(s)://, s3://, gs://, az://) are \
-                         not built yet; a folder path or file:// works"
-                    ),
-                ))
+                behind.push(Arc::new(VerifyStore::new(Arc::new(RemoteStore::open(
+                    &url,
+                )?))));
             }
         }
     }

@@ -7,13 +7,14 @@ mod disk_files;
 pub mod fsck;
 mod io;
 pub mod stats;
+pub mod sync;
 pub mod transfer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use disk_files::{base_dir, create_swap, write_atomic, DiskLock};
-pub use disk_files::{data_dir, read_swap};
+use disk_files::{base_dir, write_atomic, DiskLock};
+pub use disk_files::{create_swap, data_dir, read_swap};
 pub use io::Extent;
 
 use crate::error::{Error, ErrorKind, Result};

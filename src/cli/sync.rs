@@ -1,0 +1,92 @@
+//! `mindcastle push NAME.swap DEST [--swap-out REMOTE.swap] [--json]` and
+//! `mindcastle pull NAME.swap [--json]`.
+
+use std::process::ExitCode;
+
+use super::{progress, PathArg};
+use crate::error::{Error, Result};
+use crate::format::swapfile::SwapFile;
+use crate::store::stack::{classify, open_destination, FallbackKind};
+use crate::volume::sync::Transfer;
+use crate::volume::{read_swap, OpenOptions, Volume};
+
+/// Arguments of `push`.
+#[derive(clap::Args, Debug)]
+pub struct PushArgs {
+    /// Also write a `.swap` for other hosts: same uuid, size, key and root, with
+    /// `fallback=DEST` (refuses to overwrite).
+    #[arg(long)]
+    swap_out: Option<PathArg>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// The disk.
+    swap: PathArg,
+    /// A folder, or s3://, gs://, az://, http(s):// (a server that takes PUT).
+    dest: String,
+}
+
+/// Arguments of `pull`.
+#[derive(clap::Args, Debug)]
+pub struct PullArgs {
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// The disk.
+    swap: PathArg,
+}
+
+fn report(t: &Transfer, what: &str, json: bool) -> Result<()> {
+    if json {
+        let s = serde_json::to_string_pretty(t).map_err(|e| Error::internal(e.to_string()))?;
+        outln!("{s}");
+    } else {
+        outln!(
+            "{what}: {} chunks reachable, {} copied ({} bytes), {} already there; root {}",
+            t.chunks,
+            t.copied,
+            t.bytes,
+            t.present,
+            t.root.as_deref().unwrap_or("(none)")
+        );
+    }
+    Ok(())
+}
+
+/// Runs `push`.
+pub fn push(a: PushArgs) -> Result<ExitCode> {
+    let dest = open_destination(&a.dest)?;
+    let vol = Volume::open(&a.swap, &OpenOptions::default())?;
+    let pb = progress::bytes(0, "push");
+    let t = vol.push(dest.as_ref(), &|n| pb.set_position(n))?;
+    pb.finish_and_clear();
+    vol.close()?;
+    if let Some(out) = &a.swap_out {
+        let mut swap: SwapFile = read_swap(&a.swap)?;
+        let fallback = match classify(&a.dest, std::path::Path::new(".")) {
+            FallbackKind::Folder(dir) => std::fs::canonicalize(&dir)
+                .map_err(|e| Error::io(dir.display().to_string(), e))?
+                .display()
+                .to_string(),
+            FallbackKind::Remote(url) => url,
+        };
+        swap.fallbacks = vec![fallback];
+        swap.swapdata = None;
+        swap.cache = None;
+        swap.cache_size = None;
+        crate::volume::create_swap(out, &swap)?;
+    }
+    report(&t, "push", a.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `pull`.
+pub fn pull(a: PullArgs) -> Result<ExitCode> {
+    let vol = Volume::open(&a.swap, &OpenOptions::default())?;
+    let pb = progress::bytes(0, "pull");
+    let t = vol.pull(&|n| pb.set_position(n))?;
+    pb.finish_and_clear();
+    vol.close()?;
+    report(&t, "pull", a.json)?;
+    Ok(ExitCode::SUCCESS)
+}

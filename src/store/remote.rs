@@ -1,0 +1,191 @@
+//! Chunks behind a URL, through the `object_store` crate: `http(s)://` (GET with Range;
+//! PUT for WebDAV servers), `s3://bucket/prefix`, `gs://bucket/prefix`,
+//! `az://container/prefix`, `file:///path`. Credentials and endpoints come from each
+//! service's usual environment variables (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`,
+//! `GOOGLE_SERVICE_ACCOUNT`, `AZURE_STORAGE_ACCOUNT_NAME`, …); an `http://` S3 endpoint
+//! is allowed. Retries with backoff and timeouts are the crate's (each request gives up
+//! after `MINDCASTLE_REMOTE_TIMEOUT`, default 30 s).
+//!
+//! The trait is synchronous and callers may sit on a tokio thread of their own (the NBD
+//! server's blocking pool), so requests run on this store's own runtime and the caller
+//! waits on a plain channel, never `block_on`.
+
+use std::future::Future;
+use std::ops::Range;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use super::ChunkStore;
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::chunk_id::ChunkId;
+
+/// A store at a URL.
+pub struct RemoteStore {
+    rt: tokio::runtime::Runtime,
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjPath,
+    url: String,
+}
+
+fn remote_err(url: &str, what: &str, e: object_store::Error) -> Error {
+    let kind = match e {
+        object_store::Error::NotFound { .. } => ErrorKind::NotFound,
+        _ => ErrorKind::Unavailable,
+    };
+    Error::new(kind, format!("{url}: {what}: {e}"))
+}
+
+impl RemoteStore {
+    /// Opens the store at `url` (nothing is fetched yet).
+    pub fn open(url: &str) -> Result<Self> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::invalid(format!("'{url}' is not a URL: {e}")))?;
+        let mut opts: Vec<(String, String)> = std::env::vars().collect();
+        let timeout = std::env::var("MINDCASTLE_REMOTE_TIMEOUT").unwrap_or_else(|_| "30s".into());
+        opts.push(("timeout".into(), timeout));
+        if matches!(parsed.scheme(), "http" | "https") {
+            opts.push(("allow_http".into(), "true".into()));
+        }
+        let endpoint_http = std::env::var("AWS_ENDPOINT_URL")
+            .or_else(|_| std::env::var("AWS_ENDPOINT"))
+            .is_ok_and(|e| e.starts_with("http://"));
+        if parsed.scheme() == "s3" && endpoint_http {
+            opts.push(("aws_allow_http".into(), "true".into()));
+        }
+        let (store, prefix) = object_store::parse_url_opts(&parsed, opts)
+            .map_err(|e| Error::invalid(format!("{url}: {e}")))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("mindcastle-remote")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("starting the remote store's runtime", e))?;
+        Ok(Self {
+            rt,
+            store: Arc::from(store),
+            prefix,
+            url: url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    fn path_of(&self, id: &ChunkId) -> ObjPath {
+        self.prefix.clone().join(id.file_name())
+    }
+
+    /// Runs `fut` on this store's runtime and waits for it on this thread.
+    fn run<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> Result<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.rt.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv()
+            .map_err(|_| Error::internal("a remote request ended without an answer"))
+    }
+
+    fn get_whole(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        let (store, path) = (self.store.clone(), self.path_of(id));
+        let r = self.run(async move {
+            match store.get(&path).await {
+                Ok(g) => g.bytes().await,
+                Err(e) => Err(e),
+            }
+        })?;
+        r.map(|b| b.to_vec())
+            .map_err(|e| remote_err(&self.url, &format!("chunk {id}"), e))
+    }
+}
+
+impl ChunkStore for RemoteStore {
+    fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        self.get_whole(id)
+    }
+
+    fn get_range(&self, id: &ChunkId, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let (store, path) = (self.store.clone(), self.path_of(id));
+        let range: Range<u64> = offset..offset + len as u64;
+        let r = self.run(async move { store.get_range(&path, range).await })?;
+        match r {
+            Ok(b) => Ok(b.to_vec()),
+            Err(e @ object_store::Error::NotFound { .. }) => {
+                Err(remote_err(&self.url, &format!("chunk {id}"), e))
+            }
+            Err(e) => {
+                // A server that ignores Range (200 with the whole file) or answers a
+                // short range: take the whole chunk and keep the part asked for.
+                tracing::debug!(chunk = %id, error = %e, "range read failed; fetching the whole chunk");
+                let whole = self.get_whole(id)?;
+                usize::try_from(offset)
+                    .ok()
+                    .and_then(|o| whole.get(o..o.checked_add(len)?))
+                    .map(<[u8]>::to_vec)
+                    .ok_or_else(|| {
+                        Error::corrupt(format!("{}: chunk {id} is shorter than asked", self.url))
+                    })
+            }
+        }
+    }
+
+    fn put(&self, bytes: &[u8]) -> Result<ChunkId> {
+        let id = ChunkId::of(bytes);
+        let (store, path) = (self.store.clone(), self.path_of(&id));
+        let payload = PutPayload::from(bytes.to_vec());
+        self.run(async move { store.put(&path, payload).await })?
+            .map_err(|e| remote_err(&self.url, &format!("uploading chunk {id}"), e))?;
+        Ok(id)
+    }
+
+    /// A put that returned is stored: nothing waits for a sync.
+    fn sync(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn contains(&self, id: &ChunkId) -> Result<bool> {
+        match self.size(id) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn size(&self, id: &ChunkId) -> Result<u64> {
+        let (store, path) = (self.store.clone(), self.path_of(id));
+        self.run(async move { store.head(&path).await })?
+            .map(|m| m.size)
+            .map_err(|e| remote_err(&self.url, &format!("chunk {id}"), e))
+    }
+
+    fn delete(&self, id: &ChunkId) -> Result<()> {
+        let (store, path) = (self.store.clone(), self.path_of(id));
+        match self.run(async move { store.delete(&path).await })? {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(remote_err(&self.url, &format!("deleting chunk {id}"), e)),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<ChunkId>> {
+        let (store, prefix) = (self.store.clone(), self.prefix.clone());
+        let metas = self.run(async move {
+            let mut out = Vec::new();
+            let mut s = store.list(Some(&prefix));
+            while let Some(m) = s.next().await {
+                out.push(m);
+            }
+            out
+        })?;
+        let mut ids = Vec::new();
+        for m in metas {
+            let m = m.map_err(|e| remote_err(&self.url, "listing", e))?;
+            if let Some(id) = m.location.filename().and_then(ChunkId::from_file_name) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+}

@@ -1,0 +1,147 @@
+//! Publishing and fetching whole disks: `push` copies every chunk the current root and
+//! the kept snapshots reach to another store (a folder or a URL), roots last, skipping
+//! what is there already, so it resumes after an interruption and a reader of the
+//! destination never meets a root whose chunks are missing; `pull` fetches every
+//! reachable chunk from the fallbacks into the local data folder, for offline use.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use super::Volume;
+use crate::error::{Error, Result};
+use crate::format::chunk_id::ChunkId;
+use crate::store::ChunkStore;
+
+/// Chunks copied at once.
+const PARALLEL: usize = 8;
+
+/// What a push or pull did.
+#[derive(Debug, Default, Serialize)]
+pub struct Transfer {
+    /// Chunks the root and snapshots reach.
+    pub chunks: usize,
+    /// Chunks copied now.
+    pub copied: usize,
+    /// Bytes copied now.
+    pub bytes: u64,
+    /// Chunks the destination had already.
+    pub present: usize,
+    /// The current root (hex), as the destination now has it.
+    pub root: Option<String>,
+}
+
+/// Copies `ids` from `from` to `to` where `present` says `to` lacks them, `PARALLEL`
+/// at a time (each checked against its name on the way), then syncs `to`.
+fn copy_missing(
+    ids: &[ChunkId],
+    from: &dyn ChunkStore,
+    to: &dyn ChunkStore,
+    present: &(dyn Fn(&ChunkId) -> Result<bool> + Sync),
+    progress: &(dyn Fn(u64) + Sync),
+    t: &Mutex<Transfer>,
+) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let bytes = AtomicU64::new(0);
+    let failed: Mutex<Option<Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL.min(ids.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(id) = ids.get(i) else { return };
+                if failed.lock().map_or(true, |f| f.is_some()) {
+                    return;
+                }
+                let step = (|| -> Result<(bool, u64)> {
+                    if present(id)? {
+                        return Ok((false, 0));
+                    }
+                    let b = from.get(id)?;
+                    if ChunkId::of(&b) != *id {
+                        return Err(Error::corrupt(format!(
+                            "chunk {id}: bytes do not match its name"
+                        )));
+                    }
+                    to.put(&b)?;
+                    Ok((true, b.len() as u64))
+                })();
+                match step {
+                    Ok((copied, n)) => {
+                        if let Ok(mut t) = t.lock() {
+                            if copied {
+                                t.copied += 1;
+                                t.bytes += n;
+                            } else {
+                                t.present += 1;
+                            }
+                        }
+                        progress(bytes.fetch_add(n, Ordering::Relaxed) + n);
+                    }
+                    Err(e) => {
+                        if let Ok(mut f) = failed.lock() {
+                            f.get_or_insert(e.context(format!("chunk {id}")));
+                        }
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    match failed.into_inner() {
+        Ok(Some(e)) => Err(e),
+        Ok(None) => to.sync(),
+        Err(_) => Err(Error::internal("copy worker panicked")),
+    }
+}
+
+impl Volume {
+    /// Checkpoints, then copies every reachable chunk that `dest` lacks, the roots
+    /// last (each group synced before the next). `progress` gets bytes copied so far.
+    pub fn push(&self, dest: &dyn ChunkStore, progress: &(dyn Fn(u64) + Sync)) -> Result<Transfer> {
+        if self.writable() {
+            self.flush()?;
+            self.checkpoint()?;
+        }
+        let all = self.engine.reachable()?;
+        let roots = self.kept()?.len() + usize::from(self.root_ref()?.is_some());
+        let split = all.len().saturating_sub(roots);
+        let (below, tops) = all.split_at(split);
+        let t = Mutex::new(Transfer {
+            chunks: all.len(),
+            root: self.root_ref()?.map(|r| r.id.to_hex()),
+            ..Transfer::default()
+        });
+        let from = self.engine.ctx().store.as_ref();
+        let present = |id: &ChunkId| dest.contains(id);
+        copy_missing(below, from, dest, &present, progress, &t)?;
+        // Roots one at a time, the current root last.
+        for r in tops {
+            copy_missing(std::slice::from_ref(r), from, dest, &present, progress, &t)?;
+        }
+        t.into_inner()
+            .map_err(|_| Error::internal("transfer lock poisoned"))
+    }
+
+    /// Fetches every reachable chunk the local data folder lacks (from the fallbacks),
+    /// so the disk no longer needs them.
+    pub fn pull(&self, progress: &(dyn Fn(u64) + Sync)) -> Result<Transfer> {
+        if !self.writable() {
+            return Err(Error::invalid("pull needs the disk open for writing"));
+        }
+        let all = self.engine.reachable()?;
+        let store = self.engine.ctx().store.as_ref();
+        // The stack lists (and puts to) the local data folder only.
+        let local: HashSet<ChunkId> = store.list()?.into_iter().collect();
+        let t = Mutex::new(Transfer {
+            chunks: all.len(),
+            root: self.root_ref()?.map(|r| r.id.to_hex()),
+            ..Transfer::default()
+        });
+        let present = |id: &ChunkId| Ok(local.contains(id));
+        copy_missing(&all, store, store, &present, progress, &t)?;
+        t.into_inner()
+            .map_err(|_| Error::internal("transfer lock poisoned"))
+    }
+}

@@ -1,0 +1,330 @@
+//! Publish and attach elsewhere, with real servers on 127.0.0.1: nginx serving a pushed
+//! folder (Range, and WebDAV PUT for `push` over http), and an S3 server (s3s-fs) with
+//! SigV4 keys. Host A and host B are separate processes with separate folders; B has
+//! only the `.swap` that `push --swap-out` wrote.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::server::{have, tool_ok, Server};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16) {
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "nothing listens on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A process stopped on drop with SIGTERM (nginx's master then stops its workers),
+/// SIGKILL if it lingers.
+struct Daemon(Child);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// nginx serving `root` on 127.0.0.1 with Range and WebDAV PUT/DELETE.
+fn nginx(dir: &Path, root: &Path) -> (Daemon, u16) {
+    let port = free_port();
+    let conf = dir.join("nginx.conf");
+    let user = if unsafe_is_root() { "user root;\n" } else { "" };
+    std::fs::write(
+        &conf,
+        format!(
+            "{user}daemon off;\nworker_processes 1;\npid {pid};\nerror_log {err} info;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n access_log off;\n client_body_temp_path {tmp};\n\
+             client_max_body_size 64m;\n\
+             server {{\n  listen 127.0.0.1:{port};\n  root {root};\n\
+             location / {{ dav_methods PUT DELETE; create_full_put_path on; }}\n }}\n}}\n",
+            pid = s(&dir.join("nginx.pid")),
+            err = s(&dir.join("nginx.err")),
+            tmp = s(&dir.join("nginx-body")),
+            root = s(root),
+        ),
+    )
+    .unwrap();
+    let child = Command::new("nginx")
+        .args(["-c", s(&conf), "-p", s(dir)])
+        .env("PATH", common::server::path_env())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    wait_port(port);
+    (Daemon(child), port)
+}
+
+fn unsafe_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+const KEY: &str = "mindcastle-test-key";
+const SECRET: &str = "mindcastle-test-secret";
+
+/// s3s-fs on 127.0.0.1 with SigV4 keys, data under `root`, bucket `bucket` made.
+fn s3(root: &Path) -> (Daemon, u16) {
+    let port = free_port();
+    std::fs::create_dir_all(root.join("bucket")).unwrap();
+    let child = Command::new("s3s-fs")
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", KEY, "--secret-key", SECRET, s(root)])
+        .env("PATH", common::server::path_env())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(port);
+    (Daemon(child), port)
+}
+
+fn s3_env(cmd: &mut Command, port: u16) -> &mut Command {
+    cmd.env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{cmd:?}: {o:?}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Host A: a disk with `len` bytes of data written at 1 MiB, closed.
+fn host_a(dir: &Path, len: usize) -> (PathBuf, Vec<u8>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let swap = dir.join("a.swap");
+    run_ok(common::bin().args(["create", "--size", "64M", s(&swap)]));
+    let data = common::data(77, len);
+    let img = dir.join("img");
+    let mut full = vec![0u8; 1 << 20];
+    full.extend_from_slice(&data);
+    std::fs::write(&img, &full).unwrap();
+    run_ok(common::bin().args(["import", s(&swap), s(&img)]));
+    (swap, full)
+}
+
+fn files(dir: &Path) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out).unwrap()
+}
+
+#[test]
+fn push_over_webdav_then_serve_from_nginx_on_another_host() {
+    if !have("nginx") || !have("nbdcopy") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("www");
+    std::fs::create_dir_all(&web).unwrap();
+    let (_nginx, port) = nginx(dir.path(), &web);
+    let (a_swap, image) = host_a(&dir.path().join("a"), 24 << 20);
+    let url = format!("http://127.0.0.1:{port}/pub/d1");
+    let b_dir = dir.path().join("b");
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let b_swap = b_dir.join("b.swap");
+    let out =
+        run_ok(common::bin().args(["push", "--json", "--swap-out", s(&b_swap), s(&a_swap), &url]));
+    let first = json(&out);
+    assert!(first["copied"].as_u64().unwrap() > 3, "{first}");
+    let published = files(&web.join("pub/d1"));
+    // Pushing again copies nothing.
+    let again = json(&run_ok(common::bin().args([
+        "push",
+        "--json",
+        s(&a_swap),
+        &url,
+    ])));
+    assert_eq!(again["copied"], 0, "{again}");
+    assert_eq!(again["present"], first["chunks"]);
+    // Host B: only b.swap. Serve it over NBD and read every byte back.
+    let text = std::fs::read_to_string(&b_swap).unwrap();
+    assert!(text.contains(&format!("fallback={url}")), "{text}");
+    let server = Server::start(&b_dir, &b_swap, &[]);
+    let back = b_dir.join("back.img");
+    tool_ok("nbdcopy", &[&server.uri(), s(&back)]);
+    let got = std::fs::read(&back).unwrap();
+    assert!(got[..image.len()] == image[..], "B read different bytes");
+    assert!(got[image.len()..].iter().all(|&b| b == 0));
+    // B writes: they stay in B's folder; A's published chunks do not change.
+    tool_ok(
+        "nbdsh",
+        &[
+            "-u",
+            &server.uri(),
+            "-c",
+            "h.pwrite(b'\\x5a' * 65536, 0); h.flush()",
+        ],
+    );
+    server.stop();
+    assert_eq!(
+        files(&web.join("pub/d1")),
+        published,
+        "the published copy changed"
+    );
+    let o = common::run(&["export", s(&b_swap), s(&b_dir.join("b.img"))]);
+    assert!(o.status.success(), "{o:?}");
+    let b_img = std::fs::read(b_dir.join("b.img")).unwrap();
+    assert!(b_img[..65536].iter().all(|&b| b == 0x5a));
+    assert!(b_img[65536..image.len()] == image[65536..]);
+    let o = common::run(&["fsck", s(&b_swap)]);
+    assert!(o.status.success(), "{o:?}");
+}
+
+#[test]
+fn a_folder_copied_into_a_web_root_attaches_and_a_dead_server_fails_cleanly() {
+    if !have("nginx") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("www");
+    std::fs::create_dir_all(&web).unwrap();
+    let (_nginx, port) = nginx(dir.path(), &web);
+    let (a_swap, image) = host_a(&dir.path().join("a"), 6 << 20);
+    let sw = mindcastle::volume::read_swap(&a_swap).unwrap();
+    let data = mindcastle::volume::data_dir(&a_swap, &sw);
+    // Published by a plain copy (chunks only), as with cp -r or rsync.
+    std::fs::create_dir_all(web.join("copy")).unwrap();
+    for e in std::fs::read_dir(&data).unwrap().flatten() {
+        if e.file_name().to_string_lossy().ends_with(".lvl") {
+            std::fs::copy(e.path(), web.join("copy").join(e.file_name())).unwrap();
+        }
+    }
+    let b_swap = dir.path().join("b.swap");
+    let text = std::fs::read_to_string(&a_swap).unwrap();
+    std::fs::write(
+        &b_swap,
+        format!("{text}swapdata=b-data\nfallback=http://127.0.0.1:{port}/copy\ncache=b-cache\n"),
+    )
+    .unwrap();
+    let out = dir.path().join("b.img");
+    run_ok(common::bin().args(["export", s(&b_swap), s(&out)]));
+    assert!(std::fs::read(&out).unwrap()[..image.len()] == image[..]);
+    // The cache now holds what was fetched: with the server gone, a second export
+    // still works from the cache alone.
+    drop(_nginx);
+    std::fs::remove_file(&out).unwrap();
+    run_ok(common::bin().args(["export", s(&b_swap), s(&out)]));
+    assert!(std::fs::read(&out).unwrap()[..image.len()] == image[..]);
+    // Without the cache and with the server gone: a clear error, exit non-zero.
+    let c_swap = dir.path().join("c.swap");
+    std::fs::write(
+        &c_swap,
+        format!("{text}swapdata=c-data\nfallback=http://127.0.0.1:{port}/copy\n"),
+    )
+    .unwrap();
+    let o = common::bin()
+        .args(["export", s(&c_swap), s(&dir.path().join("c.img"))])
+        .env("MINDCASTLE_REMOTE_TIMEOUT", "2s")
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{o:?}");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
+}
+
+#[test]
+fn push_to_s3_then_export_and_pull_on_another_host() {
+    if !have("s3s-fs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_s3, port) = s3(&dir.path().join("s3root"));
+    let (a_swap, image) = host_a(&dir.path().join("a"), 12 << 20);
+    let url = "s3://bucket/disks/d1";
+    let b_dir = dir.path().join("b");
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let b_swap = b_dir.join("b.swap");
+    let first = json(&run_ok(s3_env(
+        common::bin().args(["push", "--json", "--swap-out", s(&b_swap), s(&a_swap), url]),
+        port,
+    )));
+    assert!(first["copied"].as_u64().unwrap() > 3);
+    // A small change: only the new chunks go.
+    let v = mindcastle::Volume::open(&a_swap, &Default::default()).unwrap();
+    v.write_at(40 << 20, &common::data(5, 1 << 20)).unwrap();
+    v.close().unwrap();
+    let second = json(&run_ok(s3_env(
+        common::bin().args(["push", "--json", s(&a_swap), url]),
+        port,
+    )));
+    let copied = second["copied"].as_u64().unwrap();
+    assert!(
+        copied >= 1 && copied < first["copied"].as_u64().unwrap(),
+        "{second}"
+    );
+    // B reads the first push's root (its .swap names it) from S3.
+    let out = b_dir.join("b.img");
+    run_ok(s3_env(
+        common::bin().args(["export", s(&b_swap), s(&out)]),
+        port,
+    ));
+    assert!(std::fs::read(&out).unwrap()[..image.len()] == image[..]);
+    // Pull everything local, then the disk reads without the server.
+    let pulled = json(&run_ok(s3_env(
+        common::bin().args(["pull", "--json", s(&b_swap)]),
+        port,
+    )));
+    assert!(pulled["copied"].as_u64().unwrap() > 0, "{pulled}");
+    drop(_s3);
+    let b_swap2 = b_dir.join("b2.swap");
+    let text = std::fs::read_to_string(&b_swap).unwrap();
+    let local_only: String = text
+        .lines()
+        .filter(|l| !l.starts_with("fallback="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&b_swap2, local_only).unwrap();
+    let o = common::run(&["fsck", s(&b_swap2)]);
+    assert!(o.status.success(), "{o:?}");
+}
