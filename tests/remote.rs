@@ -328,3 +328,184 @@ fn push_to_s3_then_export_and_pull_on_another_host() {
     let o = common::run(&["fsck", s(&b_swap2)]);
     assert!(o.status.success(), "{o:?}");
 }
+
+/// Publishes host A's disk into nginx's web root (plain copy of its chunks); returns
+/// the `.swap` text and the image.
+fn published(dir: &Path, web: &Path, len: usize) -> (String, Vec<u8>) {
+    let (a_swap, image) = host_a(&dir.join("a"), len);
+    let sw = mindcastle::volume::read_swap(&a_swap).unwrap();
+    let data = mindcastle::volume::data_dir(&a_swap, &sw);
+    std::fs::create_dir_all(web.join("pub")).unwrap();
+    for e in std::fs::read_dir(&data).unwrap().flatten() {
+        if e.file_name().to_string_lossy().ends_with(".lvl") {
+            std::fs::copy(e.path(), web.join("pub").join(e.file_name())).unwrap();
+        }
+    }
+    (std::fs::read_to_string(&a_swap).unwrap(), image)
+}
+
+#[test]
+fn a_flaky_corrupting_mirror_ahead_of_a_good_one_still_reads_right() {
+    if !have("nginx") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("www");
+    std::fs::create_dir_all(&web).unwrap();
+    let (_nginx, port) = nginx(dir.path(), &web);
+    let (text, image) = published(dir.path(), &web, 16 << 20);
+    // The first fallback corrupts 1% of answers and fails 10% with 503; the second is
+    // clean. Every byte must come back right, with no error.
+    let bad = common::proxy::Proxy::start(
+        port,
+        common::proxy::Faults {
+            unavailable_permille: 100,
+            corrupt_permille: 10,
+            ..Default::default()
+        },
+        7,
+    );
+    let good = common::proxy::Proxy::start(port, Default::default(), 8);
+    let b_swap = dir.path().join("b.swap");
+    std::fs::write(
+        &b_swap,
+        format!(
+            "{text}swapdata=b-data\nfallback=http://127.0.0.1:{}/pub\nfallback=http://127.0.0.1:{}/pub\n",
+            bad.port, good.port
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("b.img");
+    run_ok(common::bin().args(["export", s(&b_swap), s(&out)]));
+    assert!(std::fs::read(&out).unwrap()[..image.len()] == image[..]);
+    assert!(bad.requests() > 20, "the first fallback was hardly asked");
+    let injected = bad
+        .counts
+        .injected
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(injected > 0, "no fault was injected");
+    // Every source broken: reads fail (exit non-zero), nothing wrong is returned.
+    *bad.faults.lock().unwrap() = common::proxy::Faults {
+        corrupt_permille: 1000,
+        ..Default::default()
+    };
+    let c_swap = dir.path().join("c.swap");
+    std::fs::write(
+        &c_swap,
+        format!(
+            "{text}swapdata=c-data\nfallback=http://127.0.0.1:{}/pub\n",
+            bad.port
+        ),
+    )
+    .unwrap();
+    let o = common::run(&["export", s(&c_swap), s(&dir.path().join("c.img"))]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+}
+
+#[test]
+fn a_warm_cache_makes_no_request_after_a_restart() {
+    if !have("nginx") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("www");
+    std::fs::create_dir_all(&web).unwrap();
+    let (_nginx, port) = nginx(dir.path(), &web);
+    let (text, image) = published(dir.path(), &web, 12 << 20);
+    let proxy = common::proxy::Proxy::start(port, Default::default(), 1);
+    let b_swap = dir.path().join("b.swap");
+    std::fs::write(
+        &b_swap,
+        format!(
+            "{text}swapdata=b-data\nfallback=http://127.0.0.1:{}/pub\ncache=cache\ncachesize=64M\n",
+            proxy.port
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("b.img");
+    run_ok(common::bin().args(["export", s(&b_swap), s(&out)]));
+    assert!(std::fs::read(&out).unwrap()[..image.len()] == image[..]);
+    let cold = proxy.requests();
+    assert!(cold > 0);
+    let fetched = proxy
+        .counts
+        .body_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let stored: u64 = files(&web.join("pub")).iter().map(|f| f.1).sum();
+    assert!(
+        fetched <= stored,
+        "fetched {fetched} bytes of a {stored}-byte disk"
+    );
+    std::fs::remove_file(&out).unwrap();
+    run_ok(common::bin().args(["export", s(&b_swap), s(&out)]));
+    assert!(std::fs::read(&out).unwrap()[..image.len()] == image[..]);
+    assert_eq!(
+        proxy.requests(),
+        cold,
+        "a warm cache still asked the server"
+    );
+}
+
+#[test]
+fn an_interrupted_push_resumes_and_never_publishes_a_root_early() {
+    if !have("nginx") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("www");
+    std::fs::create_dir_all(&web).unwrap();
+    let (_nginx, port) = nginx(dir.path(), &web);
+    let (a_swap, image) = host_a(&dir.path().join("a"), 24 << 20);
+    let root = mindcastle::volume::read_swap(&a_swap)
+        .unwrap()
+        .snapshot
+        .unwrap()
+        .id;
+    // A slow link; the push is killed part way.
+    let proxy = common::proxy::Proxy::start(
+        port,
+        common::proxy::Faults {
+            latency: Duration::from_millis(300),
+            ..Default::default()
+        },
+        3,
+    );
+    let url = format!("http://127.0.0.1:{}/pub/d", proxy.port);
+    let mut push = common::bin()
+        .args(["push", s(&a_swap), &url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let dest = web.join("pub/d");
+    let t = Instant::now();
+    while !dest.is_dir() || files(&dest).len() < 3 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the push made no progress"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    push.kill().unwrap();
+    push.wait().unwrap();
+    let partial = files(&dest).len();
+    assert!(
+        !dest.join(root.file_name()).exists(),
+        "the root was published before its chunks ({partial} files there)"
+    );
+    // Resumed: only what is missing goes, the root last; then B reads it all.
+    let b_swap = dir.path().join("b.swap");
+    let done = json(&run_ok(common::bin().args([
+        "push",
+        "--json",
+        "--swap-out",
+        s(&b_swap),
+        s(&a_swap),
+        &url,
+    ])));
+    assert!(done["present"].as_u64().unwrap() >= 3, "{done}");
+    assert!(dest.join(root.file_name()).exists());
+    let out = dir.path().join("b.img");
+    run_ok(common::bin().args(["export", s(&b_swap), s(&out)]));
+    assert!(std::fs::read(&out).unwrap()[..image.len()] == image[..]);
+}

@@ -85,5 +85,6 @@ pub fn chunk_files(swap: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+pub mod proxy;
 pub mod server;
 pub mod vm;

@@ -1,0 +1,171 @@
+//! A small HTTP proxy for tests, run on a thread of the test: it forwards each request
+//! to an upstream server on 127.0.0.1, one request per connection, and can add latency,
+//! answer 503 instead, or flip a byte of the body, at chosen rates (from a seed). It
+//! counts requests and body bytes, so a test can assert on what crossed the network.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What the proxy does to answers (rates in parts per thousand).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Faults {
+    /// Answer 503 instead of forwarding.
+    pub unavailable_permille: u32,
+    /// Flip one byte of a 2xx body.
+    pub corrupt_permille: u32,
+    /// Wait this long before answering.
+    pub latency: Duration,
+}
+
+/// Counters of a running proxy.
+#[derive(Default)]
+pub struct Counts {
+    pub requests: AtomicU64,
+    pub body_bytes: AtomicU64,
+    pub injected: AtomicU64,
+}
+
+/// A running proxy; stops accepting when dropped.
+pub struct Proxy {
+    pub port: u16,
+    pub counts: Arc<Counts>,
+    pub faults: Arc<Mutex<Faults>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    /// Forwards to 127.0.0.1:`upstream`.
+    pub fn start(upstream: u16, faults: Faults, seed: u64) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let counts = Arc::new(Counts::default());
+        let faults = Arc::new(Mutex::new(faults));
+        let stop = Arc::new(AtomicBool::new(false));
+        let rng = Arc::new(Mutex::new(seed | 1));
+        {
+            let (counts, faults, stop) = (counts.clone(), faults.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((c, _)) => {
+                            let (counts, faults, rng) =
+                                (counts.clone(), faults.clone(), rng.clone());
+                            std::thread::spawn(move || {
+                                let f = *faults.lock().unwrap();
+                                let _ = serve(c, upstream, f, &counts, &rng);
+                            });
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            });
+        }
+        Self {
+            port,
+            counts,
+            faults,
+            stop,
+        }
+    }
+
+    /// Requests forwarded or answered so far.
+    pub fn requests(&self) -> u64 {
+        self.counts.requests.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn roll(rng: &Mutex<u64>) -> u32 {
+    let mut x = rng.lock().unwrap();
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    (*x % 1000) as u32
+}
+
+/// Reads one HTTP message head (up to the blank line) and then `Content-Length` bytes
+/// (none when `no_body`: the answer to a HEAD).
+fn read_message(s: &mut TcpStream, no_body: bool) -> std::io::Result<(String, Vec<u8>)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let len = if no_body { Some(0) } else { None };
+    let len = len
+        .or_else(|| {
+            head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())?
+            })
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body)?;
+    Ok((head, body))
+}
+
+/// Rewrites the head to close the connection after this message.
+fn closing(head: &str) -> String {
+    let mut out = String::new();
+    for l in head.split("\r\n").filter(|l| !l.is_empty()) {
+        if !l.to_ascii_lowercase().starts_with("connection:") {
+            out.push_str(l);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out
+}
+
+fn serve(
+    mut c: TcpStream,
+    upstream: u16,
+    f: Faults,
+    counts: &Counts,
+    rng: &Mutex<u64>,
+) -> std::io::Result<()> {
+    let (head, body) = read_message(&mut c, false)?;
+    let is_head = head.starts_with("HEAD ");
+    counts.requests.fetch_add(1, Ordering::Relaxed);
+    std::thread::sleep(f.latency);
+    if roll(rng) < f.unavailable_permille {
+        counts.injected.fetch_add(1, Ordering::Relaxed);
+        return c.write_all(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+    }
+    let mut u = TcpStream::connect(("127.0.0.1", upstream))?;
+    u.write_all(closing(&head).as_bytes())?;
+    u.write_all(&body)?;
+    let (rhead, mut rbody) = read_message(&mut u, is_head)?;
+    counts
+        .body_bytes
+        .fetch_add(rbody.len() as u64, Ordering::Relaxed);
+    let ok = rhead
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|code| code.starts_with('2'));
+    if ok && !rbody.is_empty() && roll(rng) < f.corrupt_permille {
+        counts.injected.fetch_add(1, Ordering::Relaxed);
+        let mid = rbody.len() / 2;
+        rbody[mid] ^= 0x01;
+    }
+    c.write_all(closing(&rhead).as_bytes())?;
+    c.write_all(&rbody)
+}
