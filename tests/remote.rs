@@ -509,3 +509,81 @@ fn an_interrupted_push_resumes_and_never_publishes_a_root_early() {
     run_ok(common::bin().args(["export", s(&b_swap), s(&out)]));
     assert!(std::fs::read(&out).unwrap()[..image.len()] == image[..]);
 }
+
+#[test]
+fn prefetch_warms_the_cache_in_trace_order() {
+    if !have("nginx") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("www");
+    std::fs::create_dir_all(&web).unwrap();
+    let (nginx_daemon, port) = nginx(dir.path(), &web);
+    let (text, image) = published(dir.path(), &web, 12 << 20);
+    let proxy = common::proxy::Proxy::start(port, Default::default(), 2);
+    // A trace as `--trace` writes it: the first half of the data, in 256 KiB reads.
+    let trace = dir.path().join("boot.trace");
+    let half = (image.len() / 2) as u64;
+    let lines: String = (0..half / (256 << 10))
+        .map(|i| {
+            format!(
+                "{} {} {}\n",
+                i * (256 << 10),
+                256 << 10,
+                1_700_000_000_000_000_000u64 + i
+            )
+        })
+        .collect();
+    std::fs::write(&trace, lines).unwrap();
+    // Without cache= there is nowhere to keep what it fetches: refused.
+    let nocache = dir.path().join("n.swap");
+    std::fs::write(
+        &nocache,
+        format!(
+            "{text}swapdata=n-data\nfallback=http://127.0.0.1:{}/pub\n",
+            proxy.port
+        ),
+    )
+    .unwrap();
+    let o = common::run(&["prefetch", "--trace", s(&trace), s(&nocache)]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cache="));
+    // A malformed trace names its line.
+    let bad = dir.path().join("bad.trace");
+    std::fs::write(&bad, "0 4096 1\nnonsense\n").unwrap();
+    let b_swap = dir.path().join("b.swap");
+    std::fs::write(
+        &b_swap,
+        format!(
+            "{text}swapdata=b-data\nfallback=http://127.0.0.1:{}/pub\ncache=cache\n",
+            proxy.port
+        ),
+    )
+    .unwrap();
+    let o = common::run(&["prefetch", "--trace", s(&bad), s(&b_swap)]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.trace:2"));
+    let p = json(&run_ok(common::bin().args([
+        "prefetch",
+        "--json",
+        "--trace",
+        s(&trace),
+        s(&b_swap),
+    ])));
+    assert_eq!(p["bytes"].as_u64().unwrap(), half, "{p}");
+    assert!(proxy.requests() > 0);
+    // With the server gone, the traced ranges read from the cache.
+    drop(proxy);
+    drop(nginx_daemon);
+    let v = mindcastle::volume::Volume::open(
+        &b_swap,
+        &mindcastle::OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut got = vec![0u8; half as usize];
+    v.read_at(0, &mut got).unwrap();
+    assert!(got[..] == image[..half as usize]);
+}

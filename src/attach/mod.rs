@@ -40,6 +40,8 @@ pub struct AttachConfig {
     pub trace: Option<PathBuf>,
     /// Use the FUSE + loop path even where kernel nbd exists.
     pub force_fuse: bool,
+    /// Warm the cache from this read trace on a thread beside the device.
+    pub prefetch: Option<PathBuf>,
 }
 
 /// The block device while attached.
@@ -240,6 +242,10 @@ pub fn run(cfg: &AttachConfig) -> Result<u8> {
         _ => Volume::open(&cfg.swap, &OpenOptions::default())?,
     };
     let vol = Arc::new(vol);
+    if let Some(p) = &cfg.prefetch {
+        vol.check_prefetch_target()?;
+        vol.prefetch_in_background(crate::volume::prefetch::read_trace(p)?);
+    }
     let trace = match &cfg.trace {
         Some(p) => Some(Arc::new(ReadTrace::open(p)?)),
         None => None,

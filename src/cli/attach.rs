@@ -19,6 +19,10 @@ pub struct Args {
     /// Use the FUSE + loop path even where kernel nbd exists.
     #[arg(long)]
     fuse: bool,
+    /// Warm the cache from a read trace (`--trace` output) beside the device (the
+    /// `.swap` needs `cache=`).
+    #[arg(long)]
+    prefetch: Option<PathArg>,
     /// The disk (created if missing).
     swap: PathArg,
     /// The statechange script (a path; must be executable).
@@ -34,6 +38,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         size,
         trace: a.trace,
         force_fuse: a.fuse,
+        prefetch: a.prefetch,
     };
     Ok(ExitCode::from(attach(&cfg)?))
 }

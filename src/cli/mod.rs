@@ -53,6 +53,8 @@ enum Command {
     Push(sync::PushArgs),
     /// Fetch every reachable chunk from the fallbacks into the local data folder.
     Pull(sync::PullArgs),
+    /// Warm the cache in the order a recorded --trace read the disk.
+    Prefetch(sync::PrefetchArgs),
     /// Serve the disk over NBD on a Unix socket or TCP until SIGINT/SIGTERM.
     Serve(serve::Args),
 }
@@ -86,6 +88,7 @@ pub fn run() -> ExitCode {
         Command::Serve(a) => serve::run(a),
         Command::Push(a) => sync::push(a),
         Command::Pull(a) => sync::pull(a),
+        Command::Prefetch(a) => sync::prefetch(a),
         Command::Attach(a) => attach::run(a),
     };
     match r {

@@ -22,6 +22,10 @@ pub struct Args {
     /// Export name clients ask for ("" always matches too).
     #[arg(long, default_value = "")]
     export: String,
+    /// Warm the cache in the order this read trace (from `--trace`) read the disk,
+    /// on a thread beside the server (the `.swap` needs `cache=`).
+    #[arg(long)]
+    prefetch: Option<PathArg>,
     /// The disk.
     swap: PathArg,
 }
@@ -40,8 +44,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
             ..Default::default()
         },
     )?;
+    let prefetch = match &a.prefetch {
+        Some(p) => {
+            vol.check_prefetch_target()?;
+            Some(crate::volume::prefetch::read_trace(p)?)
+        }
+        None => None,
+    };
     serve(
         vol,
+        prefetch,
         ServeConfig {
             listen,
             export: a.export,

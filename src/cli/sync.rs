@@ -26,6 +26,19 @@ pub struct PushArgs {
     dest: String,
 }
 
+/// Arguments of `prefetch`.
+#[derive(clap::Args, Debug)]
+pub struct PrefetchArgs {
+    /// A read trace recorded with `--trace` (`offset length time` per line).
+    #[arg(long)]
+    trace: PathArg,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// The disk (its `.swap` needs `cache=`).
+    swap: PathArg,
+}
+
 /// Arguments of `pull`.
 #[derive(clap::Args, Debug)]
 pub struct PullArgs {
@@ -88,5 +101,22 @@ pub fn pull(a: PullArgs) -> Result<ExitCode> {
     pb.finish_and_clear();
     vol.close()?;
     report(&t, "pull", a.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `prefetch`.
+pub fn prefetch(a: PrefetchArgs) -> Result<ExitCode> {
+    let ranges = crate::volume::prefetch::read_trace(&a.trace)?;
+    let vol = super::inspect(&a.swap)?;
+    vol.check_prefetch_target()?;
+    let pb = progress::count(ranges.len() as u64, "prefetch");
+    let p = vol.prefetch(&ranges, &|n| pb.set_position(n))?;
+    pb.finish_and_clear();
+    if a.json {
+        let s = serde_json::to_string_pretty(&p).map_err(|e| Error::internal(e.to_string()))?;
+        outln!("{s}");
+    } else {
+        outln!("prefetch: {} ranges, {} bytes read", p.ranges, p.bytes);
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -110,7 +110,7 @@ where
 }
 
 /// Serves `vol` until SIGINT/SIGTERM; then flushes and checkpoints.
-pub fn serve(vol: Volume, cfg: ServeConfig) -> Result<()> {
+pub fn serve(vol: Volume, prefetch: Option<Vec<(u64, u64)>>, cfg: ServeConfig) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(
@@ -121,6 +121,9 @@ pub fn serve(vol: Volume, cfg: ServeConfig) -> Result<()> {
         .build()
         .map_err(|e| Error::io("starting the runtime", e))?;
     let vol = Arc::new(vol);
+    if let Some(ranges) = prefetch {
+        vol.prefetch_in_background(ranges);
+    }
     let info = Arc::new(ExportInfo {
         name: cfg.export.clone(),
         description: format!("mindcastle disk {}", vol.uuid()),

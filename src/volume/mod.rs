@@ -6,6 +6,7 @@
 mod disk_files;
 pub mod fsck;
 mod io;
+pub mod prefetch;
 pub mod stats;
 pub mod sync;
 pub mod transfer;

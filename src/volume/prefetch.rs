@@ -1,0 +1,100 @@
+//! Warming the cache in the order a recorded `--trace` read the disk (the boot-fast
+//! path of the original's `-t`): each traced range is read once, in order, so every
+//! chunk it touches is fetched into `cache=` before anyone asks for it. It runs as a
+//! command (`prefetch`) or on a thread beside `serve`/`attach` (`--prefetch FILE`).
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::Volume;
+use crate::error::{Error, Result};
+
+/// Largest single read of a prefetch (a longer traced range is read in pieces).
+const STEP: u64 = 4 << 20;
+
+/// What a prefetch did.
+#[derive(Debug, Default, Serialize)]
+pub struct Prefetched {
+    /// Traced ranges read.
+    pub ranges: usize,
+    /// Bytes read through the disk.
+    pub bytes: u64,
+}
+
+/// Parses a trace file: `offset length unix_nanos` per line (the time is ignored).
+pub fn read_trace(path: &Path) -> Result<Vec<(u64, u64)>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("trace file {}", path.display()), e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut f = line.split_whitespace();
+        let parse = |v: Option<&str>| v.and_then(|v| v.parse::<u64>().ok());
+        match (parse(f.next()), parse(f.next())) {
+            (Some(off), Some(len)) => out.push((off, len)),
+            _ => {
+                return Err(Error::invalid(format!(
+                    "{}:{}: expected 'offset length time', found '{line}'",
+                    path.display(),
+                    i + 1
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Volume {
+    /// Reads every range of `ranges` in order (clipped to the disk) so the chunks
+    /// behind them land in the cache. `progress` gets the ranges done so far.
+    pub fn prefetch(&self, ranges: &[(u64, u64)], progress: &dyn Fn(u64)) -> Result<Prefetched> {
+        let mut done = Prefetched::default();
+        let mut buf = Vec::new();
+        for (i, &(off, len)) in ranges.iter().enumerate() {
+            let end = off.saturating_add(len).min(self.size());
+            let mut at = off;
+            while at < end {
+                let n = (end - at).min(STEP);
+                buf.resize(n as usize, 0);
+                self.read_at(at, &mut buf)?;
+                done.bytes += n;
+                at += n;
+            }
+            done.ranges += 1;
+            progress(i as u64 + 1);
+        }
+        Ok(done)
+    }
+
+    /// Runs a prefetch on its own thread (beside `serve` or `attach`); failures are
+    /// logged, never fatal: a cold read still works.
+    pub fn prefetch_in_background(self: &std::sync::Arc<Self>, ranges: Vec<(u64, u64)>) {
+        let vol = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("mindcastle-prefetch".into())
+            .spawn(move || match vol.prefetch(&ranges, &|_| {}) {
+                Ok(p) => tracing::info!(ranges = p.ranges, bytes = p.bytes, "prefetch done"),
+                Err(e) => tracing::warn!(error = %e, "prefetch stopped"),
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start the prefetch thread");
+        }
+    }
+
+    /// Refuses a prefetch that nothing would keep: without `cache=`, fetched chunks
+    /// are not stored anywhere.
+    pub fn check_prefetch_target(&self) -> Result<()> {
+        let swap = super::read_swap(self.swap_path())?;
+        if swap.cache.is_none() {
+            return Err(Error::invalid(format!(
+                "{}: prefetch needs a cache= line (nothing would keep what it fetches; \
+                 `mindcastle pull` copies every chunk instead)",
+                self.swap_path().display()
+            )));
+        }
+        Ok(())
+    }
+}
