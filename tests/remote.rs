@@ -422,9 +422,23 @@ fn a_warm_cache_makes_no_request_after_a_restart() {
         ),
     )
     .unwrap();
+    let before = json(&run_ok(common::bin().args(["info", "--json", s(&b_swap)])));
+    // `info` itself reads the root and index (so those are cached now); the data
+    // chunks are still only behind the fallback.
+    let loc = &before["locations"];
+    let reached = loc["cache"].as_u64().unwrap() + loc["remote"].as_u64().unwrap();
+    assert!(loc["remote"].as_u64().unwrap() > 3, "{before}");
+    assert_eq!(loc["local"], 0);
     let out = dir.path().join("b.img");
     run_ok(common::bin().args(["export", s(&b_swap), s(&out)]));
     assert!(std::fs::read(&out).unwrap()[..image.len()] == image[..]);
+    let after = json(&run_ok(common::bin().args(["info", "--json", s(&b_swap)])));
+    assert_eq!(
+        after["locations"]["cache"].as_u64().unwrap(),
+        reached,
+        "{after}"
+    );
+    assert_eq!(after["locations"]["remote"], 0);
     let cold = proxy.requests();
     assert!(cold > 0);
     let fetched = proxy

@@ -50,6 +50,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
     outln!("bytes on disk:     {}", i.bytes_on_disk);
     outln!("compression ratio: {:.2}", i.compression_ratio);
     outln!("dedup ratio:       {:.2}", i.dedup_ratio);
+    outln!(
+        "chunks reached:    {} local, {} in the cache, {} only behind a fallback",
+        i.locations.local,
+        i.locations.cache,
+        i.locations.remote
+    );
     outln!("snapshots:         {}", i.snapshots.len());
     for s in &i.snapshots {
         outln!("  {s}");

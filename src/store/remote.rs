@@ -28,6 +28,19 @@ pub struct RemoteStore {
     store: Arc<dyn ObjectStore>,
     prefix: ObjPath,
     url: String,
+    /// Requests made and body bytes fetched, logged when the store closes.
+    requests: std::sync::atomic::AtomicU64,
+    fetched: std::sync::atomic::AtomicU64,
+}
+
+impl Drop for RemoteStore {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (n, b) = (self.requests.load(Relaxed), self.fetched.load(Relaxed));
+        if n > 0 {
+            tracing::info!(url = %self.url, requests = n, bytes = b, "remote store: requests made, bytes fetched");
+        }
+    }
 }
 
 fn remote_err(url: &str, what: &str, e: object_store::Error) -> Error {
@@ -68,6 +81,8 @@ impl RemoteStore {
             store: Arc::from(store),
             prefix,
             url: url.trim_end_matches('/').to_string(),
+            requests: Default::default(),
+            fetched: Default::default(),
         })
     }
 
@@ -77,6 +92,8 @@ impl RemoteStore {
 
     /// Runs `fut` on this store's runtime and waits for it on this thread.
     fn run<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> Result<T> {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.rt.spawn(async move {
             let _ = tx.send(fut.await);
@@ -93,8 +110,10 @@ impl RemoteStore {
                 Err(e) => Err(e),
             }
         })?;
-        r.map(|b| b.to_vec())
-            .map_err(|e| remote_err(&self.url, &format!("chunk {id}"), e))
+        let b = r.map_err(|e| remote_err(&self.url, &format!("chunk {id}"), e))?;
+        self.fetched
+            .fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(b.to_vec())
     }
 }
 
@@ -108,7 +127,11 @@ impl ChunkStore for RemoteStore {
         let range: Range<u64> = offset..offset + len as u64;
         let r = self.run(async move { store.get_range(&path, range).await })?;
         match r {
-            Ok(b) => Ok(b.to_vec()),
+            Ok(b) => {
+                self.fetched
+                    .fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Ok(b.to_vec())
+            }
             Err(e @ object_store::Error::NotFound { .. }) => {
                 Err(remote_err(&self.url, &format!("chunk {id}"), e))
             }

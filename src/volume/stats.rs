@@ -8,6 +8,7 @@ use super::Volume;
 use crate::error::Result;
 use crate::lsm::entry::Loc;
 use crate::lsm::merge::{Merge, Source};
+use crate::store::ChunkStore;
 
 /// One level.
 #[derive(Debug, Serialize)]
@@ -54,6 +55,20 @@ pub struct Info {
     pub snapshots: Vec<String>,
     /// Writes in the log not yet checkpointed.
     pub pending_blocks: usize,
+    /// Where the chunks the root and kept snapshots reach are.
+    pub locations: Locations,
+}
+
+/// Where reachable chunks are: the local data folder, the cache folder, or only behind
+/// a fallback.
+#[derive(Debug, Default, Serialize)]
+pub struct Locations {
+    /// In the local data folder.
+    pub local: usize,
+    /// In the cache folder (and not local).
+    pub cache: usize,
+    /// Only in a fallback.
+    pub remote: usize,
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -99,11 +114,14 @@ impl Volume {
         // The local data folder's chunks (the store lists the first of its stack).
         let mut chunk_count = 0;
         let mut on_disk = 0;
-        for id in ctx.store.list()? {
+        let listed = ctx.store.list()?;
+        for id in &listed {
             chunk_count += 1;
-            on_disk += ctx.store.size(&id).unwrap_or(0);
+            on_disk += ctx.store.size(id).unwrap_or(0);
         }
+        let locations = self.locations(listed)?;
         Ok(Info {
+            locations,
             uuid: self.uuid.clone(),
             size: self.size(),
             root: view.root.map(|r| r.id.to_hex()),
@@ -128,5 +146,33 @@ impl Volume {
             snapshots: view.kept.iter().map(|k| k.id.to_hex()).collect(),
             pending_blocks,
         })
+    }
+}
+
+impl Volume {
+    fn locations(&self, local: Vec<crate::format::chunk_id::ChunkId>) -> Result<Locations> {
+        let local: std::collections::HashSet<_> = local.into_iter().collect();
+        let swap = super::read_swap(self.swap_path())?;
+        let cached: std::collections::HashSet<_> = match &swap.cache {
+            Some(dir) => {
+                let dir = super::disk_files::base_dir(self.swap_path()).join(dir);
+                crate::store::local::LocalStore::open_read_only(&dir)
+                    .list()?
+                    .into_iter()
+                    .collect()
+            }
+            None => Default::default(),
+        };
+        let mut l = Locations::default();
+        for id in self.engine.reachable()? {
+            if local.contains(&id) {
+                l.local += 1;
+            } else if cached.contains(&id) {
+                l.cache += 1;
+            } else {
+                l.remote += 1;
+            }
+        }
+        Ok(l)
     }
 }
