@@ -7,16 +7,16 @@
 //! modification times (touched on the first hit of each chunk in a process). A cached
 //! file that does not match its name, or that another process evicted, is a miss.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::SystemTime;
 
 use lru::LruCache;
 
 use super::local::LocalStore;
 use super::ChunkStore;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::format::chunk_id::ChunkId;
 
 /// Default bound of a cache folder when `cachesize=` is not given.
@@ -34,6 +34,19 @@ pub struct CacheStore {
     inner: Arc<dyn ChunkStore>,
     max_bytes: u64,
     index: Mutex<Index>,
+    /// Downloads under way: a second reader of the same chunk waits for the first's
+    /// answer instead of fetching it again.
+    inflight: Mutex<HashMap<ChunkId, Arc<Flight>>>,
+}
+
+/// A finished download: the bytes, or the error's kind and text (errors do not clone).
+type Answer = std::result::Result<Arc<Vec<u8>>, (ErrorKind, String)>;
+
+/// One download that several readers wait for.
+#[derive(Default)]
+struct Flight {
+    answer: Mutex<Option<Answer>>,
+    ready: Condvar,
 }
 
 impl CacheStore {
@@ -61,6 +74,7 @@ impl CacheStore {
             inner,
             max_bytes,
             index: Mutex::new(index),
+            inflight: Mutex::new(HashMap::new()),
         };
         cache.evict()?;
         Ok(cache)
@@ -116,8 +130,50 @@ impl CacheStore {
         }
     }
 
-    /// Fetches from behind, keeps a copy, returns the bytes.
+    /// Fetches from behind (once, however many readers want it at the same time),
+    /// keeps a copy, returns the bytes.
     fn fill(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        let lock = || {
+            self.inflight
+                .lock()
+                .map_err(|_| Error::internal("cache download table poisoned"))
+        };
+        let (flight, leader) = {
+            let mut map = lock()?;
+            match map.get(id) {
+                Some(f) => (f.clone(), false),
+                None => {
+                    let f = Arc::new(Flight::default());
+                    map.insert(*id, f.clone());
+                    (f, true)
+                }
+            }
+        };
+        let poisoned = || Error::internal("cache download lock poisoned");
+        if !leader {
+            let mut answer = flight.answer.lock().map_err(|_| poisoned())?;
+            while answer.is_none() {
+                answer = flight.ready.wait(answer).map_err(|_| poisoned())?;
+            }
+            return match answer.as_ref() {
+                Some(Ok(b)) => Ok(b.to_vec()),
+                Some(Err((kind, msg))) => Err(Error::new(*kind, msg.clone())),
+                None => Err(Error::internal("download finished without an answer")),
+            };
+        }
+        let result = self.fetch_and_keep(id);
+        if let Ok(mut answer) = flight.answer.lock() {
+            *answer = Some(match &result {
+                Ok(b) => Ok(Arc::new(b.clone())),
+                Err(e) => Err((e.kind(), e.to_string())),
+            });
+        }
+        flight.ready.notify_all();
+        lock()?.remove(id);
+        result
+    }
+
+    fn fetch_and_keep(&self, id: &ChunkId) -> Result<Vec<u8>> {
         let bytes = self.inner.get(id)?;
         if ChunkId::of(&bytes) != *id {
             return Err(Error::corrupt(format!(
@@ -270,6 +326,39 @@ mod tests {
         let c = CacheStore::open(dir.path(), 2000, mem).unwrap();
         assert_eq!(c.bytes(), 2000);
         assert_eq!(c.get(&ids[9]).unwrap(), vec![9u8; 1000]);
+    }
+
+    #[test]
+    fn concurrent_readers_of_one_chunk_share_one_download() {
+        use crate::store::fault::{FaultPlan, FaultStore};
+        let dir = tempfile::tempdir().unwrap();
+        let mem = Arc::new(MemoryStore::default());
+        let id = mem.put(&[7u8; 100_000]).unwrap();
+        // A slow store behind, so the readers overlap.
+        let slow = Arc::new(FaultStore::new(
+            mem,
+            FaultPlan {
+                delay: Some(std::time::Duration::from_millis(200)),
+                ..FaultPlan::default()
+            },
+        ));
+        let counting = Arc::new(crate::store::recording::RecordingStore::new(slow));
+        let c = CacheStore::open(dir.path(), 1 << 20, counting.clone()).unwrap();
+        let gets = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..6 {
+                s.spawn(|| {
+                    assert_eq!(c.get_range(&id, 10, 5).unwrap(), vec![7u8; 5]);
+                    gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                });
+            }
+        });
+        assert_eq!(gets.into_inner(), 6);
+        assert_eq!(
+            counting.gets(),
+            1,
+            "the chunk was downloaded more than once"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Remembers the id of every chunk put through it, so garbage collection can consider
 //! chunks this process wrote that no root ended up naming (a checkpoint that failed
-//! half-way) without ever guessing about chunks it did not write.
+//! half-way) without ever guessing about chunks it did not write; counts whole-chunk
+//! reads too.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,7 @@ use crate::format::chunk_id::ChunkId;
 pub struct RecordingStore {
     inner: Arc<dyn ChunkStore>,
     put: Mutex<HashSet<ChunkId>>,
+    gets: std::sync::atomic::AtomicU64,
 }
 
 impl RecordingStore {
@@ -21,7 +23,13 @@ impl RecordingStore {
         Self {
             inner,
             put: Mutex::new(HashSet::new()),
+            gets: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Whole-chunk reads so far.
+    pub fn gets(&self) -> u64 {
+        self.gets.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The ids put since the last call.
@@ -34,6 +42,7 @@ impl RecordingStore {
 
 impl ChunkStore for RecordingStore {
     fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.get(id)
     }
     fn get_range(&self, id: &ChunkId, offset: u64, len: usize) -> Result<Vec<u8>> {
