@@ -68,6 +68,12 @@ impl RemoteStore {
         if parsed.scheme() == "s3" && endpoint_http {
             opts.push(("aws_allow_http".into(), "true".into()));
         }
+        // An emulator (or any server) at an http:// base URL for gs://.
+        if parsed.scheme() == "gs"
+            && std::env::var("GOOGLE_BASE_URL").is_ok_and(|u| u.starts_with("http://"))
+        {
+            opts.push(("google_allow_http".into(), "true".into()));
+        }
         let (store, prefix) = object_store::parse_url_opts(&parsed, opts)
             .map_err(|e| Error::invalid(format!("{url}: {e}")))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
