@@ -30,13 +30,14 @@ declare -A NEEDED_BY=(
   [busybox-static]="tests/kernel_nbd_vm.rs (guest initramfs)"
   [cpio]="tests/kernel_nbd_vm.rs (guest initramfs)"
   [shellcheck]="scripts/test.sh (lint of every shell script)"
+  [qemu-block-extra]="bench/remote.sh (qemu's curl driver as the peer)"
   [nginx-light]="tests/remote.rs (a pushed folder served over http, WebDAV push)"
 )
 PKGS=(ca-certificates coreutils util-linux strace build-essential pkg-config
   libnbd-bin python3-libnbd nbdfuse nbdkit qemu-utils fio
   fuse3 xfsprogs e2fsprogs shellcheck nginx-light
   busybox-static cpio binutils xz-utils)
-QEMU_SYS=(qemu-system-x86)
+QEMU_SYS=(qemu-system-x86 qemu-block-extra)
 
 apt_install() { "${SUDO[@]}" apt-get install -y -q --no-install-recommends "$@"; }
 

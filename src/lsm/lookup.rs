@@ -2,6 +2,9 @@
 //! memtable, then the levels newest first), and fetching and opening those records with
 //! coalesced range reads.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
 use crate::error::{Error, Result};
 use crate::format::record::{open_record, SealedRecord};
 use crate::format::BLOCK_SIZE;
@@ -12,6 +15,11 @@ use crate::lsm::tree::Tree;
 
 /// Largest coalesced range read.
 const MAX_COALESCE: u32 = 1 << 20;
+/// A read split into at least this many separate requests fetches them in parallel
+/// (small reads stay on the caller's thread: no threads for a 1 MiB local read).
+const PARALLEL_MIN_GROUPS: usize = 4;
+/// Most requests of one read in flight at once.
+const PARALLEL_FETCHES: usize = 16;
 
 /// Where one block's newest version is.
 pub enum Slot {
@@ -83,9 +91,69 @@ pub fn read_blocks(
         }
     }
     disk.sort_unstable_by_key(|x| (x.1.chunk, x.1.offset));
+    let groups = coalesce(&disk);
+    if groups.len() < PARALLEL_MIN_GROUPS {
+        for g in groups {
+            let group = disk
+                .get(g)
+                .ok_or_else(|| Error::internal("group out of range"))?;
+            read_group(ctx, first, group, out, |_, idx| idx)?;
+        }
+        return Ok(());
+    }
+    // Many separate reads (a large read of a disk behind a slow store): fetch them at
+    // once, each group into its own buffer, then put the blocks in place.
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<(usize, Result<Vec<u8>>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL_FETCHES.min(groups.len()) {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(g) = groups.get(k) else { return };
+                let r = (|| {
+                    let group = disk
+                        .get(g.clone())
+                        .ok_or_else(|| Error::internal("group out of range"))?;
+                    let mut buf = vec![0u8; group.len() * BLOCK_SIZE];
+                    read_group(ctx, first, group, &mut buf, |pos, _| pos)?;
+                    Ok(buf)
+                })();
+                if let Ok(mut d) = done.lock() {
+                    d.push((k, r));
+                }
+            });
+        }
+    });
+    let done = done
+        .into_inner()
+        .map_err(|_| Error::internal("parallel read lock poisoned"))?;
+    if done.len() != groups.len() {
+        return Err(Error::internal("a parallel read worker stopped early"));
+    }
+    for (k, r) in done {
+        let buf = r?;
+        let g = groups
+            .get(k)
+            .ok_or_else(|| Error::internal("group out of range"))?;
+        let group = disk
+            .get(g.clone())
+            .ok_or_else(|| Error::internal("group out of range"))?;
+        for (pos, (idx, _)) in group.iter().enumerate() {
+            let src = buf
+                .get(pos * BLOCK_SIZE..(pos + 1) * BLOCK_SIZE)
+                .ok_or_else(|| Error::internal("parallel read buffer"))?;
+            block_mut(out, *idx)?.copy_from_slice(src);
+        }
+    }
+    Ok(())
+}
+
+/// Splits records (sorted by chunk and offset) into groups that sit back to back in
+/// one chunk, each read with one request of at most `MAX_COALESCE` bytes.
+fn coalesce(disk: &[(usize, DataRef)]) -> Vec<std::ops::Range<usize>> {
+    let mut groups = Vec::new();
     let mut i = 0;
-    while let Some(&(head_index, head)) = disk.get(i) {
-        // Coalesce records that sit back to back in one chunk into one read.
+    while let Some(&(_, head)) = disk.get(i) {
         let mut j = i + 1;
         let mut end = head.offset + head.len;
         while let Some((_, d)) = disk.get(j) {
@@ -96,39 +164,52 @@ pub fn read_blocks(
             end += d.len;
             j += 1;
         }
-        let group = disk
-            .get(i..j)
-            .ok_or_else(|| Error::internal("coalesced group out of range"))?;
-        // Every record is authenticated inside `accept`, so a source whose bytes fail a
-        // tag is passed over for the next one (a fallback, or a refetch past the cache).
-        let mut accept = |bytes: &[u8]| -> Result<()> {
-            for (idx, d) in group {
-                let rel = (d.offset - head.offset) as usize;
-                let rec = bytes
-                    .get(rel..rel + d.len as usize)
-                    .ok_or_else(|| Error::internal("coalesced read shorter than its records"))?;
-                open_record(&ctx.keys, rec, &d.tag, block_mut(out, *idx)?).map_err(|e| {
-                    e.context(format!(
-                        "block {} (chunk {} offset {})",
-                        first + *idx as u64,
-                        d.chunk,
-                        d.offset
-                    ))
-                })?;
-            }
-            Ok(())
-        };
-        ctx.store
-            .read_verified(
-                &head.chunk,
-                u64::from(head.offset),
-                (end - head.offset) as usize,
-                &mut accept,
-            )
-            .map_err(|e| e.context(format!("reading block {}", first + head_index as u64)))?;
+        groups.push(i..j);
         i = j;
     }
-    Ok(())
+    groups
+}
+
+/// Reads one group with one request and opens each record into `dst` at block
+/// `slot(position in group, block index in the read)`. Every record is authenticated
+/// inside `accept`, so a source whose bytes fail a tag is passed over for the next one
+/// (a fallback, or a refetch past the cache).
+fn read_group(
+    ctx: &Ctx,
+    first: u64,
+    group: &[(usize, DataRef)],
+    dst: &mut [u8],
+    slot: impl Fn(usize, usize) -> usize,
+) -> Result<()> {
+    let (Some(&(head_index, head)), Some(&(_, last))) = (group.first(), group.last()) else {
+        return Ok(());
+    };
+    let end = last.offset + last.len;
+    let mut accept = |bytes: &[u8]| -> Result<()> {
+        for (pos, (idx, d)) in group.iter().enumerate() {
+            let rel = (d.offset - head.offset) as usize;
+            let rec = bytes
+                .get(rel..rel + d.len as usize)
+                .ok_or_else(|| Error::internal("coalesced read shorter than its records"))?;
+            open_record(&ctx.keys, rec, &d.tag, block_mut(dst, slot(pos, *idx))?).map_err(|e| {
+                e.context(format!(
+                    "block {} (chunk {} offset {})",
+                    first + *idx as u64,
+                    d.chunk,
+                    d.offset
+                ))
+            })?;
+        }
+        Ok(())
+    };
+    ctx.store
+        .read_verified(
+            &head.chunk,
+            u64::from(head.offset),
+            (end - head.offset) as usize,
+            &mut accept,
+        )
+        .map_err(|e| e.context(format!("reading block {}", first + head_index as u64)))
 }
 
 fn block_mut(out: &mut [u8], i: usize) -> Result<&mut [u8]> {

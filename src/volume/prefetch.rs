@@ -4,6 +4,8 @@
 //! command (`prefetch`) or on a thread beside `serve`/`attach` (`--prefetch FILE`).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use serde::Serialize;
 
@@ -12,6 +14,8 @@ use crate::error::{Error, Result};
 
 /// Largest single read of a prefetch (a longer traced range is read in pieces).
 const STEP: u64 = 4 << 20;
+/// Ranges read at once.
+const PARALLEL: usize = 8;
 
 /// What a prefetch did.
 #[derive(Debug, Default, Serialize)]
@@ -48,25 +52,56 @@ pub fn read_trace(path: &Path) -> Result<Vec<(u64, u64)>> {
 }
 
 impl Volume {
-    /// Reads every range of `ranges` in order (clipped to the disk) so the chunks
-    /// behind them land in the cache. `progress` gets the ranges done so far.
-    pub fn prefetch(&self, ranges: &[(u64, u64)], progress: &dyn Fn(u64)) -> Result<Prefetched> {
-        let mut done = Prefetched::default();
-        let mut buf = Vec::new();
-        for (i, &(off, len)) in ranges.iter().enumerate() {
-            let end = off.saturating_add(len).min(self.size());
-            let mut at = off;
-            while at < end {
-                let n = (end - at).min(STEP);
-                buf.resize(n as usize, 0);
-                self.read_at(at, &mut buf)?;
-                done.bytes += n;
-                at += n;
+    /// Reads every range of `ranges` (clipped to the disk), `PARALLEL` at a time and
+    /// taken in trace order, so the chunks behind them land in the cache in about the
+    /// order they will be wanted. `progress` gets the ranges done so far.
+    pub fn prefetch(
+        &self,
+        ranges: &[(u64, u64)],
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Prefetched> {
+        let next = AtomicUsize::new(0);
+        let done_ranges = AtomicU64::new(0);
+        let bytes = AtomicU64::new(0);
+        let failed: Mutex<Option<Error>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..PARALLEL.min(ranges.len()) {
+                s.spawn(|| {
+                    let mut buf = Vec::new();
+                    loop {
+                        let Some(&(off, len)) = ranges.get(next.fetch_add(1, Ordering::Relaxed))
+                        else {
+                            return;
+                        };
+                        let end = off.saturating_add(len).min(self.size());
+                        let mut at = off;
+                        while at < end {
+                            let n = (end - at).min(STEP);
+                            buf.resize(n as usize, 0);
+                            if let Err(e) = self.read_at(at, &mut buf) {
+                                if let Ok(mut f) = failed.lock() {
+                                    f.get_or_insert(e);
+                                }
+                                return;
+                            }
+                            bytes.fetch_add(n, Ordering::Relaxed);
+                            at += n;
+                        }
+                        progress(done_ranges.fetch_add(1, Ordering::Relaxed) + 1);
+                    }
+                });
             }
-            done.ranges += 1;
-            progress(i as u64 + 1);
+        });
+        if let Some(e) = failed
+            .into_inner()
+            .map_err(|_| Error::internal("prefetch lock poisoned"))?
+        {
+            return Err(e);
         }
-        Ok(done)
+        Ok(Prefetched {
+            ranges: done_ranges.into_inner() as usize,
+            bytes: bytes.into_inner(),
+        })
     }
 
     /// Runs a prefetch on its own thread (beside `serve` or `attach`); failures are

@@ -6,8 +6,11 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use super::Volume;
 use crate::error::{Error, Result};
 
-/// Bytes moved per step.
+/// Bytes imported per step.
 pub const STEP: usize = 4 << 20;
+/// Bytes exported per step: large, so a disk behind a slow store is read with many
+/// requests in flight at once (see `lsm::lookup`).
+pub const EXPORT_STEP: usize = 32 << 20;
 
 impl Volume {
     /// Writes the bytes of `input` from offset 0; returns the bytes read. `progress` gets
@@ -55,18 +58,34 @@ impl Volume {
         progress: &dyn Fn(u64),
     ) -> Result<()> {
         let size = self.size();
-        let mut buf = vec![0u8; STEP];
+        let mut buf = vec![0u8; EXPORT_STEP];
         let mut off = 0u64;
         let werr = |e| Error::io("writing the export", e);
         while off < size {
-            let n = (size - off).min(STEP as u64);
-            let holes = self.block_status(off, n)?;
-            if seekable && holes.iter().all(|e| !e.allocated) {
+            let n = (size - off).min(EXPORT_STEP as u64);
+            let extents = self.block_status(off, n)?;
+            if seekable && extents.iter().all(|e| !e.allocated) {
                 out.seek(SeekFrom::Current(n as i64)).map_err(werr)?;
             } else {
-                let b = buf.get_mut(..n as usize).unwrap_or_default();
+                // One read for the whole step (many requests in flight when the disk is
+                // behind a slow store), then holes skipped with a seek where possible.
+                let b = buf
+                    .get_mut(..n as usize)
+                    .ok_or_else(|| Error::internal("export buffer"))?;
                 self.read_at(off, b)?;
-                out.write_all(b).map_err(werr)?;
+                let mut at = 0usize;
+                for e in &extents {
+                    let len = e.length as usize;
+                    let part = b
+                        .get(at..at + len)
+                        .ok_or_else(|| Error::internal("export extent past the step"))?;
+                    if seekable && !e.allocated {
+                        out.seek(SeekFrom::Current(len as i64)).map_err(werr)?;
+                    } else {
+                        out.write_all(part).map_err(werr)?;
+                    }
+                    at += len;
+                }
             }
             off += n;
             progress(off);

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Remote reads through a proxy that adds latency (20 ms a request by default), from
+# nginx on 127.0.0.1, in one run, against qemu's curl driver and `nbdkit curl` reading
+# the same raw image through the same proxy. Prints a table: first-read round trips,
+# cold sequential read (MB/s, GET requests, bytes fetched / bytes read), a boot trace
+# replayed cold with --prefetch against warm, and random 4 KiB reads cold and warm.
+# Usage: bench/remote.sh [SIZE_MIB] [LATENCY_MS]    (root not needed)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="/usr/bin:/usr/sbin:$PATH"
+SIZE_MIB="${1:-1024}" LAT="${2:-20}"
+DIR="${BENCH_DIR:-/tmp/mindcastle-remote-bench}"
+rm -rf "$DIR" && mkdir -p "$DIR/www/pub"
+cargo build --release -q
+cargo build --release -q --example fault_proxy
+M=$PWD/target/release/mindcastle
+PROXY=$PWD/target/release/examples/fault_proxy
+pids=()
+cleanup() { local p; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now() { date +%s.%N; }
+stats() { cat "$DIR/proxy.stats"; }  # requests bytes injected
+
+echo "== preparing a ${SIZE_MIB} MiB half-compressible image, disk and nginx"
+python3 - "$DIR/www/img.raw" "$SIZE_MIB" <<'PY'
+import os, sys
+with open(sys.argv[1], "wb") as f:
+    for _ in range(int(sys.argv[2]) * 16):
+        blk = b"".join(os.urandom(2048) + bytes(2048) for _ in range(16))
+        f.write(blk)
+PY
+"$M" create --size "${SIZE_MIB}M" "$DIR/a.swap" >/dev/null
+"$M" import "$DIR/a.swap" "$DIR/www/img.raw"
+"$M" push "$DIR/a.swap" "$DIR/www/pub" >/dev/null
+NGINX_PORT=$(free_port)
+cat > "$DIR/nginx.conf" <<CONF
+$( [ "$(id -u)" = 0 ] && echo "user root;" )
+daemon off; worker_processes 2; pid $DIR/nginx.pid; error_log $DIR/nginx.err;
+events { worker_connections 256; }
+http { access_log off; server { listen 127.0.0.1:$NGINX_PORT; root $DIR/www; } }
+CONF
+nginx -c "$DIR/nginx.conf" -p "$DIR" & pids+=($!)
+"$PROXY" "$NGINX_PORT" "$LAT" "$DIR/proxy.stats" > "$DIR/proxy.port" & pids+=($!)
+for _ in $(seq 100); do [ -s "$DIR/proxy.port" ] && [ -s "$DIR/proxy.stats" ] && break; sleep 0.1; done
+P=$(cat "$DIR/proxy.port")
+URL="http://127.0.0.1:$P"
+
+mkswap() { # NAME [extra lines]
+  local name=$1; shift
+  { cat "$DIR/a.swap"; echo "swapdata=$name-data"; echo "fallback=$URL/pub"; printf '%s\n' "$@"; } > "$DIR/$name.swap"
+  chmod 600 "$DIR/$name.swap"
+}
+serve() { # NAME -> socket; extra args after
+  local name=$1; shift
+  "$M" serve "$DIR/$name.swap" --socket "$DIR/$name.sock" "$@" 2>/dev/null & pids+=($!)
+  for _ in $(seq 100); do [ -S "$DIR/$name.sock" ] && return; sleep 0.1; done
+  echo "no socket for $name" >&2; exit 1
+}
+delta() { # BEFORE AFTER -> "requests bytes"
+  read -r r0 b0 _ <<<"$1"; read -r r1 b1 _ <<<"$2"; echo "$((r1 - r0)) $((b1 - b0))"
+}
+BYTES=$((SIZE_MIB << 20))
+
+echo "== first read: round trips from open to the first 4 KiB"
+mkswap first
+serve first
+s0=$(stats); t0=$(now)
+/usr/bin/nbdsh -u "nbd+unix:///?socket=$DIR/first.sock" -c 'h.pread(4096, 1 << 20)'
+t1=$(now); read -r first_req _ <<<"$(delta "$s0" "$(stats)")"
+first_ms=$(python3 -c "print(round(($t1-$t0)*1000))")
+
+echo "== cold sequential read of the whole disk"
+mkswap seq
+s0=$(stats); t0=$(now)
+"$M" export "$DIR/seq.swap" /dev/null
+t1=$(now); read -r seq_req seq_bytes <<<"$(delta "$s0" "$(stats)")"
+seq_mbs=$(python3 -c "print(round($BYTES/1e6/($t1-$t0),1))")
+s0=$(stats); t0=$(now)
+qemu-img convert -f raw -O raw "json:{\"file.driver\":\"http\",\"file.url\":\"$URL/img.raw\"}" "$DIR/q.raw"
+t1=$(now); rm -f "$DIR/q.raw"; read -r q_req q_bytes <<<"$(delta "$s0" "$(stats)")"
+q_mbs=$(python3 -c "print(round($BYTES/1e6/($t1-$t0),1))")
+K_SOCK="$DIR/k.sock"
+nbdkit -U "$K_SOCK" curl "url=$URL/img.raw" 2>/dev/null & pids+=($!)
+for _ in $(seq 100); do [ -S "$K_SOCK" ] && break; sleep 0.1; done
+s0=$(stats); t0=$(now)
+nbdcopy "nbd+unix:///?socket=$K_SOCK" null:
+t1=$(now); read -r k_req k_bytes <<<"$(delta "$s0" "$(stats)")"
+k_mbs=$(python3 -c "print(round($BYTES/1e6/($t1-$t0),1))")
+
+echo "== a boot trace: 1500 scattered 64 KiB reads, cold with --prefetch and warm"
+python3 - "$DIR/boot.trace" "$BYTES" <<'PY'
+import random, sys
+r = random.Random(7); size = int(sys.argv[2])
+with open(sys.argv[1], "w") as f:
+    for i in range(1500):
+        f.write(f"{r.randrange(0, size // 65536) * 65536} 65536 {i}\n")
+PY
+replay() { # socket
+  /usr/bin/python3 - "$1" "$DIR/boot.trace" <<'PY'
+import nbd, sys
+h = nbd.NBD(); h.connect_uri(f"nbd+unix:///?socket={sys.argv[1]}")
+for line in open(sys.argv[2]):
+    off, n, _ = line.split(); h.pread(int(n), int(off))
+h.shutdown()
+PY
+}
+mkswap boot "cache=boot-cache"
+serve boot --prefetch "$DIR/boot.trace"
+t0=$(now); replay "$DIR/boot.sock"; t1=$(now)
+boot_cold=$(python3 -c "print(round($t1-$t0,2))")
+t0=$(now); replay "$DIR/boot.sock"; t1=$(now)
+boot_warm=$(python3 -c "print(round($t1-$t0,2))")
+mkswap nopf "cache=nopf-cache"
+serve nopf
+t0=$(now); replay "$DIR/nopf.sock"; t1=$(now)
+boot_nopf=$(python3 -c "print(round($t1-$t0,2))")
+
+echo "== random 4 KiB reads (fio nbd, qd32, 10 s), cold then warm cache"
+mkswap rand "cache=rand-cache"
+serve rand
+fio_iops() {
+  fio --name=r --ioengine=nbd --uri="nbd+unix:///?socket=$DIR/rand.sock" --size="${SIZE_MIB}M" \
+      --rw=randread --bs=4k --iodepth=32 --runtime=10 --time_based=1 --output-format=json 2>/dev/null |
+    python3 -c 'import json,sys; t=sys.stdin.read(); print(round(json.loads(t[t.index("{"):])["jobs"][0]["read"]["iops"]))'
+}
+rand_cold=$(fio_iops)
+"$M" prefetch --trace <(echo "0 $BYTES 0") "$DIR/rand.swap" >/dev/null 2>&1 || true
+rand_warm=$(fio_iops)
+
+cat <<TABLE
+
+Remote reads, ${SIZE_MIB} MiB disk, ${LAT} ms per request at the proxy, $(nproc) cores
+| measure | mindcastle | peer | ratio / target |
+|---|---|---|---|
+| first read: requests (round trips) before the first 4 KiB, time | $first_req, ${first_ms} ms | | target <= 3 |
+| cold sequential read, MB/s | $seq_mbs | qemu-img curl $q_mbs; nbdkit curl $k_mbs | $(python3 -c "print(round($seq_mbs/$q_mbs,2), round($seq_mbs/$k_mbs,2))") (target >= 1.0) |
+| GET requests for it | $seq_req | qemu $q_req; nbdkit $k_req | target <= $((SIZE_MIB + 4)) |
+| bytes fetched / bytes read | $(python3 -c "print(round($seq_bytes/$BYTES,3))") | qemu $(python3 -c "print(round($q_bytes/$BYTES,3))"); nbdkit $(python3 -c "print(round($k_bytes/$BYTES,3))") | target <= 1.3 |
+| boot trace (1500 x 64 KiB): cold with --prefetch / warm, s | $boot_cold / $boot_warm | cold without prefetch $boot_nopf | $(python3 -c "print(round($boot_cold/max($boot_warm,0.001),2))") (target <= 1.5) |
+| random 4 KiB reads, IOPS: cold / warm cache | $rand_cold / $rand_warm | | |
+TABLE
