@@ -31,11 +31,12 @@ declare -A NEEDED_BY=(
   [cpio]="tests/kernel_nbd_vm.rs (guest initramfs)"
   [shellcheck]="scripts/test.sh (lint of every shell script)"
   [qemu-block-extra]="bench/remote.sh (qemu's curl driver as the peer)"
+  [python3-azure]="tests/remote.rs (makes the Azurite container)"
   [nginx-light]="tests/remote.rs (a pushed folder served over http, WebDAV push)"
 )
 PKGS=(ca-certificates coreutils util-linux strace build-essential pkg-config
   libnbd-bin python3-libnbd nbdfuse nbdkit qemu-utils fio
-  fuse3 xfsprogs e2fsprogs shellcheck nginx-light
+  fuse3 xfsprogs e2fsprogs shellcheck nginx-light python3-azure
   busybox-static cpio binutils xz-utils)
 QEMU_SYS=(qemu-system-x86 qemu-block-extra)
 
@@ -89,4 +90,9 @@ cargo_tool() {
 }
 cargo_tool "cargo fuzz --version" cargo-fuzz
 cargo_tool "command -v s3s-fs" s3s-fs@0.14.1 --features binary
+# Azurite (npm), the Azure blob emulator of tests/remote.rs (run with telemetry off).
+if ! command -v azurite-blob >/dev/null; then
+  command -v npm >/dev/null || { echo "install-deps.sh: npm is needed for azurite (tests/remote.rs)" >&2; exit 1; }
+  "${SUDO[@]}" npm install -g --no-fund --no-audit azurite
+fi
 echo "install-deps.sh: done"

@@ -601,3 +601,84 @@ fn prefetch_warms_the_cache_in_trace_order() {
     v.read_at(0, &mut got).unwrap();
     assert!(got[..] == image[..half as usize]);
 }
+
+/// Azurite's well-known development account.
+const AZ_ACCOUNT: &str = "devstoreaccount1";
+const AZ_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+#[test]
+fn push_to_azurite_then_export_elsewhere() {
+    if !have("azurite-blob") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // Telemetry off: nothing but 127.0.0.1 is ever contacted.
+    let _az = Daemon(
+        Command::new("azurite-blob")
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .args([
+                "--loose",
+                "--skipApiVersionCheck",
+                "--disableTelemetry",
+                "--silent",
+            ])
+            .args(["--location", s(&dir.path().join("azurite"))])
+            .env("PATH", common::server::path_env())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(port);
+    let blob_url = format!("http://127.0.0.1:{port}/{AZ_ACCOUNT}");
+    // The container, made with Debian's Azure SDK (object_store makes none).
+    let make = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            &format!(
+                "from azure.storage.blob import BlobServiceClient as C; \
+                 C.from_connection_string('DefaultEndpointsProtocol=http;AccountName={AZ_ACCOUNT};\
+                 AccountKey={AZ_KEY};BlobEndpoint={blob_url};').create_container('bucket')"
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(make.status.success(), "creating the container: {make:?}");
+    let az_env = |cmd: &mut Command| -> String {
+        run_ok(
+            cmd.env("AZURE_STORAGE_ACCOUNT_NAME", AZ_ACCOUNT)
+                .env("AZURE_STORAGE_ACCOUNT_KEY", AZ_KEY)
+                .env("AZURE_STORAGE_USE_EMULATOR", "true")
+                .env(
+                    "AZURITE_BLOB_STORAGE_URL",
+                    format!("http://127.0.0.1:{port}"),
+                ),
+        )
+    };
+    let (a_swap, image) = host_a(&dir.path().join("a"), 6 << 20);
+    let b_dir = dir.path().join("b");
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let b_swap = b_dir.join("b.swap");
+    let url = "az://bucket/disks/z1";
+    let first = json(&az_env(common::bin().args([
+        "push",
+        "--json",
+        "--swap-out",
+        s(&b_swap),
+        s(&a_swap),
+        url,
+    ])));
+    assert!(first["copied"].as_u64().unwrap() > 2, "{first}");
+    let again = json(&az_env(common::bin().args([
+        "push",
+        "--json",
+        s(&a_swap),
+        url,
+    ])));
+    assert_eq!(again["copied"], 0, "{again}");
+    let out = b_dir.join("b.img");
+    az_env(common::bin().args(["export", s(&b_swap), s(&out)]));
+    assert!(std::fs::read(&out).unwrap()[..image.len()] == image[..]);
+}
