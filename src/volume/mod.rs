@@ -206,6 +206,9 @@ impl Volume {
             }
         };
         let engine = Engine::open(store, keys, size, start, opts.tuning, mode)?;
+        if swap.cache.is_some() && !swap.fallbacks.is_empty() {
+            prefetch::warm_index(&engine);
+        }
         Ok(Self {
             swap_path: path.to_path_buf(),
             data_dir: dir,

@@ -133,3 +133,35 @@ impl Volume {
         Ok(())
     }
 }
+
+/// A disk read from fallbacks through a cache: fetch the index chunks it lacks all at
+/// once at open (one round trip, in parallel), so the first read costs one more request
+/// instead of one per level. Failures are logged: reads fetch what they need anyway.
+pub(super) fn warm_index(engine: &crate::lsm::engine::Engine) {
+    let store = engine.ctx().store.clone();
+    let local: std::collections::HashSet<crate::format::chunk_id::ChunkId> =
+        store.list().unwrap_or_default().into_iter().collect();
+    let missing: Vec<crate::format::chunk_id::ChunkId> = match engine.view() {
+        Ok(v) => v
+            .tree
+            .runs()
+            .flat_map(|r| r.desc.index_chunks.iter().map(|c| c.0))
+            .filter(|id| !local.contains(id))
+            .collect(),
+        Err(_) => return,
+    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..missing.len().min(16) {
+            s.spawn(|| {
+                while let Some(id) =
+                    missing.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                {
+                    if let Err(e) = store.get(id) {
+                        tracing::debug!(chunk = %id, error = %e, "warming the index failed");
+                    }
+                }
+            });
+        }
+    });
+}
