@@ -223,14 +223,11 @@ fn push_over_webdav_then_serve_from_nginx_on_another_host() {
 
 #[test]
 fn a_folder_copied_into_a_web_root_attaches_and_a_dead_server_fails_cleanly() {
-    if !have("nginx") {
+    let Some(mut site) = Site::start() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let web = dir.path().join("www");
-    std::fs::create_dir_all(&web).unwrap();
-    let (_nginx, port) = nginx(dir.path(), &web);
-    let (a_swap, image) = host_a(&dir.path().join("a"), 6 << 20);
+    };
+    let (dir, web, port) = (site.path().to_path_buf(), site.web.clone(), site.port);
+    let (a_swap, image) = host_a(&dir.join("a"), 6 << 20);
     let sw = mindcastle::volume::read_swap(&a_swap).unwrap();
     let data = mindcastle::volume::data_dir(&a_swap, &sw);
     // Published by a plain copy (chunks only), as with cp -r or rsync.
@@ -240,31 +237,31 @@ fn a_folder_copied_into_a_web_root_attaches_and_a_dead_server_fails_cleanly() {
             std::fs::copy(e.path(), web.join("copy").join(e.file_name())).unwrap();
         }
     }
-    let b_swap = dir.path().join("b.swap");
     let text = std::fs::read_to_string(&a_swap).unwrap();
-    std::fs::write(
-        &b_swap,
-        format!("{text}swapdata=b-data\nfallback=http://127.0.0.1:{port}/copy\ncache=b-cache\n"),
-    )
-    .unwrap();
-    let out = dir.path().join("b.img");
+    let b_swap = swap_with(
+        &dir,
+        "b",
+        &text,
+        &format!("fallback=http://127.0.0.1:{port}/copy\ncache=b-cache\n"),
+    );
+    let out = dir.join("b.img");
     run_ok(common::bin().args(["export", s(&b_swap), s(&out)]));
     assert!(std::fs::read(&out).unwrap()[..image.len()] == image[..]);
     // The cache now holds what was fetched: with the server gone, a second export
     // still works from the cache alone.
-    drop(_nginx);
+    site.stop();
     std::fs::remove_file(&out).unwrap();
     run_ok(common::bin().args(["export", s(&b_swap), s(&out)]));
     assert!(std::fs::read(&out).unwrap()[..image.len()] == image[..]);
     // Without the cache and with the server gone: a clear error, exit non-zero.
-    let c_swap = dir.path().join("c.swap");
-    std::fs::write(
-        &c_swap,
-        format!("{text}swapdata=c-data\nfallback=http://127.0.0.1:{port}/copy\n"),
-    )
-    .unwrap();
+    let c_swap = swap_with(
+        &dir,
+        "c",
+        &text,
+        &format!("fallback=http://127.0.0.1:{port}/copy\n"),
+    );
     let o = common::bin()
-        .args(["export", s(&c_swap), s(&dir.path().join("c.img"))])
+        .args(["export", s(&c_swap), s(&dir.join("c.img"))])
         .env("MINDCASTLE_REMOTE_TIMEOUT", "2s")
         .output()
         .unwrap();
@@ -329,6 +326,52 @@ fn push_to_s3_then_export_and_pull_on_another_host() {
     assert!(o.status.success(), "{o:?}");
 }
 
+/// A temporary folder with nginx serving its `www/` on 127.0.0.1.
+struct Site {
+    dir: tempfile::TempDir,
+    web: PathBuf,
+    port: u16,
+    nginx: Option<Daemon>,
+}
+
+impl Site {
+    /// None (the test skips, loudly) when nginx is missing outside CI.
+    fn start() -> Option<Self> {
+        if !have("nginx") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let web = dir.path().join("www");
+        std::fs::create_dir_all(&web).unwrap();
+        let (daemon, port) = nginx(dir.path(), &web);
+        Some(Self {
+            dir,
+            web,
+            port,
+            nginx: Some(daemon),
+        })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the server (reads must then come from elsewhere).
+    fn stop(&mut self) {
+        self.nginx = None;
+    }
+}
+
+/// Writes `NAME.swap` in `dir`: host A's `.swap` text, a data folder of its own, and
+/// `extra` lines (mode 0600, as `create` makes it).
+fn swap_with(dir: &Path, name: &str, text: &str, extra: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(format!("{name}.swap"));
+    std::fs::write(&p, format!("{text}swapdata={name}-data\n{extra}")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
 /// Publishes host A's disk into nginx's web root (plain copy of its chunks); returns
 /// the `.swap` text and the image.
 fn published(dir: &Path, web: &Path, len: usize) -> (String, Vec<u8>) {
@@ -346,14 +389,11 @@ fn published(dir: &Path, web: &Path, len: usize) -> (String, Vec<u8>) {
 
 #[test]
 fn a_flaky_corrupting_mirror_ahead_of_a_good_one_still_reads_right() {
-    if !have("nginx") {
+    let Some(site) = Site::start() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let web = dir.path().join("www");
-    std::fs::create_dir_all(&web).unwrap();
-    let (_nginx, port) = nginx(dir.path(), &web);
-    let (text, image) = published(dir.path(), &web, 16 << 20);
+    };
+    let (dir, web, port) = (site.path().to_path_buf(), site.web.clone(), site.port);
+    let (text, image) = published(&dir, &web, 16 << 20);
     // The first fallback corrupts 1% of answers and fails 10% with 503; the second is
     // clean. Every byte must come back right, with no error.
     let bad = common::proxy::Proxy::start(
@@ -366,16 +406,16 @@ fn a_flaky_corrupting_mirror_ahead_of_a_good_one_still_reads_right() {
         7,
     );
     let good = common::proxy::Proxy::start(port, Default::default(), 8);
-    let b_swap = dir.path().join("b.swap");
-    std::fs::write(
-        &b_swap,
-        format!(
-            "{text}swapdata=b-data\nfallback=http://127.0.0.1:{}/pub\nfallback=http://127.0.0.1:{}/pub\n",
+    let b_swap = swap_with(
+        &dir,
+        "b",
+        &text,
+        &format!(
+            "fallback=http://127.0.0.1:{}/pub\nfallback=http://127.0.0.1:{}/pub\n",
             bad.port, good.port
         ),
-    )
-    .unwrap();
-    let out = dir.path().join("b.img");
+    );
+    let out = dir.join("b.img");
     run_ok(common::bin().args(["export", s(&b_swap), s(&out)]));
     assert!(std::fs::read(&out).unwrap()[..image.len()] == image[..]);
     assert!(bad.requests() > 20, "the first fallback was hardly asked");
@@ -389,39 +429,33 @@ fn a_flaky_corrupting_mirror_ahead_of_a_good_one_still_reads_right() {
         corrupt_permille: 1000,
         ..Default::default()
     };
-    let c_swap = dir.path().join("c.swap");
-    std::fs::write(
-        &c_swap,
-        format!(
-            "{text}swapdata=c-data\nfallback=http://127.0.0.1:{}/pub\n",
-            bad.port
-        ),
-    )
-    .unwrap();
-    let o = common::run(&["export", s(&c_swap), s(&dir.path().join("c.img"))]);
+    let c_swap = swap_with(
+        &dir,
+        "c",
+        &text,
+        &format!("fallback=http://127.0.0.1:{}/pub\n", bad.port),
+    );
+    let o = common::run(&["export", s(&c_swap), s(&dir.join("c.img"))]);
     assert_eq!(o.status.code(), Some(3), "{o:?}");
 }
 
 #[test]
 fn a_warm_cache_makes_no_request_after_a_restart() {
-    if !have("nginx") {
+    let Some(site) = Site::start() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let web = dir.path().join("www");
-    std::fs::create_dir_all(&web).unwrap();
-    let (_nginx, port) = nginx(dir.path(), &web);
-    let (text, image) = published(dir.path(), &web, 12 << 20);
+    };
+    let (dir, web, port) = (site.path().to_path_buf(), site.web.clone(), site.port);
+    let (text, image) = published(&dir, &web, 12 << 20);
     let proxy = common::proxy::Proxy::start(port, Default::default(), 1);
-    let b_swap = dir.path().join("b.swap");
-    std::fs::write(
-        &b_swap,
-        format!(
-            "{text}swapdata=b-data\nfallback=http://127.0.0.1:{}/pub\ncache=cache\ncachesize=64M\n",
+    let b_swap = swap_with(
+        &dir,
+        "b",
+        &text,
+        &format!(
+            "fallback=http://127.0.0.1:{}/pub\ncache=cache\ncachesize=64M\n",
             proxy.port
         ),
-    )
-    .unwrap();
+    );
     let before = json(&run_ok(common::bin().args(["info", "--json", s(&b_swap)])));
     // `info` itself reads the root and index (so those are cached now); the data
     // chunks are still only behind the fallback.
@@ -429,7 +463,7 @@ fn a_warm_cache_makes_no_request_after_a_restart() {
     let reached = loc["cache"].as_u64().unwrap() + loc["remote"].as_u64().unwrap();
     assert!(loc["remote"].as_u64().unwrap() > 3, "{before}");
     assert_eq!(loc["local"], 0);
-    let out = dir.path().join("b.img");
+    let out = dir.join("b.img");
     run_ok(common::bin().args(["export", s(&b_swap), s(&out)]));
     assert!(std::fs::read(&out).unwrap()[..image.len()] == image[..]);
     let after = json(&run_ok(common::bin().args(["info", "--json", s(&b_swap)])));
@@ -462,14 +496,11 @@ fn a_warm_cache_makes_no_request_after_a_restart() {
 
 #[test]
 fn an_interrupted_push_resumes_and_never_publishes_a_root_early() {
-    if !have("nginx") {
+    let Some(site) = Site::start() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let web = dir.path().join("www");
-    std::fs::create_dir_all(&web).unwrap();
-    let (_nginx, port) = nginx(dir.path(), &web);
-    let (a_swap, image) = host_a(&dir.path().join("a"), 24 << 20);
+    };
+    let (dir, web, port) = (site.path().to_path_buf(), site.web.clone(), site.port);
+    let (a_swap, image) = host_a(&dir.join("a"), 24 << 20);
     let root = mindcastle::volume::read_swap(&a_swap)
         .unwrap()
         .snapshot
@@ -508,7 +539,7 @@ fn an_interrupted_push_resumes_and_never_publishes_a_root_early() {
         "the root was published before its chunks ({partial} files there)"
     );
     // Resumed: only what is missing goes, the root last; then B reads it all.
-    let b_swap = dir.path().join("b.swap");
+    let b_swap = dir.join("b.swap");
     let done = json(&run_ok(common::bin().args([
         "push",
         "--json",
@@ -519,24 +550,21 @@ fn an_interrupted_push_resumes_and_never_publishes_a_root_early() {
     ])));
     assert!(done["present"].as_u64().unwrap() >= 3, "{done}");
     assert!(dest.join(root.file_name()).exists());
-    let out = dir.path().join("b.img");
+    let out = dir.join("b.img");
     run_ok(common::bin().args(["export", s(&b_swap), s(&out)]));
     assert!(std::fs::read(&out).unwrap()[..image.len()] == image[..]);
 }
 
 #[test]
 fn prefetch_warms_the_cache_in_trace_order() {
-    if !have("nginx") {
+    let Some(mut site) = Site::start() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let web = dir.path().join("www");
-    std::fs::create_dir_all(&web).unwrap();
-    let (nginx_daemon, port) = nginx(dir.path(), &web);
-    let (text, image) = published(dir.path(), &web, 12 << 20);
+    };
+    let (dir, web, port) = (site.path().to_path_buf(), site.web.clone(), site.port);
+    let (text, image) = published(&dir, &web, 12 << 20);
     let proxy = common::proxy::Proxy::start(port, Default::default(), 2);
     // A trace as `--trace` writes it: the first half of the data, in 256 KiB reads.
-    let trace = dir.path().join("boot.trace");
+    let trace = dir.join("boot.trace");
     let half = (image.len() / 2) as u64;
     let lines: String = (0..half / (256 << 10))
         .map(|i| {
@@ -550,30 +578,27 @@ fn prefetch_warms_the_cache_in_trace_order() {
         .collect();
     std::fs::write(&trace, lines).unwrap();
     // Without cache= there is nowhere to keep what it fetches: refused.
-    let nocache = dir.path().join("n.swap");
-    std::fs::write(
-        &nocache,
-        format!(
-            "{text}swapdata=n-data\nfallback=http://127.0.0.1:{}/pub\n",
-            proxy.port
-        ),
-    )
-    .unwrap();
+    let nocache = swap_with(
+        &dir,
+        "n",
+        &text,
+        &format!("fallback=http://127.0.0.1:{}/pub\n", proxy.port),
+    );
     let o = common::run(&["prefetch", "--trace", s(&trace), s(&nocache)]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("cache="));
     // A malformed trace names its line.
-    let bad = dir.path().join("bad.trace");
+    let bad = dir.join("bad.trace");
     std::fs::write(&bad, "0 4096 1\nnonsense\n").unwrap();
-    let b_swap = dir.path().join("b.swap");
-    std::fs::write(
-        &b_swap,
-        format!(
-            "{text}swapdata=b-data\nfallback=http://127.0.0.1:{}/pub\ncache=cache\n",
+    let b_swap = swap_with(
+        &dir,
+        "b",
+        &text,
+        &format!(
+            "fallback=http://127.0.0.1:{}/pub\ncache=cache\n",
             proxy.port
         ),
-    )
-    .unwrap();
+    );
     let o = common::run(&["prefetch", "--trace", s(&bad), s(&b_swap)]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("bad.trace:2"));
@@ -588,7 +613,7 @@ fn prefetch_warms_the_cache_in_trace_order() {
     assert!(proxy.requests() > 0);
     // With the server gone, the traced ranges read from the cache.
     drop(proxy);
-    drop(nginx_daemon);
+    site.stop();
     let v = mindcastle::volume::Volume::open(
         &b_swap,
         &mindcastle::OpenOptions {
