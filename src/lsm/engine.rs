@@ -727,13 +727,15 @@ impl Core {
             st.tree = tree.clone();
             st.root = Some(rref);
             st.seq = root.seq;
-            st.frozen = None;
-        }
-        // The new root is durable and named: the sealed segment's ops are all in it.
-        if frozen.is_some() {
-            if let Some(w) = &self.wal {
-                w.drop_old()?;
+            // The new root is durable and named: the sealed segment's ops are all in
+            // it. Dropped before the frozen memtable is let go, so a writer never finds
+            // "nothing frozen" while the sealed segment still exists.
+            if frozen.is_some() {
+                if let Some(w) = &self.wal {
+                    w.drop_old()?;
+                }
             }
+            st.frozen = None;
         }
         if let Err(e) = self.collect(ck, &tree, rref, &kept) {
             tracing::warn!(error = %e, "garbage collection failed; will retry at the next checkpoint");

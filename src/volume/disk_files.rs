@@ -119,11 +119,24 @@ impl DiskLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        let got = if exclusive {
-            file.try_lock()
-        } else {
-            file.try_lock_shared()
+        let try_lock = || {
+            if exclusive {
+                file.try_lock()
+            } else {
+                file.try_lock_shared()
+            }
         };
+        // A holder that is going away (a process that just closed the disk, or a child
+        // forked by another thread that has not yet exec'd and closed its copy) gets a
+        // moment before we say the disk is in use.
+        let mut got = try_lock();
+        for _ in 0..20 {
+            if !matches!(got, Err(std::fs::TryLockError::WouldBlock)) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+            got = try_lock();
+        }
         match got {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
