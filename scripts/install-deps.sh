@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system packages mindcastle and its tests use (Debian 12; run as root, or
 # as a user with sudo). apt's own messages are shown: a conflict names its packages.
+# With --with-test-tools it also installs the tools the test suite builds or fetches
+# from other registries (cargo-fuzz and s3s-fs from crates.io, Azurite from npm);
+# .ci/run passes it, the README's first command (the demo) does not need them.
 #
 # A machine that already carries a newer QEMU from bookworm-backports (qemu-utils
 # 10.x) cannot take bookworm's qemu-system-x86 7.2 beside it; there the backports
@@ -8,6 +11,8 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 here="$(cd "$(dirname "$0")" && pwd)"
+TEST_TOOLS=false
+[ "${1:-}" = --with-test-tools ] && TEST_TOOLS=true
 SUDO=()
 if [ "$(id -u)" != 0 ]; then
   command -v sudo >/dev/null || { echo "install-deps.sh: run as root (no sudo here)" >&2; exit 1; }
@@ -88,11 +93,13 @@ cargo_tool() {
     fi
   fi
 }
-cargo_tool "cargo fuzz --version" cargo-fuzz
-cargo_tool "command -v s3s-fs" s3s-fs@0.14.1 --features binary
-# Azurite (npm), the Azure blob emulator of tests/remote.rs (run with telemetry off).
-if ! command -v azurite-blob >/dev/null; then
-  command -v npm >/dev/null || { echo "install-deps.sh: npm is needed for azurite (tests/remote.rs)" >&2; exit 1; }
-  "${SUDO[@]}" npm install -g --no-fund --no-audit azurite
+if $TEST_TOOLS; then
+  cargo_tool "cargo fuzz --version" cargo-fuzz
+  cargo_tool "command -v s3s-fs" s3s-fs@0.14.1 --features binary
+  # Azurite (npm), the Azure blob emulator of tests/remote.rs (run with telemetry off).
+  if ! command -v azurite-blob >/dev/null; then
+    command -v npm >/dev/null || { echo "install-deps.sh: npm is needed for azurite (tests/remote.rs)" >&2; exit 1; }
+    "${SUDO[@]}" npm install -g --no-fund --no-audit azurite
+  fi
 fi
 echo "install-deps.sh: done"

@@ -12,11 +12,11 @@ for tool in shellcheck nbdinfo nbdcopy nbdsh nbdfuse qemu-img qemu-nbd fio mkfs.
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "test.sh: missing ${missing[*]}: run scripts/install-deps.sh (as root)" >&2
+  echo "test.sh: missing ${missing[*]}: run scripts/install-deps.sh --with-test-tools (as root)" >&2
   exit 1
 fi
 cargo fuzz --version >/dev/null 2>&1 ||
-  { echo "test.sh: cargo-fuzz is missing: cargo install cargo-fuzz --locked" >&2; exit 1; }
+  { echo "test.sh: cargo-fuzz is missing: scripts/install-deps.sh --with-test-tools (or cargo install cargo-fuzz --locked)" >&2; exit 1; }
 cargo fmt --all -- --check
 shellcheck scripts/*.sh bench/*.sh bench/vm/*.sh examples/*.sh tests/vm/*.sh
 cargo clippy --workspace --all-targets -- -D warnings
