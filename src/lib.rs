@@ -9,6 +9,7 @@
 //! - [`lsm`]: write-ahead log, memtable, sorted runs in levels, merges.
 //! - [`format`]: pure byte layouts (records, nodes, roots, log, `.swap` file).
 //! - [`store`]: where chunk files live.
+//! - [`original`]: disks written by the original C Mindcastle (read only, for `convert`).
 
 pub mod attach;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod format;
 pub mod hooks;
 pub mod lsm;
 pub mod nbd;
+pub mod original;
 pub mod store;
 pub mod trace;
 pub mod volume;

@@ -27,7 +27,7 @@ fn classify(path: &Path) -> (Vec<PathBuf>, Vec<PathBuf>, PathBuf) {
         },
     )
     .unwrap();
-    let tree = vol.engine().view().unwrap().tree;
+    let tree = vol.engine().unwrap().view().unwrap().tree;
     let dir = vol.data_dir().to_path_buf();
     let mut data = Vec::new();
     let mut index = Vec::new();

@@ -19,7 +19,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<ExitCode> {
     let vol = super::inspect(&a.swap)?;
     let total: u64 = vol
-        .engine()
+        .engine()?
         .view()?
         .tree
         .runs()

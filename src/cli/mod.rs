@@ -9,6 +9,7 @@ macro_rules! outln {
 }
 
 mod attach;
+mod convert;
 mod create;
 mod fsck;
 mod info;
@@ -57,6 +58,9 @@ enum Command {
     Prefetch(sync::PrefetchArgs),
     /// Serve the disk over NBD on a Unix socket or TCP until SIGINT/SIGTERM.
     Serve(serve::Args),
+    /// Copy a disk written by the original C Mindcastle into a new disk in this
+    /// version's format (the old disk is only read).
+    Convert(convert::Args),
 }
 
 pub use crate::format::size::parse_size;
@@ -90,6 +94,7 @@ pub fn run() -> ExitCode {
         Command::Pull(a) => sync::pull(a),
         Command::Prefetch(a) => sync::prefetch(a),
         Command::Attach(a) => attach::run(a),
+        Command::Convert(a) => convert::run(a),
     };
     match r {
         Ok(code) => code,

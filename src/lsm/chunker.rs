@@ -5,9 +5,14 @@
 //! `MAX_CHUNK`. Tags are pseudo-random functions of block contents, so the same run of
 //! blocks gives the same cuts and the same chunk bytes wherever it is written (in this
 //! disk, a snapshot, a clone or another disk with the same key), and the store keeps
-//! one copy.
+//! one copy. A record equal to one already pushed to the same chunker (the same tag
+//! and bytes: sealing is deterministic) is not stored again; its entry points at the
+//! first copy, so identical blocks written together are stored once.
 
-use crate::error::Result;
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::format::chunk_id::ChunkId;
 use crate::format::record::SealedRecord;
 use crate::lsm::entry::{DataRef, Loc};
 use crate::store::ChunkStore;
@@ -19,16 +24,19 @@ pub const MAX_CHUNK: usize = 4 << 20;
 /// A record ends a chunk with probability 1/128.
 pub const CUT_THRESHOLD: u32 = u32::MAX / 128;
 
-/// A cut chunk waiting to be hashed and stored, with its records.
-type Cut = (Vec<u8>, Vec<(u64, u32, u32, [u8; 16])>);
+/// Where a record sits: (cut index, offset, length).
+type Place = (usize, u32, u32);
 
 /// Accumulates records, cuts chunks, and stores them (hashing in parallel) at `finish`.
 /// Holds at most one memtable's worth of records.
 pub struct Chunker<'a> {
     store: &'a dyn ChunkStore,
     buf: Vec<u8>,
-    pending: Vec<(u64, u32, u32, [u8; 16])>,
-    cuts: Vec<Cut>,
+    cuts: Vec<Vec<u8>>,
+    /// Every entry pushed, in lba order: (lba, place, tag).
+    entries: Vec<(u64, Place, [u8; 16])>,
+    /// First copy of each record, by tag.
+    seen: HashMap<[u8; 16], Place>,
 }
 
 impl<'a> Chunker<'a> {
@@ -37,20 +45,31 @@ impl<'a> Chunker<'a> {
         Self {
             store,
             buf: Vec::with_capacity(MIN_CHUNK * 2),
-            pending: Vec::new(),
             cuts: Vec::new(),
+            entries: Vec::new(),
+            seen: HashMap::new(),
         }
     }
 
     /// Adds one record for block `lba` (blocks must come in increasing order).
     pub fn push(&mut self, lba: u64, rec: &SealedRecord) -> Result<()> {
+        if let Some(&place) = self.seen.get(&rec.tag) {
+            if self.bytes_at(place) == Some(&rec.bytes[..]) {
+                self.entries.push((lba, place, rec.tag));
+                return Ok(());
+            }
+        }
         if self.buf.len() + rec.bytes.len() > MAX_CHUNK {
             self.cut();
         }
-        let offset = self.buf.len() as u32;
+        let place = (
+            self.cuts.len(),
+            self.buf.len() as u32,
+            rec.bytes.len() as u32,
+        );
         self.buf.extend_from_slice(&rec.bytes);
-        self.pending
-            .push((lba, offset, rec.bytes.len() as u32, rec.tag));
+        self.entries.push((lba, place, rec.tag));
+        self.seen.entry(rec.tag).or_insert(place);
         let h = u32::from_le_bytes([rec.tag[0], rec.tag[1], rec.tag[2], rec.tag[3]]);
         if self.buf.len() >= MIN_CHUNK && h < CUT_THRESHOLD {
             self.cut();
@@ -58,12 +77,22 @@ impl<'a> Chunker<'a> {
         Ok(())
     }
 
+    /// The stored bytes of a record already pushed.
+    fn bytes_at(&self, (cut, offset, len): Place) -> Option<&[u8]> {
+        let chunk = if cut == self.cuts.len() {
+            &self.buf
+        } else {
+            self.cuts.get(cut)?
+        };
+        chunk.get(offset as usize..offset as usize + len as usize)
+    }
+
     fn cut(&mut self) {
-        if self.pending.is_empty() {
+        if self.buf.is_empty() {
             return;
         }
         let buf = std::mem::replace(&mut self.buf, Vec::with_capacity(MIN_CHUNK * 2));
-        self.cuts.push((buf, std::mem::take(&mut self.pending)));
+        self.cuts.push(buf);
     }
 
     /// Stores every chunk (SHA-512 and writes spread over the cores); returns every
@@ -75,46 +104,80 @@ impl<'a> Chunker<'a> {
             .map_or(1, |n| n.get())
             .clamp(1, 8);
         let per = self.cuts.len().div_ceil(threads).max(1);
-        let results: Vec<Result<Vec<(u64, Loc)>>> = std::thread::scope(|s| {
+        let results: Vec<Result<Vec<ChunkId>>> = std::thread::scope(|s| {
             let handles: Vec<_> = self
                 .cuts
                 .chunks(per)
-                .map(|group| {
-                    s.spawn(move || -> Result<Vec<(u64, Loc)>> {
-                        let mut out = Vec::new();
-                        for (buf, recs) in group {
-                            let id = store.put(buf)?;
-                            let size = buf.len() as u32;
-                            out.extend(recs.iter().map(|&(lba, offset, len, tag)| {
-                                (
-                                    lba,
-                                    Loc::Data(DataRef {
-                                        chunk: id,
-                                        chunk_size: size,
-                                        offset,
-                                        len,
-                                        tag,
-                                    }),
-                                )
-                            }));
-                        }
-                        Ok(out)
-                    })
-                })
+                .map(|group| s.spawn(move || group.iter().map(|buf| store.put(buf)).collect()))
                 .collect();
             handles
                 .into_iter()
                 .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(crate::error::Error::invalid("chunk writer panicked"))
-                    })
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::invalid("chunk writer panicked")))
                 })
                 .collect()
         });
-        let mut out = Vec::new();
+        let mut ids = Vec::with_capacity(self.cuts.len());
         for r in results {
-            out.extend(r?);
+            ids.extend(r?);
         }
-        Ok(out)
+        self.entries
+            .iter()
+            .map(|&(lba, (cut, offset, len), tag)| {
+                let (Some(id), Some(buf)) = (ids.get(cut), self.cuts.get(cut)) else {
+                    return Err(Error::internal("chunker entry names no chunk"));
+                };
+                Ok((
+                    lba,
+                    Loc::Data(DataRef {
+                        chunk: *id,
+                        chunk_size: buf.len() as u32,
+                        offset,
+                        len,
+                        tag,
+                    }),
+                ))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::crypto::{DiskKey, Keys};
+    use crate::format::record::seal_block;
+    use crate::store::memory::MemoryStore;
+    use crate::store::ChunkStore;
+
+    #[test]
+    fn equal_records_are_stored_once_and_both_entries_read_them() -> Result<()> {
+        let keys = Keys::new(&DiskKey([7; 32]));
+        let store = MemoryStore::default();
+        let a = seal_block(&keys, &[1u8; 4096])?;
+        let b = seal_block(&keys, &[2u8; 4096])?;
+        let mut c = Chunker::new(&store);
+        c.push(10, &a)?;
+        c.push(11, &b)?;
+        c.push(12, &a)?;
+        let out = c.finish()?;
+        let locs: Vec<DataRef> = out
+            .iter()
+            .filter_map(|(_, l)| match l {
+                Loc::Data(d) => Some(*d),
+                Loc::Zero => None,
+            })
+            .collect();
+        assert_eq!(
+            out.iter().map(|e| e.0).collect::<Vec<_>>(),
+            vec![10, 11, 12]
+        );
+        assert_eq!(locs.len(), 3);
+        assert_eq!(locs[0], locs[2], "the repeat points at the first copy");
+        assert_ne!(locs[0].offset, locs[1].offset);
+        let chunk = store.get(&locs[0].chunk)?;
+        assert_eq!(chunk.len(), a.bytes.len() + b.bytes.len(), "stored once");
+        Ok(())
     }
 }

@@ -148,8 +148,8 @@ pub fn read_blocks(
     Ok(())
 }
 
-/// Splits records (sorted by chunk and offset) into groups that sit back to back in
-/// one chunk, each read with one request of at most `MAX_COALESCE` bytes.
+/// Splits records (sorted by chunk and offset) into groups that sit back to back (or
+/// repeat) in one chunk, each read with one request of at most `MAX_COALESCE` bytes.
 fn coalesce(disk: &[(usize, DataRef)]) -> Vec<std::ops::Range<usize>> {
     let mut groups = Vec::new();
     let mut i = 0;
@@ -157,11 +157,12 @@ fn coalesce(disk: &[(usize, DataRef)]) -> Vec<std::ops::Range<usize>> {
         let mut j = i + 1;
         let mut end = head.offset + head.len;
         while let Some((_, d)) = disk.get(j) {
-            if d.chunk != head.chunk || d.offset != end || end - head.offset + d.len > MAX_COALESCE
-            {
+            // Back to back, or the same record again (equal blocks stored once).
+            let e = end.max(d.offset + d.len);
+            if d.chunk != head.chunk || d.offset > end || e - head.offset > MAX_COALESCE {
                 break;
             }
-            end += d.len;
+            end = e;
             j += 1;
         }
         groups.push(i..j);
@@ -181,10 +182,14 @@ fn read_group(
     dst: &mut [u8],
     slot: impl Fn(usize, usize) -> usize,
 ) -> Result<()> {
-    let (Some(&(head_index, head)), Some(&(_, last))) = (group.first(), group.last()) else {
+    let Some(&(head_index, head)) = group.first() else {
         return Ok(());
     };
-    let end = last.offset + last.len;
+    let end = group
+        .iter()
+        .map(|(_, d)| d.offset + d.len)
+        .max()
+        .unwrap_or(head.offset);
     let mut accept = |bytes: &[u8]| -> Result<()> {
         for (pos, (idx, d)) in group.iter().enumerate() {
             let rel = (d.offset - head.offset) as usize;

@@ -46,7 +46,7 @@ impl Volume {
     /// Checks the disk; `progress` is called with the number of entries checked so far.
     pub fn fsck(&self, progress: &dyn Fn(u64)) -> Result<FsckReport> {
         let mut c = Checker {
-            ctx: self.engine.ctx(),
+            ctx: self.engine()?.ctx(),
             report: FsckReport::default(),
             chunks: HashMap::new(),
             current: None,

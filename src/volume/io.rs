@@ -63,10 +63,10 @@ impl Volume {
                 let dst = buf
                     .get_mut(at..at + (n * BS) as usize)
                     .ok_or_else(|| Error::internal("aligned read window"))?;
-                self.engine.read_blocks(lba, dst)?;
+                self.read_blocks(lba, dst)?;
             } else {
                 window.resize((n * BS) as usize, 0);
-                self.engine.read_blocks(lba, &mut window)?;
+                self.read_blocks(lba, &mut window)?;
                 let (from, to) = (offset.max(lba * BS), (offset + len).min((lba + n) * BS));
                 let src = window
                     .get((from - lba * BS) as usize..(to - lba * BS) as usize)
@@ -101,8 +101,8 @@ impl Volume {
         } else {
             Vec::new()
         };
-        let keys = &self.engine.ctx().keys;
-        self.engine.update(|batch| {
+        let keys = &self.engine()?.ctx().keys;
+        self.engine()?.update(|batch| {
             for (i, rec) in full.into_iter().enumerate() {
                 let lba = first_full + i as u64;
                 match rec {
@@ -148,7 +148,7 @@ impl Volume {
     }
 
     fn seal_all(&self, bytes: &[u8]) -> Result<Vec<Option<SealedRecord>>> {
-        let keys = &self.engine.ctx().keys;
+        let keys = &self.engine()?.ctx().keys;
         let seal = |part: &[u8]| -> Result<Vec<Option<SealedRecord>>> {
             part.chunks(BLOCK_SIZE)
                 .map(|b| {
@@ -207,7 +207,7 @@ impl Volume {
         if end > end_full * BS {
             self.write_at(end_full * BS, &vec![0u8; (end - end_full * BS) as usize])?;
         }
-        self.engine
+        self.engine()?
             .update(|batch| batch.zero(first_full, end_full - first_full))
     }
 
@@ -224,7 +224,7 @@ impl Volume {
         let mut lba = offset / BS;
         while lba * BS < end {
             let n = (end.div_ceil(BS) - lba).min(WINDOW);
-            for (i, allocated) in self.engine.allocated(lba, n)?.into_iter().enumerate() {
+            for (i, allocated) in self.allocated(lba, n)?.into_iter().enumerate() {
                 let (_, _, length) = overlap(lba + i as u64, offset, len);
                 let length = length as u64;
                 match out.last_mut() {

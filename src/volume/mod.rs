@@ -3,6 +3,7 @@
 //! below ([`crate::lsm::engine`]) keeps the data; the store stack
 //! ([`crate::store::stack`]) holds the chunks.
 
+pub mod convert;
 mod disk_files;
 pub mod fsck;
 mod io;
@@ -27,6 +28,7 @@ use crate::format::BLOCK_SIZE;
 pub use crate::lsm::engine::Tuning;
 use crate::lsm::engine::{load_root, Engine, Mode, RootSink, Start};
 use crate::lsm::wal::SyncHook;
+use crate::original::OriginalDisk;
 use crate::store::stack::{self, StackSpec, WrapStore};
 
 /// Block size as u64.
@@ -56,8 +58,38 @@ pub struct Volume {
     swap_path: PathBuf,
     data_dir: PathBuf,
     uuid: String,
-    engine: Engine,
+    data: Data,
     _lock: Option<DiskLock>,
+}
+
+/// What holds the blocks: this version's engine, or a disk in the original C
+/// Mindcastle's format (read only, until `convert`).
+enum Data {
+    V1(Engine),
+    Original(OriginalDisk),
+}
+
+/// The on-disk format of an open disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    /// This version's format (FORMAT.md, version 1).
+    V1,
+    /// The original C Mindcastle's format.
+    Original,
+}
+
+/// What to tell a user who tried something on an original-format disk that only a
+/// v1 disk can do.
+fn original_refusal(path: &Path, what: &str) -> Error {
+    Error::invalid(format!(
+        "{} was written by the original C Mindcastle (its LSM tree format, not this \
+         version's): it can be read as it is (`mindcastle export`, `mindcastle serve \
+         --read-only`), but {what} needs a disk in this version's format. Convert it, \
+         leaving it as it is: mindcastle convert {} NEW.swap",
+        path.display(),
+        path.display()
+    ))
 }
 
 /// Names each new root in the `.swap` file (atomically: temp file, fsync, rename).
@@ -84,6 +116,11 @@ impl Volume {
     /// Creates `NAME.swap` (mode 0600) and its data folder with an empty root, and
     /// opens it. From then on the `.swap` file always names a root.
     pub fn create(path: &Path, size: u64) -> Result<Self> {
+        Self::create_with_key(path, size, DiskKey::random())
+    }
+
+    /// [`Volume::create`] with a given key (`convert --key-from-old`).
+    pub fn create_with_key(path: &Path, size: u64, key: DiskKey) -> Result<Self> {
         if size == 0 || !size.is_multiple_of(BS) {
             return Err(Error::invalid(format!(
                 "size {size} is not a positive multiple of 4096"
@@ -95,10 +132,10 @@ impl Volume {
                 "size {size} is larger than the largest disk ({max} bytes, 1 EiB)"
             )));
         }
-        let swap = SwapFile::new(uuid::Uuid::new_v4().to_string(), size, DiskKey::random().0);
+        let swap = SwapFile::new(uuid::Uuid::new_v4().to_string(), size, key.0);
         create_swap(path, &swap)?;
         let vol = Self::open(path, &OpenOptions::default())?;
-        vol.engine.checkpoint()?;
+        vol.engine()?.checkpoint()?;
         Ok(vol)
     }
 
@@ -113,6 +150,9 @@ impl Volume {
                 path.display(),
                 dir.display()
             )));
+        }
+        if let Some(vol) = Self::open_original(path, &swap, &dir, opts)? {
+            return Ok(vol);
         }
         let lock = match (opts.no_lock, dir.is_dir() || writable) {
             (false, true) => {
@@ -213,19 +253,90 @@ impl Volume {
             swap_path: path.to_path_buf(),
             data_dir: dir,
             uuid: swap.uuid,
-            engine,
+            data: Data::V1(engine),
             _lock: lock,
         })
     }
 
+    /// Opens the disk read-only when its root is an original C Mindcastle tree (told by
+    /// which cipher opens it, see [`crate::original`]); `None` for any other disk. The
+    /// folder is left exactly as it is: no lock file, no log.
+    fn open_original(
+        path: &Path,
+        swap: &SwapFile,
+        dir: &Path,
+        opts: &OpenOptions,
+    ) -> Result<Option<Self>> {
+        let (Some(root), Some(key)) = (swap.snapshot, swap.key) else {
+            return Ok(None);
+        };
+        if !crate::original::may_be_original(root.size) {
+            return Ok(None);
+        }
+        let store = stack::open(&StackSpec {
+            data_dir: dir,
+            writable: false,
+            base_dir: &base_dir(path),
+            fallbacks: &swap.fallbacks,
+            cache: swap.cache.as_deref(),
+            cache_bytes: swap.cache_size,
+            wrap_local: opts.wrap_store.clone(),
+        })?;
+        let Some(disk) = OriginalDisk::probe(store, key, &root, swap.size)
+            .map_err(|e| e.context(path.display().to_string()))?
+        else {
+            return Ok(None);
+        };
+        if !opts.read_only || opts.snapshot.is_some() {
+            let what = if opts.snapshot.is_some() {
+                "opening a snapshot"
+            } else {
+                "opening it for writing"
+            };
+            return Err(original_refusal(path, what));
+        }
+        tracing::info!(
+            disk = %path.display(),
+            levels = disk.level_count(),
+            "original C Mindcastle format: read only"
+        );
+        Ok(Some(Self {
+            swap_path: path.to_path_buf(),
+            data_dir: dir.to_path_buf(),
+            uuid: swap.uuid.clone(),
+            data: Data::Original(disk),
+            _lock: None,
+        }))
+    }
+
     /// Flushes, checkpoints and releases the disk.
     pub fn close(self) -> Result<()> {
-        self.engine.close()
+        match self.data {
+            Data::V1(engine) => engine.close(),
+            Data::Original(_) => Ok(()),
+        }
     }
 
     /// Disk size in bytes.
     pub fn size(&self) -> u64 {
-        self.engine.size()
+        match &self.data {
+            Data::V1(engine) => engine.size(),
+            Data::Original(disk) => disk.size(),
+        }
+    }
+    /// The disk's format.
+    pub fn format(&self) -> DiskFormat {
+        match &self.data {
+            Data::V1(_) => DiskFormat::V1,
+            Data::Original(_) => DiskFormat::Original,
+        }
+    }
+    /// The original-format disk, when this is one.
+    pub fn original(&self) -> Option<&OriginalDisk> {
+        match &self.data {
+            Data::V1(_) => None,
+            Data::Original(disk) => Some(disk),
+        }
     }
     /// Disk UUID.
     pub fn uuid(&self) -> &str {
@@ -241,35 +352,59 @@ impl Volume {
     }
     /// True when writes are allowed.
     pub fn writable(&self) -> bool {
-        self.engine.writable()
+        match &self.data {
+            Data::V1(engine) => engine.writable(),
+            Data::Original(_) => false,
+        }
     }
-    /// The engine (levels, roots, store).
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// The engine (levels, roots, store); an error naming `convert` for a disk in the
+    /// original C Mindcastle's format.
+    pub fn engine(&self) -> Result<&Engine> {
+        match &self.data {
+            Data::V1(engine) => Ok(engine),
+            Data::Original(_) => Err(original_refusal(&self.swap_path, "this command")),
+        }
+    }
+    /// Fills whole blocks from `lba`.
+    fn read_blocks(&self, lba: u64, out: &mut [u8]) -> Result<()> {
+        match &self.data {
+            Data::V1(engine) => engine.read_blocks(lba, out),
+            Data::Original(disk) => disk.read_blocks(lba, out).map(|_| ()),
+        }
+    }
+    /// Which of `count` blocks from `lba` hold stored data.
+    fn allocated(&self, lba: u64, count: u64) -> Result<Vec<bool>> {
+        match &self.data {
+            Data::V1(engine) => engine.allocated(lba, count),
+            Data::Original(disk) => disk.allocated(lba, count),
+        }
     }
     /// The current root (None for a disk never checkpointed).
     pub fn root_ref(&self) -> Result<Option<RootRef>> {
-        self.engine.root()
+        self.engine()?.root()
     }
     /// Snapshots kept readable by the current root.
     pub fn kept(&self) -> Result<Vec<RootRef>> {
-        self.engine.kept()
+        self.engine()?.kept()
     }
     /// Makes every completed write durable (fdatasync of the log, shared by
     /// concurrent callers).
     pub fn flush(&self) -> Result<()> {
-        self.engine.flush()
+        match &self.data {
+            Data::V1(engine) => engine.flush(),
+            Data::Original(_) => Ok(()),
+        }
     }
     /// Writes everything so far into chunks and a new root; returns it.
     pub fn checkpoint(&self) -> Result<Option<RootRef>> {
-        self.engine.checkpoint()
+        self.engine()?.checkpoint()
     }
     /// Checkpoints and keeps the result readable as a snapshot; returns it.
     pub fn snapshot(&self) -> Result<RootRef> {
-        self.engine.snapshot()
+        self.engine()?.snapshot()
     }
     /// Stops keeping a snapshot; chunks only it reached are deleted.
     pub fn forget_snapshot(&self, id: &ChunkId) -> Result<()> {
-        self.engine.forget_snapshot(id)
+        self.engine()?.forget_snapshot(id)
     }
 }

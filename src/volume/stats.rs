@@ -82,8 +82,8 @@ fn ratio(a: u64, b: u64) -> f64 {
 impl Volume {
     /// Computes the figures (walks the whole index once).
     pub fn info(&self) -> Result<Info> {
-        let view = self.engine.view()?;
-        let ctx = self.engine.ctx();
+        let view = self.engine()?.view()?;
+        let ctx = self.engine()?.ctx();
         let mut mem = Vec::new();
         let mut logical = 0u64;
         let mut stored = 0u64;
@@ -164,7 +164,7 @@ impl Volume {
             None => Default::default(),
         };
         let mut l = Locations::default();
-        for id in self.engine.reachable()? {
+        for id in self.engine()?.reachable()? {
             if local.contains(&id) {
                 l.local += 1;
             } else if cached.contains(&id) {

@@ -104,7 +104,7 @@ impl Volume {
             self.flush()?;
             self.checkpoint()?;
         }
-        let all = self.engine.reachable()?;
+        let all = self.engine()?.reachable()?;
         let roots = self.kept()?.len() + usize::from(self.root_ref()?.is_some());
         let split = all.len().saturating_sub(roots);
         let (below, tops) = all.split_at(split);
@@ -113,7 +113,7 @@ impl Volume {
             root: self.root_ref()?.map(|r| r.id.to_hex()),
             ..Transfer::default()
         });
-        let from = self.engine.ctx().store.as_ref();
+        let from = self.engine()?.ctx().store.as_ref();
         let present = |id: &ChunkId| dest.contains(id);
         copy_missing(below, from, dest, &present, progress, &t)?;
         // Roots one at a time, the current root last.
@@ -130,8 +130,8 @@ impl Volume {
         if !self.writable() {
             return Err(Error::invalid("pull needs the disk open for writing"));
         }
-        let all = self.engine.reachable()?;
-        let store = self.engine.ctx().store.as_ref();
+        let all = self.engine()?.reachable()?;
+        let store = self.engine()?.ctx().store.as_ref();
         // The stack lists (and puts to) the local data folder only.
         let local: HashSet<ChunkId> = store.list()?.into_iter().collect();
         let t = Mutex::new(Transfer {

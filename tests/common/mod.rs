@@ -88,3 +88,69 @@ pub fn chunk_files(swap: &Path) -> Vec<PathBuf> {
 pub mod proxy;
 pub mod server;
 pub mod vm;
+
+/// A writable copy of the disk the original C Mindcastle wrote
+/// (`tests/fixtures/legacy-c`) in `dir`; returns its `.swap` file.
+pub fn legacy_copy(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy-c");
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(&src)
+        .arg(dir)
+        .status()
+        .expect("cp");
+    assert!(st.success(), "copying the legacy fixture");
+    let copy = dir.join("legacy-c");
+    let st = Command::new("chmod")
+        .args(["-R", "u+w"])
+        .arg(&copy)
+        .status()
+        .expect("chmod");
+    assert!(st.success());
+    let swap = copy.join("legacy.swap");
+    let st = Command::new("chmod")
+        .arg("600")
+        .arg(&swap)
+        .status()
+        .expect("chmod");
+    assert!(st.success());
+    swap
+}
+
+/// The first hex word of a line of a `sha256sum`-style file.
+pub fn fixture_sha256(file: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/legacy-c")
+        .join(file);
+    std::fs::read_to_string(p)
+        .expect("fixture sums")
+        .split_whitespace()
+        .next()
+        .expect("a sum")
+        .to_string()
+}
+
+/// SHA-256 of a file, by the system's sha256sum.
+pub fn sha256_file(path: &Path) -> String {
+    let o = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    assert!(o.status.success());
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `sha256sum` of every file under `dir` (sorted), for "nothing changed" checks.
+pub fn tree_sums(dir: &Path) -> String {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg("find . -type f | sort | xargs -r sha256sum; find . | sort")
+        .current_dir(dir)
+        .output()
+        .expect("find");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
