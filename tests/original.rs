@@ -306,3 +306,25 @@ fn serve_read_only_offers_the_original_disk_to_nbd_clients() {
     assert_eq!(sha256_file(&img), fixture_sha256("EXPECTED.sha256"));
     server.stop();
 }
+
+#[test]
+fn an_original_disk_reads_through_a_fallback_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let swap = legacy_copy(dir.path());
+    // Published elsewhere: the chunks move to another folder, the .swap names it.
+    let published = dir.path().join("published");
+    std::fs::rename(
+        swap.parent()
+            .unwrap()
+            .join("swapdata-c15c75cd-81ed-7767-13ef-d6efafdcd0b7"),
+        &published,
+    )
+    .unwrap();
+    let mut text = std::fs::read_to_string(&swap).unwrap();
+    text.push_str(&format!("fallback={}\n", published.display()));
+    std::fs::write(&swap, text).unwrap();
+    let img = dir.path().join("disk.img");
+    let o = run(&["export", s(&swap), s(&img)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(sha256_file(&img), fixture_sha256("EXPECTED.sha256"));
+}

@@ -707,3 +707,42 @@ fn push_to_azurite_then_export_elsewhere() {
     az_env(common::bin().args(["export", s(&b_swap), s(&out)]));
     assert!(std::fs::read(&out).unwrap()[..image.len()] == image[..]);
 }
+
+/// A disk the original C Mindcastle wrote, published on a web server as its users
+/// did (the chunk folder copied to a web root), read over http and converted there.
+#[test]
+fn original_disk_published_on_nginx_exports_and_converts() {
+    let Some(site) = Site::start() else {
+        return;
+    };
+    let (dir, web, port) = (site.path().to_path_buf(), site.web.clone(), site.port);
+    let old = common::legacy_copy(&dir);
+    let chunks = old
+        .parent()
+        .unwrap()
+        .join("swapdata-c15c75cd-81ed-7767-13ef-d6efafdcd0b7");
+    std::fs::rename(&chunks, web.join("legacy")).unwrap();
+    let text = std::fs::read_to_string(&old).unwrap();
+    let swap = swap_with(
+        &dir,
+        "reader",
+        &text,
+        &format!("fallback=http://127.0.0.1:{port}/legacy\n"),
+    );
+    let img = dir.join("disk.img");
+    let o = common::run(&["export", s(&swap), s(&img)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        common::sha256_file(&img),
+        common::fixture_sha256("EXPECTED.sha256")
+    );
+    let new = dir.join("converted.swap");
+    let o = common::run(&["convert", s(&swap), s(&new)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let img2 = dir.join("converted.img");
+    assert!(common::run(&["export", s(&new), s(&img2)]).status.success());
+    assert_eq!(
+        common::sha256_file(&img2),
+        common::fixture_sha256("EXPECTED.sha256")
+    );
+}
