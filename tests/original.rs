@@ -142,7 +142,6 @@ fn commands_that_need_this_versions_format_name_convert() {
     for args in [
         vec!["import", s(&swap), s(&img)],
         vec!["fsck", s(&swap)],
-        vec!["info", s(&swap)],
         vec!["push", s(&swap), s(&dest)],
         vec!["serve", s(&swap), "--socket", "/nonexistent/x.sock"],
         vec!["attach", s(&swap), "/bin/true"],
@@ -156,6 +155,15 @@ fn commands_that_need_this_versions_format_name_convert() {
         );
     }
     assert_eq!(tree_sums(&folder), before);
+    // info inspects it (before a convert) and says what it is.
+    let o = run(&["info", "--json", s(&swap)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["format"], "original", "{info}");
+    assert_eq!(info["levels"], 1);
+    assert_eq!(info["chunk_count"], 16);
+    let o = run(&["info", s(&swap)]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("mindcastle convert"));
 }
 
 #[test]

@@ -18,12 +18,36 @@ pub struct Args {
 /// Runs `info`.
 pub fn run(a: Args) -> Result<ExitCode> {
     let vol = super::inspect(&a.swap)?;
+    if let Some(disk) = vol.original() {
+        // Inspect before converting: what the original's tree says, nothing more.
+        let chunks = disk.chunks();
+        let bytes: u64 = chunks.iter().map(|c| u64::from(c.size)).sum();
+        if a.json {
+            let v = serde_json::json!({
+                "format": "original",
+                "uuid": vol.uuid(),
+                "size": vol.size(),
+                "levels": disk.level_count(),
+                "chunk_count": chunks.len(),
+                "chunk_bytes": bytes,
+            });
+            outln!("{v:#}");
+        } else {
+            outln!("format:            original C Mindcastle (read only; convert with: mindcastle convert {} NEW.swap)", a.swap.display());
+            outln!("uuid:              {}", vol.uuid());
+            outln!("size:              {}", vol.size());
+            outln!("levels:            {}", disk.level_count());
+            outln!("chunk count:       {} ({bytes} bytes)", chunks.len());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let i = vol.info()?;
     if a.json {
         let s = serde_json::to_string_pretty(&i).map_err(|e| Error::invalid(e.to_string()))?;
         outln!("{s}");
         return Ok(ExitCode::SUCCESS);
     }
+    outln!("format:            v1");
     outln!("uuid:              {}", i.uuid);
     outln!("size:              {}", i.size);
     outln!(

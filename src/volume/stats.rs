@@ -28,6 +28,8 @@ pub struct LevelInfo {
 /// What `info` prints.
 #[derive(Debug, Serialize)]
 pub struct Info {
+    /// On-disk format (always `v1` here; `info` reports original disks itself).
+    pub format: super::DiskFormat,
     /// Disk UUID.
     pub uuid: String,
     /// Disk size in bytes.
@@ -122,6 +124,7 @@ impl Volume {
         let locations = self.locations(listed)?;
         Ok(Info {
             locations,
+            format: super::DiskFormat::V1,
             uuid: self.uuid.clone(),
             size: self.size(),
             root: view.root.map(|r| r.id.to_hex()),
