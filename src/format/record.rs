@@ -64,11 +64,17 @@ pub fn open_record(keys: &Keys, stored: &[u8], tag: &[u8; 16], out: &mut [u8]) -
         return Err(Error::corrupt(format!("record of {} bytes", stored.len())));
     }
     let plain = keys.open(Purpose::Record, AAD_RECORD, stored, Some(tag))?;
-    if plain.len() == BLOCK_SIZE {
-        out.copy_from_slice(&plain);
+    unpack_block(&plain, out)
+}
+
+/// A record's plaintext into its 4 KiB block: a 4096-byte plaintext is the block as
+/// it is, anything shorter an LZ4 block (the same rule in the original C Mindcastle).
+pub fn unpack_block(plain: &[u8], out: &mut [u8]) -> Result<()> {
+    if plain.len() == BLOCK_SIZE && out.len() == BLOCK_SIZE {
+        out.copy_from_slice(plain);
         return Ok(());
     }
-    match lz4_flex::block::decompress_into(&plain, out) {
+    match lz4_flex::block::decompress_into(plain, out) {
         Ok(n) if n == BLOCK_SIZE => Ok(()),
         Ok(n) => Err(Error::corrupt(format!("record decompressed to {n} bytes"))),
         Err(e) => Err(Error::corrupt(format!("record does not decompress: {e}"))),

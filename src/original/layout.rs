@@ -41,7 +41,6 @@ use aes_gcm::{Aes256Gcm, Nonce};
 
 use crate::error::{Error, Result};
 use crate::format::chunk_id::ChunkId;
-use crate::format::BLOCK_SIZE;
 
 /// Size of every tree node in a tree chunk.
 pub const NODE_SIZE: usize = 32768;
@@ -343,14 +342,5 @@ pub fn parse_user_data(b: &[u8]) -> Result<UserData> {
 
 /// Opens one stored record into a 4 KiB block.
 pub fn open_record(key: &[u8; 32], stored: &[u8], tag: &Tag, out: &mut [u8]) -> Result<()> {
-    let plain = open_sealed(key, stored, tag)?;
-    if plain.len() == BLOCK_SIZE && out.len() == BLOCK_SIZE {
-        out.copy_from_slice(&plain);
-        return Ok(());
-    }
-    match lz4_flex::block::decompress_into(&plain, out) {
-        Ok(n) if n == BLOCK_SIZE => Ok(()),
-        Ok(n) => Err(Error::corrupt(format!("record decompressed to {n} bytes"))),
-        Err(e) => Err(Error::corrupt(format!("record does not decompress: {e}"))),
-    }
+    crate::format::record::unpack_block(&open_sealed(key, stored, tag)?, out)
 }

@@ -79,6 +79,25 @@ pub enum DiskFormat {
     Original,
 }
 
+/// The store stack of a disk (see [`stack::open`]).
+fn open_stack(
+    path: &Path,
+    swap: &SwapFile,
+    dir: &Path,
+    writable: bool,
+    opts: &OpenOptions,
+) -> Result<std::sync::Arc<dyn crate::store::ChunkStore>> {
+    stack::open(&StackSpec {
+        data_dir: dir,
+        writable,
+        base_dir: &base_dir(path),
+        fallbacks: &swap.fallbacks,
+        cache: swap.cache.as_deref(),
+        cache_bytes: swap.cache_size,
+        wrap_local: opts.wrap_store.clone(),
+    })
+}
+
 /// What to tell a user who tried something on an original-format disk that only a
 /// v1 disk can do.
 fn original_refusal(path: &Path, what: &str) -> Error {
@@ -162,15 +181,7 @@ impl Volume {
             }
             _ => None,
         };
-        let store = stack::open(&StackSpec {
-            data_dir: &dir,
-            writable,
-            base_dir: &base_dir(path),
-            fallbacks: &swap.fallbacks,
-            cache: swap.cache.as_deref(),
-            cache_bytes: swap.cache_size,
-            wrap_local: opts.wrap_store.clone(),
-        })?;
+        let store = open_stack(path, &swap, &dir, writable, opts)?;
         // The parser refuses a .swap without key=.
         let key = swap
             .key
@@ -273,15 +284,7 @@ impl Volume {
         if !crate::original::may_be_original(root.size) {
             return Ok(None);
         }
-        let store = stack::open(&StackSpec {
-            data_dir: dir,
-            writable: false,
-            base_dir: &base_dir(path),
-            fallbacks: &swap.fallbacks,
-            cache: swap.cache.as_deref(),
-            cache_bytes: swap.cache_size,
-            wrap_local: opts.wrap_store.clone(),
-        })?;
+        let store = open_stack(path, swap, dir, false, opts)?;
         let Some(disk) = OriginalDisk::probe(store, key, &root, swap.size)
             .map_err(|e| e.context(path.display().to_string()))?
         else {
