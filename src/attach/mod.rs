@@ -11,7 +11,7 @@
 pub mod fuse;
 pub mod kernel_nbd;
 pub mod loopdev;
-mod sys;
+pub(crate) mod sys;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -295,14 +295,18 @@ pub fn run(cfg: &AttachConfig) -> Result<u8> {
                 }
                 break;
             }
-            SIGUSR1 => match vol.flush().and_then(|()| vol.snapshot()) {
-                Ok(snap) => {
-                    let id = snap.id.to_hex();
-                    eprintln!("mindcastle: snapshot {id}");
-                    run_logged(&script, Event::Snapshot, att.device(), &uuid, Some(&id));
+            SIGUSR1 => {
+                for r in crate::volume::request::on_sigusr1(&vol) {
+                    match r {
+                        Ok(snap) => {
+                            let id = snap.id.to_hex();
+                            eprintln!("mindcastle: snapshot {id}");
+                            run_logged(&script, Event::Snapshot, att.device(), &uuid, Some(&id));
+                        }
+                        Err(e) => tracing::error!(error = %e, "snapshot failed"),
+                    }
                 }
-                Err(e) => tracing::error!(error = %e, "snapshot failed"),
-            },
+            }
             other => tracing::debug!(signal = other, "ignored while attached"),
         }
     }

@@ -64,3 +64,13 @@ pub fn harden_for_block_serving() {
         tracing::warn!(error = %io::Error::last_os_error(), "mlockall failed; memory may be paged out");
     }
 }
+
+/// Sends `signal` to process `pid`.
+pub fn send_signal(pid: i32, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill(2) takes integers only; no memory is shared.
+    if unsafe { libc::kill(pid, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

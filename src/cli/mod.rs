@@ -12,6 +12,7 @@ mod attach;
 mod convert;
 mod create;
 mod fsck;
+mod history;
 mod info;
 mod output;
 mod progress;
@@ -58,6 +59,21 @@ enum Command {
     Prefetch(sync::PrefetchArgs),
     /// Serve the disk over NBD on a Unix socket or TCP until SIGINT/SIGTERM.
     Serve(serve::Args),
+    /// Flush and keep the current state as a snapshot (asks a running attach or serve
+    /// to do it when one holds the disk).
+    Snapshot(history::SnapshotArgs),
+    /// List the kept snapshots, newest first.
+    Log(history::LogArgs),
+    /// The byte ranges that differ between two snapshots (or a snapshot and the head).
+    Diff(history::DiffArgs),
+    /// A new writable disk starting from a disk's state or one of its snapshots.
+    Clone(history::CloneArgs),
+    /// Go back to a snapshot (the state left is kept as a snapshot first).
+    Reset(history::ResetArgs),
+    /// Stop keeping snapshots (their chunks are deleted when nothing else needs them).
+    Forget(history::ForgetArgs),
+    /// Delete the data folder's chunks that no kept state reaches.
+    Gc(history::GcArgs),
     /// Copy a disk written by the original C Mindcastle into a new disk in this
     /// version's format (the old disk is only read).
     Convert(convert::Args),
@@ -95,6 +111,13 @@ pub fn run() -> ExitCode {
         Command::Prefetch(a) => sync::prefetch(a),
         Command::Attach(a) => attach::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Snapshot(a) => history::snapshot(a),
+        Command::Log(a) => history::log(a),
+        Command::Diff(a) => history::diff(a),
+        Command::Clone(a) => history::clone(a),
+        Command::Reset(a) => history::reset(a),
+        Command::Forget(a) => history::forget(a),
+        Command::Gc(a) => history::gc(a),
     };
     match r {
         Ok(code) => code,

@@ -127,6 +127,15 @@ pub struct View {
     pub pending: Vec<(u64, Option<usize>)>,
 }
 
+/// A snapshot's name and message, recorded in its root.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Label {
+    /// Short name (may be empty).
+    pub name: String,
+    /// Free text (may be empty).
+    pub message: String,
+}
+
 /// An open engine; owning it owns the background checkpoint thread.
 pub struct Engine {
     core: Arc<Core>,
@@ -441,26 +450,61 @@ impl Engine {
 
     /// Checkpoints, then keeps the resulting root readable as a snapshot; returns it.
     pub fn snapshot(&self) -> Result<RootRef> {
+        self.snapshot_labeled(&Label::default())
+    }
+
+    /// [`Engine::snapshot`] with a name and message recorded in the snapshot's root.
+    /// Costs two small roots, never a copy of data.
+    pub fn snapshot_labeled(&self, label: &Label) -> Result<RootRef> {
         self.core.check_writable()?;
         let mut ck = self.core.ckpt.lock().map_err(|_| lock_err())?;
-        let force = self.root()?.is_none();
-        self.core.checkpoint_all(&mut ck, force)?;
+        self.core.checkpoint_all(&mut ck, false)?;
+        // The snapshot: a root over the same levels that carries the label.
+        self.core.commit_labeled(&mut ck, true, label)?;
         let snap = self
             .root()?
             .ok_or_else(|| Error::internal("no root after a forced checkpoint"))?;
-        let added = {
-            let mut st = self.core.state.write().map_err(|_| lock_err())?;
-            let fresh = !st.kept.contains(&snap);
-            if fresh {
-                st.kept.push(snap);
-            }
-            fresh
-        };
-        if added {
-            // The snapshot stays exactly as it is; a new root records that it is kept.
-            self.core.commit(&mut ck, true)?;
-        }
+        self.core
+            .state
+            .write()
+            .map_err(|_| lock_err())?
+            .kept
+            .push(snap);
+        // The snapshot stays exactly as it is; a new root records that it is kept.
+        self.core.commit(&mut ck, true)?;
         Ok(snap)
+    }
+
+    /// Makes the state of kept snapshot `id` the current one. The state being left is
+    /// kept as a snapshot first (labeled `saved`); returns that snapshot.
+    pub fn reset(&self, id: &ChunkId, saved: &Label) -> Result<RootRef> {
+        let target = self
+            .kept()?
+            .into_iter()
+            .find(|k| k.id == *id)
+            .ok_or_else(|| Error::not_found(format!("snapshot {id} is not kept")))?;
+        let root = load_root(self.core.ctx.store.as_ref(), &self.core.ctx.keys, &target)?;
+        if root.size != self.core.size {
+            return Err(Error::invalid(format!(
+                "snapshot {id} is of a {}-byte disk, this disk is {} bytes",
+                root.size, self.core.size
+            )));
+        }
+        let tree = Tree::open(&self.core.ctx, &root.runs)?;
+        let before = self.snapshot_labeled(saved)?;
+        let mut ck = self.core.ckpt.lock().map_err(|_| lock_err())?;
+        self.core.checkpoint_all(&mut ck, false)?;
+        {
+            let mut st = self.core.state.write().map_err(|_| lock_err())?;
+            if !st.mem.is_empty() || st.frozen.is_some() {
+                return Err(Error::invalid(
+                    "writes arrived during reset; nothing was changed, run it again",
+                ));
+            }
+            st.tree = tree;
+        }
+        self.core.commit(&mut ck, true)?;
+        Ok(before)
     }
 
     /// Stops keeping a snapshot; chunks only it reached are deleted.
@@ -661,6 +705,11 @@ impl Core {
     /// log segment and collects garbage. Writes go on meanwhile: the state lock is held
     /// only to read the starting point and to publish the result. Caller holds `ckpt`.
     fn commit(&self, ck: &mut CkptState, force: bool) -> Result<()> {
+        self.commit_labeled(ck, force, &Label::default())
+    }
+
+    /// [`Core::commit`] of a root that carries `label` (a snapshot's name and message).
+    fn commit_labeled(&self, ck: &mut CkptState, force: bool, label: &Label) -> Result<()> {
         let sink = self
             .sink
             .as_ref()
@@ -708,8 +757,8 @@ impl Core {
             parent,
             runs: tree.descs(),
             kept: kept.clone(),
-            name: String::new(),
-            message: String::new(),
+            name: label.name.clone(),
+            message: label.message.clone(),
         };
         let (stored, tag) = root.seal(&self.ctx.keys)?;
         let id = self.ctx.store.put(&stored)?;

@@ -8,6 +8,7 @@
 
 pub mod chunker;
 pub mod ctx;
+pub mod diff;
 pub mod engine;
 pub mod entry;
 pub mod lookup;

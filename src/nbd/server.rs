@@ -82,13 +82,19 @@ impl Signals {
 /// SIGUSR1: flush, checkpoint and keep the result as a snapshot (off the async threads).
 async fn snapshot(vol: &Arc<Volume>) {
     let v = vol.clone();
-    let r = tokio::task::spawn_blocking(move || v.flush().and_then(|()| v.snapshot())).await;
+    let r = tokio::task::spawn_blocking(move || crate::volume::request::on_sigusr1(&v)).await;
     match r {
-        Ok(Ok(root)) => {
-            tracing::info!(snapshot = %root.id, "snapshot taken");
-            eprintln!("mindcastle: snapshot {}", root.id);
+        Ok(taken) => {
+            for t in taken {
+                match t {
+                    Ok(root) => {
+                        tracing::info!(snapshot = %root.id, "snapshot taken");
+                        eprintln!("mindcastle: snapshot {}", root.id);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "snapshot failed"),
+                }
+            }
         }
-        Ok(Err(e)) => tracing::warn!(error = %e, "snapshot failed"),
         Err(e) => tracing::warn!(error = %e, "snapshot task failed"),
     }
 }

@@ -6,8 +6,10 @@
 pub mod convert;
 mod disk_files;
 pub mod fsck;
+pub mod history;
 mod io;
 pub mod prefetch;
+pub mod request;
 pub mod stats;
 pub mod sync;
 pub mod transfer;

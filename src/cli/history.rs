@@ -1,0 +1,295 @@
+//! History commands: `snapshot`, `log`, `diff`, `clone`, `reset`, `forget`, `gc`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::PathArg;
+use crate::error::{Error, Result};
+use crate::volume::history::ranges_of;
+use crate::volume::{OpenOptions, Volume};
+
+fn writable(swap: &std::path::Path) -> Result<Volume> {
+    Volume::open(swap, &OpenOptions::default())
+}
+
+fn json(v: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string_pretty(v).map_err(|e| Error::internal(format!("JSON: {e}")))
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) of unix seconds.
+fn utc(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Arguments of `snapshot`.
+#[derive(clap::Args, Debug)]
+pub struct SnapshotArgs {
+    /// A name to find the snapshot by (unique on this disk).
+    #[arg(long)]
+    name: Option<String>,
+    /// A message kept with it.
+    #[arg(short = 'm', long)]
+    message: Option<String>,
+    /// Print `{"id": …, "name": …}`.
+    #[arg(long)]
+    json: bool,
+    /// The disk.
+    swap: PathArg,
+}
+
+/// Runs `snapshot`.
+pub fn snapshot(a: SnapshotArgs) -> Result<ExitCode> {
+    let name = a.name.unwrap_or_default();
+    let message = a.message.unwrap_or_default();
+    let id = match writable(&a.swap) {
+        Ok(vol) => {
+            let r = vol.snapshot_labeled(&name, &message)?;
+            vol.close()?;
+            r.id.to_hex()
+        }
+        Err(e) if e.kind() == crate::error::ErrorKind::Unavailable => {
+            crate::volume::request::snapshot_running(&a.swap, &name, &message)
+                .map_err(|r| r.context(e.to_string()))?
+        }
+        Err(e) => return Err(e),
+    };
+    if a.json {
+        outln!(
+            "{}",
+            json(&serde_json::json!({ "id": id, "name": name, "message": message }))?
+        );
+    } else {
+        outln!("{id}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `log`.
+#[derive(clap::Args, Debug)]
+pub struct LogArgs {
+    /// Print a JSON array (`id`, `time`, `name`, `message`, `added_bytes`).
+    #[arg(long)]
+    json: bool,
+    /// The disk.
+    swap: PathArg,
+}
+
+/// Runs `log`.
+pub fn log(a: LogArgs) -> Result<ExitCode> {
+    let vol = super::inspect(&a.swap)?;
+    let rows = vol.log()?;
+    if a.json {
+        outln!("{}", json(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        outln!(
+            "no snapshots (take one with: mindcastle snapshot {})",
+            a.swap.display()
+        );
+    }
+    for r in rows {
+        outln!(
+            "{}  {} UTC  +{} bytes  {}{}",
+            r.id,
+            utc(r.time),
+            r.added_bytes,
+            if r.name.is_empty() { "-" } else { &r.name },
+            if r.message.is_empty() {
+                String::new()
+            } else {
+                format!("  {}", r.message)
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `diff`.
+#[derive(clap::Args, Debug)]
+pub struct DiffArgs {
+    /// Print `{"ranges": [{"offset": N, "length": N}, …], "bytes": N}`.
+    #[arg(long)]
+    json: bool,
+    /// The disk.
+    swap: PathArg,
+    /// The older snapshot (id, id prefix or name).
+    a: String,
+    /// The newer snapshot (default: the head).
+    b: Option<String>,
+}
+
+/// Runs `diff`.
+pub fn diff(a: DiffArgs) -> Result<ExitCode> {
+    let vol = super::inspect(&a.swap)?;
+    let from = vol.find_snapshot(&a.a)?;
+    let to = a.b.as_deref().map(|b| vol.find_snapshot(b)).transpose()?;
+    let ranges = ranges_of(vol.diff_blocks(&from, to.as_ref())?);
+    let bytes: u64 = ranges.iter().map(|r| r.length).sum();
+    if a.json {
+        outln!(
+            "{}",
+            json(&serde_json::json!({ "ranges": ranges, "bytes": bytes }))?
+        );
+    } else {
+        for r in &ranges {
+            outln!("{} {}", r.offset, r.length);
+        }
+        outln!("{} ranges, {bytes} bytes differ", ranges.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `clone`.
+#[derive(clap::Args, Debug)]
+pub struct CloneArgs {
+    /// The source: NAME.swap, or NAME.swap@SNAPSHOT for a kept snapshot.
+    source: String,
+    /// The new disk's `.swap` file (must not exist).
+    new: PathArg,
+}
+
+/// Runs `clone`.
+pub fn clone(a: CloneArgs) -> Result<ExitCode> {
+    let (path, snap) = match a.source.rsplit_once('@') {
+        Some((p, s)) if !std::path::Path::new(&a.source).exists() => {
+            (PathBuf::from(p), Some(s.to_string()))
+        }
+        _ => (PathBuf::from(&a.source), None),
+    };
+    let vol = Volume::open(
+        &path,
+        &OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )?;
+    let state = match &snap {
+        Some(s) => vol.find_snapshot(s)?,
+        None => vol
+            .root_ref()?
+            .ok_or_else(|| Error::invalid(format!("{} has no root yet", path.display())))?,
+    };
+    let uuid = vol.clone_to(&state, &a.new)?;
+    outln!(
+        "cloned {}{} into {} (uuid {uuid})",
+        path.display(),
+        snap.map(|s| format!("@{s}")).unwrap_or_default(),
+        a.new.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `reset`.
+#[derive(clap::Args, Debug)]
+pub struct ResetArgs {
+    /// The disk.
+    swap: PathArg,
+    /// The snapshot to go back to (id, id prefix or name).
+    snapshot: String,
+}
+
+/// Runs `reset`.
+pub fn reset(a: ResetArgs) -> Result<ExitCode> {
+    let vol = writable(&a.swap)?;
+    let target = vol.find_snapshot(&a.snapshot)?;
+    let saved = vol.reset_to(&target)?;
+    vol.close()?;
+    outln!(
+        "reset {} to {}; the state it left is kept as snapshot {}",
+        a.swap.display(),
+        target.id,
+        saved.id
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `forget`.
+#[derive(clap::Args, Debug)]
+pub struct ForgetArgs {
+    /// The disk.
+    swap: PathArg,
+    /// Snapshots to stop keeping (ids, id prefixes or names).
+    #[arg(required = true)]
+    snapshots: Vec<String>,
+}
+
+/// Runs `forget`.
+pub fn forget(a: ForgetArgs) -> Result<ExitCode> {
+    let vol = writable(&a.swap)?;
+    let targets = a
+        .snapshots
+        .iter()
+        .map(|s| vol.find_snapshot(s))
+        .collect::<Result<Vec<_>>>()?;
+    vol.forget(&targets)?;
+    vol.close()?;
+    for t in targets {
+        outln!("forgot {}", t.id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `gc`.
+#[derive(clap::Args, Debug)]
+pub struct GcArgs {
+    /// Report what would be deleted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The disk.
+    swap: PathArg,
+}
+
+/// Runs `gc`.
+pub fn gc(a: GcArgs) -> Result<ExitCode> {
+    let vol = writable(&a.swap)?;
+    let r = vol.gc(a.dry_run)?;
+    vol.close()?;
+    if a.json {
+        outln!("{}", json(&r)?);
+    } else {
+        outln!(
+            "{} chunks live; {} unreferenced ({} bytes){}",
+            r.live_chunks,
+            r.garbage_chunks,
+            r.garbage_bytes,
+            if r.deleted {
+                " deleted"
+            } else {
+                ", nothing deleted (dry run)"
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(utc(1_798_675_200 + 3661), "2026-12-31 01:01:01");
+    }
+}

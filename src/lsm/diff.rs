@@ -1,0 +1,59 @@
+//! Which blocks differ between two disk states, from the index alone: each state's
+//! levels are merged into its newest entry per block, and the two ordered streams are
+//! joined. Two entries are the same when both read as zeros (a hole, a zero marker) or
+//! both point at a record with the same tag (sealing is deterministic under one key, so
+//! equal tags mean equal blocks); no data chunk is read.
+
+use crate::error::Result;
+use crate::lsm::ctx::Ctx;
+use crate::lsm::entry::Loc;
+use crate::lsm::merge::{Merge, Source};
+use crate::lsm::tree::Tree;
+
+fn merged<'a>(ctx: &'a Ctx, tree: &'a Tree) -> Result<Merge<'a>> {
+    let mut sources = Vec::new();
+    for run in tree.runs() {
+        sources.push(Source::run(ctx, run)?);
+    }
+    Merge::new(sources)
+}
+
+fn same(a: &Loc, b: &Loc) -> bool {
+    match (a, b) {
+        (Loc::Zero, Loc::Zero) => true,
+        (Loc::Data(x), Loc::Data(y)) => x.tag == y.tag,
+        _ => false,
+    }
+}
+
+/// Calls `changed` with each block (in increasing order) whose contents differ between
+/// the states `a` and `b`.
+pub fn changed_blocks(ctx: &Ctx, a: &Tree, b: &Tree, changed: &mut dyn FnMut(u64)) -> Result<()> {
+    let (mut ma, mut mb) = (merged(ctx, a)?, merged(ctx, b)?);
+    let (mut x, mut y) = (ma.next_entry()?, mb.next_entry()?);
+    loop {
+        match (x, y) {
+            (None, None) => return Ok(()),
+            (Some((la, ea)), Some((lb, eb))) if la == lb => {
+                if !same(&ea, &eb) {
+                    changed(la);
+                }
+                x = ma.next_entry()?;
+                y = mb.next_entry()?;
+            }
+            (Some((la, ea)), other) if other.is_none_or(|(lb, _)| la < lb) => {
+                if matches!(ea, Loc::Data(_)) {
+                    changed(la);
+                }
+                x = ma.next_entry()?;
+            }
+            (_, Some((lb, eb))) => {
+                if matches!(eb, Loc::Data(_)) {
+                    changed(lb);
+                }
+                y = mb.next_entry()?;
+            }
+            (Some(_), None) => x = ma.next_entry()?,
+        }
+    }
+}

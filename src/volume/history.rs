@@ -1,0 +1,324 @@
+//! A disk's history: snapshots by id or name, `log`, `diff`, `reset`, `gc` and `clone`.
+//!
+//! A snapshot is a root the current root keeps readable (its `kept` list); taking one
+//! costs two small roots. Snapshots are named by their root chunk id (64 hex digits, or
+//! any unique prefix of at least 6) or by the name given when taken (the newest with
+//! that name).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use super::{Volume, BS};
+use crate::error::{Error, Result};
+use crate::format::chunk_id::ChunkId;
+use crate::format::root::{Root, RootRef};
+use crate::format::swapfile::SwapFile;
+use crate::lsm::diff::changed_blocks;
+use crate::lsm::engine::{load_root, Label};
+use crate::lsm::tree::Tree;
+use crate::store::ChunkStore;
+
+/// Shortest id prefix accepted.
+const MIN_PREFIX: usize = 6;
+
+/// One snapshot, for `log`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LogEntry {
+    /// Root chunk id.
+    pub id: String,
+    /// Unix seconds when taken.
+    pub time: u64,
+    /// Name given when taken (may be empty).
+    pub name: String,
+    /// Message given when taken (may be empty).
+    pub message: String,
+    /// Bytes of data chunks this snapshot reaches that the one before it does not.
+    pub added_bytes: u64,
+}
+
+/// A run of changed bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Range {
+    /// Byte offset.
+    pub offset: u64,
+    /// Byte length.
+    pub length: u64,
+}
+
+/// What `gc` found (and deleted, unless a dry run).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct GcReport {
+    /// Chunks the current root and kept snapshots reach.
+    pub live_chunks: usize,
+    /// Chunks in the data folder nothing reaches.
+    pub garbage_chunks: usize,
+    /// Their bytes.
+    pub garbage_bytes: u64,
+    /// True when they were deleted.
+    pub deleted: bool,
+}
+
+/// Turns sorted block numbers into byte ranges.
+pub fn ranges_of(blocks: impl IntoIterator<Item = u64>) -> Vec<Range> {
+    let mut out: Vec<Range> = Vec::new();
+    for lba in blocks {
+        match out.last_mut() {
+            Some(r) if r.offset + r.length == lba * BS => r.length += BS,
+            _ => out.push(Range {
+                offset: lba * BS,
+                length: BS,
+            }),
+        }
+    }
+    out
+}
+
+impl Volume {
+    /// The kept snapshot `spec` names: a root id, a unique id prefix, or a name.
+    pub fn find_snapshot(&self, spec: &str) -> Result<RootRef> {
+        let kept = self.kept()?;
+        let spec = spec.trim();
+        if let Ok(id) = ChunkId::from_hex(spec) {
+            return kept.into_iter().find(|k| k.id == id).ok_or_else(|| {
+                Error::not_found(format!("snapshot {id} is not kept by this disk"))
+            });
+        }
+        let store = self.engine()?.ctx().store.clone();
+        let keys = &self.engine()?.ctx().keys;
+        // Newest first, so a name given twice means the latest.
+        let mut by_name = None;
+        for k in kept.iter().rev() {
+            if load_root(store.as_ref(), keys, k)?.name == spec {
+                by_name = Some(*k);
+                break;
+            }
+        }
+        if let Some(k) = by_name {
+            return Ok(k);
+        }
+        let lower = spec.to_ascii_lowercase();
+        let hits: Vec<&RootRef> = kept
+            .iter()
+            .filter(|k| lower.len() >= MIN_PREFIX && k.id.to_hex().starts_with(&lower))
+            .collect();
+        match hits.as_slice() {
+            [one] => Ok(**one),
+            [] => Err(Error::not_found(format!(
+                "no kept snapshot is named '{spec}' or has an id starting with it \
+                 (ids need at least {MIN_PREFIX} hex digits; `mindcastle log` lists them)"
+            ))),
+            _ => Err(Error::invalid(format!(
+                "'{spec}' starts {} snapshot ids; give more digits",
+                hits.len()
+            ))),
+        }
+    }
+
+    /// Takes a snapshot named `name` with `message`; a name already in use is refused.
+    pub fn snapshot_labeled(&self, name: &str, message: &str) -> Result<RootRef> {
+        if !name.is_empty() {
+            if ChunkId::from_hex(name).is_ok() || name.chars().any(char::is_whitespace) {
+                return Err(Error::invalid(format!(
+                    "snapshot name '{name}': a name may not be 64 hex digits or hold spaces"
+                )));
+            }
+            if self.find_snapshot(name).is_ok() {
+                return Err(Error::invalid(format!(
+                    "a snapshot named '{name}' already exists (`mindcastle forget` it first)"
+                )));
+            }
+        }
+        self.flush()?;
+        self.engine()?.snapshot_labeled(&Label {
+            name: name.to_string(),
+            message: message.to_string(),
+        })
+    }
+
+    /// Kept snapshots, newest first.
+    pub fn log(&self) -> Result<Vec<LogEntry>> {
+        let ctx = self.engine()?.ctx().clone();
+        let mut rows = Vec::new();
+        let mut prev: HashSet<ChunkId> = HashSet::new();
+        for k in self.kept()? {
+            let root = load_root(ctx.store.as_ref(), &ctx.keys, &k)?;
+            let mut data = HashSet::new();
+            for run in Tree::open(&ctx, &root.runs)?.runs() {
+                data.extend(run.table.iter().map(|t| (t.id, t.size)));
+            }
+            let added_bytes = data
+                .iter()
+                .filter(|(id, _)| !prev.contains(id))
+                .map(|(_, size)| u64::from(*size))
+                .sum();
+            prev = data.iter().map(|(id, _)| *id).collect();
+            rows.push(LogEntry {
+                id: k.id.to_hex(),
+                time: root.time,
+                name: root.name,
+                message: root.message,
+                added_bytes,
+            });
+        }
+        rows.reverse();
+        Ok(rows)
+    }
+
+    fn tree_of(&self, r: &RootRef) -> Result<Tree> {
+        let ctx = self.engine()?.ctx();
+        let root: Root = load_root(ctx.store.as_ref(), &ctx.keys, r)?;
+        Tree::open(ctx, &root.runs)
+    }
+
+    /// The blocks that differ between snapshot `a` and snapshot `b` (or the head), from
+    /// the index alone. Blocks written since the last checkpoint count as changed.
+    pub fn diff_blocks(&self, a: &RootRef, b: Option<&RootRef>) -> Result<Vec<u64>> {
+        let ta = self.tree_of(a)?;
+        let (tb, pending) = match b {
+            Some(b) => (self.tree_of(b)?, Vec::new()),
+            None => {
+                let view = self.engine()?.view()?;
+                (view.tree, view.pending.iter().map(|p| p.0).collect())
+            }
+        };
+        let mut out = Vec::new();
+        changed_blocks(self.engine()?.ctx(), &ta, &tb, &mut |lba| out.push(lba))?;
+        if !pending.is_empty() {
+            out.extend(pending);
+            out.sort_unstable();
+            out.dedup();
+        }
+        Ok(out)
+    }
+
+    /// Makes kept snapshot `target` the current state; the state left is kept first
+    /// as a snapshot (returned).
+    pub fn reset_to(&self, target: &RootRef) -> Result<RootRef> {
+        self.flush()?;
+        self.engine()?.reset(
+            &target.id,
+            &Label {
+                name: String::new(),
+                message: format!("state before reset to {}", target.id.to_hex()),
+            },
+        )
+    }
+
+    /// Stops keeping snapshots; chunks only they reached are deleted.
+    pub fn forget(&self, ids: &[RootRef]) -> Result<()> {
+        for r in ids {
+            self.forget_snapshot(&r.id)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes (unless `dry_run`) every chunk in the data folder that neither the
+    /// current root nor a kept snapshot reaches: what a crash left half written, or
+    /// what an older version left behind. Checkpoints first.
+    pub fn gc(&self, dry_run: bool) -> Result<GcReport> {
+        let engine = self.engine()?;
+        if !dry_run {
+            engine.checkpoint()?;
+        }
+        let live: HashSet<ChunkId> = engine.reachable()?.into_iter().collect();
+        // The data folder only: fallbacks and the cache are not this disk's to clean.
+        let local = if dry_run {
+            crate::store::local::LocalStore::open_read_only(self.data_dir())
+        } else {
+            crate::store::local::LocalStore::open(self.data_dir())?
+        };
+        let mut garbage = Vec::new();
+        let mut bytes = 0;
+        for id in local.list()? {
+            if !live.contains(&id) {
+                bytes += local.size(&id).unwrap_or(0);
+                garbage.push(id);
+            }
+        }
+        if !dry_run {
+            for id in &garbage {
+                local.delete(id)?;
+            }
+        }
+        Ok(GcReport {
+            live_chunks: live.len(),
+            garbage_chunks: garbage.len(),
+            garbage_bytes: bytes,
+            deleted: !dry_run,
+        })
+    }
+
+    /// Makes `new` a disk of its own (new uuid, same key) starting from `state` (a kept
+    /// snapshot or the current root): the chunks it reaches are hard-linked from this
+    /// disk's data folder (copied across file systems); chunks this disk only reads
+    /// through `fallback=` stay there (the clone gets the same lines).
+    pub fn clone_to(&self, state: &RootRef, new: &Path) -> Result<String> {
+        if new.exists() {
+            return Err(Error::invalid(format!(
+                "{} already exists; not overwriting it",
+                new.display()
+            )));
+        }
+        let ctx = self.engine()?.ctx().clone();
+        let root = load_root(ctx.store.as_ref(), &ctx.keys, state)?;
+        let src = super::read_swap(self.swap_path())?;
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let mut swap = SwapFile::new(
+            uuid.clone(),
+            root.size,
+            src.key
+                .ok_or_else(|| Error::internal("a parsed .swap file without its key"))?,
+        );
+        // Relative fallbacks and cache keep pointing where they did.
+        let base = super::disk_files::base_dir(self.swap_path());
+        let new_base = super::disk_files::base_dir(new);
+        let absolute = |v: &str| match crate::store::stack::classify(v, &base) {
+            crate::store::stack::FallbackKind::Folder(p) => {
+                std::fs::canonicalize(&p).unwrap_or(p).display().to_string()
+            }
+            crate::store::stack::FallbackKind::Remote(u) => u,
+        };
+        swap.fallbacks = src.fallbacks.iter().map(|f| absolute(f)).collect();
+        swap.cache = src.cache.as_deref().map(absolute);
+        swap.cache_size = src.cache_size;
+        let dir = new_base.join(format!("swapdata-{uuid}"));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let mut chunks = HashSet::new();
+        Tree::open(&ctx, &root.runs)?.live_chunks(&mut chunks);
+        for id in &chunks {
+            let from = self.data_dir().join(id.file_name());
+            if !from.exists() {
+                continue; // behind a fallback
+            }
+            let to = dir.join(id.file_name());
+            if std::fs::hard_link(&from, &to).is_err() {
+                std::fs::copy(&from, &to).map_err(|e| {
+                    Error::io(format!("copying {} to {}", from.display(), to.display()), e)
+                })?;
+            }
+        }
+        // The clone's first root: the same levels, no snapshots, this state as parent.
+        let fresh = Root {
+            size: root.size,
+            seq: 0,
+            time: root.time,
+            parent: Some(*state),
+            runs: root.runs.clone(),
+            kept: Vec::new(),
+            name: String::new(),
+            message: format!("cloned from {} of {}", state.id.to_hex(), src.uuid),
+        };
+        let (stored, tag) = fresh.seal(&ctx.keys)?;
+        let local = crate::store::local::LocalStore::open(&dir)?;
+        let id = local.put(&stored)?;
+        local.sync()?;
+        swap.snapshot = Some(RootRef {
+            id,
+            size: stored.len() as u32,
+            tag,
+        });
+        super::create_swap(new, &swap)?;
+        Ok(uuid)
+    }
+}
