@@ -10,8 +10,8 @@ use crate::lsm::entry::Loc;
 use crate::lsm::merge::{Merge, Source};
 use crate::lsm::tree::Tree;
 
-fn merged<'a>(ctx: &'a Ctx, tree: &'a Tree) -> Result<Merge<'a>> {
-    let mut sources = Vec::new();
+fn merged<'a>(ctx: &'a Ctx, tree: &'a Tree, newest: Vec<(u64, Loc)>) -> Result<Merge<'a>> {
+    let mut sources = vec![Source::Vec(newest.into_iter())];
     for run in tree.runs() {
         sources.push(Source::run(ctx, run)?);
     }
@@ -27,9 +27,16 @@ fn same(a: &Loc, b: &Loc) -> bool {
 }
 
 /// Calls `changed` with each block (in increasing order) whose contents differ between
-/// the states `a` and `b`.
-pub fn changed_blocks(ctx: &Ctx, a: &Tree, b: &Tree, changed: &mut dyn FnMut(u64)) -> Result<()> {
-    let (mut ma, mut mb) = (merged(ctx, a)?, merged(ctx, b)?);
+/// the states `a` and `b`; `b_pending` (sorted) are entries newer than `b`'s levels
+/// (the head's memtable).
+pub fn changed_blocks(
+    ctx: &Ctx,
+    a: &Tree,
+    b: &Tree,
+    b_pending: Vec<(u64, Loc)>,
+    changed: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let (mut ma, mut mb) = (merged(ctx, a, Vec::new())?, merged(ctx, b, b_pending)?);
     let (mut x, mut y) = (ma.next_entry()?, mb.next_entry()?);
     loop {
         match (x, y) {

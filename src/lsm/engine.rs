@@ -352,6 +352,36 @@ impl Engine {
         })
     }
 
+    /// The newest state of every block not yet in chunks, sorted: a zero marker, or a
+    /// record (a `DataRef` whose only meaningful field is the tag, for comparisons).
+    pub fn pending_locs(&self) -> Result<Vec<(u64, Loc)>> {
+        let st = self.core.state.read().map_err(|_| lock_err())?;
+        let loc = |e: &MemEntry| match e {
+            MemEntry::Zero => Loc::Zero,
+            MemEntry::Data(r) => Loc::Data(crate::lsm::entry::DataRef {
+                chunk: ChunkId([0; 32]),
+                chunk_size: 0,
+                offset: 0,
+                len: r.bytes.len() as u32,
+                tag: r.tag,
+            }),
+        };
+        let mut out: Vec<(u64, Loc)> = st
+            .mem
+            .range(0, u64::MAX)
+            .map(|(l, e)| (*l, loc(e)))
+            .collect();
+        if let Some(f) = &st.frozen {
+            out.extend(
+                f.range(0, u64::MAX)
+                    .filter(|(l, _)| st.mem.get(**l).is_none())
+                    .map(|(l, e)| (*l, loc(e))),
+            );
+            out.sort_unstable_by_key(|p| p.0);
+        }
+        Ok(out)
+    }
+
     /// Every chunk the current root and the kept snapshots reach: index and data
     /// chunks first, then the kept snapshots' roots, the current root last (the order a
     /// copy must be made in, so no reader ever meets a root whose chunks are missing).

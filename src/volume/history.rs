@@ -170,24 +170,23 @@ impl Volume {
         Tree::open(ctx, &root.runs)
     }
 
-    /// The blocks that differ between snapshot `a` and snapshot `b` (or the head), from
-    /// the index alone. Blocks written since the last checkpoint count as changed.
+    /// The blocks that differ between snapshot `a` and snapshot `b` (or the head,
+    /// blocks not yet checkpointed included), from the index alone.
     pub fn diff_blocks(&self, a: &RootRef, b: Option<&RootRef>) -> Result<Vec<u64>> {
         let ta = self.tree_of(a)?;
         let (tb, pending) = match b {
             Some(b) => (self.tree_of(b)?, Vec::new()),
             None => {
-                let view = self.engine()?.view()?;
-                (view.tree, view.pending.iter().map(|p| p.0).collect())
+                let engine = self.engine()?;
+                // Pending first: a checkpoint in between only moves entries into levels.
+                let pending = engine.pending_locs()?;
+                (engine.view()?.tree, pending)
             }
         };
         let mut out = Vec::new();
-        changed_blocks(self.engine()?.ctx(), &ta, &tb, &mut |lba| out.push(lba))?;
-        if !pending.is_empty() {
-            out.extend(pending);
-            out.sort_unstable();
-            out.dedup();
-        }
+        changed_blocks(self.engine()?.ctx(), &ta, &tb, pending, &mut |lba| {
+            out.push(lba)
+        })?;
         Ok(out)
     }
 
