@@ -339,3 +339,92 @@ fn snapshot_command_asks_a_running_server() {
     assert_eq!(log[0]["name"], "live");
     assert_eq!(log[0]["message"], "while serving");
 }
+
+/// `serve` offers every kept snapshot as a read-only export by name or id (listed by
+/// NBD_OPT_LIST); a client reading one sees that snapshot, a write gets EPERM; a
+/// snapshot taken while serving (SIGUSR1) is offered at once.
+#[test]
+fn serve_offers_snapshots_as_read_only_exports() {
+    use common::server::{have, tool, tool_ok, Server};
+    if !have("nbdinfo") || !have("nbdcopy") || !have("nbdsh") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let swap = common::new_disk(dir.path(), 8 << 20);
+    let v = Volume::open(&swap, &OpenOptions::default()).unwrap();
+    v.write_at(0, &common::noise(1, 1 << 20)).unwrap();
+    let before = v.snapshot_labeled("before-upgrade", "").unwrap();
+    v.write_at(0, &common::noise(2, 1 << 20)).unwrap();
+    let unnamed = v.snapshot_labeled("", "").unwrap();
+    v.write_at(0, &common::noise(3, 4096)).unwrap();
+    let head_img = image(&v);
+    v.close().unwrap();
+    let server = Server::start(dir.path(), &swap, &[]);
+    let sock = server.socket.display().to_string();
+    let uri = |name: &str| format!("nbd+unix:///{name}?socket={sock}");
+
+    let list = tool_ok("nbdinfo", &["--list", "--json", &uri("")]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let names: Vec<&str> = list["exports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["export-name"].as_str().unwrap())
+        .collect();
+    let unnamed_hex = unnamed.id.to_hex();
+    assert_eq!(
+        names,
+        vec!["", "before-upgrade", unnamed_hex.as_str()],
+        "{list}"
+    );
+
+    let read = |name: &str| {
+        let out = dir.path().join(format!("{}.img", name.len()));
+        let _ = std::fs::remove_file(&out);
+        tool_ok("nbdcopy", &[&uri(name), out.to_str().unwrap()]);
+        std::fs::read(&out).unwrap()
+    };
+    let snap = read("before-upgrade");
+    assert!(snap[..1 << 20] == common::noise(1, 1 << 20)[..]);
+    assert!(read(&before.id.to_hex()) == snap, "by id too");
+    assert!(read(&unnamed_hex)[..1 << 20] == common::noise(2, 1 << 20)[..]);
+    assert!(read("") == head_img);
+
+    let o = tool(
+        "nbdsh",
+        &[
+            "-u",
+            &uri("before-upgrade"),
+            "-c",
+            // Strict mode off: the server itself must refuse the write.
+            "import errno\nassert h.is_read_only()\nh.set_strict_mode(0)\ntry:\n    h.pwrite(b'x' * 4096, 0)\n    print('wrote')\nexcept nbd.Error as e:\n    print('errno', e.errno in (errno.EPERM, 'EPERM'))",
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("errno True"),
+        "{out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = tool("nbdinfo", &[&uri("no-such-snapshot")]);
+    assert!(!o.status.success());
+
+    // SIGUSR1 while serving: the new snapshot is an export right away.
+    let pid = server.child.as_ref().unwrap().id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-USR1", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let t = std::time::Instant::now();
+    loop {
+        let l = tool_ok("nbdinfo", &["--list", "--json", &uri("")]);
+        let l: serde_json::Value = serde_json::from_slice(&l.stdout).unwrap();
+        if l["exports"].as_array().unwrap().len() == 4 {
+            break;
+        }
+        assert!(t.elapsed().as_secs() < 30, "no fourth export: {l}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    server.stop();
+}

@@ -164,6 +164,7 @@ impl KernelNbd {
             .build()
             .map_err(|e| Error::io("starting the runtime", e))?;
         let neg = Negotiated {
+            export: 0,
             structured: false,
             base_allocation: false,
             flags: fl,

@@ -9,10 +9,13 @@ use super::{Negotiated, BASE_ALLOCATION_ID, MAX_PAYLOAD, MIN_BLOCK, PREFERRED_BL
 /// Option data larger than this closes the connection.
 const MAX_OPTION: u32 = 64 << 10;
 
-/// What the export looks like to clients.
+/// What an export looks like to clients.
+#[derive(Clone, Debug)]
 pub struct ExportInfo {
-    /// Export name ("" matches too).
+    /// Export name (listed by NBD_OPT_LIST).
     pub name: String,
+    /// Other names that select it (a named snapshot's id).
+    pub aliases: Vec<String>,
     /// Description.
     pub description: String,
     /// Size in bytes.
@@ -39,8 +42,24 @@ fn transmission_flags(e: &ExportInfo, structured: bool) -> u16 {
     f
 }
 
-fn name_matches(e: &ExportInfo, n: &str) -> bool {
-    n.is_empty() || n == e.name
+/// Every export a server offers; the first is the default (the empty name selects it).
+#[derive(Clone, Debug)]
+pub struct Catalog {
+    /// The exports, default first.
+    pub exports: Vec<ExportInfo>,
+}
+
+impl Catalog {
+    /// The export a client's name selects.
+    fn find(&self, n: &str) -> Option<(usize, &ExportInfo)> {
+        if n.is_empty() {
+            return self.exports.first().map(|e| (0, e));
+        }
+        self.exports
+            .iter()
+            .enumerate()
+            .find(|(_, e)| e.name == n || e.aliases.iter().any(|a| a == n))
+    }
 }
 
 async fn reply<S: AsyncWrite + Unpin>(
@@ -63,17 +82,18 @@ async fn error_reply<S: AsyncWrite + Unpin>(
     reply(s, option, kind, msg.as_bytes()).await
 }
 
-/// Option data that names an export: the rest of it, or the refusal to send.
-fn for_export<T>(
+/// Option data that names an export: that export and the rest of the data, or the
+/// refusal to send.
+fn for_export<'c, T>(
     decoded: Result<(String, T), p::ProtoError>,
-    e: &ExportInfo,
-) -> Result<T, (u32, String)> {
+    cat: &'c Catalog,
+) -> Result<(usize, &'c ExportInfo, T), (u32, String)> {
     match decoded {
         Err(err) => Err((rep::ERR_INVALID, err.to_string())),
-        Ok((name, _)) if !name_matches(e, &name) => {
-            Err((rep::ERR_UNKNOWN, "no such export".into()))
-        }
-        Ok((_, rest)) => Ok(rest),
+        Ok((name, rest)) => match cat.find(&name) {
+            Some((i, e)) => Ok((i, e, rest)),
+            None => Err((rep::ERR_UNKNOWN, format!("no export named '{name}'"))),
+        },
     }
 }
 
@@ -86,7 +106,7 @@ fn string_data(s: &str) -> Vec<u8> {
 /// Runs the handshake; Ok(None) when the client aborted or disconnected.
 pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
-    e: &ExportInfo,
+    cat: &Catalog,
 ) -> std::io::Result<Option<Negotiated>> {
     let mut hello = Vec::with_capacity(18);
     hello.extend_from_slice(&p::NBDMAGIC.to_be_bytes());
@@ -120,10 +140,10 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
         match option {
             opt::EXPORT_NAME => {
                 let name = String::from_utf8_lossy(&data);
-                if !name_matches(e, &name) {
+                let Some((export, e)) = cat.find(&name) else {
                     tracing::info!(%name, "unknown export requested with EXPORT_NAME; closing");
                     return Ok(None);
-                }
+                };
                 let f = transmission_flags(e, structured);
                 let mut out = e.size.to_be_bytes().to_vec();
                 out.extend_from_slice(&f.to_be_bytes());
@@ -135,6 +155,7 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
                     structured,
                     base_allocation,
                     flags: f,
+                    export,
                 }));
             }
             opt::ABORT => {
@@ -146,11 +167,13 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
                     error_reply(s, option, rep::ERR_INVALID, "LIST takes no data").await?;
                     continue;
                 }
-                reply(s, option, rep::SERVER, &string_data(&e.name)).await?;
+                for e in &cat.exports {
+                    reply(s, option, rep::SERVER, &string_data(&e.name)).await?;
+                }
                 reply(s, option, rep::ACK, &[]).await?;
             }
             opt::INFO | opt::GO => {
-                let infos = match for_export(p::decode_info_request(&data), e) {
+                let (export, e, infos) = match for_export(p::decode_info_request(&data), cat) {
                     Ok(x) => x,
                     Err((kind, msg)) => {
                         error_reply(s, option, kind, &msg).await?;
@@ -183,6 +206,7 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
                         structured,
                         base_allocation,
                         flags: f,
+                        export,
                     }));
                 }
             }
@@ -211,8 +235,8 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
                     .await?;
                     continue;
                 }
-                let queries = match for_export(p::decode_meta_context_request(&data), e) {
-                    Ok(x) => x,
+                let queries = match for_export(p::decode_meta_context_request(&data), cat) {
+                    Ok((_, _, q)) => q,
                     Err((kind, msg)) => {
                         error_reply(s, option, kind, &msg).await?;
                         continue;

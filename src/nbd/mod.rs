@@ -27,6 +27,8 @@ pub struct Negotiated {
     pub base_allocation: bool,
     /// Transmission flags sent.
     pub flags: u16,
+    /// Index of the chosen export in the server's catalog (0: the default).
+    pub export: usize,
 }
 
 /// The context id of `base:allocation`.

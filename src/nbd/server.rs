@@ -3,18 +3,20 @@
 //! checkpoint, remove the socket file); SIGUSR1 takes a snapshot, as it does for
 //! `attach`; SIGUSR2, SIGALRM, SIGQUIT and SIGPIPE are ignored.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
 
-use super::handshake::{negotiate, ExportInfo};
+use super::handshake::{negotiate, Catalog, ExportInfo};
 use super::session;
 use crate::error::{Error, Result};
-use crate::volume::Volume;
+use crate::format::root::RootRef;
+use crate::volume::{OpenOptions, Volume};
 
 /// Most connections served at once.
 pub const MAX_CONNECTIONS: usize = 128;
@@ -79,10 +81,20 @@ impl Signals {
     }
 }
 
-/// SIGUSR1: flush, checkpoint and keep the result as a snapshot (off the async threads).
-async fn snapshot(vol: &Arc<Volume>) {
-    let v = vol.clone();
-    let r = tokio::task::spawn_blocking(move || crate::volume::request::on_sigusr1(&v)).await;
+/// SIGUSR1: flush, checkpoint and keep the result as a snapshot (off the async threads);
+/// each snapshot taken becomes an export.
+async fn snapshot(exports: &Arc<Exports>) {
+    let ex = exports.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        let taken = crate::volume::request::on_sigusr1(&ex.head);
+        for root in taken.iter().flatten() {
+            if let Err(e) = ex.add_snapshot(root) {
+                tracing::warn!(error = %e, "offering the snapshot as an export");
+            }
+        }
+        taken
+    })
+    .await;
     match r {
         Ok(taken) => {
             for t in taken {
@@ -99,13 +111,126 @@ async fn snapshot(vol: &Arc<Volume>) {
     }
 }
 
-async fn handle<S>(mut stream: S, vol: Arc<Volume>, info: Arc<ExportInfo>)
+/// What the server offers: the head (export 0) and every kept snapshot, read-only,
+/// by name or id. A snapshot's volume is opened on its first connection.
+pub struct Exports {
+    head: Arc<Volume>,
+    catalog: RwLock<Catalog>,
+    /// Root of each snapshot export, by catalog index.
+    roots: RwLock<Vec<Option<RootRef>>>,
+    opened: Mutex<HashMap<usize, Arc<Volume>>>,
+}
+
+impl Exports {
+    fn new(head: Arc<Volume>, name: &str) -> Result<Self> {
+        let info = ExportInfo {
+            name: name.to_string(),
+            aliases: Vec::new(),
+            description: format!("mindcastle disk {}", head.uuid()),
+            size: head.size(),
+            read_only: !head.writable(),
+        };
+        let ex = Self {
+            catalog: RwLock::new(Catalog {
+                exports: vec![info],
+            }),
+            roots: RwLock::new(vec![None]),
+            opened: Mutex::new(HashMap::new()),
+            head,
+        };
+        if ex.head.original().is_none() {
+            for k in ex.head.kept()? {
+                ex.add_snapshot(&k)?;
+            }
+        }
+        Ok(ex)
+    }
+
+    /// Offers kept snapshot `root` as a read-only export named by its name (or id).
+    fn add_snapshot(&self, root: &RootRef) -> Result<()> {
+        let engine = self.head.engine()?;
+        let ctx = engine.ctx();
+        let r = crate::lsm::engine::load_root(ctx.store.as_ref(), &ctx.keys, root)?;
+        let id = root.id.to_hex();
+        let (name, aliases) = if r.name.is_empty() {
+            (id.clone(), Vec::new())
+        } else {
+            (r.name.clone(), vec![id.clone()])
+        };
+        let info = ExportInfo {
+            name,
+            aliases,
+            description: format!("snapshot {id} of mindcastle disk {}", self.head.uuid()),
+            size: r.size,
+            read_only: true,
+        };
+        let mut cat = self
+            .catalog
+            .write()
+            .map_err(|_| Error::internal("catalog lock"))?;
+        let mut roots = self
+            .roots
+            .write()
+            .map_err(|_| Error::internal("catalog lock"))?;
+        cat.exports.push(info);
+        roots.push(Some(*root));
+        Ok(())
+    }
+
+    fn catalog(&self) -> Option<Catalog> {
+        self.catalog.read().ok().map(|c| c.clone())
+    }
+
+    /// The volume behind export `i` (opening a snapshot on first use).
+    fn volume(&self, i: usize) -> Result<Arc<Volume>> {
+        let root = match self.roots.read().ok().and_then(|r| r.get(i).copied()) {
+            Some(Some(r)) => r,
+            _ => return Ok(self.head.clone()),
+        };
+        let mut opened = self
+            .opened
+            .lock()
+            .map_err(|_| Error::internal("exports lock"))?;
+        if let Some(v) = opened.get(&i) {
+            return Ok(v.clone());
+        }
+        // The head holds the disk lock; the snapshot stays readable while it is kept.
+        let v = Arc::new(Volume::open(
+            self.head.swap_path(),
+            &OpenOptions {
+                read_only: true,
+                snapshot: Some(root.id),
+                no_lock: true,
+                ..Default::default()
+            },
+        )?);
+        opened.insert(i, v.clone());
+        Ok(v)
+    }
+}
+
+async fn handle<S>(mut stream: S, exports: Arc<Exports>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    match negotiate(&mut stream, &info).await {
+    let Some(catalog) = exports.catalog() else {
+        return;
+    };
+    match negotiate(&mut stream, &catalog).await {
         Ok(Some(neg)) => {
             tracing::debug!(?neg, "transmission phase");
+            let ex = exports.clone();
+            let vol = match tokio::task::spawn_blocking(move || ex.volume(neg.export)).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "opening the export");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "opening the export");
+                    return;
+                }
+            };
             if let Err(e) = session::run(stream, vol, neg, None).await {
                 tracing::debug!(error = %e, "connection ended");
             }
@@ -130,13 +255,7 @@ pub fn serve(vol: Volume, prefetch: Option<Vec<(u64, u64)>>, cfg: ServeConfig) -
     if let Some(ranges) = prefetch {
         vol.prefetch_in_background(ranges);
     }
-    let info = Arc::new(ExportInfo {
-        name: cfg.export.clone(),
-        description: format!("mindcastle disk {}", vol.uuid()),
-        size: vol.size(),
-        read_only: !vol.writable(),
-    });
-    let v2 = vol.clone();
+    let v2 = Arc::new(Exports::new(vol.clone(), &cfg.export)?);
     rt.block_on(async move {
         let mut signals = Signals::new()?;
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -152,7 +271,7 @@ pub fn serve(vol: Volume, prefetch: Option<Vec<(u64, u64)>>, cfg: ServeConfig) -
                 loop {
                     tokio::select! {
                         a = l.accept() => match a {
-                            Ok((s, _)) => spawn_conn(s, &v2, &info, &limit),
+                            Ok((s, _)) => spawn_conn(s, &v2, &limit),
                             Err(e) => tracing::warn!(error = %e, "accept failed"),
                         },
                         ev = signals.next() => match ev {
@@ -175,7 +294,7 @@ pub fn serve(vol: Volume, prefetch: Option<Vec<(u64, u64)>>, cfg: ServeConfig) -
                         a = l.accept() => match a {
                             Ok((s, _)) => {
                                 let _ = s.set_nodelay(true);
-                                spawn_conn(s, &v2, &info, &limit)
+                                spawn_conn(s, &v2, &limit)
                             }
                             Err(e) => tracing::warn!(error = %e, "accept failed"),
                         },
@@ -199,7 +318,7 @@ pub fn serve(vol: Volume, prefetch: Option<Vec<(u64, u64)>>, cfg: ServeConfig) -
     Ok(())
 }
 
-fn spawn_conn<S>(s: S, vol: &Arc<Volume>, info: &Arc<ExportInfo>, limit: &Arc<Semaphore>)
+fn spawn_conn<S>(s: S, exports: &Arc<Exports>, limit: &Arc<Semaphore>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -207,9 +326,9 @@ where
         tracing::warn!("too many connections; refusing one");
         return;
     };
-    let (vol, info) = (vol.clone(), info.clone());
+    let exports = exports.clone();
     tokio::spawn(async move {
-        handle(s, vol, info).await;
+        handle(s, exports).await;
         drop(permit);
     });
 }
