@@ -84,10 +84,10 @@ async fn error_reply<S: AsyncWrite + Unpin>(
 
 /// Option data that names an export: that export and the rest of the data, or the
 /// refusal to send.
-fn for_export<'c, T>(
+fn for_export<T>(
     decoded: Result<(String, T), p::ProtoError>,
-    cat: &'c Catalog,
-) -> Result<(usize, &'c ExportInfo, T), (u32, String)> {
+    cat: &Catalog,
+) -> Result<(usize, &ExportInfo, T), (u32, String)> {
     match decoded {
         Err(err) => Err((rep::ERR_INVALID, err.to_string())),
         Ok((name, rest)) => match cat.find(&name) {

@@ -405,11 +405,13 @@ mod tests {
             structured: false,
             base_allocation: false,
             flags: 0,
+            export: 0,
         };
         let full = Negotiated {
             structured: true,
             base_allocation: true,
             flags: 0,
+            export: 0,
         };
         let size = 1 << 20;
         let cases: &[(p::Request, bool, &Negotiated, Option<u32>)] = &[
