@@ -44,8 +44,12 @@ enum Command {
     Info(info::Args),
     /// Write a raw image (or - for stdin) into a disk.
     Import(transfer::ImportArgs),
-    /// Write a whole disk (or a kept snapshot) out as a raw image (or - for stdout).
+    /// Write a whole disk (or a kept snapshot) out as a raw image (or - for stdout), or
+    /// only what changed since a snapshot.
     Export(transfer::ExportArgs),
+    /// Write a delta stream (`export --changed-since … --format stream`) into a disk or
+    /// an image.
+    Apply(transfer::ApplyArgs),
     /// Verify every chunk, node and record reachable from the root and kept snapshots.
     Fsck(fsck::Args),
     /// Attach the disk as a block device and run the statechange script (the default
@@ -104,6 +108,7 @@ pub fn run() -> ExitCode {
         Command::Info(a) => info::run(a),
         Command::Import(a) => transfer::import(a),
         Command::Export(a) => transfer::export(a),
+        Command::Apply(a) => transfer::apply(a),
         Command::Fsck(a) => fsck::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Push(a) => sync::push(a),

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use super::{progress, PathArg};
 use crate::error::{Error, Result};
 use crate::format::chunk_id::ChunkId;
+use crate::volume::delta::apply_delta;
+use crate::volume::history::ranges_of;
 use crate::volume::{OpenOptions, Volume};
 
 /// Arguments of `import`.
@@ -18,12 +20,27 @@ pub struct ImportArgs {
     image: String,
 }
 
+/// How an incremental export is written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeltaFormat {
+    /// A raw image of the disk's size holding only the changed ranges (holes elsewhere).
+    Raw,
+    /// A delta stream of (offset, length, bytes) records for `mindcastle apply`.
+    Stream,
+}
+
 /// Arguments of `export`.
 #[derive(clap::Args, Debug)]
 pub struct ExportArgs {
-    /// Export this kept snapshot (root id) instead of the current state.
+    /// Export this kept snapshot (id, id prefix or name) instead of the current state.
     #[arg(long)]
     snapshot: Option<String>,
+    /// Only the ranges that changed since this snapshot (an incremental image).
+    #[arg(long, value_name = "SNAPSHOT")]
+    changed_since: Option<String>,
+    /// Form of an incremental export.
+    #[arg(long, value_enum, default_value = "raw", requires = "changed_since")]
+    format: DeltaFormat,
     /// The disk.
     swap: PathArg,
     /// Output file, or - for stdout. An existing regular file is not overwritten
@@ -85,9 +102,153 @@ fn refuse_overwrite(out: &str, force: bool) -> Result<()> {
     )))
 }
 
+/// A snapshot given by id, id prefix or name, as its root id.
+fn resolve(swap: &std::path::Path, spec: &str) -> Result<ChunkId> {
+    if let Ok(id) = ChunkId::from_hex(spec) {
+        return Ok(id);
+    }
+    Ok(super::inspect(swap)?.find_snapshot(spec)?.id)
+}
+
+/// Runs `export --changed-since`.
+fn export_changes(a: &ExportArgs, since: &str) -> Result<ExitCode> {
+    let head = super::inspect(&a.swap)?;
+    let from = head.find_snapshot(since)?;
+    let to = a
+        .snapshot
+        .as_deref()
+        .map(|s| head.find_snapshot(s))
+        .transpose()?;
+    let ranges = ranges_of(head.diff_blocks(&from, to.as_ref())?);
+    let total: u64 = ranges.iter().map(|r| r.length).sum();
+    let reader = match &to {
+        Some(t) => Volume::open(
+            &a.swap,
+            &OpenOptions {
+                read_only: true,
+                snapshot: Some(t.id),
+                no_lock: true,
+                ..Default::default()
+            },
+        )?,
+        None => head,
+    };
+    let pb = progress::bytes(total, "export");
+    let tick = |n| pb.set_position(n);
+    let rep = match (a.format, a.out.as_str()) {
+        (DeltaFormat::Stream, "-") => {
+            let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            reader.export_delta(out, &from, to.as_ref(), &ranges, &tick)?
+        }
+        (DeltaFormat::Raw, "-") => {
+            return Err(Error::invalid(
+                "--format raw needs a file (its holes are seeks); use --format stream for -",
+            ))
+        }
+        (format, out) => {
+            refuse_overwrite(out, a.force)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(out)
+                .map_err(|e| Error::io(out.to_string(), e))?;
+            let rep = if format == DeltaFormat::Stream {
+                reader.export_delta(
+                    std::io::BufWriter::new(&mut f),
+                    &from,
+                    to.as_ref(),
+                    &ranges,
+                    &tick,
+                )?
+            } else {
+                f.set_len(reader.size())
+                    .map_err(|e| Error::io(out.to_string(), e))?;
+                reader.export_ranges(&mut f, &ranges, &tick)?
+            };
+            f.sync_all().map_err(|e| Error::io(out.to_string(), e))?;
+            rep
+        }
+    };
+    pb.finish_and_clear();
+    eprintln!(
+        "mindcastle: exported {} changed ranges, {} bytes",
+        rep.records, rep.bytes
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `apply`.
+#[derive(clap::Args, Debug)]
+pub struct ApplyArgs {
+    /// A delta stream (`export --changed-since A --format stream`), or - for stdin.
+    stream: String,
+    /// Where to write it: a disk (`NAME.swap`) or an image file or block device of the
+    /// same size.
+    target: PathArg,
+}
+
+/// Runs `apply`.
+pub fn apply(a: ApplyArgs) -> Result<ExitCode> {
+    let input: Box<dyn std::io::Read> = if a.stream == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(File::open(&a.stream).map_err(|e| Error::io(a.stream.clone(), e))?)
+    };
+    let input = std::io::BufReader::with_capacity(1 << 20, input);
+    let is_disk = a.target.extension().is_some_and(|e| e == "swap");
+    let rep = if is_disk {
+        let vol = Volume::open(&a.target, &OpenOptions::default())?;
+        let rep = apply_delta(
+            input,
+            vol.size(),
+            &mut |off, b| vol.write_at(off, b),
+            &|_| {},
+        )?;
+        vol.flush()?;
+        vol.close()?;
+        rep
+    } else {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&a.target)
+            .map_err(|e| Error::io(a.target.display().to_string(), e))?;
+        let size = f
+            .seek(SeekFrom::End(0))
+            .map_err(|e| Error::io(a.target.display().to_string(), e))?;
+        let rep = apply_delta(
+            input,
+            size,
+            &mut |off, b| {
+                f.seek(SeekFrom::Start(off))
+                    .and_then(|_| f.write_all(b))
+                    .map_err(|e| Error::io(a.target.display().to_string(), e))
+            },
+            &|_| {},
+        )?;
+        f.sync_all()
+            .map_err(|e| Error::io(a.target.display().to_string(), e))?;
+        rep
+    };
+    outln!(
+        "applied {} ranges, {} bytes to {}",
+        rep.records,
+        rep.bytes,
+        a.target.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs `export`.
 pub fn export(a: ExportArgs) -> Result<ExitCode> {
-    let snapshot = a.snapshot.as_deref().map(ChunkId::from_hex).transpose()?;
+    if let Some(since) = &a.changed_since {
+        return export_changes(&a, since);
+    }
+    let snapshot = a
+        .snapshot
+        .as_deref()
+        .map(|s| resolve(&a.swap, s))
+        .transpose()?;
     let vol = Volume::open(
         &a.swap,
         &OpenOptions {

@@ -4,6 +4,7 @@
 //! ([`crate::store::stack`]) holds the chunks.
 
 pub mod convert;
+pub mod delta;
 mod disk_files;
 pub mod fsck;
 pub mod history;
