@@ -526,3 +526,53 @@ fn incremental_export_applies_to_a_to_give_b() {
     let o = run(&["apply", s(&d.join("cut.delta")), s(&a_img)]);
     assert_eq!(o.status.code(), Some(3), "{o:?}");
 }
+
+/// Each snapshot is also `snapshots/ID.swap` beside the disk (as in the original): a
+/// disk of its own that reads as the snapshot, refuses writes (`readonly=true`), can
+/// be cloned into a writable disk that outlives the source, and goes with `forget`.
+#[test]
+fn snapshot_swap_files_open_on_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let swap = d.join("d.swap");
+    let v = Volume::create(&swap, 8 << 20).unwrap();
+    v.write_at(0, &common::noise(1, 1 << 20)).unwrap();
+    let snap = v.snapshot_labeled("s", "").unwrap();
+    v.write_at(0, &common::noise(2, 1 << 20)).unwrap();
+    v.close().unwrap();
+    let file = d
+        .join("snapshots")
+        .join(format!("{}.swap", snap.id.to_hex()));
+    assert!(file.exists(), "{} missing", file.display());
+    let img = d.join("s.img");
+    let o = run(&["export", s(&file), s(&img)]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(std::fs::read(&img).unwrap()[..1 << 20] == common::noise(1, 1 << 20)[..]);
+    let o = run(&["import", s(&file), s(&img)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("mindcastle clone"),
+        "{o:?}"
+    );
+
+    let clone = d.join("c.swap");
+    assert!(run(&["clone", s(&file), s(&clone)]).status.success());
+    let sw = mindcastle::volume::read_swap(&swap).unwrap();
+    std::fs::remove_dir_all(mindcastle::volume::data_dir(&swap, &sw)).unwrap();
+    let c_img = d.join("c.img");
+    let o = run(&["export", s(&clone), s(&c_img)]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(std::fs::read(&c_img).unwrap() == std::fs::read(&img).unwrap());
+
+    // forget removes the file (on a disk that still has its data).
+    let swap2 = d.join("e.swap");
+    let v = Volume::create(&swap2, 8 << 20).unwrap();
+    let snap = v.snapshot_labeled("", "").unwrap();
+    let file = d
+        .join("snapshots")
+        .join(format!("{}.swap", snap.id.to_hex()));
+    assert!(file.exists());
+    v.forget(&[snap]).unwrap();
+    v.close().unwrap();
+    assert!(!file.exists());
+}

@@ -11,6 +11,7 @@
 //! cache=DIR                     where chunks fetched from fallbacks are kept
 //! cachesize=SIZE                bound of the cache folder (e.g. 20G; default 10G)
 //! swapdata=DIR                  overrides the data folder
+//! readonly=true|false           true: refuse every writable open (snapshot .swap files)
 //! ```
 //! Blank lines and `#` comments are allowed; unknown keys are kept and written back.
 //! Parsing is pure: it takes text and a name for messages.
@@ -45,6 +46,8 @@ pub struct SwapFile {
     pub cache_size: Option<u64>,
     /// Data folder override.
     pub swapdata: Option<String>,
+    /// `readonly=true`: the disk may only be opened read-only.
+    pub read_only: bool,
     /// Unknown keys, in order, kept verbatim.
     pub extra: Vec<(String, String)>,
 }
@@ -70,6 +73,7 @@ impl SwapFile {
             cache: None,
             cache_size: None,
             swapdata: None,
+            read_only: false,
             extra: Vec::new(),
         }
     }
@@ -85,6 +89,7 @@ impl SwapFile {
         let mut cache = None;
         let mut cache_size = None;
         let mut swapdata = None;
+        let mut read_only = None;
         let mut extra = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let n = i + 1;
@@ -180,6 +185,14 @@ impl SwapFile {
                     dup(swapdata.is_some())?;
                     swapdata = Some(v.to_string());
                 }
+                "readonly" => {
+                    dup(read_only.is_some())?;
+                    read_only = Some(match v {
+                        "true" | "1" | "yes" => true,
+                        "false" | "0" | "no" => false,
+                        _ => return Err(err(format!("readonly={v}: not true or false"))),
+                    });
+                }
                 _ => extra.push((k.to_string(), v.to_string())),
             }
         }
@@ -213,6 +226,7 @@ impl SwapFile {
             cache,
             cache_size,
             swapdata,
+            read_only: read_only.unwrap_or(false),
             extra,
         })
     }
@@ -242,6 +256,9 @@ impl SwapFile {
         }
         for f in &self.fallbacks {
             s += &format!("fallback={f}\n");
+        }
+        if self.read_only {
+            s += "readonly=true\n";
         }
         for (k, v) in &self.extra {
             s += &format!("{k}={v}\n");

@@ -129,10 +129,60 @@ impl Volume {
             }
         }
         self.flush()?;
-        self.engine()?.snapshot_labeled(&Label {
+        let root = self.engine()?.snapshot_labeled(&Label {
             name: name.to_string(),
             message: message.to_string(),
-        })
+        })?;
+        if let Err(e) = self.write_snapshot_swap(&root) {
+            tracing::warn!(error = %e, snapshot = %root.id, "writing the snapshot's .swap file");
+        }
+        Ok(root)
+    }
+
+    /// `snapshots/ID.swap` beside this disk's `.swap`.
+    pub fn snapshot_swap_path(&self, id: &ChunkId) -> std::path::PathBuf {
+        super::disk_files::base_dir(self.swap_path())
+            .join("snapshots")
+            .join(format!("{}.swap", id.to_hex()))
+    }
+
+    /// Writes `snapshots/ID.swap`: the snapshot as a disk of its own that reads its
+    /// chunks from this disk's data folder (and fallbacks) and opens read-only only
+    /// (`readonly=true`; `clone` makes a writable disk of it), as the original did.
+    fn write_snapshot_swap(&self, root: &RootRef) -> Result<()> {
+        let src = super::read_swap(self.swap_path())?;
+        let key = src
+            .key
+            .ok_or_else(|| Error::internal("a parsed .swap file without its key"))?;
+        let mut swap = SwapFile::new(uuid::Uuid::new_v4().to_string(), self.size(), key);
+        swap.snapshot = Some(*root);
+        swap.read_only = true;
+        let data = std::fs::canonicalize(self.data_dir())
+            .map_err(|e| Error::io(format!("resolving {}", self.data_dir().display()), e))?;
+        swap.fallbacks = std::iter::once(data.display().to_string())
+            .chain(self.absolute_fallbacks(&src))
+            .take(crate::format::swapfile::MAX_FALLBACKS)
+            .collect();
+        let path = self.snapshot_swap_path(&root.id);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        }
+        super::disk_files::write_atomic(&path, &swap.render())
+    }
+
+    /// This disk's `fallback=` values with relative folders made absolute.
+    fn absolute_fallbacks(&self, src: &SwapFile) -> Vec<String> {
+        let base = super::disk_files::base_dir(self.swap_path());
+        src.fallbacks
+            .iter()
+            .map(|v| match crate::store::stack::classify(v, &base) {
+                crate::store::stack::FallbackKind::Folder(p) => {
+                    std::fs::canonicalize(&p).unwrap_or(p).display().to_string()
+                }
+                crate::store::stack::FallbackKind::Remote(u) => u,
+            })
+            .collect()
     }
 
     /// Kept snapshots, newest first.
@@ -207,6 +257,11 @@ impl Volume {
     pub fn forget(&self, ids: &[RootRef]) -> Result<()> {
         for r in ids {
             self.forget_snapshot(&r.id)?;
+            let p = self.snapshot_swap_path(&r.id);
+            if p.exists() {
+                std::fs::remove_file(&p)
+                    .map_err(|e| Error::io(format!("removing {}", p.display()), e))?;
+            }
         }
         Ok(())
     }
@@ -268,28 +323,37 @@ impl Volume {
             src.key
                 .ok_or_else(|| Error::internal("a parsed .swap file without its key"))?,
         );
-        // Relative fallbacks and cache keep pointing where they did.
-        let base = super::disk_files::base_dir(self.swap_path());
-        let new_base = super::disk_files::base_dir(new);
-        let absolute = |v: &str| match crate::store::stack::classify(v, &base) {
-            crate::store::stack::FallbackKind::Folder(p) => {
-                std::fs::canonicalize(&p).unwrap_or(p).display().to_string()
-            }
-            crate::store::stack::FallbackKind::Remote(u) => u,
-        };
-        swap.fallbacks = src.fallbacks.iter().map(|f| absolute(f)).collect();
-        swap.cache = src.cache.as_deref().map(absolute);
+        // Fallbacks keep pointing where they did (relative folders made absolute).
+        swap.fallbacks = self.absolute_fallbacks(&src);
+        swap.cache = src.cache.as_deref().map(|c| {
+            let p = super::disk_files::base_dir(self.swap_path()).join(c);
+            std::fs::canonicalize(&p).unwrap_or(p).display().to_string()
+        });
         swap.cache_size = src.cache_size;
-        let dir = new_base.join(format!("swapdata-{uuid}"));
+        let dir = super::disk_files::base_dir(new).join(format!("swapdata-{uuid}"));
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        // Every chunk found in a folder (the data folder, then folder fallbacks) is
+        // linked or copied, so removing the source never breaks the clone; chunks only
+        // behind a URL stay there.
+        let folders: Vec<std::path::PathBuf> = std::iter::once(self.data_dir().to_path_buf())
+            .chain(
+                swap.fallbacks
+                    .iter()
+                    .filter(|f| !f.contains("://"))
+                    .map(Into::into),
+            )
+            .collect();
         let mut chunks = HashSet::new();
         Tree::open(&ctx, &root.runs)?.live_chunks(&mut chunks);
         for id in &chunks {
-            let from = self.data_dir().join(id.file_name());
-            if !from.exists() {
-                continue; // behind a fallback
-            }
+            let Some(from) = folders
+                .iter()
+                .map(|f| f.join(id.file_name()))
+                .find(|p| p.exists())
+            else {
+                continue;
+            };
             let to = dir.join(id.file_name());
             if std::fs::hard_link(&from, &to).is_err() {
                 std::fs::copy(&from, &to).map_err(|e| {

@@ -166,6 +166,15 @@ impl Volume {
         let swap = read_swap(path)?;
         let dir = data_dir(path, &swap);
         let writable = !opts.read_only && opts.snapshot.is_none();
+        if writable && swap.read_only {
+            return Err(Error::invalid(format!(
+                "{} is read-only (readonly=true: a snapshot of another disk); read it with \
+                 export or serve --read-only, or make a writable disk of it with: \
+                 mindcastle clone {} NEW.swap",
+                path.display(),
+                path.display()
+            )));
+        }
         if !dir.is_dir() && (!writable || swap.snapshot.is_some()) && swap.fallbacks.is_empty() {
             return Err(Error::not_found(format!(
                 "{}: data folder {} is missing and the disk has no fallback=",
