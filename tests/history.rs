@@ -576,3 +576,65 @@ fn snapshot_swap_files_open_on_their_own() {
     v.close().unwrap();
     assert!(!file.exists());
 }
+
+/// `push` carries snapshots and their names: a host reading the pushed copy lists,
+/// diffs and exports them; `diff` there fetches index chunks only (the cache holds no
+/// data chunk afterwards).
+#[test]
+fn pushed_snapshots_are_readable_and_diff_fetches_index_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let swap = d.join("a.swap");
+    let v = Volume::create(&swap, 16 << 20).unwrap();
+    v.write_at(0, &common::noise(1, 4 << 20)).unwrap();
+    v.snapshot_labeled("one", "first").unwrap();
+    v.write_at(8 << 20, &common::noise(2, 1 << 20)).unwrap();
+    v.snapshot_labeled("two", "").unwrap();
+    let data_chunks: std::collections::HashSet<String> = v
+        .engine()
+        .unwrap()
+        .view()
+        .unwrap()
+        .tree
+        .runs()
+        .flat_map(|r| r.table.iter().map(|t| t.id.file_name()).collect::<Vec<_>>())
+        .collect();
+    v.close().unwrap();
+    let published = d.join("published");
+    let remote = d.join("b").join("remote.swap");
+    std::fs::create_dir_all(d.join("b")).unwrap();
+    let o = run(&["push", s(&swap), s(&published), "--swap-out", s(&remote)]);
+    assert!(o.status.success(), "{o:?}");
+    let mut text = std::fs::read_to_string(&remote).unwrap();
+    text.push_str("cache=cache\n");
+    std::fs::write(&remote, text).unwrap();
+
+    let o = run(&["log", "--json", s(&remote)]);
+    assert!(o.status.success(), "{o:?}");
+    let log: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(log[1]["name"], "one");
+    assert_eq!(log[1]["message"], "first");
+    let o = run(&["diff", "--json", s(&remote), "one", "two"]);
+    assert!(o.status.success(), "{o:?}");
+    let diff: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(diff["bytes"], 1 << 20);
+    let cached: Vec<String> = std::fs::read_dir(d.join("b").join("cache"))
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        cached.iter().any(|c| c.ends_with(".lvl")),
+        "the index came through the cache: {cached:?}"
+    );
+    assert!(
+        cached.iter().all(|c| !data_chunks.contains(c)),
+        "diff fetched data chunks: {cached:?}"
+    );
+    let img = d.join("one.img");
+    let o = run(&["export", "--snapshot", "one", s(&remote), s(&img)]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(std::fs::read(&img).unwrap()[..4 << 20] == common::noise(1, 4 << 20)[..]);
+}

@@ -346,21 +346,39 @@ impl Volume {
             .collect();
         let mut chunks = HashSet::new();
         Tree::open(&ctx, &root.runs)?.live_chunks(&mut chunks);
-        for id in &chunks {
-            let Some(from) = folders
-                .iter()
-                .map(|f| f.join(id.file_name()))
-                .find(|p| p.exists())
-            else {
-                continue;
-            };
+        let chunks: Vec<ChunkId> = chunks.into_iter().collect();
+        let link = |id: &ChunkId| -> Result<()> {
             let to = dir.join(id.file_name());
-            if std::fs::hard_link(&from, &to).is_err() {
-                std::fs::copy(&from, &to).map_err(|e| {
-                    Error::io(format!("copying {} to {}", from.display(), to.display()), e)
-                })?;
+            for f in &folders {
+                let from = f.join(id.file_name());
+                match std::fs::hard_link(&from, &to) {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(_) => {
+                        // Another file system: copy.
+                        return std::fs::copy(&from, &to).map(|_| ()).map_err(|e| {
+                            Error::io(format!("copying {} to {}", from.display(), to.display()), e)
+                        });
+                    }
+                }
             }
-        }
+            Ok(()) // only behind a URL fallback
+        };
+        // Links are metadata operations: a few threads hide their latency.
+        let per = chunks.len().div_ceil(4).max(1);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = chunks
+                .chunks(per)
+                .map(|part| s.spawn(|| part.iter().try_for_each(link)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::internal("link thread panicked")))
+                })
+                .collect::<Result<Vec<()>>>()
+        })?;
         // The clone's first root: the same levels, no snapshots, this state as parent.
         let fresh = Root {
             size: root.size,
