@@ -101,7 +101,7 @@ fn diff(dir: &Path, disk_gib: u64, changed_mib: u64) {
     println!(
         "diff on a {disk_gib} GiB disk, {changed_mib} MiB changed: {:.0} ms ({} MiB found)",
         median(times),
-        blocks * 4096 >> 20
+        (blocks * 4096) >> 20
     );
 }
 
