@@ -50,9 +50,10 @@ fn fsck_clean(swap: &Path) {
     let o = common::run(&["fsck", "--json", s(swap)]);
     assert!(
         o.status.success(),
-        "fsck {}: {}",
+        "fsck {}: {} {}",
         swap.display(),
-        String::from_utf8_lossy(&o.stdout)
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
     );
 }
 

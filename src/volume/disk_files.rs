@@ -80,27 +80,43 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     sync_dir(&dir)
 }
 
-/// Creates a new `.swap` file; refuses to overwrite.
+/// Creates a new `.swap` file; refuses to overwrite. The file appears whole or not at
+/// all: it is written and synced under a temporary name, then hard-linked to `path`
+/// (which fails if `path` exists), so a crash never leaves a half-written `.swap`.
 pub fn create_swap(path: &Path, swap: &SwapFile) -> Result<()> {
-    let ctx = |e: std::io::Error| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::invalid(format!(
-                "{} already exists; not overwriting it",
-                path.display()
-            ))
-        } else {
-            Error::io(format!("creating {}", path.display()), e)
-        }
+    let exists = || {
+        Error::invalid(format!(
+            "{} already exists; not overwriting it",
+            path.display()
+        ))
     };
+    if path.exists() {
+        return Err(exists());
+    }
+    let dir = base_dir(path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "disk.swap".into());
+    let tmp = dir.join(format!(".{name}.new"));
+    let ctx = |e: std::io::Error| Error::io(format!("creating {}", path.display()), e);
     let mut f = OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
-        .open(path)
+        .open(&tmp)
         .map_err(ctx)?;
     f.write_all(swap.render().as_bytes()).map_err(ctx)?;
     f.sync_all().map_err(ctx)?;
-    sync_dir(&base_dir(path))
+    drop(f);
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => sync_dir(&dir),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
+        Err(e) => Err(ctx(e)),
+    }
 }
 
 /// An exclusive (writer) or shared (reader) lock on the data folder's `lock` file.

@@ -379,6 +379,8 @@ impl Volume {
                 })
                 .collect::<Result<Vec<()>>>()
         })?;
+        // The links are durable before anything names them.
+        crate::store::local::sync_dir(&dir)?;
         // The clone's first root: the same levels, no snapshots, this state as parent.
         let fresh = Root {
             size: root.size,

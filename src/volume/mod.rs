@@ -414,9 +414,10 @@ impl Volume {
     pub fn checkpoint(&self) -> Result<Option<RootRef>> {
         self.engine()?.checkpoint()
     }
-    /// Checkpoints and keeps the result readable as a snapshot; returns it.
+    /// Flushes, checkpoints and keeps the result readable as a snapshot (unnamed; see
+    /// [`Volume::snapshot_labeled`]); returns it.
     pub fn snapshot(&self) -> Result<RootRef> {
-        self.engine()?.snapshot()
+        self.snapshot_labeled("", "")
     }
     /// Stops keeping a snapshot; chunks only it reached are deleted.
     pub fn forget_snapshot(&self, id: &ChunkId) -> Result<()> {
