@@ -18,11 +18,11 @@ use crate::lsm::entry::{DataRef, Loc};
 use crate::store::ChunkStore;
 
 /// Smallest data chunk (except the last of a batch).
-pub const MIN_CHUNK: usize = 128 << 10;
+pub const MIN_CHUNK: usize = 512 << 10;
 /// Largest data chunk.
 pub const MAX_CHUNK: usize = 4 << 20;
-/// A record ends a chunk with probability 1/128.
-pub const CUT_THRESHOLD: u32 = u32::MAX / 128;
+/// A record ends a chunk with probability 1/256 (once past `MIN_CHUNK`).
+pub const CUT_THRESHOLD: u32 = u32::MAX / 256;
 
 /// Where a record sits: (cut index, offset, length).
 type Place = (usize, u32, u32);
