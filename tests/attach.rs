@@ -523,3 +523,78 @@ fn converted_original_disk_mounts_with_every_file_intact() {
     assert_eq!(wait_exit(c), 0);
     assert!(!mounted(&mnt) && !loop_for(&uuid));
 }
+
+/// Publish and attach elsewhere: a disk holding an ext4 filesystem is pushed to a
+/// folder; another "host" (its own folder, a `.swap` from `push --swap-out` with a
+/// cache) attaches it on FUSE + loop, mounts it, finds every file, writes one; the
+/// published folder is unchanged.
+#[test]
+fn pushed_disk_attaches_on_another_host() {
+    if !capable() || !have("mkfs.ext4") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/motd"), b"built once, booted anywhere\n").unwrap();
+    std::fs::write(tree.join("blob"), common::noise(5, 3 << 20)).unwrap();
+    let img = dir.path().join("fs.img");
+    let o = Command::new("mkfs.ext4")
+        .args([
+            "-q",
+            "-F",
+            "-d",
+            tree.to_str().unwrap(),
+            img.to_str().unwrap(),
+            "64M",
+        ])
+        .env("PATH", common::server::path_env())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let a = dir.path().join("a").join("a.swap");
+    std::fs::create_dir_all(a.parent().unwrap()).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    assert!(common::run(&["create", "--size", "64M", &s(&a)])
+        .status
+        .success());
+    assert!(common::run(&["import", &s(&a), &s(&img)]).status.success());
+    let published = dir.path().join("published");
+    let b = dir.path().join("b");
+    std::fs::create_dir_all(&b).unwrap();
+    let remote = b.join("remote.swap");
+    let o = common::run(&["push", &s(&a), &s(&published), "--swap-out", &s(&remote)]);
+    assert!(o.status.success(), "{o:?}");
+    std::fs::remove_dir_all(a.parent().unwrap()).unwrap(); // host A is gone
+    let mut text = std::fs::read_to_string(&remote).unwrap();
+    text.push_str("cache=cache\n");
+    std::fs::write(&remote, text).unwrap();
+    let before = sums(published.to_str().unwrap());
+
+    let script = examples().join("statechange-ext4.sh");
+    let c = spawn(&[&s(&remote), script.to_str().unwrap()]);
+    let uuid = uuid_of(&remote);
+    let mnt = format!("/tmp/mnt-{uuid}");
+    wait_for("the ext4 mount", || mounted(&mnt));
+    assert_eq!(
+        std::fs::read(format!("{mnt}/etc/motd")).unwrap(),
+        b"built once, booted anywhere\n"
+    );
+    assert!(std::fs::read(format!("{mnt}/blob")).unwrap() == common::noise(5, 3 << 20));
+    std::fs::write(format!("{mnt}/local-change"), b"host B").unwrap();
+    signal(&c, "-HUP");
+    assert_eq!(wait_exit(c), 0);
+    assert_eq!(
+        sums(published.to_str().unwrap()),
+        before,
+        "the published copy changed"
+    );
+    let c = spawn(&[&s(&remote), script.to_str().unwrap()]);
+    wait_for("the remount", || mounted(&mnt));
+    assert_eq!(
+        std::fs::read(format!("{mnt}/local-change")).unwrap(),
+        b"host B"
+    );
+    signal(&c, "-HUP");
+    assert_eq!(wait_exit(c), 0);
+}
