@@ -746,3 +746,104 @@ fn original_disk_published_on_nginx_exports_and_converts() {
         common::fixture_sha256("EXPECTED.sha256")
     );
 }
+
+/// Read-ahead: reading the start of a disk served by nginx forward, in 1 MiB steps,
+/// brings the chunks of the stretch after it into the cache before anyone reads them;
+/// a scattered reader gets no read-ahead.
+#[test]
+fn forward_reads_fetch_the_next_chunks_ahead() {
+    let Some(site) = Site::start() else {
+        return;
+    };
+    let (dir, web, port) = (site.path().to_path_buf(), site.web.clone(), site.port);
+    let (text, image) = published(&dir, &web, 48 << 20);
+    let swap = swap_with(
+        &dir,
+        "b",
+        &text,
+        &format!("fallback=http://127.0.0.1:{port}/pub\ncache=b-cache\n"),
+    );
+    let cached = |dir: &Path| -> std::collections::HashSet<String> {
+        std::fs::read_dir(dir)
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".lvl"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let v = mindcastle::Volume::open(&swap, &mindcastle::OpenOptions::default()).unwrap();
+    let engine = v.engine().unwrap();
+    let name = |c: &mindcastle::format::chunk_id::ChunkId| c.file_name();
+    let first: std::collections::HashSet<String> = engine
+        .data_chunks(0, 2048)
+        .unwrap()
+        .iter()
+        .map(name)
+        .collect();
+    let later: std::collections::HashSet<String> = engine
+        .data_chunks(3072, 4096)
+        .unwrap()
+        .iter()
+        .map(name)
+        .filter(|c| !first.contains(c))
+        .collect();
+    assert!(!later.is_empty());
+    let mut buf = vec![0u8; 1 << 20];
+    for i in 0..8u64 {
+        v.read_at(i << 20, &mut buf).unwrap();
+        assert!(buf[..] == image[(i << 20) as usize..((i + 1) << 20) as usize]);
+    }
+    // The chunks of 12-28 MiB arrive without being read.
+    let t = std::time::Instant::now();
+    while !later
+        .iter()
+        .all(|c| cached(&dir.join("b-cache")).contains(c))
+    {
+        assert!(
+            t.elapsed().as_secs() < 20,
+            "read-ahead fetched {} of {} later chunks",
+            later
+                .iter()
+                .filter(|c| cached(&dir.join("b-cache")).contains(*c))
+                .count(),
+            later.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(v);
+
+    // Scattered reads: nothing is fetched beyond what is read.
+    let swap2 = swap_with(
+        &dir,
+        "c",
+        &text,
+        &format!("fallback=http://127.0.0.1:{port}/pub\ncache=c-cache\n"),
+    );
+    let v = mindcastle::Volume::open(&swap2, &mindcastle::OpenOptions::default()).unwrap();
+    let engine = v.engine().unwrap();
+    let mut wanted = std::collections::HashSet::new();
+    for (i, at) in [40u64, 3, 22, 9, 31, 15, 27].iter().enumerate() {
+        let mut b = vec![0u8; 4096];
+        v.read_at(at << 20, &mut b).unwrap();
+        wanted.extend(
+            engine
+                .data_chunks((at << 20) / 4096, 1)
+                .unwrap()
+                .iter()
+                .map(name),
+        );
+        assert!(
+            b[..] == image[(at << 20) as usize..(at << 20) as usize + 4096],
+            "{i}"
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let index: usize = cached(&dir.join("c-cache"))
+        .iter()
+        .filter(|c| !wanted.contains(*c))
+        .filter(|c| first.contains(*c) || later.contains(*c))
+        .count();
+    assert_eq!(index, 0, "scattered reads fetched data chunks ahead");
+}

@@ -420,6 +420,30 @@ impl Engine {
         )
     }
 
+    /// The data chunks holding blocks `lba..lba+count`, each once, in block order (for
+    /// read-ahead: index only, no data read).
+    pub fn data_chunks(&self, lba: u64, count: u64) -> Result<Vec<ChunkId>> {
+        self.core.check_block(lba, count)?;
+        let st = self.core.state.read().map_err(|_| lock_err())?;
+        let slots = lookup(
+            &self.core.ctx,
+            &st.mem,
+            st.frozen.as_deref(),
+            &st.tree,
+            lba,
+            count,
+        )?;
+        let mut seen = HashSet::new();
+        Ok(slots
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Disk(d) => Some(d.chunk),
+                _ => None,
+            })
+            .filter(|c| seen.insert(*c))
+            .collect())
+    }
+
     /// For blocks `lba..lba+count`: true where stored data (not a hole or zeroes) is.
     pub fn allocated(&self, lba: u64, count: u64) -> Result<Vec<bool>> {
         self.core.check_block(lba, count)?;

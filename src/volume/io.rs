@@ -51,6 +51,9 @@ impl Volume {
             return Ok(());
         }
         let len = buf.len() as u64;
+        if let (Some(ra), Ok(engine)) = (&self.readahead, self.engine()) {
+            ra.observe(engine, offset, len);
+        }
         let last = (offset + len - 1) / BS;
         let mut lba = offset / BS;
         let aligned = offset.is_multiple_of(BS) && len.is_multiple_of(BS);

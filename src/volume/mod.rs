@@ -10,6 +10,7 @@ pub mod fsck;
 pub mod history;
 mod io;
 pub mod prefetch;
+mod readahead;
 pub mod request;
 pub mod stats;
 pub mod sync;
@@ -62,6 +63,7 @@ pub struct Volume {
     data_dir: PathBuf,
     uuid: String,
     data: Data,
+    readahead: Option<readahead::ReadAhead>,
     _lock: Option<DiskLock>,
 }
 
@@ -268,15 +270,25 @@ impl Volume {
                 wal: opts.snapshot.is_none().then_some(wal),
             }
         };
-        let engine = Engine::open(store, keys, size, start, opts.tuning, mode)?;
+        let engine = Engine::open(store.clone(), keys, size, start, opts.tuning, mode)?;
+        let mut readahead = None;
         if swap.cache.is_some() && !swap.fallbacks.is_empty() {
             prefetch::warm_index(&engine);
+            // Only a remote fallback is slow enough to be worth reading ahead of.
+            if swap
+                .fallbacks
+                .iter()
+                .any(|f| f.contains("://") && !f.starts_with("file://"))
+            {
+                readahead = readahead::ReadAhead::start(store);
+            }
         }
         Ok(Self {
             swap_path: path.to_path_buf(),
             data_dir: dir,
             uuid: swap.uuid,
             data: Data::V1(engine),
+            readahead,
             _lock: lock,
         })
     }
@@ -320,6 +332,7 @@ impl Volume {
             data_dir: dir.to_path_buf(),
             uuid: swap.uuid.clone(),
             data: Data::Original(disk),
+            readahead: None,
             _lock: None,
         }))
     }
