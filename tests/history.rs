@@ -228,9 +228,15 @@ fn cli_snapshot_log_diff_reset_forget_gc() {
     assert_eq!(common::chunk_files(&swap), before);
 
     // Forget what holds the changed data; gc leaves fsck clean and base intact.
-    assert!(run(&["forget", s(&swap), "second", &saved])
-        .status
-        .success());
+    let o = run(&["forget", s(&swap), "second", &saved]);
+    assert!(o.status.success(), "{o:?}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let freed: u64 = out
+        .lines()
+        .find_map(|l| l.strip_suffix(" bytes freed"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no bytes freed line: {out}"));
+    assert!(freed >= 64 << 10, "{out}");
     let o = run(&["gc", "--json", s(&swap)]);
     assert!(o.status.success(), "{o:?}");
     let after = common::chunk_files(&swap);

@@ -238,11 +238,25 @@ pub fn forget(a: ForgetArgs) -> Result<ExitCode> {
         .iter()
         .map(|s| vol.find_snapshot(s))
         .collect::<Result<Vec<_>>>()?;
+    let held = || -> u64 {
+        std::fs::read_dir(vol.data_dir())
+            .map(|r| {
+                r.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".lvl"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let before = held();
     vol.forget(&targets)?;
+    let freed = before.saturating_sub(held());
     vol.close()?;
     for t in targets {
         outln!("forgot {}", t.id);
     }
+    outln!("{freed} bytes freed");
     Ok(ExitCode::SUCCESS)
 }
 
