@@ -94,6 +94,14 @@ impl Keys {
 
     /// Seals `plain` into `ciphertext || tag`; returns the stored bytes and the tag.
     pub fn seal(&self, p: Purpose, aad: &[u8], mut plain: Vec<u8>) -> Result<(Vec<u8>, [u8; 16])> {
+        // Sealed items are held in memory by the thousand (the memtable): give each
+        // exactly the room it needs. An LZ4 output Vec keeps a worst-case capacity, and
+        // appending the tag to a full Vec would double it.
+        if plain.capacity() != plain.len() + 16 {
+            let mut exact = Vec::with_capacity(plain.len() + 16);
+            exact.extend_from_slice(&plain);
+            plain = exact;
+        }
         let nonce = Nonce::default();
         let tag = self
             .cipher(p)
