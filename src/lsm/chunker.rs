@@ -7,7 +7,8 @@
 //! disk, a snapshot, a clone or another disk with the same key), and the store keeps
 //! one copy. A record equal to one already pushed to the same chunker (the same tag
 //! and bytes: sealing is deterministic) is not stored again; its entry points at the
-//! first copy, so identical blocks written together are stored once.
+//! first copy, so identical blocks written close together (within the few chunks not
+//! yet stored) are stored once.
 
 use std::collections::HashMap;
 
@@ -27,15 +28,25 @@ pub const CUT_THRESHOLD: u32 = u32::MAX / 256;
 /// Where a record sits: (cut index, offset, length).
 type Place = (usize, u32, u32);
 
-/// Accumulates records, cuts chunks, and stores them (hashing in parallel) at `finish`.
-/// Holds at most one memtable's worth of records.
+/// Cut chunks waiting to be stored before they are stored in parallel: bounds the
+/// chunker's memory to a few chunks instead of a whole memtable's copy.
+const PENDING_CUTS: usize = 8;
+
+/// A cut chunk: its bytes until stored, then its id and size.
+enum Cut {
+    Pending(Vec<u8>),
+    Stored(ChunkId, u32),
+}
+
+/// Accumulates records, cuts chunks, and stores them (hashing in parallel) every few
+/// chunks and at `finish`.
 pub struct Chunker<'a> {
     store: &'a dyn ChunkStore,
     buf: Vec<u8>,
-    cuts: Vec<Vec<u8>>,
+    cuts: Vec<Cut>,
     /// Every entry pushed, in lba order: (lba, place, tag).
     entries: Vec<(u64, Place, [u8; 16])>,
-    /// First copy of each record, by tag.
+    /// First copy of each record, by tag (while its bytes are still in memory).
     seen: HashMap<[u8; 16], Place>,
 }
 
@@ -60,7 +71,7 @@ impl<'a> Chunker<'a> {
             }
         }
         if self.buf.len() + rec.bytes.len() > MAX_CHUNK {
-            self.cut();
+            self.cut()?;
         }
         let place = (
             self.cuts.len(),
@@ -72,43 +83,72 @@ impl<'a> Chunker<'a> {
         self.seen.entry(rec.tag).or_insert(place);
         let h = u32::from_le_bytes([rec.tag[0], rec.tag[1], rec.tag[2], rec.tag[3]]);
         if self.buf.len() >= MIN_CHUNK && h < CUT_THRESHOLD {
-            self.cut();
+            self.cut()?;
         }
         Ok(())
     }
 
-    /// The stored bytes of a record already pushed.
+    /// The bytes of a record already pushed, while its chunk is in memory.
     fn bytes_at(&self, (cut, offset, len): Place) -> Option<&[u8]> {
         let chunk = if cut == self.cuts.len() {
             &self.buf
         } else {
-            self.cuts.get(cut)?
+            match self.cuts.get(cut)? {
+                Cut::Pending(b) => b,
+                Cut::Stored(..) => return None,
+            }
         };
         chunk.get(offset as usize..offset as usize + len as usize)
     }
 
-    fn cut(&mut self) {
+    fn cut(&mut self) -> Result<()> {
         if self.buf.is_empty() {
-            return;
+            return Ok(());
         }
         let buf = std::mem::replace(&mut self.buf, Vec::with_capacity(MIN_CHUNK * 2));
-        self.cuts.push(buf);
+        self.cuts.push(Cut::Pending(buf));
+        let pending = self
+            .cuts
+            .iter()
+            .filter(|c| matches!(c, Cut::Pending(_)))
+            .count();
+        if pending >= PENDING_CUTS {
+            self.store_pending()?;
+        }
+        Ok(())
     }
 
-    /// Stores every chunk (SHA-512 and writes spread over the cores); returns every
-    /// entry in lba order.
-    pub fn finish(mut self) -> Result<Vec<(u64, Loc)>> {
-        self.cut();
+    /// Stores every pending cut (SHA-512 and writes spread over the cores), keeping
+    /// only ids and sizes; their records are no longer deduplicated against.
+    fn store_pending(&mut self) -> Result<()> {
         let store = self.store;
+        let pending: Vec<(usize, &Vec<u8>)> = self
+            .cuts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match c {
+                Cut::Pending(b) => Some((i, b)),
+                Cut::Stored(..) => None,
+            })
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .clamp(1, 8);
-        let per = self.cuts.len().div_ceil(threads).max(1);
-        let results: Vec<Result<Vec<ChunkId>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = self
-                .cuts
+        let per = pending.len().div_ceil(threads).max(1);
+        let results: Vec<Result<Vec<(usize, ChunkId, u32)>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = pending
                 .chunks(per)
-                .map(|group| s.spawn(move || group.iter().map(|buf| store.put(buf)).collect()))
+                .map(|group| {
+                    s.spawn(move || {
+                        group
+                            .iter()
+                            .map(|(i, buf)| Ok((*i, store.put(buf)?, buf.len() as u32)))
+                            .collect()
+                    })
+                })
                 .collect();
             handles
                 .into_iter()
@@ -118,21 +158,36 @@ impl<'a> Chunker<'a> {
                 })
                 .collect()
         });
-        let mut ids = Vec::with_capacity(self.cuts.len());
+        let mut stored = Vec::new();
         for r in results {
-            ids.extend(r?);
+            stored.extend(r?);
         }
+        for (i, id, size) in stored {
+            if let Some(c) = self.cuts.get_mut(i) {
+                *c = Cut::Stored(id, size);
+            }
+        }
+        let cuts = &self.cuts;
+        self.seen
+            .retain(|_, (cut, _, _)| matches!(cuts.get(*cut), Some(Cut::Pending(_))));
+        Ok(())
+    }
+
+    /// Stores every chunk not yet stored; returns every entry in lba order.
+    pub fn finish(mut self) -> Result<Vec<(u64, Loc)>> {
+        self.cut()?;
+        self.store_pending()?;
         self.entries
             .iter()
             .map(|&(lba, (cut, offset, len), tag)| {
-                let (Some(id), Some(buf)) = (ids.get(cut), self.cuts.get(cut)) else {
-                    return Err(Error::internal("chunker entry names no chunk"));
+                let Some(Cut::Stored(id, size)) = self.cuts.get(cut) else {
+                    return Err(Error::internal("chunker entry names no stored chunk"));
                 };
                 Ok((
                     lba,
                     Loc::Data(DataRef {
                         chunk: *id,
-                        chunk_size: buf.len() as u32,
+                        chunk_size: *size,
                         offset,
                         len,
                         tag,
