@@ -105,7 +105,9 @@ fn a_bad_copy_in_the_first_fallback_is_passed_over_for_the_next() {
     for e in std::fs::read_dir(&good).unwrap().flatten() {
         std::fs::copy(e.path(), bad.join(e.file_name())).unwrap();
     }
-    assert!(damage_chunks(&bad) > 3);
+    // At least a data chunk, an index chunk and a root, each damaged (how many data
+    // chunks 2 MiB makes depends on the key's cut points).
+    assert!(damage_chunks(&bad) >= 3);
     let text = std::fs::read_to_string(&a).unwrap();
     // Bad first, good second; with and without a cache in front of them.
     for (name, extra) in [("nocache", ""), ("cached", "cache=cache\n")] {
