@@ -420,21 +420,26 @@ impl Engine {
         )
     }
 
-    /// The data chunks holding blocks `lba..lba+count`, each once, in block order (for
-    /// read-ahead: index only, no data read).
-    pub fn data_chunks(&self, lba: u64, count: u64) -> Result<Vec<ChunkId>> {
+    /// Where the newest version of each block in `lba..lba+count` is (index only).
+    fn slots(&self, lba: u64, count: u64) -> Result<Vec<Slot>> {
         self.core.check_block(lba, count)?;
         let st = self.core.state.read().map_err(|_| lock_err())?;
-        let slots = lookup(
+        lookup(
             &self.core.ctx,
             &st.mem,
             st.frozen.as_deref(),
             &st.tree,
             lba,
             count,
-        )?;
+        )
+    }
+
+    /// The data chunks holding blocks `lba..lba+count`, each once, in block order (for
+    /// read-ahead: index only, no data read).
+    pub fn data_chunks(&self, lba: u64, count: u64) -> Result<Vec<ChunkId>> {
         let mut seen = HashSet::new();
-        Ok(slots
+        Ok(self
+            .slots(lba, count)?
             .iter()
             .filter_map(|s| match s {
                 Slot::Disk(d) => Some(d.chunk),
@@ -446,17 +451,8 @@ impl Engine {
 
     /// For blocks `lba..lba+count`: true where stored data (not a hole or zeroes) is.
     pub fn allocated(&self, lba: u64, count: u64) -> Result<Vec<bool>> {
-        self.core.check_block(lba, count)?;
-        let st = self.core.state.read().map_err(|_| lock_err())?;
-        let slots = lookup(
-            &self.core.ctx,
-            &st.mem,
-            st.frozen.as_deref(),
-            &st.tree,
-            lba,
-            count,
-        )?;
-        Ok(slots
+        Ok(self
+            .slots(lba, count)?
             .iter()
             .map(|s| matches!(s, Slot::Mem(_) | Slot::Disk(_)))
             .collect())

@@ -49,6 +49,33 @@ impl<W: Write> Crc<W> {
 }
 
 impl Volume {
+    /// Reads `ranges` in pieces of at most 4 MiB and hands each (offset, bytes) to `f`;
+    /// returns the pieces and bytes.
+    fn each_piece(
+        &self,
+        ranges: &[Range],
+        progress: &dyn Fn(u64),
+        f: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<DeltaReport> {
+        let mut rep = DeltaReport::default();
+        let mut buf = Vec::new();
+        for r in ranges {
+            let mut off = r.offset;
+            let end = r.offset + r.length;
+            while off < end {
+                let n = (end - off).min(MAX_RECORD);
+                buf.resize(n as usize, 0);
+                self.read_at(off, &mut buf)?;
+                f(off, &buf)?;
+                rep.records += 1;
+                rep.bytes += n;
+                off += n;
+                progress(rep.bytes);
+            }
+        }
+        Ok(rep)
+    }
+
     /// Writes the bytes of `ranges` (read from this volume) as a delta stream.
     pub fn export_delta<W: Write>(
         &self,
@@ -68,24 +95,11 @@ impl Volume {
         head.extend_from_slice(&from.id.0);
         head.extend_from_slice(&to.map(|t| t.id.0).unwrap_or([0; 32]));
         w.put(&head)?;
-        let mut rep = DeltaReport::default();
-        let mut buf = Vec::new();
-        for r in ranges {
-            let mut off = r.offset;
-            let end = r.offset + r.length;
-            while off < end {
-                let n = (end - off).min(MAX_RECORD);
-                buf.resize(n as usize, 0);
-                self.read_at(off, &mut buf)?;
-                w.put(&off.to_le_bytes())?;
-                w.put(&(n as u32).to_le_bytes())?;
-                w.put(&buf)?;
-                rep.records += 1;
-                rep.bytes += n;
-                off += n;
-                progress(rep.bytes);
-            }
-        }
+        let rep = self.each_piece(ranges, progress, &mut |off, bytes| {
+            w.put(&off.to_le_bytes())?;
+            w.put(&(bytes.len() as u32).to_le_bytes())?;
+            w.put(bytes)
+        })?;
         let mut tail = u64::MAX.to_le_bytes().to_vec();
         tail.extend_from_slice(&0u32.to_le_bytes());
         tail.extend_from_slice(&rep.records.to_le_bytes());
@@ -106,24 +120,11 @@ impl Volume {
         ranges: &[Range],
         progress: &dyn Fn(u64),
     ) -> Result<DeltaReport> {
-        let mut rep = DeltaReport::default();
-        let mut buf = Vec::new();
         let werr = |e| Error::io("writing the export", e);
-        for r in ranges {
-            let mut off = r.offset;
-            let end = r.offset + r.length;
-            while off < end {
-                let n = (end - off).min(MAX_RECORD);
-                buf.resize(n as usize, 0);
-                self.read_at(off, &mut buf)?;
-                out.seek(SeekFrom::Start(off)).map_err(werr)?;
-                out.write_all(&buf).map_err(werr)?;
-                rep.records += 1;
-                rep.bytes += n;
-                off += n;
-                progress(rep.bytes);
-            }
-        }
+        let rep = self.each_piece(ranges, progress, &mut |off, bytes| {
+            out.seek(SeekFrom::Start(off)).map_err(werr)?;
+            out.write_all(bytes).map_err(werr)
+        })?;
         out.flush().map_err(werr)?;
         Ok(rep)
     }
