@@ -17,6 +17,7 @@ pub mod error;
 pub mod format;
 pub mod hooks;
 pub mod lsm;
+pub mod memory;
 pub mod nbd;
 pub mod original;
 pub mod store;

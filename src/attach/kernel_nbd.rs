@@ -21,7 +21,7 @@ use nbd_proto::flags;
 
 use super::sys::{block_all_signals_in_this_thread, ioctl_arg};
 use crate::error::{Error, ErrorKind, Result};
-use crate::nbd::{serve_transmission, Negotiated};
+use crate::nbd::{serve_transmission, Negotiated, PayloadBudget};
 use crate::trace::ReadTrace;
 use crate::volume::Volume;
 
@@ -160,6 +160,7 @@ impl KernelNbd {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .worker_threads(2)
+            .max_blocking_threads(crate::nbd::BLOCKING_THREADS)
             .thread_name("mindcastle-nbd")
             .build()
             .map_err(|e| Error::io("starting the runtime", e))?;
@@ -169,15 +170,17 @@ impl KernelNbd {
             base_allocation: false,
             flags: fl,
         };
+        let budget = PayloadBudget::new(crate::memory::Budget::process().request_bytes());
         for s in ours {
             s.set_nonblocking(true)
                 .map_err(|e| Error::io("socket setup", e))?;
-            let (vol, neg, trace) = (vol.clone(), neg.clone(), trace.clone());
+            let (vol, neg, trace, budget) =
+                (vol.clone(), neg.clone(), trace.clone(), budget.clone());
             let _guard = runtime.enter();
             let stream =
                 tokio::net::UnixStream::from_std(s).map_err(|e| Error::io("socket setup", e))?;
             runtime.spawn(async move {
-                if let Err(e) = serve_transmission(stream, vol, neg, trace).await {
+                if let Err(e) = serve_transmission(stream, vol, neg, trace, budget).await {
                     tracing::warn!(error = %e, "kernel nbd connection ended");
                 }
             });

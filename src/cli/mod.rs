@@ -34,6 +34,11 @@ use crate::error::{Error, Result};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Memory budget of this process (e.g. 64M, 1G; default 128M, or
+    /// MINDCASTLE_MEMORY): memtables, index node cache and NBD request buffers are
+    /// sized from it.
+    #[arg(long, global = true, value_name = "SIZE")]
+    memory: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -103,6 +108,13 @@ fn init_logging() {
 pub fn run() -> ExitCode {
     init_logging();
     let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
+    match crate::memory::Budget::from_arg_or_env(cli.memory.as_deref()) {
+        Ok(b) => {
+            b.set_for_process();
+            crate::memory::configure_allocator();
+        }
+        Err(e) => return report(&e),
+    }
     let r: Result<ExitCode> = match cli.command {
         Command::Create(a) => create::run(a),
         Command::Info(a) => info::run(a),

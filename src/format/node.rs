@@ -114,6 +114,16 @@ pub enum Node {
 }
 
 impl Node {
+    /// Bytes this node takes in memory once decoded (for the cache's bound).
+    pub fn mem_bytes(&self) -> usize {
+        std::mem::size_of::<Node>()
+            + match self {
+                Node::Leaf(v) => v.capacity() * std::mem::size_of::<LeafEntry>(),
+                Node::Inner(v) => v.capacity() * std::mem::size_of::<InnerEntry>(),
+                Node::Table(v) => v.capacity() * std::mem::size_of::<TableEntry>(),
+            }
+    }
+
     /// Plaintext encoding.
     pub fn encode(&self) -> Vec<u8> {
         let (kind, count) = match self {

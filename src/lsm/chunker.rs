@@ -48,6 +48,8 @@ pub struct Chunker<'a> {
     entries: Vec<(u64, Place, [u8; 16])>,
     /// First copy of each record, by tag (while its bytes are still in memory).
     seen: HashMap<[u8; 16], Place>,
+    /// Bytes of pending cuts that make them be stored.
+    pending_limit: usize,
 }
 
 impl<'a> Chunker<'a> {
@@ -59,7 +61,14 @@ impl<'a> Chunker<'a> {
             cuts: Vec::new(),
             entries: Vec::new(),
             seen: HashMap::new(),
+            pending_limit: usize::MAX,
         }
+    }
+
+    /// Stores cut chunks once they hold `bytes` (as well as every `PENDING_CUTS`).
+    pub fn with_pending_limit(mut self, bytes: usize) -> Self {
+        self.pending_limit = bytes;
+        self
     }
 
     /// Adds one record for block `lba` (blocks must come in increasing order).
@@ -107,12 +116,15 @@ impl<'a> Chunker<'a> {
         }
         let buf = std::mem::replace(&mut self.buf, Vec::with_capacity(MIN_CHUNK * 2));
         self.cuts.push(Cut::Pending(buf));
-        let pending = self
+        let (pending, bytes) = self
             .cuts
             .iter()
-            .filter(|c| matches!(c, Cut::Pending(_)))
-            .count();
-        if pending >= PENDING_CUTS {
+            .filter_map(|c| match c {
+                Cut::Pending(b) => Some(b.capacity()),
+                Cut::Stored(..) => None,
+            })
+            .fold((0, 0), |(n, sum), b| (n + 1, sum + b));
+        if pending >= PENDING_CUTS || bytes >= self.pending_limit {
             self.store_pending()?;
         }
         Ok(())

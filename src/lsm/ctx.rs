@@ -1,6 +1,5 @@
 //! What every tree operation needs: the store, the keys and a cache of decoded nodes.
 
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
@@ -11,27 +10,48 @@ use crate::format::crypto::Keys;
 use crate::format::node::{Node, NodeRef};
 use crate::store::ChunkStore;
 
-/// Decoded nodes kept in memory (each at most ~44 KiB decoded).
-pub const NODE_CACHE_ENTRIES: usize = 2048;
-
 /// Shared context of one open disk.
 pub struct Ctx {
     /// Chunk storage.
     pub store: Arc<dyn ChunkStore>,
     /// Ciphers of the disk key.
     pub keys: Keys,
-    cache: Mutex<LruCache<(ChunkId, u32), Arc<Node>>>,
+    cache: Mutex<NodeCache>,
+}
+
+/// Decoded nodes, least recently used out first once their bytes pass `limit`.
+struct NodeCache {
+    lru: LruCache<(ChunkId, u32), Arc<Node>>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl NodeCache {
+    fn put(&mut self, key: (ChunkId, u32), node: Arc<Node>) {
+        self.bytes += node.mem_bytes();
+        if let Some(old) = self.lru.put(key, node) {
+            self.bytes = self.bytes.saturating_sub(old.mem_bytes());
+        }
+        while self.bytes > self.limit {
+            match self.lru.pop_lru() {
+                Some((_, n)) => self.bytes = self.bytes.saturating_sub(n.mem_bytes()),
+                None => break,
+            }
+        }
+    }
 }
 
 impl Ctx {
-    /// A context over `store` with `keys`.
-    pub fn new(store: Arc<dyn ChunkStore>, keys: Keys) -> Self {
+    /// A context over `store` with `keys`, keeping up to `cache_bytes` of decoded nodes.
+    pub fn new(store: Arc<dyn ChunkStore>, keys: Keys, cache_bytes: usize) -> Self {
         Self {
             store,
             keys,
-            cache: Mutex::new(LruCache::new(
-                NonZeroUsize::new(NODE_CACHE_ENTRIES).unwrap_or(NonZeroUsize::MIN),
-            )),
+            cache: Mutex::new(NodeCache {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+                limit: cache_bytes,
+            }),
         }
     }
 
@@ -39,7 +59,7 @@ impl Ctx {
     pub fn node(&self, chunk: &ChunkId, r: &NodeRef) -> Result<Arc<Node>> {
         let key = (*chunk, r.offset);
         if let Ok(mut c) = self.cache.lock() {
-            if let Some(n) = c.get(&key) {
+            if let Some(n) = c.lru.get(&key) {
                 return Ok(n.clone());
             }
         }

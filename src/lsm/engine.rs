@@ -29,7 +29,7 @@ use crate::lsm::chunker::Chunker;
 use crate::lsm::ctx::Ctx;
 use crate::lsm::entry::Loc;
 use crate::lsm::lookup::{lookup, read_blocks, Slot};
-use crate::lsm::memtable::{MemEntry, Memtable, MAX_BYTES};
+use crate::lsm::memtable::{MemEntry, Memtable};
 use crate::lsm::tree::Tree;
 use crate::lsm::wal::{SyncHook, Wal};
 use crate::store::recording::RecordingStore;
@@ -38,20 +38,37 @@ use crate::store::ChunkStore;
 /// The log is frozen into a checkpoint when it grows past this.
 const MAX_WAL_BYTES: u64 = 256 << 20;
 
-/// Sizes of the memtable and levels; tests shrink them to exercise merges.
+/// Sizes of the memtable, levels and caches; tests shrink them to exercise merges.
 #[derive(Clone, Copy, Debug)]
 pub struct Tuning {
     /// Memtable entries that trigger a checkpoint.
     pub memtable_entries: usize,
+    /// Memtable record bytes that trigger a checkpoint; writers wait when a second
+    /// memtable fills while the first is being checkpointed.
+    pub memtable_bytes: usize,
     /// Capacity of level 0 in entries.
     pub level_base: u64,
+    /// Bytes of decoded index nodes kept.
+    pub node_cache_bytes: usize,
+    /// Bytes of cut chunks held before they are stored.
+    pub pending_chunk_bytes: usize,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
+        Self::for_budget(crate::memory::Budget::process())
+    }
+}
+
+impl Tuning {
+    /// The sizes that keep an engine within `budget` (see [`crate::memory`]).
+    pub fn for_budget(budget: crate::memory::Budget) -> Self {
         Self {
             memtable_entries: crate::lsm::memtable::MAX_ENTRIES,
+            memtable_bytes: budget.memtable_bytes(),
             level_base: crate::lsm::policy::BASE_ENTRIES,
+            node_cache_bytes: budget.node_cache_bytes(),
+            pending_chunk_bytes: budget.pending_chunk_bytes(),
         }
     }
 }
@@ -230,7 +247,7 @@ impl Engine {
         mode: Mode,
     ) -> Result<Self> {
         let recorder = Arc::new(RecordingStore::new(store));
-        let ctx = Arc::new(Ctx::new(recorder.clone(), keys));
+        let ctx = Arc::new(Ctx::new(recorder.clone(), keys, tuning.node_cache_bytes));
         let tree = Tree::open(&ctx, &start.root.runs)?;
         let mut candidates = HashSet::new();
         tree.live_chunks(&mut candidates);
@@ -782,7 +799,8 @@ impl Core {
         tree.live_chunks(&mut ck.candidates);
         ck.candidates.extend(parent.map(|r| r.id));
         if let Some(mem) = frozen.as_ref().filter(|m| !m.is_empty()) {
-            let mut chunker = Chunker::new(self.ctx.store.as_ref());
+            let mut chunker = Chunker::new(self.ctx.store.as_ref())
+                .with_pending_limit(self.tuning.pending_chunk_bytes);
             let mut zeros = Vec::new();
             for (lba, e) in mem.range(0, u64::MAX) {
                 match e {
@@ -836,6 +854,11 @@ impl Core {
             }
             st.frozen = None;
         }
+        if let Some(mem) = frozen {
+            // Its records were the largest allocation; hand the memory back now.
+            drop(mem);
+            crate::memory::release_free_memory();
+        }
         if let Err(e) = self.collect(ck, &tree, rref, &kept) {
             tracing::warn!(error = %e, "garbage collection failed; will retry at the next checkpoint");
         }
@@ -877,7 +900,10 @@ impl Core {
     /// (the fresh memtable filled before the frozen one was committed).
     fn after_write(&self, st: &mut State) -> Result<bool> {
         let wal_len = self.wal.as_ref().map_or(0, Wal::len);
-        let full = st.mem.full(self.tuning.memtable_entries) || wal_len > MAX_WAL_BYTES;
+        let full = st
+            .mem
+            .full(self.tuning.memtable_entries, self.tuning.memtable_bytes)
+            || wal_len > MAX_WAL_BYTES;
         if !full {
             return Ok(false);
         }
@@ -891,15 +917,15 @@ impl Core {
             return Ok(false);
         }
         self.request_checkpoint();
-        let over = st.mem.len() >= 2 * self.tuning.memtable_entries
-            || st.mem.bytes() >= 2 * MAX_BYTES
-            || wal_len > 2 * MAX_WAL_BYTES;
-        Ok(over)
+        // Both memtables are full: the writer waits, which is what bounds memory.
+        Ok(true)
     }
 
-    /// Called by writers after releasing the state lock when `after_write` said so: a
-    /// checkpoint in this thread (waiting for the background one first). A failure is
-    /// returned only once memory would otherwise grow without bound.
+    /// Called by writers after releasing the state lock when `after_write` said so:
+    /// waits for the background checkpoint of the frozen memtable (committing it here
+    /// if it is still there), then freezes the full one and hands it to the background
+    /// thread. The writer waits for at most the rest of one checkpoint, never for its
+    /// own. A failure is returned only once memory would otherwise grow without bound.
     fn wait_for_checkpoint(&self) -> Result<()> {
         let started = std::time::Instant::now();
         let mut ck = self.ckpt.lock().map_err(|_| lock_err())?;
@@ -907,17 +933,48 @@ impl Core {
             ms = started.elapsed().as_millis() as u64,
             "writer waited for the background checkpoint"
         );
-        if let Err(e) = self.checkpoint_all(&mut ck, false) {
-            let (entries, bytes) = {
+        let due = |st: &State| {
+            st.mem
+                .full(self.tuning.memtable_entries, self.tuning.memtable_bytes)
+                || self.wal.as_ref().map_or(0, Wal::len) > MAX_WAL_BYTES
+        };
+        let result = (|| {
+            let still_frozen = {
                 let st = self.state.read().map_err(|_| lock_err())?;
-                (st.mem.len(), st.mem.bytes())
+                st.frozen.is_some() && due(&st)
             };
-            if entries > 4 * self.tuning.memtable_entries || bytes > 4 * MAX_BYTES {
-                return Err(e);
+            if still_frozen {
+                self.commit(&mut ck, false)?;
             }
-            tracing::warn!(error = %e, "checkpoint failed; retrying later");
+            let mut st = self.state.write().map_err(|_| lock_err())?;
+            if st.frozen.is_none() && due(&st) {
+                self.freeze(&mut st)
+            } else {
+                Ok(false)
+            }
+        })();
+        drop(ck);
+        match result {
+            Ok(froze) => {
+                if froze {
+                    self.request_checkpoint();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let (entries, bytes) = {
+                    let st = self.state.read().map_err(|_| lock_err())?;
+                    (st.mem.len(), st.mem.bytes())
+                };
+                if entries > 2 * self.tuning.memtable_entries
+                    || bytes > 2 * self.tuning.memtable_bytes
+                {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "checkpoint failed; retrying later");
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     fn request_checkpoint(&self) {

@@ -5,8 +5,6 @@ use std::ops::Bound;
 
 use crate::format::record::SealedRecord;
 
-/// Flush to a run when stored record bytes exceed this.
-pub const MAX_BYTES: usize = 64 << 20;
 /// Flush to a run when entries exceed this.
 pub const MAX_ENTRIES: usize = 32768;
 
@@ -54,9 +52,10 @@ impl Memtable {
     pub fn range(&self, a: u64, b: u64) -> impl Iterator<Item = (&u64, &MemEntry)> {
         self.map.range((Bound::Included(a), Bound::Excluded(b)))
     }
-    /// True when a flush is due with at most `max_entries` entries.
-    pub fn full(&self, max_entries: usize) -> bool {
-        self.bytes >= MAX_BYTES || self.map.len() >= max_entries
+    /// True when a flush is due with at most `max_entries` entries or `max_bytes`
+    /// record bytes.
+    pub fn full(&self, max_entries: usize, max_bytes: usize) -> bool {
+        self.bytes >= max_bytes || self.map.len() >= max_entries
     }
     /// Stored record bytes.
     pub fn bytes(&self) -> usize {

@@ -15,8 +15,40 @@ pub const MAX_PAYLOAD: u32 = 32 << 20;
 pub const MIN_BLOCK: u32 = 512;
 /// Advertised preferred block size.
 pub const PREFERRED_BLOCK: u32 = 4096;
+/// Threads that run requests against the volume (tokio's blocking pool): enough to
+/// keep many remote fetches waiting at once; each thread's stack and the allocator's
+/// state for it cost memory, so the pool is bounded.
+pub const BLOCKING_THREADS: usize = 32;
 /// Requests served at once per connection.
 pub const MAX_IN_FLIGHT: usize = 64;
+
+/// Bytes of request payloads (WRITE data, READ buffers) in flight across every
+/// connection of one server: a request waits for its share before its buffer exists,
+/// so many clients with deep queues cannot grow memory past the budget.
+#[derive(Clone)]
+pub struct PayloadBudget {
+    sem: std::sync::Arc<tokio::sync::Semaphore>,
+    units: u32,
+}
+
+impl PayloadBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: usize) -> Self {
+        // A request larger than the whole budget waits for all of it (so it runs alone).
+        let units = u32::try_from(bytes / 1024).unwrap_or(u32::MAX).max(1);
+        Self {
+            sem: std::sync::Arc::new(tokio::sync::Semaphore::new(units as usize)),
+            units,
+        }
+    }
+
+    /// Waits until `len` more bytes fit; the share is returned when the permit drops.
+    /// None when the budget is closed (never, in practice).
+    pub async fn acquire(&self, len: u32) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let want = len.div_ceil(1024).clamp(1, self.units);
+        self.sem.clone().acquire_many_owned(want).await.ok()
+    }
+}
 
 /// What the handshake agreed.
 #[derive(Clone, Debug)]

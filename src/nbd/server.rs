@@ -13,7 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
 
 use super::handshake::{negotiate, Catalog, ExportInfo};
-use super::session;
+use super::{session, PayloadBudget};
 use crate::error::{Error, Result};
 use crate::format::root::RootRef;
 use crate::volume::{OpenOptions, Volume};
@@ -119,6 +119,8 @@ pub struct Exports {
     /// Root of each snapshot export, by catalog index.
     roots: RwLock<Vec<Option<RootRef>>>,
     opened: Mutex<HashMap<usize, Arc<Volume>>>,
+    /// Request buffers of every connection share this.
+    payload: PayloadBudget,
 }
 
 impl Exports {
@@ -135,6 +137,7 @@ impl Exports {
                 exports: vec![info],
             }),
             roots: RwLock::new(vec![None]),
+            payload: PayloadBudget::new(crate::memory::Budget::process().request_bytes()),
             opened: Mutex::new(HashMap::new()),
             head,
         };
@@ -231,7 +234,8 @@ where
                     return;
                 }
             };
-            if let Err(e) = session::run(stream, vol, neg, None).await {
+            let budget = exports.payload.clone();
+            if let Err(e) = session::run(stream, vol, neg, None, budget).await {
                 tracing::debug!(error = %e, "connection ended");
             }
         }
@@ -249,6 +253,7 @@ pub fn serve(vol: Volume, prefetch: Option<Vec<(u64, u64)>>, cfg: ServeConfig) -
                 .map_or(2, |n| n.get())
                 .max(2),
         )
+        .max_blocking_threads(crate::nbd::BLOCKING_THREADS)
         .build()
         .map_err(|e| Error::io("starting the runtime", e))?;
     let vol = Arc::new(vol);

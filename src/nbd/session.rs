@@ -8,7 +8,7 @@ use nbd_proto::{self as p, cmd, cmd_flags, errno, reply, state};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::{Mutex, Semaphore};
 
-use super::{Negotiated, BASE_ALLOCATION_ID, MAX_IN_FLIGHT, MAX_PAYLOAD};
+use super::{Negotiated, PayloadBudget, BASE_ALLOCATION_ID, MAX_IN_FLIGHT, MAX_PAYLOAD};
 use crate::error::Error;
 use crate::trace::ReadTrace;
 use crate::volume::Volume;
@@ -103,6 +103,7 @@ pub async fn run<S>(
     vol: Arc<Volume>,
     neg: Negotiated,
     trace: Option<Arc<ReadTrace>>,
+    budget: PayloadBudget,
 ) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -130,7 +131,20 @@ where
         if req.kind == cmd::DISC {
             break;
         }
-        // A WRITE's payload is part of the framing: read it before anything else.
+        // The buffer's share of the server's memory comes first (a WRITE's payload
+        // is part of the framing, so reading it waits too).
+        let buffer = match req.kind {
+            cmd::READ | cmd::WRITE | cmd::CACHE => req.length.min(MAX_PAYLOAD),
+            _ => 0,
+        };
+        let share = if buffer > 0 {
+            match budget.acquire(buffer).await {
+                Some(p) => Some(p),
+                None => break,
+            }
+        } else {
+            None
+        };
         let mut payload = Vec::new();
         if req.kind == cmd::WRITE {
             if req.length > MAX_PAYLOAD {
@@ -171,6 +185,7 @@ where
             if let Err(e) = send(&wr, &neg, cookie, outcome).await {
                 tracing::debug!(error = %e, "reply not delivered");
             }
+            drop(share);
             drop(permit);
         });
     }

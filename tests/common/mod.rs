@@ -13,6 +13,7 @@ pub fn small() -> OpenOptions {
         tuning: Tuning {
             memtable_entries: 64,
             level_base: 128,
+            ..Tuning::default()
         },
         ..Default::default()
     }
