@@ -209,3 +209,25 @@ fn snapshot_stays_readable_after_overwrite() {
     assert!(cur == b);
     assert!(v.fsck(&|_| {}).unwrap().problems.is_empty());
 }
+
+#[test]
+fn memory_budget_flag_and_variable_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let swap = dir.path().join("m.swap");
+    let o = common::run(&["create", "--size", "16M", s(&swap)]);
+    assert!(o.status.success(), "{o:?}");
+    // Too small, and not a size: exit 2 naming the problem, before anything is opened.
+    let o = common::run(&["--memory", "1M", "info", s(&swap)]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("minimum of 32 MiB"));
+    let o = common::bin()
+        .args(["info", s(&swap)])
+        .env("MINDCASTLE_MEMORY", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("memory budget \"lots\""));
+    // A valid budget, as a global flag after the subcommand too.
+    let o = common::run(&["info", s(&swap), "--memory", "64M"]);
+    assert!(o.status.success(), "{o:?}");
+}

@@ -289,3 +289,91 @@ fn tcp_listen_on_loopback() {
     v.read_at(4096, &mut b).unwrap();
     assert_eq!(&b, b"tcp!");
 }
+
+/// Peak resident memory of a process, from `/proc/PID/status`.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        << 10
+}
+
+/// The documented bound: 64 connections each keeping 8 writes of 2 MiB in flight
+/// (1 GiB asked of the server at once) on a 100 GiB disk stay within the default
+/// 128 MiB budget, and every byte reads back.
+#[test]
+fn sixty_four_deep_connections_stay_within_the_memory_budget() {
+    if !have("nbdsh") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let swap = dir.path().join("big.swap");
+    Volume::create(&swap, 100 << 30).unwrap().close().unwrap();
+    let srv = Server::start(dir.path(), &swap, &[]);
+    let pid = srv.child.as_ref().unwrap().id();
+    let script = dir.path().join("many.py");
+    std::fs::write(
+        &script,
+        format!(
+            r#"
+import hashlib, random, threading
+uri = "{uri}"
+region = (100 << 30) // 64
+want = {{}}
+errors = []
+# Half-compressible 2 MiB buffers, a different one per write.
+def buf(i, k):
+    r = random.Random(i * 1000 + k)
+    return r.randbytes(1 << 20) + bytes(1 << 20)
+def client(i):
+    try:
+        c = nbd.NBD()
+        c.connect_uri(uri)
+        for k in range(8):
+            b = buf(i, k)
+            off = i * region + k * len(b)
+            want[off] = hashlib.sha256(b).hexdigest()
+            c.aio_pwrite(b, off)
+        while c.aio_in_flight() > 0:
+            c.poll(-1)
+        c.flush()
+        for k in range(8):
+            off = i * region + k * (2 << 20)
+            assert hashlib.sha256(c.pread(2 << 20, off)).hexdigest() == want[off], off
+        c.shutdown()
+    except Exception as e:
+        errors.append(repr(e))
+ts = [threading.Thread(target=client, args=(i,)) for i in range(64)]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+assert not errors, errors
+print("WROTE", len(want))
+"#,
+            uri = srv.uri()
+        ),
+    )
+    .unwrap();
+    let o = tool_ok(
+        "nbdsh",
+        &["-c", &format!("exec(open('{}').read())", s(&script))],
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("WROTE 512"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let peak = peak_rss(pid);
+    srv.stop();
+    eprintln!("peak RSS of serve: {} MiB", peak >> 20);
+    assert!(
+        peak <= 128 << 20,
+        "peak RSS {} MiB is over the 128 MiB budget",
+        peak >> 20
+    );
+}
