@@ -12,8 +12,10 @@ export PATH="/usr/bin:/usr/sbin:$PATH"
 SIZE_MIB="${1:-1024}" SECS="${2:-15}" ROUNDS="${3:-2}"
 DIR="${BENCH_DIR:-/tmp/mindcastle-peers}"
 rm -rf "$DIR" && mkdir -p "$DIR"
-cargo build --release -q
+cargo build --release -q --bin mindcastle --example bench_pipeline
 M=$PWD/target/release/mindcastle
+# The pipeline limit: LZ4 + seal + SHA-512 of the same kind of data, in process, all cores.
+PIPELINE=$(target/release/examples/bench_pipeline 512 2>/dev/null | awk '{print $2}')
 pid=""
 cleanup() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; }
 trap cleanup EXIT
@@ -75,7 +77,7 @@ for round in $(seq "$ROUNDS"); do
     stop "$round" "$srv"
   done
 done
-python3 - "$DIR/results" "$SIZE_MIB" <<'PY'
+python3 - "$DIR/results" "$SIZE_MIB" "$PIPELINE" <<'PY'
 import sys, statistics, collections
 rows = collections.defaultdict(list)
 for line in open(sys.argv[1]):
@@ -92,7 +94,12 @@ for job in ["seqwrite", "seqread", "randwrite", "randread"]:
     m = med[("mindcastle", job)]
     ratio = ", ".join(f"/{s} {m[0] / max(med[(s, job)][0], 1e-9):.2f}" for s in servers[1:])
     print(f"{job:<10} " + " | ".join(cells) + f" | mindcastle{ratio}")
+pipe = float(sys.argv[3])
+sw = med[("mindcastle", "seqwrite")][0]
+print(f"pipeline limit (LZ4 + seal + SHA-512 in process, all cores): {pipe:.0f} MB/s; "
+      f"mindcastle seq write is {sw / pipe:.2f} of it")
 for s in servers:
     cpu, hwm, disk = med[(s, "server")]
-    print(f"{s:<10} cpu {cpu:.1f} s, peak RSS {hwm:.0f} MB, on disk {disk:.0f} MB")
+    print(f"{s:<10} cpu {cpu:.1f} s, peak RSS {hwm:.0f} MB, on disk {disk:.0f} MB "
+          f"({disk / float(sys.argv[2]):.2f} of logical)")
 PY

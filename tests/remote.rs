@@ -847,3 +847,42 @@ fn forward_reads_fetch_the_next_chunks_ahead() {
         .count();
     assert_eq!(index, 0, "scattered reads fetched data chunks ahead");
 }
+
+/// Uploads are create-only where the service has it: putting a chunk that exists on
+/// s3s-fs (which honours `If-None-Match: *`) succeeds without rewriting the object.
+#[test]
+fn uploads_to_s3_never_rewrite_an_existing_object() {
+    if !have("s3s-fs") {
+        return;
+    }
+    use mindcastle::store::ChunkStore;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s3root");
+    let (_s3, port) = s3(&root);
+    // The store reads its endpoint and keys from the environment, as the CLI does.
+    std::env::set_var("AWS_ACCESS_KEY_ID", KEY);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET);
+    std::env::set_var("AWS_REGION", "us-east-1");
+    std::env::set_var("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"));
+    let store = mindcastle::store::remote::RemoteStore::open("s3://bucket/create-only").unwrap();
+    let bytes = common::data(11, 100_000);
+    let id = store.put(&bytes).unwrap();
+    let object = root.join("bucket/create-only").join(id.file_name());
+    let before = std::fs::metadata(&object).unwrap();
+    // Make the object differ on disk so a rewrite would show, then put again.
+    let mut marked = std::fs::read(&object).unwrap();
+    marked[0] ^= 1;
+    std::fs::write(&object, &marked).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(store.put(&bytes).unwrap(), id);
+    assert_eq!(
+        std::fs::read(&object).unwrap(),
+        marked,
+        "the second put rewrote the object"
+    );
+    assert!(before.len() == bytes.len() as u64);
+    // A new object still goes up whole.
+    let other = common::data(12, 50_000);
+    let id2 = store.put(&other).unwrap();
+    assert_eq!(store.get(&id2).unwrap(), other);
+}

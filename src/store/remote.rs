@@ -6,6 +6,12 @@
 //! is allowed. Retries with backoff and timeouts are the crate's (each request gives up
 //! after `MINDCASTLE_REMOTE_TIMEOUT`, default 30 s).
 //!
+//! Uploads are create-only where the service has a conditional create (S3's
+//! `If-None-Match: *`, GCS's generation match, Azure's `If-None-Match`): an object that
+//! exists is never rewritten, so a reader fetching it meanwhile sees whole bytes; since
+//! a name is its content's hash, "already exists" is success. Plain HTTP (WebDAV) has
+//! no such mode and gets a plain PUT.
+//!
 //! The trait is synchronous and callers may sit on a tokio thread of their own (the NBD
 //! server's blocking pool), so requests run on this store's own runtime and the caller
 //! waits on a plain channel, never `block_on`.
@@ -16,7 +22,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use super::ChunkStore;
 use crate::error::{Error, ErrorKind, Result};
@@ -31,6 +37,8 @@ pub struct RemoteStore {
     /// Requests made and body bytes fetched, logged when the store closes.
     requests: std::sync::atomic::AtomicU64,
     fetched: std::sync::atomic::AtomicU64,
+    /// Set once the service said it has no create-only put.
+    no_create: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for RemoteStore {
@@ -89,6 +97,7 @@ impl RemoteStore {
             url: url.trim_end_matches('/').to_string(),
             requests: Default::default(),
             fetched: Default::default(),
+            no_create: Default::default(),
         })
     }
 
@@ -161,8 +170,31 @@ impl ChunkStore for RemoteStore {
         let id = ChunkId::of(bytes);
         let (store, path) = (self.store.clone(), self.path_of(&id));
         let payload = PutPayload::from(bytes.to_vec());
-        self.run(async move { store.put(&path, payload).await })?
-            .map_err(|e| remote_err(&self.url, &format!("uploading chunk {id}"), e))?;
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        let mode = if self.no_create.load(relaxed) {
+            PutMode::Overwrite
+        } else {
+            PutMode::Create
+        };
+        let (s2, p2, pl2) = (store.clone(), path.clone(), payload.clone());
+        let first = self.run(async move {
+            let opts = PutOptions {
+                mode,
+                ..Default::default()
+            };
+            s2.put_opts(&p2, pl2, opts).await
+        })?;
+        let result = match first {
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+            Err(object_store::Error::NotImplemented { .. }) => {
+                tracing::debug!(url = %self.url, "no create-only put here; plain puts");
+                self.no_create.store(true, relaxed);
+                self.run(async move { store.put(&path, payload).await })?
+                    .map(|_| ())
+            }
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| remote_err(&self.url, &format!("uploading chunk {id}"), e))?;
         Ok(id)
     }
 

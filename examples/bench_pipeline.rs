@@ -1,0 +1,75 @@
+//! The write pipeline alone, in process (run by `bench/peers.sh`): the rate at which
+//! this machine's cores LZ4-compress, seal (AES-256-GCM-SIV) and SHA-512 (chunk names)
+//! half-compressible 4 KiB blocks, with no disk, log, index or NBD. It is the ceiling
+//! the performance issue measures sequential writes against ("pipeline limit").
+//! Prints one line: `pipeline MB/s threads N`.
+//! Usage: `cargo run --release --example bench_pipeline [MIB]` (default 512).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Instant;
+
+use mindcastle::format::chunk_id::ChunkId;
+use mindcastle::format::crypto::{DiskKey, Keys};
+use mindcastle::format::record::seal_block;
+
+/// Like fio's `--buffer_compress_percentage=50`: each block half random, half a
+/// repeated byte.
+fn block(seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(4096);
+    while out.len() < 2048 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.resize(4096, 0x5a);
+    out
+}
+
+fn main() {
+    let mib: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(512);
+    let blocks = mib * 256;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // Distinct blocks made up front (a pool of 4,096 reused, so making data is not timed).
+    let pool: Vec<Vec<u8>> = (0..4096u64).map(block).collect();
+    let keys = Keys::new(&DiskKey::random());
+    let started = Instant::now();
+    let sealed_bytes: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (pool, keys) = (&pool, &keys);
+                s.spawn(move || {
+                    let mut chunk = Vec::with_capacity(2 << 20);
+                    let mut total = 0;
+                    for i in (t..blocks).step_by(threads) {
+                        let rec = seal_block(keys, &pool[i % pool.len()]).unwrap();
+                        chunk.extend_from_slice(&rec.bytes);
+                        if chunk.len() >= 3 << 19 {
+                            std::hint::black_box(ChunkId::of(&chunk));
+                            total += chunk.len();
+                            chunk.clear();
+                        }
+                    }
+                    std::hint::black_box(ChunkId::of(&chunk));
+                    total + chunk.len()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let logical = (blocks * 4096) as f64;
+    eprintln!(
+        "sealed {:.0} MiB of {mib} MiB ({:.2})",
+        sealed_bytes as f64 / (1 << 20) as f64,
+        sealed_bytes as f64 / logical
+    );
+    println!(
+        "pipeline {:.1} MB/s threads {threads}",
+        logical / secs / 1e6
+    );
+}
