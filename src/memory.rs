@@ -6,9 +6,9 @@
 //! | --- | --- | --- |
 //! | memtable, each (one filling, one being checkpointed) | 1/8 | writes wait when both are full |
 //! | decoded index nodes (LRU, by bytes) | 1/8 | reads of hot index levels |
-//! | NBD request payloads in flight, all connections together | 1/8 | at least one 32 MiB request |
+//! | NBD request payloads in flight, all connections together | 1/16 | eight 1 MiB requests; a 32 MiB one runs alone |
 //! | chunks cut and not yet stored | 1/32 | the chunker's batch (a few chunks hashed in parallel) |
-//! | the rest | 15/32 | code, thread stacks, runtime, the allocator's own overhead |
+//! | the rest | 17/32 | code, thread stacks, runtime, the allocator's own overhead |
 
 use crate::error::{Error, Result};
 use crate::format::size::parse_size;
@@ -88,7 +88,7 @@ impl Budget {
 
     /// Bytes of NBD request payloads in flight across every connection.
     pub fn request_bytes(self) -> usize {
-        to_usize(self.0 / 8)
+        to_usize(self.0 / 16)
     }
 
     /// Bytes of cut chunks held before they are stored.
@@ -101,15 +101,20 @@ fn to_usize(v: u64) -> usize {
     usize::try_from(v).unwrap_or(usize::MAX)
 }
 
-/// Makes the allocator give freed memory back instead of keeping it: glibc's default
-/// (a trim threshold that grows with the largest free) kept 30-60 MB more resident
-/// than the live heap under a 1 GiB copy. Set once, before the threads start.
+/// Tunes glibc's allocator for this workload, once, before the threads start:
+/// - freed memory at the top of the heap goes back at 128 KiB (the default threshold
+///   grows with the largest free and kept 30-60 MB more resident than the live heap
+///   under a 1 GiB copy);
+/// - buffers up to 32 MiB (NBD requests, chunks) come from the heap instead of a fresh
+///   mmap each: page faults on new 1 MiB read buffers cost a quarter of sequential read
+///   throughput (fio 1 MiB reads: 856 -> 1,170 IOPS; peak RSS 112 -> 117 MB).
 pub fn configure_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]
-    // SAFETY: mallopt only sets a tuning value of the allocator; called at start-up.
+    // SAFETY: mallopt only sets tuning values of the allocator; called at start-up.
     unsafe {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 10);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
     }
 }
 
