@@ -62,14 +62,19 @@ delta() { # BEFORE AFTER -> "requests bytes"
 }
 BYTES=$((SIZE_MIB << 20))
 
-echo "== first read: from starting serve to the first 4 KiB answered"
+echo "== first read: opening (serve start to socket ready), then the first 4 KiB read"
 mkswap first "cache=first-cache"
 s0=$(stats); t0=$(now)
-serve first
-/usr/bin/nbdsh -u "nbd+unix:///?socket=$DIR/first.sock" -c 'h.pread(4096, 1 << 20)'
-t1=$(now); read -r first_req _ <<<"$(delta "$s0" "$(stats)")"
-first_ms=$(python3 -c "print(round(($t1-$t0)*1000))")
-first_rt=$(python3 -c "print(round(($t1-$t0)*1000/$LAT, 1))")
+"$M" serve "$DIR/first.swap" --socket "$DIR/first.sock" 2>/dev/null & pids+=($!)
+for _ in $(seq 2000); do [ -S "$DIR/first.sock" ] && break; sleep 0.005; done
+t1=$(now); s1=$(stats)
+# The read timed inside the client, so nbdsh's own start-up is not counted.
+read_ms=$(/usr/bin/nbdsh -u "nbd+unix:///?socket=$DIR/first.sock" -c '
+import time
+t = time.monotonic(); h.pread(4096, 1 << 20); print(round((time.monotonic() - t) * 1000, 1))')
+read -r open_req _ <<<"$(delta "$s0" "$s1")"; read -r read_req _ <<<"$(delta "$s1" "$(stats)")"
+open_ms=$(python3 -c "print(round(($t1-$t0)*1000))")
+first_rt=$(python3 -c "print(round(($open_ms + $read_ms)/$LAT, 1))")
 
 echo "== cold sequential read of the whole disk"
 mkswap seq "cache=seq-cache"   # the remote set-up users run: a cache (and with it read-ahead)
@@ -134,7 +139,7 @@ cat <<TABLE
 Remote reads, ${SIZE_MIB} MiB disk, ${LAT} ms per request at the proxy, $(nproc) cores
 | measure | mindcastle | peer | ratio / target |
 |---|---|---|---|
-| first read after starting serve (with cache=): time, in round trips, requests | ${first_ms} ms = $first_rt RTT, $first_req requests | | target <= 3 RTT |
+| first read after starting serve (with cache=): open + read time, in round trips, requests | ${open_ms} + ${read_ms} ms = $first_rt RTT; $open_req + $read_req requests | | target <= 3 RTT |
 | cold sequential read, MB/s | $seq_mbs | qemu-img curl $q_mbs; nbdkit curl $k_mbs | $(python3 -c "print(round($seq_mbs/$q_mbs,2), round($seq_mbs/$k_mbs,2))") (target >= 1.0) |
 | GET requests for it | $seq_req | qemu $q_req; nbdkit $k_req | target <= $((SIZE_MIB + 4)) |
 | bytes fetched / bytes read | $(python3 -c "print(round($seq_bytes/$BYTES,3))") | qemu $(python3 -c "print(round($q_bytes/$BYTES,3))"); nbdkit $(python3 -c "print(round($k_bytes/$BYTES,3))") | target <= 1.3 |
