@@ -809,12 +809,15 @@ impl Core {
                 }
             }
             let mut batch = chunker.finish()?;
+            let chunked = started.elapsed();
             batch.extend(zeros);
             batch.sort_unstable_by_key(|e| e.0);
             let stats = tree.insert(&self.ctx, self.tuning.level_base, batch)?;
             tracing::debug!(
                 level = stats.level,
                 entries = stats.entries,
+                chunked_ms = chunked.as_millis() as u64,
+                merged_ms = (started.elapsed() - chunked).as_millis() as u64,
                 "merged memtable"
             );
         }
@@ -837,8 +840,15 @@ impl Core {
         };
         ck.candidates.extend(self.recorder.take_put()?);
         // Every chunk the root reaches is durable before anything names it.
+        let before_sync = started.elapsed();
         self.ctx.store.sync()?;
+        let synced = started.elapsed();
         sink.publish(&rref)?;
+        tracing::debug!(
+            sync_ms = (synced - before_sync).as_millis() as u64,
+            publish_ms = (started.elapsed() - synced).as_millis() as u64,
+            "root named"
+        );
         {
             let mut st = self.state.write().map_err(|_| lock_err())?;
             st.tree = tree.clone();
