@@ -13,6 +13,7 @@
 
 pub mod attach;
 pub mod cli;
+pub mod cpus;
 pub mod error;
 pub mod format;
 pub mod hooks;

@@ -146,9 +146,7 @@ impl<'a> Chunker<'a> {
         if pending.is_empty() {
             return Ok(());
         }
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 8);
+        let threads = crate::cpus::available().clamp(1, 8);
         let per = pending.len().div_ceil(threads).max(1);
         let results: Vec<Result<Vec<(usize, ChunkId, u32)>>> = std::thread::scope(|s| {
             let handles: Vec<_> = pending

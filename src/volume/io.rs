@@ -164,10 +164,11 @@ impl Volume {
                 .collect()
         };
         let blocks = bytes.len() / BLOCK_SIZE;
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(8);
-        if blocks < 32 || threads < 2 {
+        if blocks < 32 {
+            return seal(bytes);
+        }
+        let threads = crate::cpus::available().min(8);
+        if threads < 2 {
             return seal(bytes);
         }
         let per = blocks.div_ceil(threads) * BLOCK_SIZE;
