@@ -610,6 +610,7 @@ fn prefetch_warms_the_cache_in_trace_order() {
         s(&b_swap),
     ])));
     assert_eq!(p["bytes"].as_u64().unwrap(), half, "{p}");
+    assert!(p["chunks"].as_u64().unwrap() > 0, "{p}");
     assert!(proxy.requests() > 0);
     // With the server gone, the traced ranges read from the cache.
     drop(proxy);

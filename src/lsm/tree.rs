@@ -183,13 +183,23 @@ impl Tree {
         while let Some((lba, loc)) = merge.next_entry()? {
             if let Loc::Data(d) = loc {
                 if chosen.contains(&d.chunk) {
-                    let bytes =
-                        ctx.store
-                            .get_range(&d.chunk, u64::from(d.offset), d.len as usize)?;
-                    // Never copy a record that does not authenticate.
-                    open_record(&ctx.keys, &bytes, &d.tag, &mut block).map_err(|e| {
-                        e.context(format!("compacting block {lba} from chunk {}", d.chunk))
-                    })?;
+                    // Never copy a record that does not authenticate (a cache refetches
+                    // a copy that fails here instead of failing the merge).
+                    let mut bytes = Vec::new();
+                    ctx.store
+                        .read_verified(
+                            &d.chunk,
+                            u64::from(d.offset),
+                            d.len as usize,
+                            &mut |stored| {
+                                open_record(&ctx.keys, stored, &d.tag, &mut block)?;
+                                bytes = stored.to_vec();
+                                Ok(())
+                            },
+                        )
+                        .map_err(|e| {
+                            e.context(format!("compacting block {lba} from chunk {}", d.chunk))
+                        })?;
                     chunker.push(lba, &SealedRecord { bytes, tag: d.tag })?;
                 }
             }

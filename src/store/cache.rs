@@ -2,7 +2,8 @@
 //!
 //! Chunks are content-addressed, so one cache folder can serve every disk on a host and
 //! survives restarts. A miss fetches the whole chunk from the store behind (verified
-//! there), writes it here durably and answers from it; the least recently used chunks
+//! there), writes it here (not fsynced: every use checks a cached copy, and a torn one
+//! is a miss) and answers from it; the least recently used chunks
 //! go once the folder is over its size. Recency survives restarts through the files'
 //! modification times (touched on the first hit of each chunk in a process). A cached
 //! file that does not match its name, or that another process evicted, is a miss.
@@ -183,9 +184,9 @@ impl CacheStore {
         }
         let len = bytes.len() as u64;
         if len <= self.max_bytes {
-            let kept = self.folder.put(&bytes).and_then(|_| self.folder.sync());
+            let kept = self.folder.keep(&bytes);
             match kept {
-                Ok(()) => {
+                Ok(_) => {
                     let mut ix = self.index()?;
                     if ix.lru.put(*id, len).is_none() {
                         ix.bytes += len;

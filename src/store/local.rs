@@ -148,6 +148,17 @@ impl LocalStore {
         File::open(&path).ok()
     }
 
+    /// Writes `bytes` under their name without ever fsyncing them: for a cache, whose
+    /// copies are checked on every use (hash or record tag) and fetched again when a
+    /// power cut left one torn, so a sync per fetched chunk would only slow reads.
+    pub fn keep(&self, bytes: &[u8]) -> Result<ChunkId> {
+        self.check_writable()?;
+        let id = ChunkId::of(bytes);
+        // Always written: a copy already there may be the torn one being replaced.
+        self.write_new(&id, bytes)?;
+        Ok(id)
+    }
+
     fn write_new(&self, id: &ChunkId, bytes: &[u8]) -> Result<File> {
         let path = self.path_of(id);
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);

@@ -1,8 +1,9 @@
 //! Warming the cache in the order a recorded `--trace` read the disk (the boot-fast
-//! path of the original's `-t`): each traced range is read once, in order, so every
-//! chunk it touches is fetched into `cache=` before anyone asks for it. It runs as a
+//! path of the original's `-t`): the data chunks behind the traced ranges are fetched
+//! into `cache=`, in trace order and many at once, before anyone asks for them. It runs as a
 //! command (`prefetch`) or on a thread beside `serve`/`attach` (`--prefetch FILE`).
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -11,19 +12,24 @@ use serde::Serialize;
 
 use super::Volume;
 use crate::error::{Error, Result};
+use crate::format::chunk_id::ChunkId;
 
-/// Largest single read of a prefetch (a longer traced range is read in pieces).
+/// Largest piece of a traced range looked up (or read) at once: bounds the memory of
+/// one lookup and lets one long range be fetched by several workers.
 const STEP: u64 = 4 << 20;
-/// Ranges read at once.
-const PARALLEL: usize = 8;
+/// Chunks fetched at once. A trace is replayed while the client reads, so the whole
+/// set should arrive within a few round trips; the remote client bounds connections.
+const PARALLEL: usize = 32;
 
 /// What a prefetch did.
 #[derive(Debug, Default, Serialize)]
 pub struct Prefetched {
-    /// Traced ranges read.
+    /// Traced ranges done.
     pub ranges: usize,
-    /// Bytes read through the disk.
+    /// Bytes of the disk those ranges cover (clipped to its size).
     pub bytes: u64,
+    /// Distinct data chunks behind them, now in the cache or the data folder.
+    pub chunks: u64,
 }
 
 /// Parses a trace file: `offset length unix_nanos` per line (the time is ignored).
@@ -51,43 +57,73 @@ pub fn read_trace(path: &Path) -> Result<Vec<(u64, u64)>> {
     Ok(out)
 }
 
+/// One piece of a traced range: (offset, length, whether it ends its range).
+type Piece = (u64, u64, bool);
+
+/// Cuts `ranges` (clipped to `size`) into pieces of at most `STEP`, in trace order.
+fn pieces(ranges: &[(u64, u64)], size: u64) -> Vec<Piece> {
+    let mut out = Vec::new();
+    for &(off, len) in ranges {
+        let end = off.saturating_add(len).min(size);
+        let mut at = off.min(end);
+        loop {
+            let n = (end - at).min(STEP);
+            out.push((at, n, at + n >= end));
+            at += n;
+            if at >= end {
+                break;
+            }
+        }
+    }
+    out
+}
+
 impl Volume {
-    /// Reads every range of `ranges` (clipped to the disk), `PARALLEL` at a time and
-    /// taken in trace order, so the chunks behind them land in the cache in about the
-    /// order they will be wanted. `progress` gets the ranges done so far.
+    /// Warms the cache for every range of `ranges`, taken in trace order by
+    /// `PARALLEL` workers: each piece's data chunks are looked up in the index (local
+    /// after opening) and fetched whole, each once, so the chunks land in about the
+    /// order they will be wanted and many downloads overlap their round trips.
+    /// `progress` gets the ranges done so far.
     pub fn prefetch(
         &self,
         ranges: &[(u64, u64)],
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Prefetched> {
+        let work = pieces(ranges, self.size());
         let next = AtomicUsize::new(0);
         let done_ranges = AtomicU64::new(0);
         let bytes = AtomicU64::new(0);
+        let chunks = AtomicU64::new(0);
+        let claimed: Mutex<HashSet<ChunkId>> = Mutex::new(HashSet::new());
         let failed: Mutex<Option<Error>> = Mutex::new(None);
+        let engine = self.engine().ok();
         std::thread::scope(|s| {
-            for _ in 0..PARALLEL.min(ranges.len()) {
+            for _ in 0..PARALLEL.min(work.len()) {
                 s.spawn(|| {
                     let mut buf = Vec::new();
-                    loop {
-                        let Some(&(off, len)) = ranges.get(next.fetch_add(1, Ordering::Relaxed))
-                        else {
-                            return;
-                        };
-                        let end = off.saturating_add(len).min(self.size());
-                        let mut at = off;
-                        while at < end {
-                            let n = (end - at).min(STEP);
-                            buf.resize(n as usize, 0);
-                            if let Err(e) = self.read_at(at, &mut buf) {
-                                if let Ok(mut f) = failed.lock() {
-                                    f.get_or_insert(e);
-                                }
-                                return;
+                    while let Some(&(off, len, last)) =
+                        work.get(next.fetch_add(1, Ordering::Relaxed))
+                    {
+                        let fetched = match engine {
+                            Some(e) => fetch_chunks(e, off, len, &claimed, &chunks),
+                            // An original-format disk: reading the range fetches it.
+                            None => {
+                                buf.resize(len as usize, 0);
+                                self.read_at(off, &mut buf)
                             }
-                            bytes.fetch_add(n, Ordering::Relaxed);
-                            at += n;
+                        };
+                        if let Err(e) = fetched {
+                            if let Ok(mut f) = failed.lock() {
+                                f.get_or_insert(e);
+                            }
+                            // Every worker stops at the first failure.
+                            next.store(work.len(), Ordering::Relaxed);
+                            return;
                         }
-                        progress(done_ranges.fetch_add(1, Ordering::Relaxed) + 1);
+                        bytes.fetch_add(len, Ordering::Relaxed);
+                        if last {
+                            progress(done_ranges.fetch_add(1, Ordering::Relaxed) + 1);
+                        }
                     }
                 });
             }
@@ -101,6 +137,7 @@ impl Volume {
         Ok(Prefetched {
             ranges: done_ranges.into_inner() as usize,
             bytes: bytes.into_inner(),
+            chunks: chunks.into_inner(),
         })
     }
 
@@ -132,6 +169,34 @@ impl Volume {
         }
         Ok(())
     }
+}
+
+/// Fetches the data chunks behind `len` bytes at `off` that no other worker has
+/// claimed, counting them in `count`.
+fn fetch_chunks(
+    engine: &crate::lsm::engine::Engine,
+    off: u64,
+    len: u64,
+    claimed: &Mutex<HashSet<ChunkId>>,
+    count: &AtomicU64,
+) -> Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    let bs = crate::format::BLOCK_SIZE as u64;
+    let (first, last) = (off / bs, (off + len).div_ceil(bs));
+    let store = &engine.ctx().store;
+    for id in engine.data_chunks(first, last - first)? {
+        let fresh = claimed
+            .lock()
+            .map_err(|_| Error::internal("prefetch lock poisoned"))?
+            .insert(id);
+        if fresh {
+            store.get(&id)?;
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(())
 }
 
 /// A disk read from fallbacks through a cache: fetch the index chunks it lacks all at
