@@ -494,6 +494,11 @@ impl Engine {
         Ok(out)
     }
 
+    /// Whether a write now may have to wait for a checkpoint; see [`Core::may_wait`].
+    pub fn write_may_wait(&self) -> bool {
+        self.core.may_wait()
+    }
+
     /// Makes every completed write durable (an fdatasync of the log, shared with
     /// concurrent flushes).
     pub fn flush(&self) -> Result<()> {
@@ -929,6 +934,18 @@ impl Core {
         self.request_checkpoint();
         // Both memtables are full: the writer waits, which is what bounds memory.
         Ok(true)
+    }
+
+    /// Whether a write now may have to wait for a checkpoint (a memtable is frozen and
+    /// the fresh one is three quarters full): callers that must not block long (a
+    /// request run inline on an async task) hand the write to a thread instead.
+    fn may_wait(&self) -> bool {
+        let Ok(st) = self.state.read() else {
+            return true;
+        };
+        st.frozen.is_some()
+            && (st.mem.bytes() >= self.tuning.memtable_bytes / 4 * 3
+                || st.mem.len() >= self.tuning.memtable_entries / 4 * 3)
     }
 
     /// Called by writers after releasing the state lock when `after_write` said so:

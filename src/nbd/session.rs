@@ -1,6 +1,7 @@
 //! The transmission phase of one connection: a reader that validates each request and
-//! hands it to a task (at most `MAX_IN_FLIGHT` at once), and replies written whole under
-//! a lock, in whatever order they finish.
+//! hands it to a task (at most `MAX_IN_FLIGHT` at once) or, for a small whole-block
+//! write, runs it itself; replies written whole under a lock, in whatever order they
+//! finish.
 
 use std::sync::Arc;
 
@@ -186,6 +187,16 @@ where
         if let (Some(t), cmd::READ) = (&trace, req.kind) {
             t.record(req.offset, u64::from(req.length));
         }
+        if inline(&req) && !vol.write_may_wait() {
+            // Small whole-block writes cost microseconds: run them here instead of
+            // handing each to the blocking pool and back (context switches dominated
+            // random writes: 1.23x with this). One that may have to wait for a
+            // checkpoint goes to the pool, so this task never blocks for long.
+            let outcome = execute(&vol, &req, payload, &neg);
+            drop(share);
+            send(&wr, &neg, req.cookie, outcome).await?;
+            continue;
+        }
         let permit = match slots.clone().acquire_owned().await {
             Ok(p) => p,
             Err(_) => break,
@@ -213,6 +224,20 @@ where
     let mut w = wr.lock().await;
     let _ = w.shutdown().await;
     Ok(())
+}
+
+/// Largest write run inline on the connection's task.
+const INLINE_MAX: u32 = 64 << 10;
+
+/// Whether `r` is a small write of whole blocks without FUA (no read-modify-write,
+/// so never a fetch from a remote store, and no fsync).
+fn inline(r: &p::Request) -> bool {
+    let bs = crate::format::BLOCK_SIZE as u64;
+    r.kind == cmd::WRITE
+        && r.flags & cmd_flags::FUA == 0
+        && r.length <= INLINE_MAX
+        && r.offset.is_multiple_of(bs)
+        && u64::from(r.length).is_multiple_of(bs)
 }
 
 fn execute(vol: &Volume, r: &p::Request, payload: Vec<u8>, neg: &Negotiated) -> Outcome {
@@ -427,6 +452,17 @@ mod tests {
             offset,
             length,
         }
+    }
+
+    #[test]
+    fn only_small_whole_block_writes_without_fua_run_inline() {
+        assert!(inline(&req(cmd::WRITE, 0, 8192, 4096)));
+        assert!(inline(&req(cmd::WRITE, 0, 0, INLINE_MAX)));
+        assert!(!inline(&req(cmd::WRITE, 0, 0, INLINE_MAX + 4096)));
+        assert!(!inline(&req(cmd::WRITE, 0, 512, 4096)), "read-modify-write");
+        assert!(!inline(&req(cmd::WRITE, 0, 0, 1024)), "read-modify-write");
+        assert!(!inline(&req(cmd::WRITE, cmd_flags::FUA, 0, 4096)), "fsync");
+        assert!(!inline(&req(cmd::READ, 0, 0, 4096)), "may fetch");
     }
 
     #[test]

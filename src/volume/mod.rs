@@ -385,6 +385,13 @@ impl Volume {
             Data::Original(_) => false,
         }
     }
+    /// Whether a write now may have to wait for a checkpoint (memory is full).
+    pub fn write_may_wait(&self) -> bool {
+        match &self.data {
+            Data::V1(engine) => engine.write_may_wait(),
+            Data::Original(_) => false,
+        }
+    }
     /// The engine (levels, roots, store); an error naming `convert` for a disk in the
     /// original C Mindcastle's format.
     pub fn engine(&self) -> Result<&Engine> {
