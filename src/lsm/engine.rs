@@ -30,6 +30,7 @@ use crate::lsm::ctx::Ctx;
 use crate::lsm::entry::Loc;
 use crate::lsm::lookup::{lookup, read_blocks, Slot};
 use crate::lsm::memtable::{MemEntry, Memtable};
+use crate::lsm::pacer::Pacer;
 use crate::lsm::tree::Tree;
 use crate::lsm::wal::{SyncHook, Wal};
 use crate::store::recording::RecordingStore;
@@ -170,6 +171,24 @@ struct Core {
     sink: Option<Box<dyn RootSink>>,
     ckpt: Mutex<CkptState>,
     wake: (Mutex<Wake>, Condvar),
+    /// Spreads writers' waits over each checkpoint.
+    pacer: Pacer,
+}
+
+/// Tells the pacer a checkpoint runs, and that it ended when dropped (also on error).
+struct PacedCheckpoint<'a>(&'a Pacer);
+
+impl<'a> PacedCheckpoint<'a> {
+    fn start(pacer: &'a Pacer, bytes: usize, entries: u64) -> Self {
+        pacer.started(bytes, entries);
+        Self(pacer)
+    }
+}
+
+impl Drop for PacedCheckpoint<'_> {
+    fn drop(&mut self) {
+        self.0.finished();
+    }
 }
 
 fn lock_err() -> Error {
@@ -196,6 +215,8 @@ pub fn load_root(store: &dyn ChunkStore, keys: &Keys, r: &RootRef) -> Result<Roo
 pub struct Batch<'a> {
     core: &'a Core,
     st: RwLockWriteGuard<'a, State>,
+    /// Record bytes and entries this batch added (what pacing charges it for).
+    added: (usize, usize),
 }
 
 /// Whether a zero range is written to the log (replay applies ops already logged).
@@ -224,12 +245,15 @@ impl Batch<'_> {
         if let Some(w) = &self.core.wal {
             w.append_data(lba, &rec.bytes)?;
         }
+        self.added.0 += rec.bytes.len();
+        self.added.1 += 1;
         self.st.mem.insert(lba, MemEntry::Data(rec));
         Ok(())
     }
 
     /// Blocks `lba..lba+count` read as zeros.
     pub fn zero(&mut self, lba: u64, count: u64) -> Result<()> {
+        self.added.1 += 1;
         self.core
             .zero_locked(&mut self.st, lba, count, Logging::Log)
     }
@@ -294,6 +318,7 @@ impl Engine {
                 ..CkptState::default()
             }),
             wake: (Mutex::new(Wake::default()), Condvar::new()),
+            pacer: Pacer::default(),
         };
         let replayed = replay.as_ref().is_some_and(|r| !r.ops.is_empty());
         if let Some(r) = replay {
@@ -484,12 +509,16 @@ impl Engine {
         let mut batch = Batch {
             core: &self.core,
             st: self.core.state.write().map_err(|_| lock_err())?,
+            added: (0, 0),
         };
         let out = f(&mut batch)?;
         let wait = self.core.after_write(&mut batch.st)?;
+        let (share, room) = self.core.pace_share(&batch);
         drop(batch);
         if wait {
             self.core.wait_for_checkpoint()?;
+        } else if share > 0 {
+            self.core.pacer.pace(share, room);
         }
         Ok(out)
     }
@@ -803,6 +832,11 @@ impl Core {
         // What the replaced root reached may become garbage.
         tree.live_chunks(&mut ck.candidates);
         ck.candidates.extend(parent.map(|r| r.id));
+        // Writers are paced over this checkpoint while it runs (see `lsm::pacer`).
+        let pacing = frozen.as_ref().filter(|m| !m.is_empty()).map(|m| {
+            let entries = tree.merge_reads(self.tuning.level_base, m.len() as u64);
+            PacedCheckpoint::start(&self.pacer, m.bytes(), entries)
+        });
         if let Some(mem) = frozen.as_ref().filter(|m| !m.is_empty()) {
             let mut chunker = Chunker::new(self.ctx.store.as_ref())
                 .with_pending_limit(self.tuning.pending_chunk_bytes);
@@ -815,6 +849,7 @@ impl Core {
             }
             let mut batch = chunker.finish()?;
             let chunked = started.elapsed();
+            self.pacer.chunked();
             batch.extend(zeros);
             batch.sort_unstable_by_key(|e| e.0);
             let stats = tree.insert(&self.ctx, self.tuning.level_base, batch)?;
@@ -869,6 +904,7 @@ impl Core {
             }
             st.frozen = None;
         }
+        drop(pacing);
         if let Some(mem) = frozen {
             // Its records were the largest allocation; hand the memory back now.
             drop(mem);
@@ -945,7 +981,32 @@ impl Core {
         };
         st.frozen.is_some()
             && (st.mem.bytes() >= self.tuning.memtable_bytes / 4 * 3
-                || st.mem.len() >= self.tuning.memtable_entries / 4 * 3)
+                || st.mem.len() >= self.tuning.memtable_entries / 4 * 3
+                || self.pacer.holding())
+    }
+
+    /// What a batch is charged for pacing, and the room left it is a share of: bytes
+    /// or entries, whichever limit the batch brings nearer.
+    fn pace_share(&self, batch: &Batch<'_>) -> (usize, usize) {
+        if batch.st.frozen.is_none() {
+            return (0, 0);
+        }
+        let bytes_room = self
+            .tuning
+            .memtable_bytes
+            .saturating_sub(batch.st.mem.bytes());
+        let entries_room = self
+            .tuning
+            .memtable_entries
+            .saturating_sub(batch.st.mem.len());
+        // Compare added.0 / bytes_room with added.1 / entries_room without dividing.
+        if batch.added.0 as u128 * entries_room as u128
+            >= batch.added.1 as u128 * bytes_room as u128
+        {
+            (batch.added.0, bytes_room)
+        } else {
+            (batch.added.1, entries_room)
+        }
     }
 
     /// Called by writers after releasing the state lock when `after_write` said so:

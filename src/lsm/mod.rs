@@ -14,6 +14,7 @@ pub mod entry;
 pub mod lookup;
 pub mod memtable;
 pub mod merge;
+pub mod pacer;
 pub mod policy;
 pub mod run;
 pub mod tree;

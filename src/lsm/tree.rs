@@ -85,6 +85,18 @@ impl Tree {
         Ok(())
     }
 
+    /// Index entries an [`Tree::insert`] of `batch` entries will read: the batch and
+    /// every level it merges with.
+    pub fn merge_reads(&self, base: u64, batch: u64) -> u64 {
+        let sizes: Vec<u64> = self
+            .levels
+            .iter()
+            .map(|l| l.as_ref().map_or(0, |r| r.desc.entries))
+            .collect();
+        let k = policy::choose(base, &sizes, batch);
+        batch + sizes.iter().take(k + 1).sum::<u64>()
+    }
+
     /// Merges a sorted batch into the levels.
     pub fn insert(&mut self, ctx: &Ctx, base: u64, batch: Vec<(u64, Loc)>) -> Result<MergeStats> {
         let sizes: Vec<u64> = self
