@@ -794,6 +794,8 @@ impl Core {
             })?;
             tracing::debug!(
                 us = started.elapsed().as_micros() as u64,
+                bytes = st.mem.bytes(),
+                entries = st.mem.len(),
                 "sealed the log segment"
             );
         }
