@@ -164,6 +164,69 @@ fn bad_magic_closes_only_that_connection() {
 }
 
 #[test]
+fn a_client_stalling_mid_payload_is_cut_off_and_its_share_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let swap = common::new_disk(dir.path(), 64 << 20);
+    // A 32 MiB budget leaves 2 MiB for request buffers: a stalled 2 MiB write holds
+    // all of it until the cut-off, and every other write waits for it.
+    let srv = Server::start_with_env(
+        dir.path(),
+        &swap,
+        &["--memory", "32M"],
+        &[("MINDCASTLE_NBD_PAYLOAD_TIMEOUT", "2")],
+    );
+    let mut stalled = Client::greet(&srv);
+    stalled.go();
+    let r = p::Request {
+        flags: 0,
+        kind: cmd::WRITE,
+        cookie: 1,
+        offset: 0,
+        length: 2 << 20,
+    };
+    let t = std::time::Instant::now();
+    stalled.0.write_all(&r.encode()).unwrap();
+    stalled.0.write_all(&[7u8; 1000]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = Client::greet(&srv);
+    c.go();
+    let data = vec![9u8; 1 << 20];
+    c.request(cmd::WRITE, 0, 4096, 1 << 20, &data);
+    assert_eq!(c.reply(0).0, 0);
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(15),
+        "the second write went through after {waited:?}: it should wait for the cut-off"
+    );
+    assert!(stalled.closed(), "the stalled client is cut off");
+    c.request(cmd::READ, 0, 4096, 1 << 20, &[]);
+    assert_eq!(c.reply(1 << 20), (0, data));
+    // Nothing of the stalled write was applied.
+    c.request(cmd::READ, 0, 0, 4096, &[]);
+    assert_eq!(c.reply(4096), (0, vec![0u8; 4096]));
+    srv.stop();
+}
+
+#[test]
+fn a_bad_payload_timeout_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let swap = common::new_disk(dir.path(), 1 << 20);
+    for bad in ["0", "soon", "99999"] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_mindcastle"))
+            .env("MINDCASTLE_NBD_PAYLOAD_TIMEOUT", bad)
+            .args(["info"])
+            .arg(&swap)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad}: {o:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("MINDCASTLE_NBD_PAYLOAD_TIMEOUT"),
+            "{o:?}"
+        );
+    }
+}
+
+#[test]
 fn bad_requests_get_the_errno_the_spec_names() {
     let (_d, srv) = setup();
     let mut c = Client::greet(&srv);

@@ -115,6 +115,9 @@ pub fn run() -> ExitCode {
         }
         Err(e) => return report(&e),
     }
+    if let Err(e) = crate::nbd::configure_payload_timeout() {
+        return report(&e);
+    }
     let r: Result<ExitCode> = match cli.command {
         Command::Create(a) => create::run(a),
         Command::Info(a) => info::run(a),

@@ -22,6 +22,41 @@ pub const BLOCKING_THREADS: usize = 32;
 /// Requests served at once per connection.
 pub const MAX_IN_FLIGHT: usize = 64;
 
+/// Seconds a client may take to send a WRITE's payload once its header came
+/// (`MINDCASTLE_NBD_PAYLOAD_TIMEOUT`, 1 to 3600, default 30): the payload holds a share
+/// of the request buffer budget, so a client that stalls mid-payload is cut off rather
+/// than starving the others.
+pub const PAYLOAD_TIMEOUT_ENV: &str = "MINDCASTLE_NBD_PAYLOAD_TIMEOUT";
+const DEFAULT_PAYLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+static PAYLOAD_TIMEOUT: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+
+/// Reads and checks `MINDCASTLE_NBD_PAYLOAD_TIMEOUT` once, at start-up.
+pub fn configure_payload_timeout() -> crate::error::Result<()> {
+    let Some(v) = std::env::var_os(PAYLOAD_TIMEOUT_ENV) else {
+        return Ok(());
+    };
+    let secs = v
+        .to_str()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .filter(|s| (1..=3600).contains(s))
+        .ok_or_else(|| {
+            crate::error::Error::invalid(format!(
+                "{PAYLOAD_TIMEOUT_ENV}={}: expected whole seconds from 1 to 3600",
+                v.to_string_lossy()
+            ))
+        })?;
+    let _ = PAYLOAD_TIMEOUT.set(std::time::Duration::from_secs(secs));
+    Ok(())
+}
+
+/// The WRITE payload timeout in force.
+pub fn payload_timeout() -> std::time::Duration {
+    PAYLOAD_TIMEOUT
+        .get()
+        .copied()
+        .unwrap_or(DEFAULT_PAYLOAD_TIMEOUT)
+}
+
 /// Bytes of request payloads (WRITE data, READ buffers) in flight across every
 /// connection of one server: a request waits for its share before its buffer exists,
 /// so many clients with deep queues cannot grow memory past the budget.

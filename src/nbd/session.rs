@@ -16,8 +16,6 @@ use crate::volume::Volume;
 
 /// Most block-status descriptors in one reply.
 const MAX_DESCRIPTORS: usize = 1024;
-/// Time a client has to send a WRITE's payload once its header arrived.
-const PAYLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 type Writer<S> = Arc<Mutex<WriteHalf<S>>>;
 
@@ -164,7 +162,8 @@ where
             payload = vec![0u8; req.length as usize];
             // The payload holds a share of the server's budget: a client that stops
             // sending mid-payload is cut off rather than starving the others.
-            match tokio::time::timeout(PAYLOAD_TIMEOUT, rd.read_exact(&mut payload)).await {
+            match tokio::time::timeout(super::payload_timeout(), rd.read_exact(&mut payload)).await
+            {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
                     tracing::info!(error = %e, "client went away mid-write");
@@ -174,7 +173,7 @@ where
                     tracing::warn!(
                         len = req.length,
                         "write payload not sent within {}s; closing",
-                        PAYLOAD_TIMEOUT.as_secs()
+                        super::payload_timeout().as_secs()
                     );
                     break;
                 }

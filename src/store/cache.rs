@@ -51,7 +51,8 @@ struct Flight {
 }
 
 impl CacheStore {
-    /// Uses `dir` (created if needed) as a cache of at most `max_bytes` in front of `inner`.
+    /// Uses `dir` (created if needed) as a cache of at most `max_bytes` in front of
+    /// `inner`, which must check whole chunks against their names (a `VerifyStore`).
     pub fn open(dir: &Path, max_bytes: u64, inner: Arc<dyn ChunkStore>) -> Result<Self> {
         let folder = LocalStore::open(dir)?;
         let mut found: Vec<(SystemTime, ChunkId, u64)> = Vec::new();
@@ -174,17 +175,13 @@ impl CacheStore {
         result
     }
 
+    /// The store behind checks what it returns (`VerifyStore` under each fallback, see
+    /// `store::stack`), so the bytes are hashed once, there.
     fn fetch_and_keep(&self, id: &ChunkId) -> Result<Vec<u8>> {
         let bytes = self.inner.get(id)?;
-        if ChunkId::of(&bytes) != *id {
-            return Err(Error::corrupt(format!(
-                "chunk {id} from {}: contents do not match its name",
-                self.inner.describe()
-            )));
-        }
         let len = bytes.len() as u64;
         if len <= self.max_bytes {
-            let kept = self.folder.keep(&bytes);
+            let kept = self.folder.keep(id, &bytes);
             match kept {
                 Ok(_) => {
                     let mut ix = self.index()?;

@@ -40,8 +40,14 @@ pub struct Server {
 impl Server {
     /// Serves `swap` on a socket in `dir`, with extra args.
     pub fn start(dir: &Path, swap: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(dir, swap, extra, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub fn start_with_env(dir: &Path, swap: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let socket = dir.join(format!("nbd-{}.sock", rand_suffix()));
         let child = Command::new(env!("CARGO_BIN_EXE_mindcastle"))
+            .envs(env.iter().copied())
             .arg("serve")
             .arg(swap)
             .arg("--socket")
