@@ -1,5 +1,5 @@
-//! Property test: random writes (aligned and not), zeroes, trims, flushes, checkpoints
-//! and reopens against a `Vec<u8>` model of the disk; every read must match.
+//! Property test: random writes (aligned and not), zeroes, trims, flushes, checkpoints,
+//! compactions and reopens against a `Vec<u8>` model of the disk; every read must match.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -17,6 +17,7 @@ enum Op {
     Read { off: u64, len: usize },
     Flush,
     Checkpoint,
+    Compact,
     Reopen,
 }
 
@@ -30,6 +31,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..SIZE, 1usize..100_000).prop_map(|(off, len)| Op::Read { off, len }),
         1 => Just(Op::Flush),
         1 => Just(Op::Checkpoint),
+        1 => Just(Op::Compact),
         1 => Just(Op::Reopen),
     ]
 }
@@ -67,6 +69,7 @@ proptest! {
                 }
                 Op::Flush => vol.flush().unwrap(),
                 Op::Checkpoint => { vol.checkpoint().unwrap(); }
+                Op::Compact => { vol.compact().unwrap(); }
                 Op::Reopen => {
                     vol.close().unwrap();
                     vol = Volume::open(&path, &common::small()).unwrap();
@@ -207,6 +210,7 @@ fn run_with_faults(seed: u64, ops: &[Op]) -> Result<(), TestCaseError> {
                 r
             }
             Op::Checkpoint => vol.checkpoint().map(|_| ()),
+            Op::Compact => vol.compact().map(|_| ()),
             Op::Reopen => {
                 let r = vol.flush();
                 if r.is_ok() {

@@ -37,3 +37,89 @@ fn random_overwrites_do_not_grow_the_disk_without_bound() {
     assert!(back == model);
     assert!(vol.fsck(&|_| {}).unwrap().problems.is_empty());
 }
+
+#[test]
+fn compaction_gives_back_the_space_of_overwritten_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 16u64 << 20;
+    let path = common::new_disk(dir.path(), size);
+    let vol = Volume::open(&path, &common::small()).unwrap();
+    let mut model = vec![0u8; size as usize];
+    // The whole disk written four times over in 1 MiB pieces, checkpointed as it goes:
+    // most of what the levels name is dead until they are merged.
+    for round in 0..4u64 {
+        for piece in 0..16u64 {
+            let d = common::data(round * 100 + piece, 1 << 20);
+            let at = (piece << 20) as usize;
+            vol.write_at(at as u64, &d).unwrap();
+            model[at..at + (1 << 20)].copy_from_slice(&d);
+            if piece % 4 == 3 {
+                vol.checkpoint().unwrap();
+            }
+        }
+    }
+    let before = vol.info().unwrap();
+    vol.compact().unwrap();
+    let after = vol.info().unwrap();
+    let amp =
+        |i: &mindcastle::volume::stats::Info| i.bytes_on_disk as f64 / i.stored_record_bytes as f64;
+    eprintln!(
+        "bytes on disk / live record bytes: {:.2} before compaction, {:.2} after",
+        amp(&before),
+        amp(&after)
+    );
+    assert!(amp(&after) < 1.1, "after compaction {:.2}", amp(&after));
+    assert!(after.bytes_on_disk < before.bytes_on_disk);
+    let mut back = vec![0u8; size as usize];
+    vol.read_at(0, &mut back).unwrap();
+    assert!(back == model);
+    assert!(vol.fsck(&|_| {}).unwrap().problems.is_empty());
+    // And after reopening.
+    vol.close().unwrap();
+    let vol = Volume::open(&path, &common::small()).unwrap();
+    vol.read_at(0, &mut back).unwrap();
+    assert!(back == model);
+}
+
+#[test]
+fn an_idle_disk_compacts_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 16u64 << 20;
+    let path = common::new_disk(dir.path(), size);
+    let vol = Volume::open(&path, &common::small()).unwrap();
+    let mut model = vec![0u8; size as usize];
+    for round in 0..4u64 {
+        for piece in 0..16u64 {
+            let d = common::data(round * 100 + piece + 7, 1 << 20);
+            let at = (piece << 20) as usize;
+            vol.write_at(at as u64, &d).unwrap();
+            model[at..at + (1 << 20)].copy_from_slice(&d);
+            if piece % 4 == 3 {
+                vol.checkpoint().unwrap();
+            }
+        }
+    }
+    let amp = || {
+        let i = vol.info().unwrap();
+        i.bytes_on_disk as f64 / i.stored_record_bytes as f64
+    };
+    let before = amp();
+    // Writes have stopped: within a few idle seconds the background thread merges.
+    let t = std::time::Instant::now();
+    while amp() >= 1.1 {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "no compaction after 30 s idle (amplification {before:.2} -> {:.2})",
+            amp()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    eprintln!(
+        "idle compaction: {before:.2} -> {:.2} after {:?}",
+        amp(),
+        t.elapsed()
+    );
+    let mut back = vec![0u8; size as usize];
+    vol.read_at(0, &mut back).unwrap();
+    assert!(back == model);
+}

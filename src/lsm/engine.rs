@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -38,6 +39,10 @@ use crate::store::ChunkStore;
 
 /// The log is frozen into a checkpoint when it grows past this.
 const MAX_WAL_BYTES: u64 = 256 << 20;
+/// Writes paused this long let the background thread compact.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(3);
+/// Fewest entries written since the last compaction for an idle one (32 MiB of blocks).
+const COMPACT_MIN_ENTRIES: u64 = 8192;
 
 /// Sizes of the memtable, levels and caches; tests shrink them to exercise merges.
 #[derive(Clone, Copy, Debug)]
@@ -173,6 +178,11 @@ struct Core {
     wake: (Mutex<Wake>, Condvar),
     /// Spreads writers' waits over each checkpoint.
     pacer: Pacer,
+    /// Entries written since the last compaction, and when the last write was (ms
+    /// since `opened`): what the background thread's idle compaction looks at.
+    since_compaction: AtomicU64,
+    last_write_ms: AtomicU64,
+    opened: std::time::Instant,
 }
 
 /// Tells the pacer a checkpoint runs, and that it ended when dropped (also on error).
@@ -319,6 +329,9 @@ impl Engine {
             }),
             wake: (Mutex::new(Wake::default()), Condvar::new()),
             pacer: Pacer::default(),
+            since_compaction: AtomicU64::new(0),
+            last_write_ms: AtomicU64::new(0),
+            opened: std::time::Instant::now(),
         };
         let replayed = replay.as_ref().is_some_and(|r| !r.ops.is_empty());
         if let Some(r) = replay {
@@ -514,6 +527,9 @@ impl Engine {
         let out = f(&mut batch)?;
         let wait = self.core.after_write(&mut batch.st)?;
         let (share, room) = self.core.pace_share(&batch);
+        if batch.added.1 > 0 {
+            self.core.note_write(batch.added.1);
+        }
         drop(batch);
         if wait {
             self.core.wait_for_checkpoint()?;
@@ -521,6 +537,20 @@ impl Engine {
             self.core.pacer.pace(share, room);
         }
         Ok(out)
+    }
+
+    /// Merges every level into the bottom one, so overwritten records stop holding
+    /// chunks (collected at once) and mostly dead data chunks are rewritten; returns
+    /// the new root. The background thread does this by itself once writes have
+    /// paused for `IDLE` and enough was written since the last time.
+    pub fn compact(&self) -> Result<Option<RootRef>> {
+        self.core.check_writable()?;
+        let mut ck = self.core.ckpt.lock().map_err(|_| lock_err())?;
+        self.core.commit(&mut ck, false)?;
+        self.core
+            .commit_root(&mut ck, true, &Label::default(), true)?;
+        drop(ck);
+        self.root()
     }
 
     /// Whether a write now may have to wait for a checkpoint; see [`Core::may_wait`].
@@ -813,6 +843,18 @@ impl Core {
 
     /// [`Core::commit`] of a root that carries `label` (a snapshot's name and message).
     fn commit_labeled(&self, ck: &mut CkptState, force: bool, label: &Label) -> Result<()> {
+        self.commit_root(ck, force, label, false)
+    }
+
+    /// [`Core::commit_labeled`], with every level merged into the bottom one first
+    /// when `compact`.
+    fn commit_root(
+        &self,
+        ck: &mut CkptState,
+        force: bool,
+        label: &Label,
+        compact: bool,
+    ) -> Result<()> {
         let sink = self
             .sink
             .as_ref()
@@ -862,6 +904,18 @@ impl Core {
                 merged_ms = (started.elapsed() - chunked).as_millis() as u64,
                 "merged memtable"
             );
+        }
+        if compact {
+            let before = started.elapsed();
+            if let Some(stats) = tree.compact(&self.ctx)? {
+                tracing::debug!(
+                    level = stats.level,
+                    entries = stats.entries,
+                    ms = (started.elapsed() - before).as_millis() as u64,
+                    "compacted every level into the bottom one"
+                );
+            }
+            self.since_compaction.store(0, Ordering::Relaxed);
         }
         let root = Root {
             size: self.size,
@@ -974,6 +1028,33 @@ impl Core {
         Ok(true)
     }
 
+    fn note_write(&self, entries: usize) {
+        self.since_compaction
+            .fetch_add(entries as u64, Ordering::Relaxed);
+        self.last_write_ms
+            .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether the disk has been idle for `IDLE` after enough writes that a full merge
+    /// pays: at least `COMPACT_MIN_ENTRIES` entries written, and at least an eighth of
+    /// the entries in the tree (so its cost is at most eight merges per entry written).
+    fn compaction_due(&self) -> bool {
+        let written = self.since_compaction.load(Ordering::Relaxed);
+        if written < COMPACT_MIN_ENTRIES {
+            return false;
+        }
+        let now = self.opened.elapsed().as_millis() as u64;
+        if now.saturating_sub(self.last_write_ms.load(Ordering::Relaxed)) < IDLE.as_millis() as u64
+        {
+            return false;
+        }
+        let Ok(st) = self.state.read() else {
+            return false;
+        };
+        let entries: u64 = st.tree.runs().map(|r| r.desc.entries).sum();
+        st.tree.runs().count() > 1 && written.saturating_mul(8) >= entries
+    }
+
     /// Whether a write now may have to wait for a checkpoint (a memtable is frozen and
     /// the fresh one is three quarters full): callers that must not block long (a
     /// request run inline on an async task) hand the write to a thread instead.
@@ -1081,16 +1162,39 @@ impl Core {
                 let Ok(mut w) = self.wake.0.lock() else {
                     return;
                 };
+                let mut idle = false;
                 while !w.requested && !w.stop {
-                    w = match self.wake.1.wait(w) {
-                        Ok(w) => w,
+                    let (g, timeout) = match self.wake.1.wait_timeout(w, IDLE) {
+                        Ok(r) => r,
                         Err(_) => return,
                     };
+                    w = g;
+                    if timeout.timed_out() && !w.requested && self.compaction_due() {
+                        idle = true;
+                        break;
+                    }
                 }
                 if w.stop {
                     return;
                 }
-                w.requested = false;
+                if !idle {
+                    w.requested = false;
+                }
+                drop(w);
+                if idle {
+                    let Ok(mut ck) = self.ckpt.lock() else {
+                        return;
+                    };
+                    let done = self
+                        .commit(&mut ck, false)
+                        .and_then(|()| self.commit_root(&mut ck, true, &Label::default(), true));
+                    if let Err(e) = done {
+                        tracing::warn!(error = %e, "idle compaction failed; will retry");
+                        // Not again until more is written.
+                        self.since_compaction.store(0, Ordering::Relaxed);
+                    }
+                    continue;
+                }
             }
             let Ok(mut ck) = self.ckpt.lock() else {
                 return;

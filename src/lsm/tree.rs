@@ -105,6 +105,23 @@ impl Tree {
             .map(|l| l.as_ref().map_or(0, |r| r.desc.entries))
             .collect();
         let k = policy::choose(base, &sizes, batch.len() as u64);
+        self.merge_into(ctx, k, batch)
+    }
+
+    /// Merges every level into the bottom one: entries overwritten in upper levels stop
+    /// naming their chunks (which garbage collection then frees), and data chunks less
+    /// than half live are rewritten (up to `REWRITE_BUDGET` bytes). None when there is
+    /// nothing to merge.
+    pub fn compact(&mut self, ctx: &Ctx) -> Result<Option<MergeStats>> {
+        if self.levels.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let k = self.levels.len() - 1;
+        self.merge_into(ctx, k, Vec::new()).map(Some)
+    }
+
+    /// Merges `batch` with levels `0..=k` into level `k`.
+    fn merge_into(&mut self, ctx: &Ctx, k: usize, batch: Vec<(u64, Loc)>) -> Result<MergeStats> {
         let bottom = self.levels.iter().skip(k + 1).all(Option::is_none);
         // At the bottom the output is the only run naming its chunks, so chunks that
         // mostly hold overwritten records can be rewritten to give their space back.

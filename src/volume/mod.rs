@@ -434,6 +434,11 @@ impl Volume {
     pub fn checkpoint(&self) -> Result<Option<RootRef>> {
         self.engine()?.checkpoint()
     }
+    /// Checkpoints and merges every level into the bottom one, giving back the space of
+    /// overwritten records (see [`crate::lsm::engine::Engine::compact`]).
+    pub fn compact(&self) -> Result<Option<RootRef>> {
+        self.engine()?.compact()
+    }
     /// Flushes, checkpoints and keeps the result readable as a snapshot (unnamed; see
     /// [`Volume::snapshot_labeled`]); returns it.
     pub fn snapshot(&self) -> Result<RootRef> {
