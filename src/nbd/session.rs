@@ -186,11 +186,17 @@ where
         if let (Some(t), cmd::READ) = (&trace, req.kind) {
             t.record(req.offset, u64::from(req.length));
         }
-        if inline(&req) && !vol.write_may_wait() {
-            // Small whole-block writes cost microseconds: run them here instead of
-            // handing each to the blocking pool and back (context switches dominated
-            // random writes: 1.23x with this). One that may have to wait for a
-            // checkpoint goes to the pool, so this task never blocks for long.
+        let run_here = match req.kind {
+            cmd::WRITE => inline(&req) && !vol.write_may_wait(),
+            cmd::READ => req.length <= INLINE_MAX && vol.local_only(),
+            _ => false,
+        };
+        if run_here {
+            // Small whole-block writes and small reads of a local disk cost
+            // microseconds: run them here instead of handing each to the blocking pool
+            // and back (context switches dominated random writes: 1.23x with this). A
+            // write that may wait for a checkpoint, or a read that may wait on a
+            // network, goes to the pool, so this task never blocks for long.
             let outcome = execute(&vol, &req, payload, &neg);
             drop(share);
             send(&wr, &neg, req.cookie, outcome).await?;

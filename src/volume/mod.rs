@@ -64,6 +64,9 @@ pub struct Volume {
     uuid: String,
     data: Data,
     readahead: Option<readahead::ReadAhead>,
+    /// No `fallback=`: every chunk is in the local data folder, so a read never waits
+    /// on a network.
+    local_only: bool,
     _lock: Option<DiskLock>,
 }
 
@@ -286,6 +289,7 @@ impl Volume {
         Ok(Self {
             swap_path: path.to_path_buf(),
             data_dir: dir,
+            local_only: swap.fallbacks.is_empty(),
             uuid: swap.uuid,
             data: Data::V1(engine),
             readahead,
@@ -333,6 +337,7 @@ impl Volume {
             uuid: swap.uuid.clone(),
             data: Data::Original(disk),
             readahead: None,
+            local_only: swap.fallbacks.is_empty(),
             _lock: None,
         }))
     }
@@ -384,6 +389,10 @@ impl Volume {
             Data::V1(engine) => engine.writable(),
             Data::Original(_) => false,
         }
+    }
+    /// Whether every chunk is local (no `fallback=`): reads never wait on a network.
+    pub fn local_only(&self) -> bool {
+        self.local_only
     }
     /// Whether a write now may have to wait for a checkpoint (memory is full).
     pub fn write_may_wait(&self) -> bool {
