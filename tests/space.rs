@@ -38,18 +38,13 @@ fn random_overwrites_do_not_grow_the_disk_without_bound() {
     assert!(vol.fsck(&|_| {}).unwrap().problems.is_empty());
 }
 
-#[test]
-fn compaction_gives_back_the_space_of_overwritten_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let size = 16u64 << 20;
-    let path = common::new_disk(dir.path(), size);
-    let vol = Volume::open(&path, &common::small()).unwrap();
+/// Writes the whole disk four times over in 1 MiB pieces, checkpointing as it goes, so
+/// most of what the levels name is dead until they are merged; returns the model.
+fn overwrite_four_times(vol: &Volume, size: u64, seed: u64) -> Vec<u8> {
     let mut model = vec![0u8; size as usize];
-    // The whole disk written four times over in 1 MiB pieces, checkpointed as it goes:
-    // most of what the levels name is dead until they are merged.
     for round in 0..4u64 {
-        for piece in 0..16u64 {
-            let d = common::data(round * 100 + piece, 1 << 20);
+        for piece in 0..size >> 20 {
+            let d = common::data(seed + round * 100 + piece, 1 << 20);
             let at = (piece << 20) as usize;
             vol.write_at(at as u64, &d).unwrap();
             model[at..at + (1 << 20)].copy_from_slice(&d);
@@ -58,6 +53,16 @@ fn compaction_gives_back_the_space_of_overwritten_data() {
             }
         }
     }
+    model
+}
+
+#[test]
+fn compaction_gives_back_the_space_of_overwritten_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 16u64 << 20;
+    let path = common::new_disk(dir.path(), size);
+    let vol = Volume::open(&path, &common::small()).unwrap();
+    let model = overwrite_four_times(&vol, size, 0);
     let before = vol.info().unwrap();
     vol.compact().unwrap();
     let after = vol.info().unwrap();
@@ -87,18 +92,7 @@ fn an_idle_disk_compacts_by_itself() {
     let size = 16u64 << 20;
     let path = common::new_disk(dir.path(), size);
     let vol = Volume::open(&path, &common::small()).unwrap();
-    let mut model = vec![0u8; size as usize];
-    for round in 0..4u64 {
-        for piece in 0..16u64 {
-            let d = common::data(round * 100 + piece + 7, 1 << 20);
-            let at = (piece << 20) as usize;
-            vol.write_at(at as u64, &d).unwrap();
-            model[at..at + (1 << 20)].copy_from_slice(&d);
-            if piece % 4 == 3 {
-                vol.checkpoint().unwrap();
-            }
-        }
-    }
+    let model = overwrite_four_times(&vol, size, 7);
     let amp = || {
         let i = vol.info().unwrap();
         i.bytes_on_disk as f64 / i.stored_record_bytes as f64
