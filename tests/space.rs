@@ -1,6 +1,7 @@
 //! Overwritten data gives its space back: chunks that mostly hold dead records are
 //! rewritten at bottom-level merges, so repeated random overwrites keep the bytes on
-//! disk near the live data instead of growing with every write.
+//! disk near the live data instead of growing with every write; compaction (called, or
+//! by itself once the disk is idle) merges every level and brings them to it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
