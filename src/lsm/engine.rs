@@ -182,6 +182,8 @@ struct Core {
     /// since `opened`): what the background thread's idle compaction looks at.
     since_compaction: AtomicU64,
     last_write_ms: AtomicU64,
+    /// The last compaction ran out of rewrite budget: the next idle moment does more.
+    compact_again: std::sync::atomic::AtomicBool,
     opened: std::time::Instant,
 }
 
@@ -330,6 +332,7 @@ impl Engine {
             wake: (Mutex::new(Wake::default()), Condvar::new()),
             pacer: Pacer::default(),
             since_compaction: AtomicU64::new(0),
+            compact_again: std::sync::atomic::AtomicBool::new(false),
             last_write_ms: AtomicU64::new(0),
             opened: std::time::Instant::now(),
         };
@@ -907,15 +910,22 @@ impl Core {
         }
         if compact {
             let before = started.elapsed();
-            if let Some(stats) = tree.compact(&self.ctx)? {
-                tracing::debug!(
-                    level = stats.level,
-                    entries = stats.entries,
-                    ms = (started.elapsed() - before).as_millis() as u64,
-                    "compacted every level into the bottom one"
-                );
-            }
+            let left = match tree.compact(&self.ctx)? {
+                Some(stats) => {
+                    tracing::debug!(
+                        level = stats.level,
+                        entries = stats.entries,
+                        sparse_left = stats.sparse_left,
+                        ms = (started.elapsed() - before).as_millis() as u64,
+                        "compacted every level into the bottom one"
+                    );
+                    stats.sparse_left
+                }
+                None => false,
+            };
             self.since_compaction.store(0, Ordering::Relaxed);
+            // Another pass at the next idle moment takes the chunks this one left.
+            self.compact_again.store(left, Ordering::Relaxed);
         }
         let root = Root {
             size: self.size,
@@ -1039,13 +1049,16 @@ impl Core {
     /// pays: at least `COMPACT_MIN_ENTRIES` entries written, and at least an eighth of
     /// the entries in the tree (so its cost is at most eight merges per entry written).
     fn compaction_due(&self) -> bool {
-        let written = self.since_compaction.load(Ordering::Relaxed);
-        if written < COMPACT_MIN_ENTRIES {
-            return false;
-        }
         let now = self.opened.elapsed().as_millis() as u64;
         if now.saturating_sub(self.last_write_ms.load(Ordering::Relaxed)) < IDLE.as_millis() as u64
         {
+            return false;
+        }
+        if self.compact_again.load(Ordering::Relaxed) {
+            return true;
+        }
+        let written = self.since_compaction.load(Ordering::Relaxed);
+        if written < COMPACT_MIN_ENTRIES {
             return false;
         }
         let Ok(st) = self.state.read() else {
@@ -1164,7 +1177,7 @@ impl Core {
                 };
                 let mut idle = false;
                 while !w.requested && !w.stop {
-                    let (g, timeout) = match self.wake.1.wait_timeout(w, IDLE) {
+                    let (g, timeout) = match self.wake.1.wait_timeout(w, IDLE / 3) {
                         Ok(r) => r,
                         Err(_) => return,
                     };

@@ -17,6 +17,11 @@ use crate::lsm::run::{Run, RunWriter};
 
 /// Most live record bytes copied out of sparse chunks per merge (bounds memory and time).
 pub const REWRITE_BUDGET: u64 = 64 << 20;
+/// Data chunks whose live fraction is below this are rewritten at a bottom-level merge.
+const SPARSE_AT_MERGE: (u64, u64) = (1, 2);
+/// The same at a compaction, which runs while the disk is idle and so can afford to
+/// copy more to give space back.
+const SPARSE_AT_COMPACTION: (u64, u64) = (3, 4);
 
 /// Levels of runs; index 0 is newest.
 #[derive(Clone, Default)]
@@ -31,6 +36,8 @@ pub struct MergeStats {
     pub level: usize,
     /// Entries written.
     pub entries: u64,
+    /// Sparse data chunks were left for lack of rewrite budget.
+    pub sparse_left: bool,
 }
 
 impl Tree {
@@ -105,30 +112,37 @@ impl Tree {
             .map(|l| l.as_ref().map_or(0, |r| r.desc.entries))
             .collect();
         let k = policy::choose(base, &sizes, batch.len() as u64);
-        self.merge_into(ctx, k, batch)
+        self.merge_into(ctx, k, batch, SPARSE_AT_MERGE)
     }
 
     /// Merges every level into the bottom one: entries overwritten in upper levels stop
     /// naming their chunks (which garbage collection then frees), and data chunks less
-    /// than half live are rewritten (up to `REWRITE_BUDGET` bytes). None when there is
-    /// nothing to merge.
+    /// than three quarters live are rewritten (up to `REWRITE_BUDGET` bytes). None when
+    /// there is nothing to merge.
     pub fn compact(&mut self, ctx: &Ctx) -> Result<Option<MergeStats>> {
         if self.levels.iter().all(Option::is_none) {
             return Ok(None);
         }
         let k = self.levels.len() - 1;
-        self.merge_into(ctx, k, Vec::new()).map(Some)
+        self.merge_into(ctx, k, Vec::new(), SPARSE_AT_COMPACTION)
+            .map(Some)
     }
 
     /// Merges `batch` with levels `0..=k` into level `k`.
-    fn merge_into(&mut self, ctx: &Ctx, k: usize, batch: Vec<(u64, Loc)>) -> Result<MergeStats> {
+    fn merge_into(
+        &mut self,
+        ctx: &Ctx,
+        k: usize,
+        batch: Vec<(u64, Loc)>,
+        sparse: (u64, u64),
+    ) -> Result<MergeStats> {
         let bottom = self.levels.iter().skip(k + 1).all(Option::is_none);
         // At the bottom the output is the only run naming its chunks, so chunks that
         // mostly hold overwritten records can be rewritten to give their space back.
-        let moved = if bottom {
-            self.rewrite_sparse_chunks(ctx, k, &batch)?
+        let (moved, sparse_left) = if bottom {
+            self.rewrite_sparse_chunks(ctx, k, &batch, sparse)?
         } else {
-            HashMap::new()
+            (HashMap::new(), false)
         };
         let mut merge = Merge::new(self.sources(ctx, k, batch)?)?;
         let mut w = RunWriter::new(ctx, k as u32);
@@ -155,7 +169,11 @@ impl Tree {
         while self.levels.last().is_some_and(Option::is_none) {
             self.levels.pop();
         }
-        Ok(MergeStats { level: k, entries })
+        Ok(MergeStats {
+            level: k,
+            entries,
+            sparse_left,
+        })
     }
 
     fn sources<'a>(
@@ -171,7 +189,8 @@ impl Tree {
         Ok(sources)
     }
 
-    /// Finds data chunks less than half live in the merged output and copies their live
+    /// Finds data chunks whose live fraction is below `num/den` in the merged output
+    /// and copies their live
     /// records (at most `REWRITE_BUDGET` bytes per merge, sparsest chunks first) into new
     /// chunks; returns the new location of each moved block.
     fn rewrite_sparse_chunks(
@@ -179,7 +198,8 @@ impl Tree {
         ctx: &Ctx,
         k: usize,
         batch: &[(u64, Loc)],
-    ) -> Result<HashMap<u64, Loc>> {
+        (num, den): (u64, u64),
+    ) -> Result<(HashMap<u64, Loc>, bool)> {
         let mut live: HashMap<ChunkId, (u32, u64)> = HashMap::new();
         let mut merge = Merge::new(self.sources(ctx, k, batch.to_vec())?)?;
         while let Some((_, loc)) = merge.next_entry()? {
@@ -190,15 +210,16 @@ impl Tree {
         drop(merge);
         let mut sparse: Vec<(ChunkId, u32, u64)> = live
             .into_iter()
-            .filter(|(_, (size, l))| l * 2 < u64::from(*size))
+            .filter(|(_, (size, l))| l * den < u64::from(*size) * num)
             .map(|(id, (size, l))| (id, size, l))
             .collect();
         if sparse.is_empty() {
-            return Ok(HashMap::new());
+            return Ok((HashMap::new(), false));
         }
         sparse.sort_by(|a, b| (a.2 * u64::from(b.1)).cmp(&(b.2 * u64::from(a.1))));
         let mut budget = REWRITE_BUDGET;
         let mut chosen = HashSet::new();
+        let candidates = sparse.len();
         for (id, _, l) in sparse {
             if l > budget {
                 break;
@@ -206,6 +227,7 @@ impl Tree {
             budget -= l;
             chosen.insert(id);
         }
+        let left = chosen.len() < candidates;
         let mut chunker = Chunker::new(ctx.store.as_ref());
         let mut merge = Merge::new(self.sources(ctx, k, batch.to_vec())?)?;
         let mut block = vec![0u8; crate::format::BLOCK_SIZE];
@@ -240,7 +262,7 @@ impl Tree {
             blocks = moved.len(),
             "rewrote sparse data chunks"
         );
-        Ok(moved)
+        Ok((moved, left))
     }
 
     /// Adds every chunk this tree references to `live`.
