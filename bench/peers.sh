@@ -65,12 +65,7 @@ JOBS=(
 )
 SERVERS=(mindcastle qcow2 luks nbdkit)
 # The image nbdcopy copies in: half-compressible (random 2 KiB, then 2 KiB of zeroes).
-python3 - "$DIR/image.raw" "$SIZE_MIB" <<'PY'
-import os, sys
-with open(sys.argv[1], "wb") as f:
-    for _ in range(int(sys.argv[2]) * 16):
-        f.write(b"".join(os.urandom(2048) + bytes(2048) for _ in range(16)))
-PY
+python3 bench/make-image.py "$DIR/image.raw" "$SIZE_MIB"
 written() { awk '/^write_bytes/{print $2}' "/proc/$pid/io"; }
 timed_mbs() { # command... -> MB/s of SIZE_MIB
   local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N)

@@ -23,13 +23,7 @@ now() { date +%s.%N; }
 stats() { cat "$DIR/proxy.stats"; }  # requests bytes injected
 
 echo "== preparing a ${SIZE_MIB} MiB half-compressible image, disk and nginx"
-python3 - "$DIR/www/img.raw" "$SIZE_MIB" <<'PY'
-import os, sys
-with open(sys.argv[1], "wb") as f:
-    for _ in range(int(sys.argv[2]) * 16):
-        blk = b"".join(os.urandom(2048) + bytes(2048) for _ in range(16))
-        f.write(blk)
-PY
+python3 bench/make-image.py "$DIR/www/img.raw" "$SIZE_MIB"
 "$M" create --size "${SIZE_MIB}M" "$DIR/a.swap" >/dev/null
 "$M" import "$DIR/a.swap" "$DIR/www/img.raw"
 "$M" push "$DIR/a.swap" "$DIR/www/pub" >/dev/null

@@ -14,12 +14,7 @@ rm -rf "$DIR" && mkdir -p "$DIR"
 pid=""
 cleanup() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; }
 trap cleanup EXIT
-python3 - "$DIR/image.raw" <<'PY'
-import os, sys
-with open(sys.argv[1], "wb") as f:
-    for _ in range(1024 * 16):
-        f.write(b"".join(os.urandom(2048) + bytes(2048) for _ in range(16)))
-PY
+python3 bench/make-image.py "$DIR/image.raw" 1024
 for round in $(seq "$ROUNDS"); do
   rm -rf "$DIR/d" && mkdir -p "$DIR/d"
   "$M" create --size 1024M "$DIR/d/d.swap" >/dev/null

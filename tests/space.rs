@@ -57,6 +57,11 @@ fn overwrite_four_times(vol: &Volume, size: u64, seed: u64) -> Vec<u8> {
     model
 }
 
+/// Bytes on disk per byte of live records.
+fn ratio(i: &mindcastle::volume::stats::Info) -> f64 {
+    i.bytes_on_disk as f64 / i.stored_record_bytes as f64
+}
+
 #[test]
 fn compaction_gives_back_the_space_of_overwritten_data() {
     let dir = tempfile::tempdir().unwrap();
@@ -67,8 +72,7 @@ fn compaction_gives_back_the_space_of_overwritten_data() {
     let before = vol.info().unwrap();
     vol.compact().unwrap();
     let after = vol.info().unwrap();
-    let amp =
-        |i: &mindcastle::volume::stats::Info| i.bytes_on_disk as f64 / i.stored_record_bytes as f64;
+    let amp = |i: &mindcastle::volume::stats::Info| ratio(i);
     eprintln!(
         "bytes on disk / live record bytes: {:.2} before compaction, {:.2} after",
         amp(&before),
@@ -94,10 +98,7 @@ fn an_idle_disk_compacts_by_itself() {
     let path = common::new_disk(dir.path(), size);
     let vol = Volume::open(&path, &common::small()).unwrap();
     let model = overwrite_four_times(&vol, size, 7);
-    let amp = || {
-        let i = vol.info().unwrap();
-        i.bytes_on_disk as f64 / i.stored_record_bytes as f64
-    };
+    let amp = || ratio(&vol.info().unwrap());
     let before = amp();
     // Writes have stopped: within a few idle seconds the background thread merges.
     let t = std::time::Instant::now();

@@ -549,9 +549,7 @@ impl Engine {
     pub fn compact(&self) -> Result<Option<RootRef>> {
         self.core.check_writable()?;
         let mut ck = self.core.ckpt.lock().map_err(|_| lock_err())?;
-        self.core.commit(&mut ck, false)?;
-        self.core
-            .commit_root(&mut ck, true, &Label::default(), true)?;
+        self.core.compact(&mut ck)?;
         drop(ck);
         self.root()
     }
@@ -1038,6 +1036,13 @@ impl Core {
         Ok(true)
     }
 
+    /// Commits the frozen memtable, if any, then a root with every level merged into
+    /// the bottom one. Caller holds `ckpt`.
+    fn compact(&self, ck: &mut CkptState) -> Result<()> {
+        self.commit(ck, false)?;
+        self.commit_root(ck, true, &Label::default(), true)
+    }
+
     fn note_write(&self, entries: usize) {
         self.since_compaction
             .fetch_add(entries as u64, Ordering::Relaxed);
@@ -1198,10 +1203,7 @@ impl Core {
                     let Ok(mut ck) = self.ckpt.lock() else {
                         return;
                     };
-                    let done = self
-                        .commit(&mut ck, false)
-                        .and_then(|()| self.commit_root(&mut ck, true, &Label::default(), true));
-                    if let Err(e) = done {
+                    if let Err(e) = self.compact(&mut ck) {
                         tracing::warn!(error = %e, "idle compaction failed; will retry");
                         // Not again until more is written.
                         self.since_compaction.store(0, Ordering::Relaxed);
