@@ -17,6 +17,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 cargo fuzz --version >/dev/null 2>&1 ||
   { echo "test.sh: cargo-fuzz is missing: scripts/install-deps.sh --with-test-tools (or cargo install cargo-fuzz --locked)" >&2; exit 1; }
+# Disk is the first thing a build runs out of; say how much there was.
+df -h . /tmp | sed 's/^/test.sh: /'
 cargo fmt --all -- --check
 shellcheck scripts/*.sh bench/*.sh bench/vm/*.sh examples/*.sh tests/vm/*.sh
 cargo clippy --workspace --all-targets -- -D warnings
