@@ -28,6 +28,7 @@ fn main() {
             latency: Duration::from_millis(arg(2, 0)),
             unavailable_permille: arg(4, 0) as u32,
             corrupt_permille: arg(5, 0) as u32,
+            add_object_headers: false,
         },
         42,
     );

@@ -75,9 +75,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
     outln!("compression ratio: {:.2}", i.compression_ratio);
     outln!("dedup ratio:       {:.2}", i.dedup_ratio);
     outln!(
-        "chunks reached:    {} local, {} in the cache, {} only behind a fallback",
+        "chunks reached:    {} local, {} in the cache, {} partly in the cache, {} only behind a fallback",
         i.locations.local,
         i.locations.cache,
+        i.locations.cache_partial,
         i.locations.remote
     );
     outln!("snapshots:         {}", i.snapshots.len());

@@ -137,6 +137,19 @@ struct Wake {
     stop: bool,
 }
 
+/// Stored bytes `offset..end` of a data chunk of `chunk_size` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    /// The data chunk.
+    pub chunk: ChunkId,
+    /// Its size.
+    pub chunk_size: u64,
+    /// First byte.
+    pub offset: u64,
+    /// One past the last byte.
+    pub end: u64,
+}
+
 /// A copy of the engine's state for `info` and `fsck`.
 pub struct View {
     /// Current root.
@@ -505,6 +518,26 @@ impl Engine {
             })
             .filter(|c| seen.insert(*c))
             .collect())
+    }
+
+    /// The stored bytes behind blocks `lba..lba+count`, in block order, neighbouring
+    /// records of one chunk joined (for prefetching: index only, no data read).
+    pub fn data_extents(&self, lba: u64, count: u64) -> Result<Vec<Extent>> {
+        let mut out: Vec<Extent> = Vec::new();
+        for s in self.slots(lba, count)? {
+            let Slot::Disk(d) = s else { continue };
+            let (offset, end) = (u64::from(d.offset), u64::from(d.offset) + u64::from(d.len));
+            match out.last_mut() {
+                Some(e) if e.chunk == d.chunk && e.end == offset => e.end = end,
+                _ => out.push(Extent {
+                    chunk: d.chunk,
+                    chunk_size: u64::from(d.chunk_size),
+                    offset,
+                    end,
+                }),
+            }
+        }
+        Ok(out)
     }
 
     /// For blocks `lba..lba+count`: true where stored data (not a hole or zeroes) is.

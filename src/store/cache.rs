@@ -1,12 +1,16 @@
 //! A bounded folder of chunks fetched from slower stores (`cache=DIR`, `cachesize=`).
 //!
 //! Chunks are content-addressed, so one cache folder can serve every disk on a host and
-//! survives restarts. A miss fetches the whole chunk from the store behind (verified
-//! there), writes it here (not fsynced: every use checks a cached copy, and a torn one
-//! is a miss) and answers from it; the least recently used chunks
-//! go once the folder is over its size. Recency survives restarts through the files'
-//! modification times (touched on the first hit of each chunk in a process). A cached
-//! file that does not match its name, or that another process evicted, is a miss.
+//! survives restarts. It keeps whole chunks (`HEX64.lvl`, fetched for read-ahead, large
+//! reads and `get`) and parts of chunks ([`super::partial`]: the byte ranges small reads
+//! asked for, so a scattered reader fetches the records it reads, not every chunk they
+//! sit in). A small read that starts where an earlier range of the same chunk ended is
+//! a reader going forward: it fetches the whole chunk. Nothing is fsynced: every use
+//! checks what it gets (a whole chunk against its name here, a range by the record or
+//! node tags the reader checks), and a copy that fails is dropped and fetched again.
+//! The least recently used chunks go once the folder is over its size. Recency survives
+//! restarts through the files' modification times (touched on the first hit of each
+//! chunk in a process). A cached file that another process evicted is a miss.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -16,6 +20,7 @@ use std::time::SystemTime;
 use lru::LruCache;
 
 use super::local::LocalStore;
+use super::partial::{self, Ranges};
 use super::ChunkStore;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::chunk_id::ChunkId;
@@ -23,10 +28,27 @@ use crate::format::chunk_id::ChunkId;
 /// Default bound of a cache folder when `cachesize=` is not given.
 pub const DEFAULT_CACHE_BYTES: u64 = 10 << 30;
 
+/// A read at least this long fetches the whole chunk: it is a bulk reader's.
+const WHOLE_READ: usize = 256 << 10;
+
 struct Index {
+    /// Every chunk held, whole or in part, with the bytes it takes.
     lru: LruCache<ChunkId, u64>,
     bytes: u64,
     touched: HashSet<ChunkId>,
+    /// The chunks held in part, with their ranges.
+    partial: HashMap<ChunkId, Ranges>,
+}
+
+/// What the cache holds of a chunk, for one read.
+enum Held {
+    Whole,
+    /// The read's range is present.
+    Covered,
+    /// Not present; `forward` when the read starts where a present range ends.
+    Missing {
+        forward: bool,
+    },
 }
 
 /// A cache folder in front of `inner`.
@@ -38,16 +60,48 @@ pub struct CacheStore {
     /// Downloads under way: a second reader of the same chunk waits for the first's
     /// answer instead of fetching it again.
     inflight: Mutex<HashMap<ChunkId, Arc<Flight>>>,
+    /// Range downloads under way, per chunk: `(start, end, flight)`; a reader of a range
+    /// inside one waits for it.
+    range_flights: Mutex<RangeFlights>,
+    /// Serializes writes of partial chunks (their ranges files are appended to).
+    partial_writes: Mutex<()>,
 }
 
 /// A finished download: the bytes, or the error's kind and text (errors do not clone).
 type Answer = std::result::Result<Arc<Vec<u8>>, (ErrorKind, String)>;
+
+/// Range downloads under way: per chunk, `(start, end, flight)`.
+type RangeFlights = HashMap<ChunkId, Vec<(u64, u64, Arc<Flight>)>>;
 
 /// One download that several readers wait for.
 #[derive(Default)]
 struct Flight {
     answer: Mutex<Option<Answer>>,
     ready: Condvar,
+}
+
+impl Flight {
+    /// Waits for the download's answer.
+    fn wait(&self) -> Result<Arc<Vec<u8>>> {
+        let poisoned = || Error::internal("cache download lock poisoned");
+        let mut answer = self.answer.lock().map_err(|_| poisoned())?;
+        while answer.is_none() {
+            answer = self.ready.wait(answer).map_err(|_| poisoned())?;
+        }
+        match answer.as_ref() {
+            Some(Ok(b)) => Ok(b.clone()),
+            Some(Err((kind, msg))) => Err(Error::new(*kind, msg.clone())),
+            None => Err(Error::internal("download finished without an answer")),
+        }
+    }
+
+    /// Gives the answer to everyone waiting.
+    fn finish(&self, answer: Answer) {
+        if let Ok(mut a) = self.answer.lock() {
+            *a = Some(answer);
+        }
+        self.ready.notify_all();
+    }
 }
 
 impl CacheStore {
@@ -61,11 +115,28 @@ impl CacheStore {
                 found.push((m.modified().unwrap_or(SystemTime::UNIX_EPOCH), id, m.len()));
             }
         }
+        let whole: HashSet<ChunkId> = found.iter().map(|(_, id, _)| *id).collect();
+        let mut partial = HashMap::new();
+        partial::remove_orphans(dir);
+        for id in partial::list(dir) {
+            let ranges = partial::load(dir, &id);
+            let modified = std::fs::metadata(partial::ranges_path(dir, &id))
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            match ranges {
+                Some(r) if !whole.contains(&id) => {
+                    found.push((modified, id, r.bytes()));
+                    partial.insert(id, r);
+                }
+                _ => partial::remove(dir, &id),
+            }
+        }
         found.sort();
         let mut index = Index {
             lru: LruCache::unbounded(),
             bytes: 0,
             touched: HashSet::new(),
+            partial,
         };
         for (_, id, len) in found {
             index.lru.put(id, len);
@@ -77,6 +148,8 @@ impl CacheStore {
             max_bytes,
             index: Mutex::new(index),
             inflight: Mutex::new(HashMap::new()),
+            range_flights: Mutex::new(HashMap::new()),
+            partial_writes: Mutex::new(()),
         };
         cache.evict()?;
         Ok(cache)
@@ -101,34 +174,59 @@ impl CacheStore {
             };
             ix.bytes = ix.bytes.saturating_sub(len);
             ix.touched.remove(&id);
-            self.folder.delete(&id)?;
+            if ix.partial.remove(&id).is_some() {
+                partial::remove(self.folder.dir(), &id);
+            } else {
+                self.folder.delete(&id)?;
+            }
         }
         Ok(())
     }
 
-    /// Marks a hit; false when the chunk is not cached.
+    /// Marks a hit; false when the chunk is not held whole.
     fn hit(&self, id: &ChunkId) -> Result<bool> {
+        Ok(matches!(self.held(id, None)?, Held::Whole))
+    }
+
+    /// What is held of `id` for a read of `range` (`None`: the whole chunk); marks the
+    /// chunk recently used when something is.
+    fn held(&self, id: &ChunkId, range: Option<(u64, u64)>) -> Result<Held> {
         let mut ix = self.index()?;
         if ix.lru.get(id).is_none() {
-            return Ok(false);
+            return Ok(Held::Missing { forward: false });
         }
+        let (held, file) = match (ix.partial.get(id), range) {
+            (None, _) => (Held::Whole, self.folder.path_of(id)),
+            (Some(r), Some((start, end))) if r.covers(start, end) => {
+                (Held::Covered, partial::ranges_path(self.folder.dir(), id))
+            }
+            (Some(r), Some((start, _))) => {
+                return Ok(Held::Missing {
+                    forward: r.ends_at(start),
+                })
+            }
+            (Some(_), None) => return Ok(Held::Missing { forward: false }),
+        };
         if ix.touched.insert(*id) {
-            if let Ok(f) = std::fs::File::options()
-                .write(true)
-                .open(self.folder.path_of(id))
-            {
+            if let Ok(f) = std::fs::File::options().write(true).open(file) {
                 let _ = f.set_modified(SystemTime::now());
             }
         }
-        Ok(true)
+        Ok(held)
     }
 
+    /// Drops what is held of `id` from the index and the folder.
     fn forget(&self, id: &ChunkId) {
         if let Ok(mut ix) = self.index() {
             if let Some(len) = ix.lru.pop(id) {
                 ix.bytes = ix.bytes.saturating_sub(len);
             }
             ix.touched.remove(id);
+            if ix.partial.remove(id).is_some() {
+                partial::remove(self.folder.dir(), id);
+            } else {
+                let _ = self.folder.delete(id);
+            }
         }
     }
 
@@ -151,26 +249,14 @@ impl CacheStore {
                 }
             }
         };
-        let poisoned = || Error::internal("cache download lock poisoned");
         if !leader {
-            let mut answer = flight.answer.lock().map_err(|_| poisoned())?;
-            while answer.is_none() {
-                answer = flight.ready.wait(answer).map_err(|_| poisoned())?;
-            }
-            return match answer.as_ref() {
-                Some(Ok(b)) => Ok(b.to_vec()),
-                Some(Err((kind, msg))) => Err(Error::new(*kind, msg.clone())),
-                None => Err(Error::internal("download finished without an answer")),
-            };
+            return flight.wait().map(|b| b.to_vec());
         }
         let result = self.fetch_and_keep(id);
-        if let Ok(mut answer) = flight.answer.lock() {
-            *answer = Some(match &result {
-                Ok(b) => Ok(Arc::new(b.clone())),
-                Err(e) => Err((e.kind(), e.to_string())),
-            });
-        }
-        flight.ready.notify_all();
+        flight.finish(match &result {
+            Ok(b) => Ok(Arc::new(b.clone())),
+            Err(e) => Err((e.kind(), e.to_string())),
+        });
         lock()?.remove(id);
         result
     }
@@ -185,10 +271,12 @@ impl CacheStore {
             match kept {
                 Ok(_) => {
                     let mut ix = self.index()?;
-                    if ix.lru.put(*id, len).is_none() {
-                        ix.bytes += len;
-                    }
+                    let old = ix.lru.put(*id, len).unwrap_or(0);
+                    ix.bytes = ix.bytes.saturating_sub(old) + len;
                     ix.touched.insert(*id);
+                    if ix.partial.remove(id).is_some() {
+                        partial::remove(self.folder.dir(), id);
+                    }
                     drop(ix);
                     self.evict()?;
                 }
@@ -198,6 +286,131 @@ impl CacheStore {
             }
         }
         Ok(bytes)
+    }
+}
+
+impl CacheStore {
+    fn holds_whole(&self, id: &ChunkId) -> Result<bool> {
+        let ix = self.index()?;
+        Ok(ix.lru.contains(id) && !ix.partial.contains_key(id))
+    }
+
+    /// Bytes held in part (ranges of chunks), included in [`Self::bytes`].
+    pub fn partial_bytes(&self) -> u64 {
+        self.index()
+            .map(|ix| ix.partial.values().map(Ranges::bytes).sum())
+            .unwrap_or(0)
+    }
+
+    fn whole_in_flight(&self, id: &ChunkId) -> Result<bool> {
+        Ok(self
+            .inflight
+            .lock()
+            .map_err(|_| Error::internal("cache download table poisoned"))?
+            .contains_key(id))
+    }
+
+    /// Fetches `len` bytes at `offset` from behind (or waits for a download under way
+    /// that covers them), hands them to `accept`, and keeps them once accepted.
+    fn fill_range(
+        &self,
+        id: &ChunkId,
+        offset: u64,
+        len: usize,
+        accept: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let end = offset.saturating_add(len as u64);
+        let lock = || {
+            self.range_flights
+                .lock()
+                .map_err(|_| Error::internal("cache range table poisoned"))
+        };
+        let (flight, leader, start) = {
+            let mut map = lock()?;
+            let list = map.entry(*id).or_default();
+            match list.iter().find(|(s, e, _)| *s <= offset && end <= *e) {
+                Some((s, _, f)) => (f.clone(), false, *s),
+                None => {
+                    let f = Arc::new(Flight::default());
+                    list.push((offset, end, f.clone()));
+                    (f, true, offset)
+                }
+            }
+        };
+        if !leader {
+            // Another reader's download: take our part of it; if it failed or our
+            // check refuses it, fetch it ourselves (every source is tried again).
+            if let Ok(bytes) = flight.wait() {
+                let at = (offset - start) as usize;
+                if let Some(part) = bytes.get(at..at + len) {
+                    if accept(part).is_ok() {
+                        return Ok(());
+                    }
+                }
+            }
+            return self.fetch_range(id, offset, len, accept).map(|_| ());
+        }
+        let result = self.fetch_range(id, offset, len, accept);
+        flight.finish(match &result {
+            Ok(b) => Ok(b.clone()),
+            Err(e) => Err((e.kind(), e.to_string())),
+        });
+        if let Ok(mut map) = lock() {
+            if let Some(list) = map.get_mut(id) {
+                list.retain(|(_, _, f)| !Arc::ptr_eq(f, &flight));
+                if list.is_empty() {
+                    map.remove(id);
+                }
+            }
+        }
+        result.map(|_| ())
+    }
+
+    /// One range from behind: accepted, then kept.
+    fn fetch_range(
+        &self,
+        id: &ChunkId,
+        offset: u64,
+        len: usize,
+        accept: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<Arc<Vec<u8>>> {
+        let mut got = None;
+        self.inner.read_verified(id, offset, len, &mut |b| {
+            accept(b)?;
+            got = Some(b.to_vec());
+            Ok(())
+        })?;
+        let bytes = Arc::new(got.ok_or_else(|| Error::internal("an accepted range kept nothing"))?);
+        if let Err(e) = self.keep_range(id, offset, &bytes) {
+            tracing::warn!(chunk = %id, error = %e, "could not keep a range in the cache");
+        }
+        Ok(bytes)
+    }
+
+    fn keep_range(&self, id: &ChunkId, offset: u64, bytes: &[u8]) -> Result<()> {
+        let len = bytes.len() as u64;
+        if len > self.max_bytes {
+            return Ok(());
+        }
+        let writing = self
+            .partial_writes
+            .lock()
+            .map_err(|_| Error::internal("cache write lock poisoned"))?;
+        if self.holds_whole(id)? {
+            return Ok(()); // the whole chunk arrived meanwhile
+        }
+        partial::write(self.folder.dir(), id, offset, bytes)?;
+        let mut ix = self.index()?;
+        let mut ranges = ix.partial.remove(id).unwrap_or_default();
+        ranges.insert(offset, offset + len);
+        let held = ranges.bytes();
+        ix.partial.insert(*id, ranges);
+        let old = ix.lru.put(*id, held).unwrap_or(0);
+        ix.bytes = ix.bytes.saturating_sub(old) + held;
+        ix.touched.insert(*id);
+        drop(ix);
+        drop(writing);
+        self.evict()
     }
 }
 
@@ -242,8 +455,9 @@ impl ChunkStore for CacheStore {
         len: usize,
         accept: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
-        if self.hit(id)? {
-            match self
+        let end = offset.saturating_add(len as u64);
+        let forward = match self.held(id, Some((offset, end)))? {
+            Held::Whole => match self
                 .folder
                 .get_range(id, offset, len)
                 .and_then(|b| accept(&b))
@@ -253,16 +467,39 @@ impl ChunkStore for CacheStore {
                     // A damaged cached copy is a miss: fetch it again from behind.
                     tracing::warn!(chunk = %id, error = %e, "cached chunk refused; fetching it again");
                     self.forget(id);
-                    let _ = self.folder.delete(id);
+                    false
+                }
+            },
+            Held::Covered => {
+                match partial::read(self.folder.dir(), id, offset, len).and_then(|b| accept(&b)) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        tracing::warn!(chunk = %id, error = %e, "cached range refused; fetching it again");
+                        self.forget(id);
+                        false
+                    }
                 }
             }
+            Held::Missing { forward } => forward,
+        };
+        if forward || len >= WHOLE_READ || self.whole_in_flight(id)? {
+            let whole = self.fill(id)?;
+            let part = usize::try_from(offset)
+                .ok()
+                .and_then(|o| whole.get(o..o.checked_add(len)?))
+                .ok_or_else(|| Error::corrupt(format!("chunk {id}: range past its end")))?;
+            return accept(part);
         }
-        let whole = self.fill(id)?;
-        let part = usize::try_from(offset)
-            .ok()
-            .and_then(|o| whole.get(o..o.checked_add(len)?))
-            .ok_or_else(|| Error::corrupt(format!("chunk {id}: range past its end")))?;
-        accept(part)
+        self.fill_range(id, offset, len, accept)
+    }
+
+    /// Fetches exactly the range, into the cache: for prefetching a trace, whose reads
+    /// are known in advance and were merged into ranges by the caller.
+    fn warm_range(&self, id: &ChunkId, offset: u64, len: usize) -> Result<()> {
+        match self.held(id, Some((offset, offset.saturating_add(len as u64))))? {
+            Held::Whole | Held::Covered => Ok(()),
+            Held::Missing { .. } => self.fill_range(id, offset, len, &mut |_| Ok(())),
+        }
     }
 
     fn put(&self, _bytes: &[u8]) -> Result<ChunkId> {
@@ -272,11 +509,14 @@ impl ChunkStore for CacheStore {
         Ok(())
     }
     fn contains(&self, id: &ChunkId) -> Result<bool> {
-        Ok(self.index()?.lru.contains(id) || self.inner.contains(id)?)
+        Ok(self.holds_whole(id)? || self.inner.contains(id)?)
     }
     fn size(&self, id: &ChunkId) -> Result<u64> {
-        if let Some(len) = self.index()?.lru.peek(id) {
-            return Ok(*len);
+        {
+            let ix = self.index()?;
+            if let (Some(len), false) = (ix.lru.peek(id), ix.partial.contains_key(id)) {
+                return Ok(*len);
+            }
         }
         self.inner.size(id)
     }
@@ -368,5 +608,131 @@ mod tests {
         c.get(&id).unwrap();
         std::fs::write(dir.path().join(id.file_name()), b"bad bytes!").unwrap();
         assert_eq!(c.get(&id).unwrap(), b"good bytes");
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    /// Reads `len` bytes at `off` through `read_verified`, checking them against `want`.
+    fn read(c: &CacheStore, id: &ChunkId, want: &[u8], off: usize, len: usize) -> Result<()> {
+        c.read_verified(id, off as u64, len, &mut |b| {
+            if b == &want[off..off + len] {
+                Ok(())
+            } else {
+                Err(Error::corrupt("bytes differ"))
+            }
+        })
+    }
+
+    #[test]
+    fn small_reads_fetch_and_keep_only_their_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = Arc::new(MemoryStore::default());
+        let data = pattern(1 << 20);
+        let id = mem.put(&data).unwrap();
+        let counting = Arc::new(crate::store::recording::RecordingStore::new(mem));
+        let c = CacheStore::open(dir.path(), 8 << 20, counting.clone()).unwrap();
+        read(&c, &id, &data, 4096, 8192).unwrap();
+        assert_eq!(counting.ranges(), (1, 8192));
+        assert_eq!((c.partial_bytes(), c.bytes()), (8192, 8192));
+        // Inside what is held: no request.
+        read(&c, &id, &data, 4096, 8192).unwrap();
+        read(&c, &id, &data, 5000, 100).unwrap();
+        assert_eq!(counting.ranges(), (1, 8192));
+        assert_eq!(counting.gets(), 0);
+        // A scattered read: another range.
+        read(&c, &id, &data, 500_000, 4096).unwrap();
+        assert_eq!(counting.ranges(), (2, 8192 + 4096));
+        // Held in part, the chunk is not "contained" and its size is asked behind.
+        assert!(!c.holds_whole(&id).unwrap());
+        assert_eq!(c.size(&id).unwrap(), 1 << 20);
+        // Reopened: the ranges are still there.
+        drop(c);
+        let c = CacheStore::open(dir.path(), 8 << 20, counting.clone()).unwrap();
+        read(&c, &id, &data, 4096, 8192).unwrap();
+        assert_eq!(counting.ranges().0, 2);
+        assert_eq!(c.partial_bytes(), 8192 + 4096);
+        // A read starting where a held range ends is a reader going forward: the whole
+        // chunk comes, and replaces the parts.
+        read(&c, &id, &data, 4096 + 8192, 4096).unwrap();
+        assert_eq!(counting.gets(), 1);
+        assert_eq!((c.partial_bytes(), c.bytes()), (0, 1 << 20));
+        assert!(crate::store::partial::list(dir.path()).is_empty());
+        read(&c, &id, &data, 900_000, 100).unwrap();
+        assert_eq!((counting.gets(), counting.ranges().0), (1, 2));
+    }
+
+    #[test]
+    fn a_bad_cached_range_is_fetched_again_and_large_reads_take_the_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = Arc::new(MemoryStore::default());
+        let data = pattern(1 << 20);
+        let id = mem.put(&data).unwrap();
+        let counting = Arc::new(crate::store::recording::RecordingStore::new(mem));
+        let c = CacheStore::open(dir.path(), 8 << 20, counting.clone()).unwrap();
+        read(&c, &id, &data, 0, 4096).unwrap();
+        // Flip the held bytes: the reader refuses them, the range is fetched again.
+        let part = dir.path().join(format!("{}.part", id.to_hex()));
+        std::fs::write(&part, vec![0u8; 4096]).unwrap();
+        read(&c, &id, &data, 0, 4096).unwrap();
+        assert_eq!(counting.ranges().0, 2);
+        read(&c, &id, &data, 0, 4096).unwrap();
+        assert_eq!(counting.ranges().0, 2, "the good copy was not kept");
+        // A bulk read fetches the whole chunk.
+        read(&c, &id, &data, 100_000, WHOLE_READ).unwrap();
+        assert_eq!(counting.gets(), 1);
+    }
+
+    #[test]
+    fn warmed_ranges_are_kept_and_evicted_like_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = Arc::new(MemoryStore::default());
+        let datas: Vec<Vec<u8>> = (0..4u8)
+            .map(|i| pattern(100_000).into_iter().map(|b| b ^ i).collect())
+            .collect();
+        let ids: Vec<ChunkId> = datas.iter().map(|d| mem.put(d).unwrap()).collect();
+        let counting = Arc::new(crate::store::recording::RecordingStore::new(mem));
+        let c = CacheStore::open(dir.path(), 25_000, counting.clone()).unwrap();
+        for id in &ids {
+            c.warm_range(id, 1000, 10_000).unwrap();
+        }
+        assert_eq!(counting.ranges().0, 4);
+        // Two ranges fit in 25,000 bytes: the two most recent stay.
+        assert_eq!(c.bytes(), 20_000);
+        assert_eq!(crate::store::partial::list(dir.path()).len(), 2);
+        read(&c, &ids[3], &datas[3], 2000, 5000).unwrap();
+        read(&c, &ids[2], &datas[2], 1000, 10_000).unwrap();
+        assert_eq!(counting.ranges().0, 4);
+        read(&c, &ids[0], &datas[0], 1000, 100).unwrap();
+        assert_eq!(counting.ranges().0, 5);
+    }
+
+    #[test]
+    fn concurrent_readers_of_one_range_share_one_download() {
+        use crate::store::fault::{FaultPlan, FaultStore};
+        let dir = tempfile::tempdir().unwrap();
+        let mem = Arc::new(MemoryStore::default());
+        let data = pattern(1 << 20);
+        let id = mem.put(&data).unwrap();
+        let slow = Arc::new(FaultStore::new(
+            mem,
+            FaultPlan {
+                delay: Some(std::time::Duration::from_millis(200)),
+                ..FaultPlan::default()
+            },
+        ));
+        let counting = Arc::new(crate::store::recording::RecordingStore::new(slow));
+        let c = CacheStore::open(dir.path(), 8 << 20, counting.clone()).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..6 {
+                s.spawn(|| read(&c, &id, &data, 64 << 10, 16 << 10).unwrap());
+            }
+        });
+        assert_eq!(
+            counting.ranges().0,
+            1,
+            "the range was downloaded more than once"
+        );
     }
 }

@@ -81,6 +81,9 @@ impl ChunkStore for FallbackStore {
     ) -> Result<()> {
         self.first_good(id, |s| s.read_verified(id, offset, len, &mut *accept))
     }
+    fn warm_range(&self, id: &ChunkId, offset: u64, len: usize) -> Result<()> {
+        self.first_good(id, |s| s.warm_range(id, offset, len))
+    }
     fn put(&self, bytes: &[u8]) -> Result<ChunkId> {
         self.first()?.put(bytes)
     }

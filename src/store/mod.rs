@@ -11,7 +11,8 @@
 //! - [`verify`]: checks whole chunks against their id and range reads for length (the
 //!   record or node tag one layer up authenticates their bytes);
 //! - [`fallback`]: an ordered list, local first; a failed or bad answer tries the next;
-//! - [`cache`]: a bounded folder in front of slower stores, least recently used out;
+//! - [`cache`]: a bounded folder in front of slower stores, least recently used out,
+//!   holding whole chunks and, for small reads, [`partial`] ones (the ranges read);
 //! - [`remote`]: a URL (http(s), s3, gs, az) through the `object_store` crate;
 //! - [`recording`]: notes the ids put, for garbage collection;
 //! - [`memory`] and [`fault`]: for tests (fail the Nth op or an fsync, tear a put, drop
@@ -22,6 +23,7 @@ pub mod fallback;
 pub mod fault;
 pub mod local;
 pub mod memory;
+pub mod partial;
 pub mod recording;
 pub mod remote;
 pub mod stack;
@@ -49,6 +51,12 @@ pub trait ChunkStore: Send + Sync {
         accept: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         accept(&self.get_range(id, offset, len)?)
+    }
+    /// Brings `len` bytes at `offset` close without using them (prefetching a trace):
+    /// a store that keeps copies (a cache) keeps exactly that range. Nothing checks the
+    /// bytes here; whoever reads them later does, and a copy that fails is fetched again.
+    fn warm_range(&self, id: &ChunkId, offset: u64, len: usize) -> Result<()> {
+        self.read_verified(id, offset, len, &mut |_| Ok(()))
     }
     /// Stores `bytes` (durable once `sync` returns), returning their id. Storing a chunk
     /// that is already present is cheap but never trusts a copy it cannot vouch for.

@@ -1,7 +1,7 @@
 //! Remembers the id of every chunk put through it, so garbage collection can consider
 //! chunks this process wrote that no root ended up naming (a checkpoint that failed
-//! half-way) without ever guessing about chunks it did not write; counts whole-chunk
-//! reads too.
+//! half-way) without ever guessing about chunks it did not write; counts reads too
+//! (whole chunks and ranges, with the bytes of ranges).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -15,6 +15,8 @@ pub struct RecordingStore {
     inner: Arc<dyn ChunkStore>,
     put: Mutex<HashSet<ChunkId>>,
     gets: std::sync::atomic::AtomicU64,
+    ranges: std::sync::atomic::AtomicU64,
+    range_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl RecordingStore {
@@ -24,12 +26,29 @@ impl RecordingStore {
             inner,
             put: Mutex::new(HashSet::new()),
             gets: std::sync::atomic::AtomicU64::new(0),
+            ranges: std::sync::atomic::AtomicU64::new(0),
+            range_bytes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// Whole-chunk reads so far.
     pub fn gets(&self) -> u64 {
         self.gets.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Range reads so far, and the bytes they asked for.
+    pub fn ranges(&self) -> (u64, u64) {
+        (
+            self.ranges.load(std::sync::atomic::Ordering::Relaxed),
+            self.range_bytes.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    fn count_range(&self, len: usize) {
+        self.ranges
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.range_bytes
+            .fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The ids put since the last call.
@@ -46,6 +65,7 @@ impl ChunkStore for RecordingStore {
         self.inner.get(id)
     }
     fn get_range(&self, id: &ChunkId, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.count_range(len);
         self.inner.get_range(id, offset, len)
     }
     fn read_verified(
@@ -55,6 +75,7 @@ impl ChunkStore for RecordingStore {
         len: usize,
         accept: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
+        self.count_range(len);
         self.inner.read_verified(id, offset, len, accept)
     }
     fn put(&self, bytes: &[u8]) -> Result<ChunkId> {

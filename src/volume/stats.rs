@@ -69,6 +69,9 @@ pub struct Locations {
     pub local: usize,
     /// In the cache folder (and not local).
     pub cache: usize,
+    /// Held in part in the cache folder (the byte ranges read so far); the rest is only
+    /// behind a fallback.
+    pub cache_partial: usize,
     /// Only in a fallback.
     pub remote: usize,
 }
@@ -156,22 +159,28 @@ impl Volume {
     fn locations(&self, local: Vec<crate::format::chunk_id::ChunkId>) -> Result<Locations> {
         let local: std::collections::HashSet<_> = local.into_iter().collect();
         let swap = super::read_swap(self.swap_path())?;
-        let cached: std::collections::HashSet<_> = match &swap.cache {
-            Some(dir) => {
-                let dir = super::disk_files::base_dir(self.swap_path()).join(dir);
-                crate::store::local::LocalStore::open_read_only(&dir)
-                    .list()?
-                    .into_iter()
-                    .collect()
-            }
-            None => Default::default(),
-        };
+        let (cached, partial): (std::collections::HashSet<_>, std::collections::HashSet<_>) =
+            match &swap.cache {
+                Some(dir) => {
+                    let dir = super::disk_files::base_dir(self.swap_path()).join(dir);
+                    (
+                        crate::store::local::LocalStore::open_read_only(&dir)
+                            .list()?
+                            .into_iter()
+                            .collect(),
+                        crate::store::partial::list(&dir).into_iter().collect(),
+                    )
+                }
+                None => Default::default(),
+            };
         let mut l = Locations::default();
         for id in self.engine()?.reachable()? {
             if local.contains(&id) {
                 l.local += 1;
             } else if cached.contains(&id) {
                 l.cache += 1;
+            } else if partial.contains(&id) {
+                l.cache_partial += 1;
             } else {
                 l.remote += 1;
             }

@@ -2,6 +2,8 @@
 //! to an upstream server on 127.0.0.1, one request per connection, and can add latency,
 //! answer 503 instead, or flip a byte of the body, at chosen rates (from a seed). It
 //! counts requests and body bytes, so a test can assert on what crossed the network.
+//! It can also add the object headers an emulator leaves out
+//! (see [`Faults::add_object_headers`]).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read, Write};
@@ -19,6 +21,11 @@ pub struct Faults {
     pub corrupt_permille: u32,
     /// Wait this long before answering.
     pub latency: Duration,
+    /// Give 2xx answers without an `ETag` one made from the request's path, and one
+    /// without `Last-Modified` a fixed date. The GCS emulator sends neither (real GCS
+    /// does) and object_store refuses answers without them; chunk objects never change,
+    /// so one tag per path is honest.
+    pub add_object_headers: bool,
 }
 
 /// Counters of a running proxy.
@@ -166,6 +173,35 @@ fn serve(
         let mid = rbody.len() / 2;
         rbody[mid] ^= 0x01;
     }
+    let rhead = if ok && f.add_object_headers {
+        with_object_headers(&rhead, &head)
+    } else {
+        rhead
+    };
     c.write_all(closing(&rhead).as_bytes())?;
     c.write_all(&rbody)
+}
+
+fn has_header(head: &str, name: &str) -> bool {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .any(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+}
+
+/// `response_head` with an `ETag` derived from the path in `request_head` (FNV-1a) and a
+/// `Last-Modified`, where it has none.
+fn with_object_headers(response_head: &str, request_head: &str) -> String {
+    let path = request_head.split_whitespace().nth(1).unwrap_or("");
+    let tag = path.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut head = response_head.trim_end_matches("\r\n").to_string();
+    if !has_header(&head, "etag") {
+        head.push_str(&format!("\r\nETag: \"{tag:016x}\""));
+    }
+    if !has_header(&head, "last-modified") {
+        head.push_str("\r\nLast-Modified: Thu, 01 Jan 2026 00:00:00 GMT");
+    }
+    head.push_str("\r\n\r\n");
+    head
 }
