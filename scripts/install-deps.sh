@@ -2,8 +2,9 @@
 # Installs the system packages mindcastle and its tests use (Debian 12; run as root, or
 # as a user with sudo). apt's own messages are shown: a conflict names its packages.
 # With --with-test-tools it also installs the tools the test suite builds or fetches
-# from other registries (cargo-fuzz and s3s-fs from crates.io, Azurite from npm);
-# .ci/run passes it, the README's first command (the demo) does not need them.
+# from other registries (cargo-fuzz and s3s-fs from crates.io, Azurite from npm,
+# gcp-storage-emulator from PyPI); .ci/run passes it, the README's first command (the
+# demo) does not need them.
 #
 # A machine that already carries a newer QEMU from bookworm-backports (qemu-utils
 # 10.x) cannot take bookworm's qemu-system-x86 7.2 beside it; there the backports
@@ -38,6 +39,7 @@ declare -A NEEDED_BY=(
   [qemu-block-extra]="bench/remote.sh (qemu's curl driver as the peer)"
   [python3-azure]="tests/remote.rs (makes the Azurite container)"
   [nginx-light]="tests/remote.rs (a pushed folder served over http, WebDAV push)"
+  [python3-venv]="scripts/install-deps.sh (a venv for the GCS emulator of tests/remote.rs)"
 )
 PKGS=(ca-certificates coreutils util-linux strace build-essential pkg-config
   libnbd-bin python3-libnbd nbdfuse nbdkit qemu-utils fio
@@ -100,6 +102,12 @@ if $TEST_TOOLS; then
   if ! command -v azurite-blob >/dev/null; then
     command -v npm >/dev/null || { echo "install-deps.sh: npm is needed for azurite (tests/remote.rs)" >&2; exit 1; }
     "${SUDO[@]}" npm install -g --no-fund --no-audit azurite
+  fi
+  # gcp-storage-emulator (PyPI), the GCS server of tests/remote.rs, in its own venv.
+  if ! command -v gcp-storage-emulator >/dev/null; then
+    "${SUDO[@]}" python3 -m venv /opt/mindcastle-gcs-emulator
+    "${SUDO[@]}" /opt/mindcastle-gcs-emulator/bin/pip install --quiet gcp-storage-emulator==2026.7.19
+    "${SUDO[@]}" ln -sf /opt/mindcastle-gcs-emulator/bin/gcp-storage-emulator /usr/local/bin/
   fi
 fi
 echo "install-deps.sh: done"

@@ -8,7 +8,7 @@ export PATH="/usr/bin:/usr/sbin:$PATH"
 # installs it.
 missing=()
 for tool in shellcheck nbdinfo nbdcopy nbdsh nbdfuse qemu-img qemu-nbd fio mkfs.xfs mkfs.ext4 \
-    losetup fusermount3 strace sha512sum python3 qemu-system-x86_64 cpio nginx s3s-fs azurite-blob; do
+    losetup fusermount3 strace sha512sum python3 qemu-system-x86_64 cpio nginx s3s-fs azurite-blob gcp-storage-emulator; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
