@@ -4,8 +4,8 @@
 //! survives restarts. It keeps whole chunks (`HEX64.lvl`, fetched for read-ahead, large
 //! reads and `get`) and parts of chunks ([`super::partial`]: the byte ranges small reads
 //! asked for, so a scattered reader fetches the records it reads, not every chunk they
-//! sit in). A small read that starts where an earlier range of the same chunk ended is
-//! a reader going forward: it fetches the whole chunk. Nothing is fsynced: every use
+//! sit in). A small read that misses in a chunk of which ranges are held is a reader
+//! back in that chunk (going forward through it, or nearby): it fetches the whole chunk. Nothing is fsynced: every use
 //! checks what it gets (a whole chunk against its name here, a range by the record or
 //! node tags the reader checks), and a copy that fails is dropped and fetched again.
 //! The least recently used chunks go once the folder is over its size. Recency survives
@@ -45,9 +45,10 @@ enum Held {
     Whole,
     /// The read's range is present.
     Covered,
-    /// Not present; `forward` when the read starts where a present range ends.
+    /// Not present; `again` when other ranges of the chunk are (a reader back in a
+    /// chunk it read before).
     Missing {
-        forward: bool,
+        again: bool,
     },
 }
 
@@ -193,19 +194,14 @@ impl CacheStore {
     fn held(&self, id: &ChunkId, range: Option<(u64, u64)>) -> Result<Held> {
         let mut ix = self.index()?;
         if ix.lru.get(id).is_none() {
-            return Ok(Held::Missing { forward: false });
+            return Ok(Held::Missing { again: false });
         }
         let (held, file) = match (ix.partial.get(id), range) {
             (None, _) => (Held::Whole, self.folder.path_of(id)),
             (Some(r), Some((start, end))) if r.covers(start, end) => {
                 (Held::Covered, partial::ranges_path(self.folder.dir(), id))
             }
-            (Some(r), Some((start, _))) => {
-                return Ok(Held::Missing {
-                    forward: r.ends_at(start),
-                })
-            }
-            (Some(_), None) => return Ok(Held::Missing { forward: false }),
+            (Some(_), _) => return Ok(Held::Missing { again: true }),
         };
         if ix.touched.insert(*id) {
             if let Ok(f) = std::fs::File::options().write(true).open(file) {
@@ -300,6 +296,15 @@ impl CacheStore {
         self.index()
             .map(|ix| ix.partial.values().map(Ranges::bytes).sum())
             .unwrap_or(0)
+    }
+
+    fn range_in_flight(&self, id: &ChunkId, start: u64, end: u64) -> Result<bool> {
+        Ok(self
+            .range_flights
+            .lock()
+            .map_err(|_| Error::internal("cache range table poisoned"))?
+            .get(id)
+            .is_some_and(|l| l.iter().any(|(s, e, _)| *s <= start && end <= *e)))
     }
 
     fn whole_in_flight(&self, id: &ChunkId) -> Result<bool> {
@@ -456,7 +461,7 @@ impl ChunkStore for CacheStore {
         accept: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         let end = offset.saturating_add(len as u64);
-        let forward = match self.held(id, Some((offset, end)))? {
+        let again = match self.held(id, Some((offset, end)))? {
             Held::Whole => match self
                 .folder
                 .get_range(id, offset, len)
@@ -480,9 +485,14 @@ impl ChunkStore for CacheStore {
                     }
                 }
             }
-            Held::Missing { forward } => forward,
+            Held::Missing { again } => again,
         };
-        if forward || len >= WHOLE_READ || self.whole_in_flight(id)? {
+        // A range being fetched that covers this read is joined. Otherwise a read back
+        // in a chunk read before (going forward through it, or nearby) or a bulk read
+        // fetches the whole chunk: its reader will likely want more of it, and one
+        // download costs fewer round trips than many ranges.
+        let joinable = self.range_in_flight(id, offset, end)?;
+        if !joinable && (again || len >= WHOLE_READ || self.whole_in_flight(id)?) {
             let whole = self.fill(id)?;
             let part = usize::try_from(offset)
                 .ok()
@@ -631,6 +641,8 @@ mod tests {
         let mem = Arc::new(MemoryStore::default());
         let data = pattern(1 << 20);
         let id = mem.put(&data).unwrap();
+        let other: Vec<u8> = data.iter().map(|b| b ^ 1).collect();
+        let id2 = mem.put(&other).unwrap();
         let counting = Arc::new(crate::store::recording::RecordingStore::new(mem));
         let c = CacheStore::open(dir.path(), 8 << 20, counting.clone()).unwrap();
         read(&c, &id, &data, 4096, 8192).unwrap();
@@ -641,8 +653,8 @@ mod tests {
         read(&c, &id, &data, 5000, 100).unwrap();
         assert_eq!(counting.ranges(), (1, 8192));
         assert_eq!(counting.gets(), 0);
-        // A scattered read: another range.
-        read(&c, &id, &data, 500_000, 4096).unwrap();
+        // Another chunk: another range.
+        read(&c, &id2, &other, 500_000, 4096).unwrap();
         assert_eq!(counting.ranges(), (2, 8192 + 4096));
         // Held in part, the chunk is not "contained" and its size is asked behind.
         assert!(!c.holds_whole(&id).unwrap());
@@ -651,14 +663,16 @@ mod tests {
         drop(c);
         let c = CacheStore::open(dir.path(), 8 << 20, counting.clone()).unwrap();
         read(&c, &id, &data, 4096, 8192).unwrap();
+        read(&c, &id2, &other, 500_000, 4096).unwrap();
         assert_eq!(counting.ranges().0, 2);
         assert_eq!(c.partial_bytes(), 8192 + 4096);
-        // A read starting where a held range ends is a reader going forward: the whole
-        // chunk comes, and replaces the parts.
-        read(&c, &id, &data, 4096 + 8192, 4096).unwrap();
+        // A read missing in a chunk held in part: the whole chunk comes, and replaces
+        // the parts.
+        read(&c, &id, &data, 600_000, 4096).unwrap();
         assert_eq!(counting.gets(), 1);
-        assert_eq!((c.partial_bytes(), c.bytes()), (0, 1 << 20));
-        assert!(crate::store::partial::list(dir.path()).is_empty());
+        assert_eq!(c.partial_bytes(), 4096);
+        assert_eq!(c.bytes(), (1 << 20) + 4096);
+        assert_eq!(crate::store::partial::list(dir.path()), vec![id2]);
         read(&c, &id, &data, 900_000, 100).unwrap();
         assert_eq!((counting.gets(), counting.ranges().0), (1, 2));
     }
@@ -669,6 +683,8 @@ mod tests {
         let mem = Arc::new(MemoryStore::default());
         let data = pattern(1 << 20);
         let id = mem.put(&data).unwrap();
+        let other: Vec<u8> = data.iter().map(|b| b ^ 1).collect();
+        let id2 = mem.put(&other).unwrap();
         let counting = Arc::new(crate::store::recording::RecordingStore::new(mem));
         let c = CacheStore::open(dir.path(), 8 << 20, counting.clone()).unwrap();
         read(&c, &id, &data, 0, 4096).unwrap();
@@ -679,8 +695,8 @@ mod tests {
         assert_eq!(counting.ranges().0, 2);
         read(&c, &id, &data, 0, 4096).unwrap();
         assert_eq!(counting.ranges().0, 2, "the good copy was not kept");
-        // A bulk read fetches the whole chunk.
-        read(&c, &id, &data, 100_000, WHOLE_READ).unwrap();
+        // A bulk read fetches the whole chunk, even the first in it.
+        read(&c, &id2, &other, 100_000, WHOLE_READ).unwrap();
         assert_eq!(counting.gets(), 1);
     }
 

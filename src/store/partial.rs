@@ -55,12 +55,6 @@ impl Ranges {
         at > 0 && self.0.get(at - 1).is_some_and(|&(_, b)| b >= end)
     }
 
-    /// True when a range ends exactly at `at`: a read starting there continues an
-    /// earlier one (a reader going forward through the chunk).
-    pub fn ends_at(&self, at: u64) -> bool {
-        self.0.iter().any(|&(_, b)| b == at)
-    }
-
     /// Bytes present.
     pub fn bytes(&self) -> u64 {
         self.0.iter().map(|&(a, b)| b - a).sum()
@@ -189,7 +183,6 @@ mod tests {
         r.insert(55, 120);
         assert_eq!(r, Ranges(vec![(50, 400)]));
         assert_eq!(r.bytes(), 350);
-        assert!(r.ends_at(400) && !r.ends_at(300));
         r.insert(500, 500);
         assert_eq!(r.bytes(), 350);
     }

@@ -273,10 +273,14 @@ impl Volume {
                 wal: opts.snapshot.is_none().then_some(wal),
             }
         };
+        let remote_cached = swap.cache.is_some() && !swap.fallbacks.is_empty();
+        if remote_cached {
+            // Before the engine reads its first node: one round trip for all of them.
+            prefetch::warm_index(store.as_ref(), &start.root.runs);
+        }
         let engine = Engine::open(store.clone(), keys, size, start, opts.tuning, mode)?;
         let mut readahead = None;
-        if swap.cache.is_some() && !swap.fallbacks.is_empty() {
-            prefetch::warm_index(&engine);
+        if remote_cached {
             // Only a remote fallback is slow enough to be worth reading ahead of.
             if swap
                 .fallbacks

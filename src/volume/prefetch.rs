@@ -15,6 +15,7 @@ use super::Volume;
 use crate::error::{Error, Result};
 use crate::format::chunk_id::ChunkId;
 use crate::lsm::engine::Engine;
+use crate::store::ChunkStore;
 
 /// Largest piece of a traced range looked up (or read) at once: bounds the memory of
 /// one lookup and lets one long range be fetched by several workers.
@@ -292,29 +293,23 @@ fn run_parallel<T: Sync>(
     }
 }
 
-/// A disk read from fallbacks through a cache: fetch the index chunks it lacks all at
-/// once at open (one round trip, in parallel), so the first read costs one more request
-/// instead of one per level. Failures are logged: reads fetch what they need anyway.
-pub(super) fn warm_index(engine: &crate::lsm::engine::Engine) {
-    let store = engine.ctx().store.clone();
-    let local: std::collections::HashSet<crate::format::chunk_id::ChunkId> =
+/// A disk read from fallbacks through a cache: fetch the index chunks of `runs` it lacks
+/// all at once before the engine opens (one round trip, in parallel, whole chunks), so
+/// opening and the first read cost one request more instead of one per node read.
+/// Failures are logged: reads fetch what they need anyway.
+pub(super) fn warm_index(store: &dyn ChunkStore, runs: &[crate::format::root::RunDesc]) {
+    let local: std::collections::HashSet<ChunkId> =
         store.list().unwrap_or_default().into_iter().collect();
-    let missing: Vec<crate::format::chunk_id::ChunkId> = match engine.view() {
-        Ok(v) => v
-            .tree
-            .runs()
-            .flat_map(|r| r.desc.index_chunks.iter().map(|c| c.0))
-            .filter(|id| !local.contains(id))
-            .collect(),
-        Err(_) => return,
-    };
-    let next = std::sync::atomic::AtomicUsize::new(0);
+    let missing: Vec<ChunkId> = runs
+        .iter()
+        .flat_map(|r| r.index_chunks.iter().map(|c| c.0))
+        .filter(|id| !local.contains(id))
+        .collect();
+    let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..missing.len().min(16) {
             s.spawn(|| {
-                while let Some(id) =
-                    missing.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                {
+                while let Some(id) = missing.get(next.fetch_add(1, Ordering::Relaxed)) {
                     if let Err(e) = store.get(id) {
                         tracing::debug!(chunk = %id, error = %e, "warming the index failed");
                     }
