@@ -118,14 +118,13 @@ impl CacheStore {
         }
         let whole: HashSet<ChunkId> = found.iter().map(|(_, id, _)| *id).collect();
         let mut partial = HashMap::new();
-        partial::remove_orphans(dir);
         for id in partial::list(dir) {
             let ranges = partial::load(dir, &id);
-            let modified = std::fs::metadata(partial::ranges_path(dir, &id))
+            let modified = std::fs::metadata(partial::path(dir, &id))
                 .and_then(|m| m.modified())
                 .unwrap_or(SystemTime::UNIX_EPOCH);
             match ranges {
-                Some(r) if !whole.contains(&id) => {
+                Some(r) if !whole.contains(&id) && !r.is_empty() => {
                     found.push((modified, id, r.bytes()));
                     partial.insert(id, r);
                 }
@@ -199,7 +198,7 @@ impl CacheStore {
         let (held, file) = match (ix.partial.get(id), range) {
             (None, _) => (Held::Whole, self.folder.path_of(id)),
             (Some(r), Some((start, end))) if r.covers(start, end) => {
-                (Held::Covered, partial::ranges_path(self.folder.dir(), id))
+                (Held::Covered, partial::path(self.folder.dir(), id))
             }
             (Some(_), _) => return Ok(Held::Missing { again: true }),
         };
@@ -404,10 +403,10 @@ impl CacheStore {
         if self.holds_whole(id)? {
             return Ok(()); // the whole chunk arrived meanwhile
         }
-        partial::write(self.folder.dir(), id, offset, bytes)?;
-        let mut ix = self.index()?;
-        let mut ranges = ix.partial.remove(id).unwrap_or_default();
+        let mut ranges = self.index()?.partial.get(id).cloned().unwrap_or_default();
         ranges.insert(offset, offset + len);
+        partial::write(self.folder.dir(), id, offset, bytes, &ranges)?;
+        let mut ix = self.index()?;
         let held = ranges.bytes();
         ix.partial.insert(*id, ranges);
         let old = ix.lru.put(*id, held).unwrap_or(0);
@@ -689,8 +688,13 @@ mod tests {
         let c = CacheStore::open(dir.path(), 8 << 20, counting.clone()).unwrap();
         read(&c, &id, &data, 0, 4096).unwrap();
         // Flip the held bytes: the reader refuses them, the range is fetched again.
-        let part = dir.path().join(format!("{}.part", id.to_hex()));
-        std::fs::write(&part, vec![0u8; 4096]).unwrap();
+        use std::os::unix::fs::FileExt;
+        std::fs::File::options()
+            .write(true)
+            .open(crate::store::partial::path(dir.path(), &id))
+            .unwrap()
+            .write_all_at(&[0u8; 4096], 4096)
+            .unwrap();
         read(&c, &id, &data, 0, 4096).unwrap();
         assert_eq!(counting.ranges().0, 2);
         read(&c, &id, &data, 0, 4096).unwrap();

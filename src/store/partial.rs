@@ -1,30 +1,36 @@
-//! A chunk the cache holds in part: the byte ranges fetched so far, at their own
-//! offsets in a sparse file `HEX64.part`, and the list of those ranges in
-//! `HEX64.ranges`, both in the cache folder.
+//! A chunk the cache holds in part: one sparse file `HEX64.part` in the cache folder
+//! with the byte ranges fetched so far, at their own offsets, after a header listing
+//! them. One file per chunk, since creating files is what a cold cache spends most on.
 //!
-//! `HEX64.ranges`, version 1:
+//! `HEX64.part`, version 1:
 //! ```text
 //! offset  size  field
-//! 0       8     magic "MCRANGE1"
-//! 8       16*n  entries, appended as ranges arrive: offset u64 LE | length u64 LE
+//! 0       8     magic "MCPART01"
+//! 8       4     n, ranges held (u32 LE, at most MAX_RANGES)
+//! 12      4     CRC32 of bytes 16..16+16n
+//! 16      16*n  ranges held, sorted and disjoint: offset u64 LE | length u64 LE
+//! 4096    ...   the chunk's bytes, each at 4096 + its offset in the chunk; holes where
+//!               nothing is held
 //! ```
-//! A torn tail (a length that is not 8 + 16n) is ignored. Neither file is fsynced: the
-//! cache hands out range bytes only to readers that authenticate them (the record or
-//! node tags they hold), and a range that fails is dropped and fetched again, so a
-//! power cut that keeps an entry but loses its bytes costs one refetch, never data.
+//! A new range's bytes are written first, then the whole header is rewritten in one
+//! write. Nothing is fsynced: a header that fails its CRC means nothing is held, and the
+//! cache hands range bytes only to readers that authenticate them (the record or node
+//! tags they hold), dropping a range that fails, so a power cut that keeps a header but
+//! loses the bytes it lists costs a refetch, never data.
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::format::chunk_id::ChunkId;
 
-const MAGIC: &[u8; 8] = b"MCRANGE1";
+const MAGIC: &[u8; 8] = b"MCPART01";
+const HEADER: u64 = 4096;
 const ENTRY: usize = 16;
-const DATA_SUFFIX: &str = ".part";
-const RANGES_SUFFIX: &str = ".ranges";
+/// Ranges one header lists.
+pub const MAX_RANGES: usize = (HEADER as usize - 16) / ENTRY;
+const SUFFIX: &str = ".part";
 
 /// Sorted, disjoint byte ranges `[start, end)` of one chunk.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -59,20 +65,56 @@ impl Ranges {
     pub fn bytes(&self) -> u64 {
         self.0.iter().map(|&(a, b)| b - a).sum()
     }
+
+    /// Number of disjoint ranges.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn header(&self) -> Vec<u8> {
+        let mut entries = Vec::with_capacity(self.0.len() * ENTRY);
+        for &(a, b) in &self.0 {
+            entries.extend_from_slice(&a.to_le_bytes());
+            entries.extend_from_slice(&(b - a).to_le_bytes());
+        }
+        let mut out = Vec::with_capacity(16 + entries.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(self.0.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&entries).to_le_bytes());
+        out.extend_from_slice(&entries);
+        out
+    }
+
+    fn parse(header: &[u8]) -> Option<Self> {
+        let rest = header.strip_prefix(MAGIC.as_slice())?;
+        let n = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let crc = u32::from_le_bytes(rest.get(4..8)?.try_into().ok()?);
+        if n > MAX_RANGES {
+            return None;
+        }
+        let entries = rest.get(8..8 + n * ENTRY)?;
+        if crc32fast::hash(entries) != crc {
+            return None;
+        }
+        let mut r = Ranges::default();
+        for e in entries.chunks_exact(ENTRY) {
+            let off = u64::from_le_bytes(e.get(..8)?.try_into().ok()?);
+            let len = u64::from_le_bytes(e.get(8..)?.try_into().ok()?);
+            r.insert(off, off.checked_add(len)?);
+        }
+        Some(r)
+    }
 }
 
-/// The two files of a partial chunk `id` in `dir`.
-fn paths(dir: &Path, id: &ChunkId) -> (PathBuf, PathBuf) {
-    let hex = id.to_hex();
-    (
-        dir.join(format!("{hex}{DATA_SUFFIX}")),
-        dir.join(format!("{hex}{RANGES_SUFFIX}")),
-    )
-}
-
-/// The ranges file of `id` (its modification time is the chunk's recency).
-pub fn ranges_path(dir: &Path, id: &ChunkId) -> PathBuf {
-    paths(dir, id).1
+/// The file of partial chunk `id` in `dir` (its modification time is the chunk's
+/// recency).
+pub fn path(dir: &Path, id: &ChunkId) -> PathBuf {
+    dir.join(format!("{}{SUFFIX}", id.to_hex()))
 }
 
 /// The chunks held in part in `dir`.
@@ -83,87 +125,58 @@ pub fn list(dir: &Path) -> Vec<ChunkId> {
     rd.flatten()
         .filter_map(|e| {
             let name = e.file_name();
-            let hex = name.to_str()?.strip_suffix(RANGES_SUFFIX)?.to_string();
-            ChunkId::from_hex(&hex).ok()
+            ChunkId::from_hex(name.to_str()?.strip_suffix(SUFFIX)?).ok()
         })
         .collect()
 }
 
-/// Reads the ranges present for `id`; `None` when there is no usable ranges file.
+/// The ranges held for `id`; `None` when its file is missing or its header is bad.
 pub fn load(dir: &Path, id: &ChunkId) -> Option<Ranges> {
-    let bytes = fs::read(paths(dir, id).1).ok()?;
-    let body = bytes.strip_prefix(MAGIC.as_slice())?;
-    let mut r = Ranges::default();
-    for e in body.chunks_exact(ENTRY) {
-        let (o, l) = e.split_at(8);
-        let off = u64::from_le_bytes(o.try_into().ok()?);
-        let len = u64::from_le_bytes(l.try_into().ok()?);
-        r.insert(off, off.checked_add(len)?);
-    }
-    Some(r)
+    let f = fs::File::open(path(dir, id)).ok()?;
+    let mut header = vec![0u8; HEADER as usize];
+    let n = f.read_at(&mut header, 0).ok()?;
+    Ranges::parse(header.get(..n)?)
 }
 
-/// Writes `bytes` at `offset` of `id`'s data file, then records the range. Callers
-/// serialize writes to one chunk (the ranges file is appended to).
-pub fn write(dir: &Path, id: &ChunkId, offset: u64, bytes: &[u8]) -> Result<()> {
-    let (data, ranges) = paths(dir, id);
-    let io = |what: &str, e: std::io::Error| Error::io(format!("{what} {}", data.display()), e);
+/// Writes `bytes` at `offset` of `id`, then a header listing `held` (which must
+/// include the new range). Callers serialize writes to one chunk.
+pub fn write(dir: &Path, id: &ChunkId, offset: u64, bytes: &[u8], held: &Ranges) -> Result<()> {
+    let p = path(dir, id);
+    let io = |what: &str, e: std::io::Error| Error::io(format!("{what} {}", p.display()), e);
+    if held.len() > MAX_RANGES {
+        return Err(Error::invalid(format!(
+            "{}: more than {MAX_RANGES} separate ranges",
+            p.display()
+        )));
+    }
+    let at = HEADER
+        .checked_add(offset)
+        .ok_or_else(|| Error::invalid(format!("{}: range offset {offset}", p.display())))?;
     let f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&data)
+        .open(&p)
         .map_err(|e| io("opening", e))?;
-    f.write_all_at(bytes, offset)
-        .map_err(|e| io("writing", e))?;
-    let mut r = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(&ranges)
-        .map_err(|e| io("opening the ranges of", e))?;
-    let mut entry = Vec::with_capacity(MAGIC.len() + ENTRY);
-    if r.metadata().map_err(|e| io("reading", e))?.len() == 0 {
-        entry.extend_from_slice(MAGIC);
-    }
-    entry.extend_from_slice(&offset.to_le_bytes());
-    entry.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-    r.write_all(&entry)
-        .map_err(|e| io("recording a range of", e))
+    f.write_all_at(bytes, at).map_err(|e| io("writing", e))?;
+    f.write_all_at(&held.header(), 0)
+        .map_err(|e| io("writing the header of", e))
 }
 
-/// Reads `len` bytes at `offset` of `id`'s data file.
+/// Reads `len` bytes at `offset` of `id`.
 pub fn read(dir: &Path, id: &ChunkId, offset: u64, len: usize) -> Result<Vec<u8>> {
-    let data = paths(dir, id).0;
-    let f =
-        fs::File::open(&data).map_err(|e| Error::io(format!("opening {}", data.display()), e))?;
+    let p = path(dir, id);
+    let io = |e: std::io::Error| Error::io(format!("reading {}", p.display()), e);
+    let f = fs::File::open(&p).map_err(io)?;
     let mut buf = vec![0u8; len];
-    f.read_exact_at(&mut buf, offset)
-        .map_err(|e| Error::io(format!("reading {}", data.display()), e))?;
+    f.read_exact_at(&mut buf, HEADER.saturating_add(offset))
+        .map_err(io)?;
     Ok(buf)
 }
 
-/// Removes both files of `id` (absent is fine).
+/// Removes `id`'s file (absent is fine).
 pub fn remove(dir: &Path, id: &ChunkId) {
-    let (data, ranges) = paths(dir, id);
-    // The ranges file first: without it the data file is ignored.
-    let _ = fs::remove_file(ranges);
-    let _ = fs::remove_file(data);
-}
-
-/// Removes data files whose ranges file is gone (a removal cut short).
-pub fn remove_orphans(dir: &Path) {
-    let Ok(rd) = fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(DATA_SUFFIX)) else {
-            continue;
-        };
-        if !dir.join(format!("{hex}{RANGES_SUFFIX}")).exists() {
-            let _ = fs::remove_file(e.path());
-        }
-    }
+    let _ = fs::remove_file(path(dir, id));
 }
 
 #[cfg(test)]
@@ -184,30 +197,41 @@ mod tests {
         assert_eq!(r, Ranges(vec![(50, 400)]));
         assert_eq!(r.bytes(), 350);
         r.insert(500, 500);
-        assert_eq!(r.bytes(), 350);
+        assert_eq!((r.bytes(), r.len()), (350, 1));
     }
 
     #[test]
-    fn written_ranges_read_back_and_survive_a_torn_tail() {
+    fn written_ranges_read_back_and_a_bad_header_holds_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let id = ChunkId::of(b"x");
-        write(dir.path(), &id, 4096, &[7u8; 100]).unwrap();
-        write(dir.path(), &id, 0, &[9u8; 10]).unwrap();
+        let mut held = Ranges::default();
+        held.insert(4096, 4196);
+        write(dir.path(), &id, 4096, &[7u8; 100], &held).unwrap();
+        held.insert(0, 10);
+        write(dir.path(), &id, 0, &[9u8; 10], &held).unwrap();
         assert_eq!(read(dir.path(), &id, 4100, 4).unwrap(), vec![7u8; 4]);
         assert_eq!(read(dir.path(), &id, 0, 10).unwrap(), vec![9u8; 10]);
-        let r = load(dir.path(), &id).unwrap();
-        assert!(r.covers(4096, 4196) && r.covers(0, 10) && !r.covers(0, 11));
-        // Half an entry more: ignored.
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(ranges_path(dir.path(), &id))
-            .unwrap();
-        f.write_all(&[1, 2, 3]).unwrap();
-        assert_eq!(load(dir.path(), &id).unwrap(), r);
+        assert_eq!(load(dir.path(), &id).unwrap(), held);
         assert_eq!(list(dir.path()), vec![id]);
-        // A data file alone is an orphan.
-        let _ = fs::remove_file(ranges_path(dir.path(), &id));
-        remove_orphans(dir.path());
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        // A flipped header byte: nothing held.
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path(dir.path(), &id))
+            .unwrap();
+        f.write_all_at(&[0xff], 20).unwrap();
+        assert_eq!(load(dir.path(), &id), None);
+        remove(dir.path(), &id);
+        assert!(list(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn too_many_ranges_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = ChunkId::of(b"y");
+        let mut held = Ranges::default();
+        for i in 0..=MAX_RANGES as u64 {
+            held.insert(i * 10, i * 10 + 1);
+        }
+        assert!(write(dir.path(), &id, 0, &[1], &held).is_err());
     }
 }

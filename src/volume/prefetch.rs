@@ -21,13 +21,17 @@ use crate::store::ChunkStore;
 /// one lookup and lets one long range be fetched by several workers.
 const STEP: u64 = 4 << 20;
 /// Downloads at once. A trace is replayed while the client reads, so the whole set
-/// should arrive within a few round trips; the remote client bounds connections.
-const PARALLEL: usize = 32;
+/// should arrive within a few round trips: a boot trace is mostly small scattered
+/// reads, whose fetches are bound by round trips, not bandwidth.
+const PARALLEL: usize = 128;
+/// Bytes of downloads in flight at once (each is held in memory until kept), so that
+/// `PARALLEL` whole chunks of up to 4 MiB never take 512 MiB.
+const IN_FLIGHT_BYTES: u64 = 32 << 20;
 /// What one more request costs, in bytes of transfer: at 20 ms a round trip and some
-/// 350 MB/s shared by `PARALLEL` downloads, a request costs about what 256 KiB more
+/// 400 MB/s shared by `PARALLEL` downloads, a request costs about what 64 KiB more
 /// data does. Ranges of a chunk closer than this are fetched as one, and a chunk whose
 /// ranges would cost more than the whole chunk is fetched whole.
-const REQUEST_COST: u64 = 256 << 10;
+const REQUEST_COST: u64 = 64 << 10;
 
 /// What a prefetch did.
 #[derive(Debug, Default, Serialize)]
@@ -115,12 +119,16 @@ impl Volume {
         let store = &engine.ctx().store;
         let total = ranges.len() as u64;
         let job_count = jobs.len() as u64;
+        let budget = Budget::new(IN_FLIGHT_BYTES);
         run_parallel(
             &jobs,
             &|done| progress(done * total / job_count.max(1)),
-            |job| match *job {
-                Job::Whole(id, _) => store.get(&id).map(|_| ()),
-                Job::Range(id, off, end) => store.warm_range(&id, off, (end - off) as usize),
+            |job| {
+                let _held = budget.take(job.len())?;
+                match *job {
+                    Job::Whole(id, _) => store.get(&id).map(|_| ()),
+                    Job::Range(id, off, end) => store.warm_range(&id, off, (end - off) as usize),
+                }
             },
         )?;
         progress(total);
@@ -140,7 +148,9 @@ impl Volume {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Prefetched> {
         let done_ranges = AtomicU64::new(0);
+        let budget = Budget::new(IN_FLIGHT_BYTES);
         run_parallel(work, &|_| {}, |&(off, len, last)| {
+            let _held = budget.take(len)?;
             let mut buf = vec![0u8; len as usize];
             self.read_at(off, &mut buf)?;
             if last {
@@ -257,6 +267,53 @@ fn chunk_jobs(id: ChunkId, size: u64, mut ranges: Vec<(u64, u64)>) -> Vec<Job> {
     }
 }
 
+/// A bound on bytes in flight, shared by the workers.
+struct Budget {
+    total: u64,
+    left: Mutex<u64>,
+    freed: std::sync::Condvar,
+}
+
+/// Bytes taken from a [`Budget`], given back when dropped.
+struct Held<'a> {
+    budget: &'a Budget,
+    bytes: u64,
+}
+
+impl Budget {
+    fn new(total: u64) -> Self {
+        Self {
+            total,
+            left: Mutex::new(total),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits until `bytes` (at most the whole budget) are free, and takes them.
+    fn take(&self, bytes: u64) -> Result<Held<'_>> {
+        let bytes = bytes.min(self.total);
+        let poisoned = || Error::internal("prefetch budget lock poisoned");
+        let mut left = self.left.lock().map_err(|_| poisoned())?;
+        while *left < bytes {
+            left = self.freed.wait(left).map_err(|_| poisoned())?;
+        }
+        *left -= bytes;
+        Ok(Held {
+            budget: self,
+            bytes,
+        })
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut left) = self.budget.left.lock() {
+            *left += self.bytes;
+        }
+        self.budget.freed.notify_all();
+    }
+}
+
 /// Runs `f` on every item with `PARALLEL` threads, in order; stops at the first error
 /// (returned). `done` gets the count of items finished.
 fn run_parallel<T: Sync>(
@@ -321,7 +378,27 @@ pub(super) fn warm_index(store: &dyn ChunkStore, runs: &[crate::format::root::Ru
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn the_budget_bounds_bytes_in_flight() {
+        let b = Budget::new(100);
+        let a = b.take(60).unwrap();
+        let got = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            // More than the whole budget is clamped to it, so waits for `a` only.
+            s.spawn(|| {
+                let _c = b.take(1000).unwrap();
+                got.store(1, Ordering::SeqCst);
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert_eq!(got.load(Ordering::SeqCst), 0, "taken past the budget");
+            drop(a);
+        });
+        assert_eq!(got.load(Ordering::SeqCst), 1);
+        assert_eq!(*b.left.lock().unwrap(), 100);
+    }
 
     #[test]
     fn near_ranges_merge_and_dense_chunks_come_whole() {
@@ -337,13 +414,13 @@ mod tests {
         );
         // Closer than a request costs: one range over both.
         assert_eq!(
-            chunk_jobs(id, 4 * mib, vec![(0, 8192), (100_000, 108_192)]),
-            vec![Job::Range(id, 0, 108_192)]
+            chunk_jobs(id, 4 * mib, vec![(0, 8192), (50_000, 58_192)]),
+            vec![Job::Range(id, 0, 58_192)]
         );
         // Most of a small chunk: the whole chunk.
         assert_eq!(
-            chunk_jobs(id, 600_000, vec![(0, 100_000), (350_000, 600_000)]),
-            vec![Job::Whole(id, 600_000)]
+            chunk_jobs(id, 300_000, vec![(0, 100_000), (150_000, 300_000)]),
+            vec![Job::Whole(id, 300_000)]
         );
     }
 }

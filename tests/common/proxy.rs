@@ -1,5 +1,6 @@
 //! A small HTTP proxy for tests, run on a thread of the test: it forwards each request
-//! to an upstream server on 127.0.0.1, one request per connection, and can add latency,
+//! to an upstream server on 127.0.0.1 (a new upstream connection each; the client's is
+//! kept alive between requests), and can add latency,
 //! answer 503 instead, or flip a byte of the body, at chosen rates (from a seed). It
 //! counts requests and body bytes, so a test can assert on what crossed the network.
 //! It can also add the object headers an emulator leaves out
@@ -63,8 +64,7 @@ impl Proxy {
                             let (counts, faults, rng) =
                                 (counts.clone(), faults.clone(), rng.clone());
                             std::thread::spawn(move || {
-                                let f = *faults.lock().unwrap();
-                                let _ = serve(c, upstream, f, &counts, &rng);
+                                let _ = serve(c, upstream, &faults, &counts, &rng);
                             });
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -101,15 +101,17 @@ fn roll(rng: &Mutex<u64>) -> u32 {
 }
 
 /// Reads one HTTP message head (up to the blank line) and then `Content-Length` bytes
-/// (none when `no_body`: the answer to a HEAD).
+/// (none when `no_body`: the answer to a HEAD). Buffered: a connection carries one
+/// message each way, so nothing read ahead is lost.
 fn read_message(s: &mut TcpStream, no_body: bool) -> std::io::Result<(String, Vec<u8>)> {
+    let mut r = std::io::BufReader::with_capacity(16 << 10, &*s);
     let mut head = Vec::new();
-    let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        if s.read(&mut byte)? == 0 {
+        let before = head.len();
+        std::io::BufRead::read_until(&mut r, b'\n', &mut head)?;
+        if head.len() == before {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head).into_owned();
     let len = if no_body { Some(0) } else { None };
@@ -123,12 +125,12 @@ fn read_message(s: &mut TcpStream, no_body: bool) -> std::io::Result<(String, Ve
         })
         .unwrap_or(0);
     let mut body = vec![0u8; len];
-    s.read_exact(&mut body)?;
+    r.read_exact(&mut body)?;
     Ok((head, body))
 }
 
-/// Rewrites the head to close the connection after this message.
-fn closing(head: &str) -> String {
+/// Rewrites the head's `Connection` header: close after this message, or keep alive.
+fn with_connection(head: &str, close: bool) -> String {
     let mut out = String::new();
     for l in head.split("\r\n").filter(|l| !l.is_empty()) {
         if !l.to_ascii_lowercase().starts_with("connection:") {
@@ -136,50 +138,75 @@ fn closing(head: &str) -> String {
             out.push_str("\r\n");
         }
     }
-    out.push_str("Connection: close\r\n\r\n");
+    out.push_str(if close {
+        "Connection: close\r\n\r\n"
+    } else {
+        "Connection: keep-alive\r\n\r\n"
+    });
     out
 }
 
+/// Answers the requests of one client connection, each forwarded on a new upstream
+/// connection. The client's connection is kept open between requests (as web servers
+/// and object stores do) when the answer's length is known and it did not ask to close.
 fn serve(
     mut c: TcpStream,
     upstream: u16,
-    f: Faults,
+    faults: &Mutex<Faults>,
     counts: &Counts,
     rng: &Mutex<u64>,
 ) -> std::io::Result<()> {
-    let (head, body) = read_message(&mut c, false)?;
-    let is_head = head.starts_with("HEAD ");
-    counts.requests.fetch_add(1, Ordering::Relaxed);
-    std::thread::sleep(f.latency);
-    if roll(rng) < f.unavailable_permille {
-        counts.injected.fetch_add(1, Ordering::Relaxed);
-        return c.write_all(
-            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        );
+    // Head and body go out in separate writes: without this, Nagle's algorithm holds
+    // the body back for the client's delayed ACK on a kept-alive connection.
+    c.set_nodelay(true)?;
+    loop {
+        let Ok((head, body)) = read_message(&mut c, false) else {
+            return Ok(()); // the client closed
+        };
+        let f = *faults.lock().unwrap();
+        let is_head = head.starts_with("HEAD ");
+        counts.requests.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(f.latency);
+        if roll(rng) < f.unavailable_permille {
+            counts.injected.fetch_add(1, Ordering::Relaxed);
+            return c.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+        let mut u = TcpStream::connect(("127.0.0.1", upstream))?;
+        u.write_all(with_connection(&head, true).as_bytes())?;
+        u.write_all(&body)?;
+        let (rhead, mut rbody) = read_message(&mut u, is_head)?;
+        counts
+            .body_bytes
+            .fetch_add(rbody.len() as u64, Ordering::Relaxed);
+        let ok = rhead
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|code| code.starts_with('2'));
+        if ok && !rbody.is_empty() && roll(rng) < f.corrupt_permille {
+            counts.injected.fetch_add(1, Ordering::Relaxed);
+            let mid = rbody.len() / 2;
+            rbody[mid] ^= 0x01;
+        }
+        let rhead = if ok && f.add_object_headers {
+            with_object_headers(&rhead, &head)
+        } else {
+            rhead
+        };
+        let asked_close = head.lines().any(|l| {
+            l.split_once(':').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("connection")
+                    && v.trim().eq_ignore_ascii_case("close")
+            })
+        });
+        let keep = !asked_close && (is_head || has_header(&rhead, "content-length"));
+        c.write_all(with_connection(&rhead, !keep).as_bytes())?;
+        c.write_all(&rbody)?;
+        if !keep {
+            return Ok(());
+        }
     }
-    let mut u = TcpStream::connect(("127.0.0.1", upstream))?;
-    u.write_all(closing(&head).as_bytes())?;
-    u.write_all(&body)?;
-    let (rhead, mut rbody) = read_message(&mut u, is_head)?;
-    counts
-        .body_bytes
-        .fetch_add(rbody.len() as u64, Ordering::Relaxed);
-    let ok = rhead
-        .split_whitespace()
-        .nth(1)
-        .is_some_and(|code| code.starts_with('2'));
-    if ok && !rbody.is_empty() && roll(rng) < f.corrupt_permille {
-        counts.injected.fetch_add(1, Ordering::Relaxed);
-        let mid = rbody.len() / 2;
-        rbody[mid] ^= 0x01;
-    }
-    let rhead = if ok && f.add_object_headers {
-        with_object_headers(&rhead, &head)
-    } else {
-        rhead
-    };
-    c.write_all(closing(&rhead).as_bytes())?;
-    c.write_all(&rbody)
 }
 
 fn has_header(head: &str, name: &str) -> bool {
