@@ -563,6 +563,55 @@ fn scattered_reads_fetch_and_keep_only_their_ranges() {
     );
 }
 
+/// NBD CACHE on a disk served from a fallback brings the stored bytes of the range into
+/// the cache (as a trace prefetch does): with the web server gone, the range reads back.
+#[test]
+fn nbd_cache_fetches_a_range_into_the_cache() {
+    if !have("nbdsh") {
+        return;
+    }
+    let Some(mut site) = Site::start() else {
+        return;
+    };
+    let (dir, web, port) = (site.path().to_path_buf(), site.web.clone(), site.port);
+    let (text, image) = published(&dir, &web, 16 << 20);
+    let proxy = common::proxy::Proxy::start(port, Default::default(), 4);
+    let b_swap = swap_with(
+        &dir,
+        "b",
+        &text,
+        &format!(
+            "fallback=http://127.0.0.1:{}/pub\ncache=cache\n",
+            proxy.port
+        ),
+    );
+    let server = Server::start(&dir, &b_swap, &[]);
+    let before = proxy.requests();
+    tool_ok(
+        "nbdsh",
+        &["-u", &server.uri(), "-c", "h.cache(8 << 20, 1 << 20)"],
+    );
+    assert!(proxy.requests() > before, "CACHE fetched nothing");
+    server.stop();
+    drop(proxy);
+    site.stop();
+    let v = mindcastle::volume::Volume::open(
+        &b_swap,
+        &mindcastle::OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut got = vec![0u8; 8 << 20];
+    v.read_at(1 << 20, &mut got).unwrap();
+    assert!(got[..] == image[1 << 20..9 << 20]);
+    // Far outside the range (further than a chunk spans): not fetched, so with every
+    // source gone it cannot be read.
+    let mut past = vec![0u8; 4096];
+    assert!(v.read_at((17 << 20) - 8192, &mut past).is_err());
+}
+
 #[test]
 fn an_interrupted_push_resumes_and_never_publishes_a_root_early() {
     let Some(site) = Site::start() else {

@@ -267,9 +267,15 @@ fn execute(vol: &Volume, r: &p::Request, payload: Vec<u8>, neg: &Negotiated) -> 
         cmd::FLUSH => vol.flush(),
         cmd::TRIM | cmd::WRITE_ZEROES => vol.write_zeroes(r.offset, len),
         cmd::CACHE => {
-            // Reading warms every layer below (node cache, page cache, and remote caches).
-            let mut buf = vec![0u8; r.length.min(MAX_PAYLOAD) as usize];
-            vol.read_at(r.offset, &mut buf)
+            if vol.local_only() {
+                // Reading warms the node cache and the page cache.
+                let mut buf = vec![0u8; r.length.min(MAX_PAYLOAD) as usize];
+                vol.read_at(r.offset, &mut buf)
+            } else {
+                // From fallbacks: the stored bytes of the whole range come into the cache
+                // as a trace prefetch fetches them (in parallel, nothing decoded).
+                vol.prefetch(&[(r.offset, len)], &|_| {}).map(|_| ())
+            }
         }
         cmd::BLOCK_STATUS => {
             return match vol.block_status(r.offset, len) {
