@@ -372,6 +372,29 @@ fn swap_with(dir: &Path, name: &str, text: &str, extra: &str) -> PathBuf {
     p
 }
 
+/// Opens a disk read-only in this process.
+fn open_read_only(swap: &Path) -> mindcastle::volume::Volume {
+    mindcastle::volume::Volume::open(
+        swap,
+        &mindcastle::OpenOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Host B's `.swap`: host A's disk read through a proxy on `proxy_port` into a cache
+/// folder of 64 MiB.
+fn cached_reader(dir: &Path, text: &str, proxy_port: u16) -> PathBuf {
+    swap_with(
+        dir,
+        "b",
+        text,
+        &format!("fallback=http://127.0.0.1:{proxy_port}/pub\ncache=cache\ncachesize=64M\n"),
+    )
+}
+
 /// Publishes host A's disk into nginx's web root (plain copy of its chunks); returns
 /// the `.swap` text and the image.
 fn published(dir: &Path, web: &Path, len: usize) -> (String, Vec<u8>) {
@@ -447,15 +470,7 @@ fn a_warm_cache_makes_no_request_after_a_restart() {
     let (dir, web, port) = (site.path().to_path_buf(), site.web.clone(), site.port);
     let (text, image) = published(&dir, &web, 12 << 20);
     let proxy = common::proxy::Proxy::start(port, Default::default(), 1);
-    let b_swap = swap_with(
-        &dir,
-        "b",
-        &text,
-        &format!(
-            "fallback=http://127.0.0.1:{}/pub\ncache=cache\ncachesize=64M\n",
-            proxy.port
-        ),
-    );
+    let b_swap = cached_reader(&dir, &text, proxy.port);
     let before = json(&run_ok(common::bin().args(["info", "--json", s(&b_swap)])));
     // `info` itself reads the root and index (so those are cached now, whole or the
     // nodes it read); the data chunks are still only behind the fallback.
@@ -506,15 +521,7 @@ fn scattered_reads_fetch_and_keep_only_their_ranges() {
     let (dir, web, port) = (site.path().to_path_buf(), site.web.clone(), site.port);
     let (text, image) = published(&dir, &web, 60 << 20);
     let proxy = common::proxy::Proxy::start(port, Default::default(), 2);
-    let b_swap = swap_with(
-        &dir,
-        "b",
-        &text,
-        &format!(
-            "fallback=http://127.0.0.1:{}/pub\ncache=cache\ncachesize=64M\n",
-            proxy.port
-        ),
-    );
+    let b_swap = cached_reader(&dir, &text, proxy.port);
     let body = || {
         proxy
             .counts
@@ -528,14 +535,7 @@ fn scattered_reads_fetch_and_keep_only_their_ranges() {
         .map(|i| (1 << 20) + (i * 3 % 8) * (8 << 20) + 8192)
         .collect();
     let read_all = || {
-        let v = mindcastle::volume::Volume::open(
-            &b_swap,
-            &mindcastle::OpenOptions {
-                read_only: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let v = open_read_only(&b_swap);
         let opened = (proxy.requests(), body());
         for &off in &offsets {
             let mut got = vec![0u8; 4096];
@@ -576,15 +576,7 @@ fn nbd_cache_fetches_a_range_into_the_cache() {
     let (dir, web, port) = (site.path().to_path_buf(), site.web.clone(), site.port);
     let (text, image) = published(&dir, &web, 16 << 20);
     let proxy = common::proxy::Proxy::start(port, Default::default(), 4);
-    let b_swap = swap_with(
-        &dir,
-        "b",
-        &text,
-        &format!(
-            "fallback=http://127.0.0.1:{}/pub\ncache=cache\n",
-            proxy.port
-        ),
-    );
+    let b_swap = cached_reader(&dir, &text, proxy.port);
     let server = Server::start(&dir, &b_swap, &[]);
     let before = proxy.requests();
     tool_ok(
@@ -595,14 +587,7 @@ fn nbd_cache_fetches_a_range_into_the_cache() {
     server.stop();
     drop(proxy);
     site.stop();
-    let v = mindcastle::volume::Volume::open(
-        &b_swap,
-        &mindcastle::OpenOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let v = open_read_only(&b_swap);
     let mut got = vec![0u8; 8 << 20];
     v.read_at(1 << 20, &mut got).unwrap();
     assert!(got[..] == image[1 << 20..9 << 20]);
@@ -708,15 +693,7 @@ fn prefetch_warms_the_cache_in_trace_order() {
     // A malformed trace names its line.
     let bad = dir.join("bad.trace");
     std::fs::write(&bad, "0 4096 1\nnonsense\n").unwrap();
-    let b_swap = swap_with(
-        &dir,
-        "b",
-        &text,
-        &format!(
-            "fallback=http://127.0.0.1:{}/pub\ncache=cache\n",
-            proxy.port
-        ),
-    );
+    let b_swap = cached_reader(&dir, &text, proxy.port);
     let o = common::run(&["prefetch", "--trace", s(&bad), s(&b_swap)]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("bad.trace:2"));
@@ -733,14 +710,7 @@ fn prefetch_warms_the_cache_in_trace_order() {
     // With the server gone, the traced ranges read from the cache.
     drop(proxy);
     site.stop();
-    let v = mindcastle::volume::Volume::open(
-        &b_swap,
-        &mindcastle::OpenOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let v = open_read_only(&b_swap);
     let mut got = vec![0u8; half as usize];
     v.read_at(0, &mut got).unwrap();
     assert!(got[..] == image[..half as usize]);
@@ -801,12 +771,18 @@ fn push_to_azurite_then_export_elsewhere() {
                 ),
         )
     };
-    let (a_swap, image) = host_a(&dir.path().join("a"), 6 << 20);
-    let b_dir = dir.path().join("b");
+    push_twice_then_export(dir.path(), "az://bucket/disks/z1", &az_env);
+}
+
+/// Host A pushes a 6 MiB disk to `url` twice (the second copies nothing); host B, with
+/// only the `.swap` that `--swap-out` wrote, exports it byte-identical. `env` runs a
+/// command with the service's credentials. Returns the chunks the first push copied.
+fn push_twice_then_export(dir: &Path, url: &str, env: &dyn Fn(&mut Command) -> String) -> u64 {
+    let (a_swap, image) = host_a(&dir.join("a"), 6 << 20);
+    let b_dir = dir.join("b");
     std::fs::create_dir_all(&b_dir).unwrap();
     let b_swap = b_dir.join("b.swap");
-    let url = "az://bucket/disks/z1";
-    let first = json(&az_env(common::bin().args([
+    let first = json(&env(common::bin().args([
         "push",
         "--json",
         "--swap-out",
@@ -814,8 +790,9 @@ fn push_to_azurite_then_export_elsewhere() {
         s(&a_swap),
         url,
     ])));
-    assert!(first["copied"].as_u64().unwrap() > 2, "{first}");
-    let again = json(&az_env(common::bin().args([
+    let copied = first["copied"].as_u64().unwrap();
+    assert!(copied > 2, "{first}");
+    let again = json(&env(common::bin().args([
         "push",
         "--json",
         s(&a_swap),
@@ -823,8 +800,9 @@ fn push_to_azurite_then_export_elsewhere() {
     ])));
     assert_eq!(again["copied"], 0, "{again}");
     let out = b_dir.join("b.img");
-    az_env(common::bin().args(["export", s(&b_swap), s(&out)]));
+    env(common::bin().args(["export", s(&b_swap), s(&out)]));
     assert!(std::fs::read(&out).unwrap()[..image.len()] == image[..]);
+    copied
 }
 
 /// GCS through gcp-storage-emulator (object_store's XML API). The emulator leaves out
@@ -866,32 +844,9 @@ fn push_to_gcs_emulator_then_export_elsewhere() {
             .env("GOOGLE_BEARER_TOKEN", "emulator"),
         )
     };
-    let (a_swap, image) = host_a(&dir.path().join("a"), 6 << 20);
-    let b_dir = dir.path().join("b");
-    std::fs::create_dir_all(&b_dir).unwrap();
-    let b_swap = b_dir.join("b.swap");
-    let url = "gs://bucket/disks/g1";
-    let first = json(&gcs_env(common::bin().args([
-        "push",
-        "--json",
-        "--swap-out",
-        s(&b_swap),
-        s(&a_swap),
-        url,
-    ])));
-    assert!(first["copied"].as_u64().unwrap() > 2, "{first}");
-    let again = json(&gcs_env(common::bin().args([
-        "push",
-        "--json",
-        s(&a_swap),
-        url,
-    ])));
-    assert_eq!(again["copied"], 0, "{again}");
-    let out = b_dir.join("b.img");
-    gcs_env(common::bin().args(["export", s(&b_swap), s(&out)]));
-    assert!(std::fs::read(&out).unwrap()[..image.len()] == image[..]);
+    let copied = push_twice_then_export(dir.path(), "gs://bucket/disks/g1", &gcs_env);
     // B's reads went to the emulator, through the proxy.
-    assert!(proxy.requests() > first["copied"].as_u64().unwrap());
+    assert!(proxy.requests() > copied);
 }
 
 /// A disk the original C Mindcastle wrote, published on a web server as its users

@@ -577,19 +577,11 @@ mod tests {
 
     #[test]
     fn concurrent_readers_of_one_chunk_share_one_download() {
-        use crate::store::fault::{FaultPlan, FaultStore};
         let dir = tempfile::tempdir().unwrap();
         let mem = Arc::new(MemoryStore::default());
         let id = mem.put(&[7u8; 100_000]).unwrap();
         // A slow store behind, so the readers overlap.
-        let slow = Arc::new(FaultStore::new(
-            mem,
-            FaultPlan {
-                delay: Some(std::time::Duration::from_millis(200)),
-                ..FaultPlan::default()
-            },
-        ));
-        let counting = Arc::new(crate::store::recording::RecordingStore::new(slow));
+        let counting = slow_counting(mem);
         let c = CacheStore::open(dir.path(), 1 << 20, counting.clone()).unwrap();
         let gets = std::sync::atomic::AtomicU32::new(0);
         std::thread::scope(|s| {
@@ -634,15 +626,36 @@ mod tests {
         })
     }
 
+    /// `mem` answering after 200 ms, behind a counting store.
+    fn slow_counting(mem: Arc<MemoryStore>) -> Arc<crate::store::recording::RecordingStore> {
+        use crate::store::fault::{FaultPlan, FaultStore};
+        let slow = Arc::new(FaultStore::new(
+            mem,
+            FaultPlan {
+                delay: Some(std::time::Duration::from_millis(200)),
+                ..FaultPlan::default()
+            },
+        ));
+        Arc::new(crate::store::recording::RecordingStore::new(slow))
+    }
+
+    /// Two 1 MiB chunks behind a counting store.
+    fn two_chunks() -> (
+        Arc<crate::store::recording::RecordingStore>,
+        [(ChunkId, Vec<u8>); 2],
+    ) {
+        let mem = Arc::new(MemoryStore::default());
+        let data = pattern(1 << 20);
+        let other: Vec<u8> = data.iter().map(|b| b ^ 1).collect();
+        let (id, id2) = (mem.put(&data).unwrap(), mem.put(&other).unwrap());
+        let counting = Arc::new(crate::store::recording::RecordingStore::new(mem));
+        (counting, [(id, data), (id2, other)])
+    }
+
     #[test]
     fn small_reads_fetch_and_keep_only_their_range() {
         let dir = tempfile::tempdir().unwrap();
-        let mem = Arc::new(MemoryStore::default());
-        let data = pattern(1 << 20);
-        let id = mem.put(&data).unwrap();
-        let other: Vec<u8> = data.iter().map(|b| b ^ 1).collect();
-        let id2 = mem.put(&other).unwrap();
-        let counting = Arc::new(crate::store::recording::RecordingStore::new(mem));
+        let (counting, [(id, data), (id2, other)]) = two_chunks();
         let c = CacheStore::open(dir.path(), 8 << 20, counting.clone()).unwrap();
         read(&c, &id, &data, 4096, 8192).unwrap();
         assert_eq!(counting.ranges(), (1, 8192));
@@ -679,12 +692,7 @@ mod tests {
     #[test]
     fn a_bad_cached_range_is_fetched_again_and_large_reads_take_the_chunk() {
         let dir = tempfile::tempdir().unwrap();
-        let mem = Arc::new(MemoryStore::default());
-        let data = pattern(1 << 20);
-        let id = mem.put(&data).unwrap();
-        let other: Vec<u8> = data.iter().map(|b| b ^ 1).collect();
-        let id2 = mem.put(&other).unwrap();
-        let counting = Arc::new(crate::store::recording::RecordingStore::new(mem));
+        let (counting, [(id, data), (id2, other)]) = two_chunks();
         let c = CacheStore::open(dir.path(), 8 << 20, counting.clone()).unwrap();
         read(&c, &id, &data, 0, 4096).unwrap();
         // Flip the held bytes: the reader refuses them, the range is fetched again.
@@ -730,19 +738,11 @@ mod tests {
 
     #[test]
     fn concurrent_readers_of_one_range_share_one_download() {
-        use crate::store::fault::{FaultPlan, FaultStore};
         let dir = tempfile::tempdir().unwrap();
         let mem = Arc::new(MemoryStore::default());
         let data = pattern(1 << 20);
         let id = mem.put(&data).unwrap();
-        let slow = Arc::new(FaultStore::new(
-            mem,
-            FaultPlan {
-                delay: Some(std::time::Duration::from_millis(200)),
-                ..FaultPlan::default()
-            },
-        ));
-        let counting = Arc::new(crate::store::recording::RecordingStore::new(slow));
+        let counting = slow_counting(mem);
         let c = CacheStore::open(dir.path(), 8 << 20, counting.clone()).unwrap();
         std::thread::scope(|s| {
             for _ in 0..6 {
