@@ -64,9 +64,13 @@ pub struct CacheStore {
     /// Range downloads under way, per chunk: `(start, end, flight)`; a reader of a range
     /// inside one waits for it.
     range_flights: Mutex<RangeFlights>,
-    /// Serializes writes of partial chunks (their ranges files are appended to).
-    partial_writes: Mutex<()>,
+    /// Serializes writes to one partial chunk (each rewrites its header); striped by
+    /// chunk id, so writes to different chunks rarely wait for each other.
+    partial_writes: [Mutex<()>; WRITE_STRIPES],
 }
+
+/// Locks for writes of partial chunks.
+const WRITE_STRIPES: usize = 64;
 
 /// A finished download: the bytes, or the error's kind and text (errors do not clone).
 type Answer = std::result::Result<Arc<Vec<u8>>, (ErrorKind, String)>;
@@ -149,7 +153,7 @@ impl CacheStore {
             index: Mutex::new(index),
             inflight: Mutex::new(HashMap::new()),
             range_flights: Mutex::new(HashMap::new()),
-            partial_writes: Mutex::new(()),
+            partial_writes: std::array::from_fn(|_| Mutex::new(())),
         };
         cache.evict()?;
         Ok(cache)
@@ -396,8 +400,8 @@ impl CacheStore {
         if len > self.max_bytes {
             return Ok(());
         }
-        let writing = self
-            .partial_writes
+        let stripe = usize::from(id.0[0]) % WRITE_STRIPES;
+        let writing = self.partial_writes[stripe]
             .lock()
             .map_err(|_| Error::internal("cache write lock poisoned"))?;
         if self.holds_whole(id)? {

@@ -114,8 +114,16 @@ impl Volume {
             // An original-format disk: reading the ranges fetches them.
             return self.prefetch_by_reading(&work, ranges.len(), progress);
         };
+        let started = std::time::Instant::now();
         let (jobs, chunks) = plan(engine, &work)?;
         let stored_bytes = jobs.iter().map(Job::len).sum();
+        tracing::debug!(
+            jobs = jobs.len(),
+            chunks,
+            stored_bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "prefetch planned"
+        );
         let store = &engine.ctx().store;
         let total = ranges.len() as u64;
         let job_count = jobs.len() as u64;
@@ -132,6 +140,10 @@ impl Volume {
             },
         )?;
         progress(total);
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            "prefetch fetched"
+        );
         Ok(Prefetched {
             ranges: ranges.len(),
             bytes,
