@@ -77,6 +77,12 @@ impl PayloadBudget {
         }
     }
 
+    /// `len` more bytes if they fit now.
+    pub fn try_acquire(&self, len: u32) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let want = len.div_ceil(1024).clamp(1, self.units);
+        self.sem.clone().try_acquire_many_owned(want).ok()
+    }
+
     /// Waits until `len` more bytes fit; the share is returned when the permit drops.
     /// None when the budget is closed (never, in practice).
     pub async fn acquire(&self, len: u32) -> Option<tokio::sync::OwnedSemaphorePermit> {

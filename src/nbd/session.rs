@@ -1,7 +1,9 @@
 //! The transmission phase of one connection: a reader that validates each request and
 //! hands it to a task (at most `MAX_IN_FLIGHT` at once) or, for a small whole-block
 //! write, runs it itself; replies written whole under a lock, in whatever order they
-//! finish.
+//! finish. Requests are read through a buffer, and the replies the reader makes itself
+//! are held until it has no complete request left to take (or would wait for
+//! anything), then written in one go.
 
 use std::sync::Arc;
 
@@ -13,6 +15,9 @@ use super::{Negotiated, PayloadBudget, BASE_ALLOCATION_ID, MAX_IN_FLIGHT, MAX_PA
 use crate::error::Error;
 use crate::trace::ReadTrace;
 use crate::volume::Volume;
+
+/// Bytes of requests read from the client at once.
+const READ_BUFFER: usize = 256 << 10;
 
 /// Most block-status descriptors in one reply.
 const MAX_DESCRIPTORS: usize = 1024;
@@ -109,13 +114,21 @@ pub async fn run<S>(
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut rd, wr) = tokio::io::split(stream);
+    let (rd, wr) = tokio::io::split(stream);
+    // Buffered: a client with many requests in flight sends them in one go, and they
+    // are taken in one read instead of two (header, payload) each.
+    let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER, rd);
     let wr: Writer<S> = Arc::new(Mutex::new(wr));
+    let mut pending = Pending { out: Vec::new() };
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let neg = Arc::new(neg);
     let read_only = !vol.writable();
     let size = vol.size();
     loop {
+        // Replies held go out before this task could wait on the client.
+        if rd.buffer().len() < p::REQUEST_LEN {
+            pending.flush(&wr).await?;
+        }
         let mut h = [0u8; p::REQUEST_LEN];
         match rd.read_exact(&mut h).await {
             Ok(_) => {}
@@ -139,9 +152,16 @@ where
             _ => 0,
         };
         let share = if buffer > 0 {
-            match budget.acquire(buffer).await {
+            let ready = budget.try_acquire(buffer);
+            if ready.is_none() {
+                pending.flush(&wr).await?;
+            }
+            match ready {
                 Some(p) => Some(p),
-                None => break,
+                None => match budget.acquire(buffer).await {
+                    Some(p) => Some(p),
+                    None => break,
+                },
             }
         } else {
             None
@@ -150,6 +170,7 @@ where
         if req.kind == cmd::WRITE {
             if req.length > MAX_PAYLOAD {
                 tracing::info!(len = req.length, "write larger than the maximum; closing");
+                let _ = pending.flush(&wr).await;
                 let _ = send(
                     &wr,
                     &neg,
@@ -160,6 +181,9 @@ where
                 break;
             }
             payload = vec![0u8; req.length as usize];
+            if rd.buffer().len() < payload.len() {
+                pending.flush(&wr).await?;
+            }
             // The payload holds a share of the server's budget: a client that stops
             // sending mid-payload is cut off rather than starving the others.
             match tokio::time::timeout(super::payload_timeout(), rd.read_exact(&mut payload)).await
@@ -180,7 +204,9 @@ where
             }
         }
         if let Some((code, why)) = validate(&req, size, read_only, &neg) {
-            send(&wr, &neg, req.cookie, Outcome::Err(code, why.into())).await?;
+            pending
+                .add(&wr, &neg, req.cookie, Outcome::Err(code, why.into()))
+                .await?;
             continue;
         }
         if let (Some(t), cmd::READ) = (&trace, req.kind) {
@@ -199,9 +225,10 @@ where
             // network, goes to the pool, so this task never blocks for long.
             let outcome = execute(&vol, &req, payload, &neg);
             drop(share);
-            send(&wr, &neg, req.cookie, outcome).await?;
+            pending.add(&wr, &neg, req.cookie, outcome).await?;
             continue;
         }
+        pending.flush(&wr).await?;
         let permit = match slots.clone().acquire_owned().await {
             Ok(p) => p,
             Err(_) => break,
@@ -220,7 +247,8 @@ where
             drop(permit);
         });
     }
-    // Wait for requests in flight so their replies go out before we close.
+    // Replies held, and those of requests in flight, go out before we close.
+    let _ = pending.flush(&wr).await;
     let _ = slots.acquire_many(MAX_IN_FLIGHT as u32).await;
     if !read_only {
         let v = vol.clone();
@@ -320,6 +348,7 @@ fn execute(vol: &Volume, r: &p::Request, payload: Vec<u8>, neg: &Negotiated) -> 
     }
 }
 
+/// Writes the reply to `cookie` at once.
 async fn send<S: AsyncWrite>(
     wr: &Writer<S>,
     neg: &Negotiated,
@@ -327,6 +356,58 @@ async fn send<S: AsyncWrite>(
     o: Outcome,
 ) -> std::io::Result<()> {
     let mut out: Vec<u8> = Vec::new();
+    encode(&mut out, neg, cookie, o);
+    write_out(wr, &out).await
+}
+
+/// Writes `out` whole, under the writer's lock.
+async fn write_out<S: AsyncWrite>(wr: &Writer<S>, out: &[u8]) -> std::io::Result<()> {
+    let mut w = wr.lock().await;
+    w.write_all(out).await?;
+    w.flush().await
+}
+
+/// Replies the connection task made itself, written together: a client with many
+/// requests in flight gets one write (and one wake-up) for all that were answered in a
+/// row, instead of one each.
+struct Pending {
+    out: Vec<u8>,
+}
+
+impl Pending {
+    /// Replies held before they are written anyway (large read replies).
+    const LIMIT: usize = 256 << 10;
+
+    async fn flush<S: AsyncWrite>(&mut self, wr: &Writer<S>) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let r = write_out(wr, &self.out).await;
+        self.out.clear();
+        if self.out.capacity() > Self::LIMIT * 2 {
+            self.out = Vec::new();
+        }
+        r
+    }
+
+    /// Adds a reply; writes everything held once past `LIMIT`.
+    async fn add<S: AsyncWrite>(
+        &mut self,
+        wr: &Writer<S>,
+        neg: &Negotiated,
+        cookie: u64,
+        o: Outcome,
+    ) -> std::io::Result<()> {
+        encode(&mut self.out, neg, cookie, o);
+        if self.out.len() >= Self::LIMIT {
+            self.flush(wr).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Appends the encoded reply to `cookie` to `out`.
+fn encode(out: &mut Vec<u8>, neg: &Negotiated, cookie: u64, o: Outcome) {
     match (o, neg.structured) {
         (Outcome::Ok, false) => out.extend_from_slice(&p::encode_simple_reply(0, cookie)),
         (Outcome::Err(code, _), false) => {
@@ -446,9 +527,6 @@ async fn send<S: AsyncWrite>(
             }
         }
     }
-    let mut w = wr.lock().await;
-    w.write_all(&out).await?;
-    w.flush().await
 }
 
 #[cfg(test)]
