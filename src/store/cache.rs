@@ -759,4 +759,84 @@ mod tests {
             "the range was downloaded more than once"
         );
     }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Read(usize, usize, usize),
+        Warm(usize, usize, usize),
+        Get(usize),
+        Damage(usize, usize),
+        Reopen(bool),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0..3usize, 0..300_000usize, 1..300_000usize).prop_map(|(c, o, l)| Op::Read(c, o, l)),
+            2 => (0..3usize, 0..300_000usize, 1..100_000usize).prop_map(|(c, o, l)| Op::Warm(c, o, l)),
+            1 => (0..3usize).prop_map(Op::Get),
+            1 => (0..3usize, 0..300_000usize).prop_map(|(c, o)| Op::Damage(c, o)),
+            1 => any::<bool>().prop_map(Op::Reopen),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+        /// Whatever mix of reads, warmed ranges, whole gets, damaged cached bytes and
+        /// reopenings (at two sizes) happens, every answer is the chunk's true bytes and
+        /// the cache stays within its size.
+        #[test]
+        fn answers_are_always_the_true_bytes(ops in proptest::collection::vec(op(), 1..40)) {
+            use std::os::unix::fs::FileExt;
+            let dir = tempfile::tempdir().unwrap();
+            let mem = Arc::new(MemoryStore::default());
+            let chunks: Vec<(ChunkId, Vec<u8>)> = (0..3u8)
+                .map(|i| {
+                    let d: Vec<u8> = pattern(300_000).into_iter().map(|b| b ^ i).collect();
+                    (mem.put(&d).unwrap(), d)
+                })
+                .collect();
+            let sizes = [200_000u64, 4 << 20];
+            let mut max = sizes[1];
+            let mut c = CacheStore::open(dir.path(), max, mem.clone()).unwrap();
+            for op in ops {
+                match op {
+                    Op::Read(i, off, len) => {
+                        let (id, data) = &chunks[i];
+                        let len = len.min(data.len() - off);
+                        read(&c, id, data, off, len).unwrap();
+                    }
+                    Op::Warm(i, off, len) => {
+                        let (id, data) = &chunks[i];
+                        c.warm_range(id, off as u64, len.min(data.len() - off)).unwrap();
+                    }
+                    Op::Get(i) => {
+                        let (id, data) = &chunks[i];
+                        proptest::prop_assert_eq!(&c.get(id).unwrap(), data);
+                    }
+                    Op::Damage(i, off) => {
+                        // Flip a byte of whatever the cache holds of the chunk.
+                        let id = &chunks[i].0;
+                        for (path, at) in [
+                            (dir.path().join(id.file_name()), off as u64),
+                            (crate::store::partial::path(dir.path(), id), 4096 + off as u64),
+                        ] {
+                            if let Ok(f) = std::fs::File::options().read(true).write(true).open(&path) {
+                                let mut b = [0u8; 1];
+                                if f.read_exact_at(&mut b, at).is_ok() {
+                                    f.write_all_at(&[b[0] ^ 0xff], at).unwrap();
+                                }
+                            }
+                        }
+                    }
+                    Op::Reopen(small) => {
+                        drop(c);
+                        max = sizes[usize::from(!small)];
+                        c = CacheStore::open(dir.path(), max, mem.clone()).unwrap();
+                    }
+                }
+                proptest::prop_assert!(c.bytes() <= max, "{} bytes held, {max} allowed", c.bytes());
+            }
+        }
+    }
 }
