@@ -9,6 +9,7 @@ mod disk_files;
 pub mod fsck;
 pub mod history;
 mod io;
+mod parallel;
 pub mod prefetch;
 mod readahead;
 pub mod request;

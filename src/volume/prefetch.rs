@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -128,17 +128,16 @@ impl Volume {
         let total = ranges.len() as u64;
         let job_count = jobs.len() as u64;
         let budget = Budget::new(IN_FLIGHT_BYTES);
-        run_parallel(
-            &jobs,
-            &|done| progress(done * total / job_count.max(1)),
-            |job| {
-                let _held = budget.take(job.len())?;
-                match *job {
-                    Job::Whole(id, _) => store.get(&id).map(|_| ()),
-                    Job::Range(id, off, end) => store.warm_range(&id, off, (end - off) as usize),
-                }
-            },
-        )?;
+        let done = AtomicU64::new(0);
+        super::parallel::run(&jobs, PARALLEL, |job| {
+            let _held = budget.take(job.len())?;
+            match *job {
+                Job::Whole(id, _) => store.get(&id).map(|_| ()),
+                Job::Range(id, off, end) => store.warm_range(&id, off, (end - off) as usize),
+            }?;
+            progress((done.fetch_add(1, Ordering::Relaxed) + 1) * total / job_count.max(1));
+            Ok(())
+        })?;
         progress(total);
         tracing::debug!(
             ms = started.elapsed().as_millis() as u64,
@@ -161,7 +160,7 @@ impl Volume {
     ) -> Result<Prefetched> {
         let done_ranges = AtomicU64::new(0);
         let budget = Budget::new(IN_FLIGHT_BYTES);
-        run_parallel(work, &|_| {}, |&(off, len, last)| {
+        super::parallel::run(work, PARALLEL, |&(off, len, last)| {
             let _held = budget.take(len)?;
             let mut buf = vec![0u8; len as usize];
             self.read_at(off, &mut buf)?;
@@ -326,42 +325,6 @@ impl Drop for Held<'_> {
     }
 }
 
-/// Runs `f` on every item with `PARALLEL` threads, in order; stops at the first error
-/// (returned). `done` gets the count of items finished.
-fn run_parallel<T: Sync>(
-    items: &[T],
-    done: &(dyn Fn(u64) + Sync),
-    f: impl Fn(&T) -> Result<()> + Sync,
-) -> Result<()> {
-    let next = AtomicUsize::new(0);
-    let finished = AtomicU64::new(0);
-    let failed: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..PARALLEL.min(items.len()) {
-            s.spawn(|| {
-                while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    if let Err(e) = f(item) {
-                        if let Ok(mut slot) = failed.lock() {
-                            slot.get_or_insert(e);
-                        }
-                        // Every worker stops at the first failure.
-                        next.store(items.len(), Ordering::Relaxed);
-                        return;
-                    }
-                    done(finished.fetch_add(1, Ordering::Relaxed) + 1);
-                }
-            });
-        }
-    });
-    match failed
-        .into_inner()
-        .map_err(|_| Error::internal("prefetch lock poisoned"))?
-    {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
 /// A disk read from fallbacks through a cache: fetch the index chunks of `runs` it lacks
 /// all at once before the engine opens (one round trip, in parallel, whole chunks), so
 /// opening and the first read cost one request more instead of one per node read.
@@ -374,17 +337,12 @@ pub(super) fn warm_index(store: &dyn ChunkStore, runs: &[crate::format::root::Ru
         .flat_map(|r| r.index_chunks.iter().map(|c| c.0))
         .filter(|id| !local.contains(id))
         .collect();
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..missing.len().min(16) {
-            s.spawn(|| {
-                while let Some(id) = missing.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    if let Err(e) = store.get(id) {
-                        tracing::debug!(chunk = %id, error = %e, "warming the index failed");
-                    }
-                }
-            });
+    // Failures are only logged, so every chunk is tried.
+    let _ = super::parallel::run(&missing, 16, |id| {
+        if let Err(e) = store.get(id) {
+            tracing::debug!(chunk = %id, error = %e, "warming the index failed");
         }
+        Ok(())
     });
 }
 

@@ -5,7 +5,7 @@
 //! reachable chunk from the fallbacks into the local data folder, for offline use.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -43,57 +43,34 @@ fn copy_missing(
     progress: &(dyn Fn(u64) + Sync),
     t: &Mutex<Transfer>,
 ) -> Result<()> {
-    let next = AtomicUsize::new(0);
     let bytes = AtomicU64::new(0);
-    let failed: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..PARALLEL.min(ids.len()) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(id) = ids.get(i) else { return };
-                if failed.lock().map_or(true, |f| f.is_some()) {
-                    return;
-                }
-                let step = (|| -> Result<(bool, u64)> {
-                    if present(id)? {
-                        return Ok((false, 0));
-                    }
-                    let b = from.get(id)?;
-                    if ChunkId::of(&b) != *id {
-                        return Err(Error::corrupt(format!(
-                            "chunk {id}: bytes do not match its name"
-                        )));
-                    }
-                    to.put(&b)?;
-                    Ok((true, b.len() as u64))
-                })();
-                match step {
-                    Ok((copied, n)) => {
-                        if let Ok(mut t) = t.lock() {
-                            if copied {
-                                t.copied += 1;
-                                t.bytes += n;
-                            } else {
-                                t.present += 1;
-                            }
-                        }
-                        progress(bytes.fetch_add(n, Ordering::Relaxed) + n);
-                    }
-                    Err(e) => {
-                        if let Ok(mut f) = failed.lock() {
-                            f.get_or_insert(e.context(format!("chunk {id}")));
-                        }
-                        return;
-                    }
-                }
-            });
+    super::parallel::run(ids, PARALLEL, |id| {
+        let step = (|| -> Result<(bool, u64)> {
+            if present(id)? {
+                return Ok((false, 0));
+            }
+            let b = from.get(id)?;
+            if ChunkId::of(&b) != *id {
+                return Err(Error::corrupt(format!(
+                    "chunk {id}: bytes do not match its name"
+                )));
+            }
+            to.put(&b)?;
+            Ok((true, b.len() as u64))
+        })();
+        let (copied, n) = step.map_err(|e| e.context(format!("chunk {id}")))?;
+        if let Ok(mut t) = t.lock() {
+            if copied {
+                t.copied += 1;
+                t.bytes += n;
+            } else {
+                t.present += 1;
+            }
         }
-    });
-    match failed.into_inner() {
-        Ok(Some(e)) => Err(e),
-        Ok(None) => to.sync(),
-        Err(_) => Err(Error::internal("copy worker panicked")),
-    }
+        progress(bytes.fetch_add(n, Ordering::Relaxed) + n);
+        Ok(())
+    })?;
+    to.sync()
 }
 
 impl Volume {
