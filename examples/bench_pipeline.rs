@@ -36,7 +36,13 @@ fn main() {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     // Distinct blocks made up front (a pool of 4,096 reused, so making data is not timed).
     let pool: Vec<Vec<u8>> = (0..4096u64).map(block).collect();
-    let keys = Keys::new(&DiskKey::random());
+    let keys = match Keys::new(&DiskKey::random()) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("bench_pipeline: {e}");
+            std::process::exit(1);
+        }
+    };
     let started = Instant::now();
     let sealed_bytes: usize = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)

@@ -9,13 +9,17 @@
 //!
 //! Stored form: `ciphertext || tag` (16 bytes); ciphertext length equals plaintext length.
 //!
+//! The cipher is aws-lc's (through `aws-lc-rs`, already linked for TLS): its assembly
+//! POLYVAL and AES-CTR seal and open 4 KiB records about 3x faster here than the
+//! RustCrypto `aes-gcm-siv` crate, which computes POLYVAL one block at a time. Both
+//! implement RFC 8452, so the bytes are the same (a test checks them against that crate).
+//!
 //! Subkeys (version 1): `SHA-512("mindcastle/v1/" || purpose || disk_key)[..32]`, with
 //! purpose `record` for block records and `index` for index nodes and roots. The AAD
 //! names the kind of item (`mindcastle/record/v1`, `mindcastle/node/v1`,
 //! `mindcastle/root/v1`) so one kind can never be opened as another.
 
-use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
-use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM_SIV};
 use sha2::{Digest, Sha512};
 
 use crate::error::{Error, Result};
@@ -50,8 +54,19 @@ impl DiskKey {
 
 /// The ciphers derived from one disk key.
 pub struct Keys {
-    record: Aes256GcmSiv,
-    index: Aes256GcmSiv,
+    record: LessSafeKey,
+    index: LessSafeKey,
+}
+
+fn cipher_key(k: &[u8; 32]) -> Result<LessSafeKey> {
+    UnboundKey::new(&AES_256_GCM_SIV, k)
+        .map(LessSafeKey::new)
+        .map_err(|_| Error::internal("the crypto library refused an AES-256-GCM-SIV key"))
+}
+
+/// The fixed all-zero nonce (see the module doc).
+fn zero_nonce() -> Nonce {
+    Nonce::assume_unique_for_key([0; 12])
 }
 
 fn subkey(purpose: &str, key: &DiskKey) -> [u8; 32] {
@@ -76,16 +91,16 @@ pub enum Purpose {
 
 impl Keys {
     /// Derives the subkeys of `key`.
-    pub fn new(key: &DiskKey) -> Self {
+    pub fn new(key: &DiskKey) -> Result<Self> {
         let r = subkey("record", key);
         let i = subkey("index", key);
-        Self {
-            record: Aes256GcmSiv::new(&r.into()),
-            index: Aes256GcmSiv::new(&i.into()),
-        }
+        Ok(Self {
+            record: cipher_key(&r)?,
+            index: cipher_key(&i)?,
+        })
     }
 
-    fn cipher(&self, p: Purpose) -> &Aes256GcmSiv {
+    fn cipher(&self, p: Purpose) -> &LessSafeKey {
         match p {
             Purpose::Record => &self.record,
             Purpose::Index => &self.index,
@@ -102,13 +117,12 @@ impl Keys {
             exact.extend_from_slice(&plain);
             plain = exact;
         }
-        let nonce = Nonce::default();
         let tag = self
             .cipher(p)
-            .encrypt_in_place_detached(&nonce, aad, &mut plain)
+            .seal_in_place_separate_tag(zero_nonce(), Aad::from(aad), &mut plain)
             .map_err(|_| Error::invalid("item too large to seal"))?;
         let mut t = [0u8; 16];
-        t.copy_from_slice(&tag);
+        t.copy_from_slice(tag.as_ref());
         plain.extend_from_slice(&t);
         Ok((plain, t))
     }
@@ -126,16 +140,16 @@ impl Keys {
             .len()
             .checked_sub(TAG_LEN)
             .ok_or_else(|| Error::corrupt("sealed item shorter than its tag"))?;
-        let (ct, tag) = stored.split_at(split);
         if let Some(e) = expected {
-            if tag != e {
+            if &stored[split..] != e {
                 return Err(Error::corrupt("tag does not match its reference"));
             }
         }
-        let mut buf = ct.to_vec();
+        let mut buf = stored.to_vec();
         self.cipher(p)
-            .decrypt_in_place_detached(&Nonce::default(), aad, &mut buf, Tag::from_slice(tag))
+            .open_in_place(zero_nonce(), Aad::from(aad), &mut buf)
             .map_err(|_| Error::corrupt("authentication failed (wrong key or corrupted bytes)"))?;
+        buf.truncate(split);
         Ok(buf)
     }
 }
@@ -146,7 +160,7 @@ mod tests {
 
     #[test]
     fn seal_is_deterministic_and_authenticated() -> Result<()> {
-        let keys = Keys::new(&DiskKey([7; 32]));
+        let keys = Keys::new(&DiskKey([7; 32]))?;
         let (a, ta) = keys.seal(Purpose::Record, AAD_RECORD, b"hello".to_vec())?;
         let (b, _) = keys.seal(Purpose::Record, AAD_RECORD, b"hello".to_vec())?;
         assert_eq!(a, b);
@@ -158,6 +172,33 @@ mod tests {
         bad[0] ^= 1;
         assert!(keys.open(Purpose::Record, AAD_RECORD, &bad, None).is_err());
         assert!(keys.open(Purpose::Index, AAD_NODE, &a, None).is_err());
+        Ok(())
+    }
+
+    /// The stored bytes are RFC 8452's: the same as the RustCrypto implementation gives
+    /// (which sealed every disk written before the switch to aws-lc), for every length
+    /// around the block and record sizes, and each opens the other's.
+    #[test]
+    fn same_bytes_as_the_rustcrypto_implementation() -> Result<()> {
+        use aes_gcm_siv::aead::{AeadInPlace, KeyInit};
+        let disk = DiskKey([3; 32]);
+        let keys = Keys::new(&disk)?;
+        let reference = aes_gcm_siv::Aes256GcmSiv::new(&subkey("record", &disk).into());
+        for len in [0, 1, 15, 16, 17, 255, 4096, 4111, 70_000] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 31 % 253) as u8).collect();
+            let (stored, tag) = keys.seal(Purpose::Record, AAD_RECORD, plain.clone())?;
+            let mut expect = plain.clone();
+            let t = reference
+                .encrypt_in_place_detached(&Default::default(), AAD_RECORD, &mut expect)
+                .map_err(|_| Error::invalid("reference seal"))?;
+            expect.extend_from_slice(&t);
+            assert_eq!(stored, expect, "length {len}");
+            assert_eq!(&tag[..], &t[..]);
+            assert_eq!(
+                keys.open(Purpose::Record, AAD_RECORD, &expect, Some(&tag))?,
+                plain
+            );
+        }
         Ok(())
     }
 }

@@ -266,7 +266,7 @@ mod tests {
 
     #[test]
     fn nodes_round_trip() -> Result<()> {
-        let keys = Keys::new(&DiskKey([3; 32]));
+        let keys = Keys::new(&DiskKey([3; 32]))?;
         let leaf = Node::Leaf(vec![
             LeafEntry {
                 lba: 1,
@@ -323,7 +323,7 @@ mod inner_tests {
 
     #[test]
     fn inner_with_many_children() -> Result<()> {
-        let keys = Keys::new(&DiskKey([3; 32]));
+        let keys = Keys::new(&DiskKey([3; 32]))?;
         let v: Vec<InnerEntry> = (0..16)
             .map(|i| InnerEntry {
                 first_lba: i * 1024,

@@ -88,7 +88,7 @@ mod tests {
 
     #[test]
     fn round_trip_compressible_and_random() -> Result<()> {
-        let keys = Keys::new(&DiskKey([1; 32]));
+        let keys = Keys::new(&DiskKey([1; 32]))?;
         let mut text = vec![0u8; BLOCK_SIZE];
         for (i, b) in text.iter_mut().enumerate() {
             *b = (i % 7) as u8;

@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn root_round_trip() -> Result<()> {
-        let keys = Keys::new(&DiskKey([5; 32]));
+        let keys = Keys::new(&DiskKey([5; 32]))?;
         let root = Root {
             size: 1 << 30,
             seq: 3,

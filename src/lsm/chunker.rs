@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn equal_records_are_stored_once_and_both_entries_read_them() -> Result<()> {
-        let keys = Keys::new(&DiskKey([7; 32]));
+        let keys = Keys::new(&DiskKey([7; 32]))?;
         let store = MemoryStore::default();
         let a = seal_block(&keys, &[1u8; 4096])?;
         let b = seal_block(&keys, &[2u8; 4096])?;

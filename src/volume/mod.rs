@@ -204,7 +204,7 @@ impl Volume {
         let key = swap
             .key
             .ok_or_else(|| Error::internal("a parsed .swap file without its key"))?;
-        let keys = Keys::new(&DiskKey(key));
+        let keys = Keys::new(&DiskKey(key))?;
         let current = match &swap.snapshot {
             Some(r) => Some((*r, load_root(store.as_ref(), &keys, r)?)),
             None => {
