@@ -165,13 +165,19 @@ fn a_failed_chunk_fsync_never_lets_a_root_name_unsynced_chunks() {
     let dir = tempfile::tempdir().unwrap();
     let path = common::new_disk(dir.path(), SIZE);
     let before = std::fs::read_to_string(&path).unwrap();
-    let (opts, slot) = faulty(FaultPlan {
+    let (mut opts, slot) = faulty(FaultPlan {
         fail_sync: Some(1),
         ..FaultPlan::default()
     });
+    // Room for every write: only the explicit checkpoints below sync.
+    opts.tuning.memtable_entries = 4096;
     let vol = Volume::open(&path, &opts).unwrap();
     let d = common::data(4, 1 << 20);
-    vol.write_at(0, &d).unwrap();
+    // Writes small enough for the log to hold their records: the checkpoint makes
+    // their chunks, and its sync is the one that fails.
+    for (i, part) in d.chunks(64 << 10).enumerate() {
+        vol.write_at((i as u64) << 16, part).unwrap();
+    }
     vol.flush().unwrap();
     assert!(vol.checkpoint().is_err(), "the chunk sync failed");
     // A retry writes the same chunks again; it must not succeed on the strength of
@@ -192,6 +198,49 @@ fn a_failed_chunk_fsync_never_lets_a_root_name_unsynced_chunks() {
     let mut back = vec![0u8; 1 << 20];
     vol.read_at(0, &mut back).unwrap();
     assert!(back == d);
+    vol.close().unwrap();
+    let out = common::run(&["fsck", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn a_large_writes_chunk_is_synced_by_the_flush_and_a_failed_sync_fails_the_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::new_disk(dir.path(), SIZE);
+    let (mut opts, slot) = faulty(FaultPlan {
+        fail_sync: Some(2),
+        ..FaultPlan::default()
+    });
+    // Room for both writes: only the flushes sync.
+    opts.tuning.memtable_entries = 4096;
+    let vol = Volume::open(&path, &opts).unwrap();
+    let fault = slot.lock().unwrap().clone().unwrap();
+    // A large write stores its chunk at once; the flush syncs it (the first sync).
+    let a = common::data(5, 1 << 20);
+    vol.write_at(0, &a).unwrap();
+    assert_eq!(fault.counts().syncs, 0, "nothing synced before the flush");
+    vol.flush().unwrap();
+    assert_eq!(fault.counts().syncs, 1, "the flush synced the chunk");
+    // The next large write's flush hits a failing sync: the flush reports it.
+    let b = common::data(6, 1 << 20);
+    vol.write_at(2 << 20, &b).unwrap();
+    assert!(
+        vol.flush().is_err(),
+        "a flush whose chunk sync failed succeeded"
+    );
+    // Power cut: the unsynced chunk is gone. The log still names it; reopening drops
+    // that write (no flush acknowledged it) and keeps the acknowledged one.
+    drop(vol);
+    fault.crash().unwrap();
+    let vol = Volume::open(&path, &common::small()).unwrap();
+    let mut back = vec![0u8; 1 << 20];
+    vol.read_at(0, &mut back).unwrap();
+    assert!(back == a, "an acknowledged large write was lost");
+    vol.read_at(2 << 20, &mut back).unwrap();
+    assert!(
+        back == b || back.iter().all(|&x| x == 0),
+        "an unacknowledged write came back as neither itself nor the old contents"
+    );
     vol.close().unwrap();
     let out = common::run(&["fsck", path.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");

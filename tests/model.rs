@@ -24,6 +24,9 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..SIZE, 1usize..40_000, any::<u64>()).prop_map(|(off, len, seed)| Op::Write { off, len, seed }),
+        // Large writes (64 blocks and more): stored straight into chunks, logged by
+        // reference.
+        2 => (0..SIZE, 262_144usize..700_000, any::<u64>()).prop_map(|(off, len, seed)| Op::Write { off, len, seed }),
         // Sub-block writes that overlap each other: the original's data-loss case.
         3 => (0..64u64, 1usize..3000, any::<u64>()).prop_map(|(o, len, seed)| Op::Write { off: 8192 + o * 97, len, seed }),
         2 => (0..SIZE, 1u64..200_000).prop_map(|(off, len)| Op::Zero { off, len }),

@@ -1,17 +1,25 @@
-//! Write-ahead log (format version 1): a local, append-only file `wal` in the data
+//! Write-ahead log (format version 2): a local, append-only file `wal` in the data
 //! folder, never published. It holds every write since the last checkpoint.
 //!
 //! ```text
-//! header (48): magic "MCWAL001" (8) | version u32 (1) | base seq u32 | base root id [32]
+//! header (48): magic "MCWAL001" (8) | version u32 (2) | base seq u32 | base root id [32]
 //!              base root: the newest root when this segment was started (zeros for an
 //!              empty disk); the segment's ops apply on top of it or of a descendant.
 //!              base seq: the low 32 bits of that root's `seq` (0 in logs written before
 //!              2026-11-30, when the field was reserved: unknown).
-//! op:          magic u32 "RLAW" | kind u8 | lba u64 | n u32 | payload (n bytes if kind 1)
-//!              | crc32 u32 (IEEE, over magic..payload)
-//!   kind 1 = data:  payload is one sealed record (see `record`) for block lba
-//!   kind 2 = zero:  n blocks from lba read as zeros afterwards (no payload)
+//! op:          magic u32 "RLAW" | kind u8 | lba u64 | n u32 | payload (n bytes, kinds 1
+//!              and 3) | crc32 u32 (IEEE, over magic..payload)
+//!   kind 1 = data:   payload is one sealed record (see `record`) for block lba
+//!   kind 2 = zero:   n blocks from lba read as zeros afterwards (no payload)
+//!   kind 3 = stored: records already written to a data chunk, for blocks lba..lba+count;
+//!                    payload: chunk id [32] | chunk size u32 | count u32 |
+//!                    count x (offset u32 | stored length u32 | tag [16])
 //! ```
+//! Version 2 added kind 3 (a large write's records go straight into a data chunk, and
+//! the log names them instead of holding them); version 1 logs, which have no kind 3,
+//! are read as before. The chunk is synced before any sync of the log that follows
+//! its op, so an op a flush acknowledged always names a whole chunk; replay checks the
+//! chunk and skips the op (the write never acknowledged) when it is missing or torn.
 //! CRC-32 is the IEEE polynomial (0xEDB88320 reflected, init and final xor 0xFFFFFFFF:
 //! zlib's `crc32`, `crc32fast`).
 //!
@@ -31,8 +39,14 @@ use crate::format::record::MAX_RECORD;
 
 const MAGIC: &[u8; 8] = b"MCWAL001";
 const OP_MAGIC: u32 = u32::from_le_bytes(*b"RLAW");
-/// Version of the log layout.
-pub const WAL_VERSION: u32 = 1;
+/// Version of the log layout written.
+pub const WAL_VERSION: u32 = 2;
+/// Oldest version read.
+const OLDEST_VERSION: u32 = 1;
+/// Most blocks one stored op names (its payload stays well under 1 MiB).
+pub const MAX_STORED_COUNT: usize = 16384;
+/// Bytes of one block's entry in a stored op.
+const STORED_ENTRY: usize = 24;
 /// Header length.
 pub const HEADER_LEN: usize = 48;
 const OP_FIXED: usize = 4 + 1 + 8 + 4 + 4;
@@ -53,6 +67,17 @@ pub enum WalOp {
         lba: u64,
         /// Number of blocks.
         count: u32,
+    },
+    /// Blocks `lba..lba + records.len()` are the given records of data chunk `chunk`.
+    Stored {
+        /// First block.
+        lba: u64,
+        /// The data chunk.
+        chunk: ChunkId,
+        /// Its size in bytes.
+        chunk_size: u32,
+        /// Per block: (offset, stored length, tag).
+        records: Vec<(u32, u32, [u8; 16])>,
     },
 }
 
@@ -82,9 +107,9 @@ pub fn decode_header(buf: &[u8]) -> Result<LogBase> {
         return Err(Error::corrupt("write-ahead log: bad magic"));
     }
     let v = r.u32()?;
-    if v != WAL_VERSION {
+    if !(OLDEST_VERSION..=WAL_VERSION).contains(&v) {
         return Err(Error::corrupt(format!(
-            "write-ahead log: version {v}, expected {WAL_VERSION}"
+            "write-ahead log: version {v}, this build reads {OLDEST_VERSION} to {WAL_VERSION}"
         )));
     }
     let seq = r.u32()?;
@@ -100,6 +125,23 @@ pub fn encode_op(op: &WalOp, out: &mut Vec<u8>) {
     match op {
         WalOp::Data { lba, record } => encode_data(*lba, record, out),
         WalOp::Zero { lba, count } => encode_raw(2, *lba, *count, &[], out),
+        WalOp::Stored {
+            lba,
+            chunk,
+            chunk_size,
+            records,
+        } => {
+            let mut payload = Vec::with_capacity(40 + records.len() * STORED_ENTRY);
+            payload.extend_from_slice(&chunk.0);
+            payload.put_u32(*chunk_size);
+            payload.put_u32(records.len() as u32);
+            for (offset, len, tag) in records {
+                payload.put_u32(*offset);
+                payload.put_u32(*len);
+                payload.extend_from_slice(tag);
+            }
+            encode_raw(3, *lba, payload.len() as u32, &payload, out);
+        }
     }
 }
 
@@ -224,14 +266,36 @@ fn decode_one(buf: &[u8]) -> Option<(WalOp, usize)> {
             }
         }
         2 => WalOp::Zero { lba, count: n },
+        3 => decode_stored(lba, r.take(n as usize).ok()?)?,
         _ => return None,
     };
-    let body = OP_FIXED - 4 + if kind == 1 { n as usize } else { 0 };
+    let body = OP_FIXED - 4 + if kind == 2 { 0 } else { n as usize };
     let crc = r.u32().ok()?;
     if crc32fast::hash(buf.get(..body)?) != crc {
         return None;
     }
     Some((op, body + 4))
+}
+
+/// The payload of a stored op (kind 3).
+fn decode_stored(lba: u64, payload: &[u8]) -> Option<WalOp> {
+    let mut r = Reader::new(payload, "stored op");
+    let chunk = ChunkId(r.array().ok()?);
+    let chunk_size = r.u32().ok()?;
+    let count = r.u32().ok()? as usize;
+    if count > MAX_STORED_COUNT || payload.len() != 40 + count * STORED_ENTRY {
+        return None;
+    }
+    let mut records = Vec::with_capacity(count);
+    for _ in 0..count {
+        records.push((r.u32().ok()?, r.u32().ok()?, r.array().ok()?));
+    }
+    Some(WalOp::Stored {
+        lba,
+        chunk,
+        chunk_size,
+        records,
+    })
 }
 
 #[cfg(test)]
@@ -268,6 +332,35 @@ mod tests {
         let d = decode_ops(&flipped);
         assert_eq!((d.ops, d.end), (vec![a.clone()], LogEnd::Torn));
         assert_eq!(decode_header(&buf).unwrap(), base);
+    }
+
+    #[test]
+    fn stored_ops_round_trip_and_a_version_1_log_still_reads() {
+        let stored = WalOp::Stored {
+            lba: 77,
+            chunk: ChunkId([9; 32]),
+            chunk_size: 600_000,
+            records: vec![
+                (0, 2100, [1; 16]),
+                (2100, 4112, [2; 16]),
+                (0, 2100, [1; 16]),
+            ],
+        };
+        let mut buf = encode_header(LogBase::default());
+        encode_op(&stored, &mut buf);
+        encode_op(&WalOp::Zero { lba: 3, count: 2 }, &mut buf);
+        let d = decode_ops(&buf);
+        assert_eq!(d.end, LogEnd::Clean);
+        assert_eq!(d.ops.first(), Some(&stored));
+        // A cut anywhere inside the stored op is a torn tail, never a shorter op.
+        for cut in HEADER_LEN + 1..HEADER_LEN + 40 {
+            assert!(decode_ops(&buf[..cut]).ops.is_empty(), "cut at {cut}");
+        }
+        let mut v1 = encode_header(LogBase::default());
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        assert!(decode_header(&v1).is_ok());
+        v1[8..12].copy_from_slice(&3u32.to_le_bytes());
+        assert!(decode_header(&v1).is_err());
     }
 
     #[test]

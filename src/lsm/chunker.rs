@@ -146,8 +146,17 @@ impl<'a> Chunker<'a> {
         if pending.is_empty() {
             return Ok(());
         }
-        let threads = crate::cpus::available().clamp(1, 8);
+        // One chunk (a large write's) is stored on the caller's thread: a thread
+        // spawned per write costs more than it saves.
+        let threads = crate::cpus::available().clamp(1, 8).min(pending.len());
         let per = pending.len().div_ceil(threads).max(1);
+        if threads == 1 {
+            let stored: Vec<(usize, ChunkId, u32)> = pending
+                .iter()
+                .map(|(i, buf)| Ok((*i, store.put(buf)?, buf.len() as u32)))
+                .collect::<Result<_>>()?;
+            return self.mark_stored(stored);
+        }
         let results: Vec<Result<Vec<(usize, ChunkId, u32)>>> = std::thread::scope(|s| {
             let handles: Vec<_> = pending
                 .chunks(per)
@@ -172,6 +181,11 @@ impl<'a> Chunker<'a> {
         for r in results {
             stored.extend(r?);
         }
+        self.mark_stored(stored)
+    }
+
+    /// Records where cuts were stored; their records are no longer deduplicated against.
+    fn mark_stored(&mut self, stored: Vec<(usize, ChunkId, u32)>) -> Result<()> {
         for (i, id, size) in stored {
             if let Some(c) = self.cuts.get_mut(i) {
                 *c = Cut::Stored(id, size);

@@ -15,8 +15,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
@@ -28,7 +28,7 @@ use crate::format::wal::{LogBase, WalOp};
 use crate::format::BLOCK_SIZE;
 use crate::lsm::chunker::Chunker;
 use crate::lsm::ctx::Ctx;
-use crate::lsm::entry::Loc;
+use crate::lsm::entry::{DataRef, Loc};
 use crate::lsm::lookup::{lookup, read_blocks, Slot};
 use crate::lsm::memtable::{MemEntry, Memtable};
 use crate::lsm::pacer::Pacer;
@@ -198,6 +198,13 @@ struct Core {
     /// The last compaction ran out of rewrite budget: the next idle moment does more.
     compact_again: std::sync::atomic::AtomicBool,
     opened: std::time::Instant,
+    /// Held shared by a large write from storing its chunk until the memtable names
+    /// it, and exclusively by garbage collection: a chunk stored (or found already
+    /// there) for a write is never deleted before the memtable makes it live.
+    direct_gate: RwLock<()>,
+    /// A large write stored a chunk that no sync has covered yet: the next log sync
+    /// syncs the store first, so the log never names a chunk a power cut can lose.
+    direct_unsynced: AtomicBool,
 }
 
 /// Tells the pacer a checkpoint runs, and that it ended when dropped (also on error).
@@ -251,7 +258,46 @@ enum Logging {
     Replaying,
 }
 
+/// A large write's records, already stored in data chunks by
+/// [`Engine::store_records`] and not yet named by the memtable; hand it to
+/// [`Batch::put_stored`]. Holds garbage collection off until then.
+pub struct StoredWrite<'a> {
+    /// (block, where its record is), in block order.
+    placed: Vec<(u64, DataRef)>,
+    _gate: RwLockReadGuard<'a, ()>,
+}
+
 impl Batch<'_> {
+    /// Blocks of `w` become the records it stored: logged as references (one op per run
+    /// of consecutive blocks in one chunk), not as the records themselves.
+    pub fn put_stored(&mut self, w: StoredWrite<'_>) -> Result<()> {
+        let mut rest = &w.placed[..];
+        while let Some(&(lba, first)) = rest.first() {
+            let run = rest
+                .iter()
+                .enumerate()
+                .take(crate::format::wal::MAX_STORED_COUNT)
+                .take_while(|(i, (l, d))| *l == lba + *i as u64 && d.chunk == first.chunk)
+                .count();
+            let (now, later) = rest.split_at(run);
+            self.core.check_block(lba, run as u64)?;
+            if let Some(wal) = &self.core.wal {
+                wal.append(&WalOp::Stored {
+                    lba,
+                    chunk: first.chunk,
+                    chunk_size: first.chunk_size,
+                    records: now.iter().map(|(_, d)| (d.offset, d.len, d.tag)).collect(),
+                })?;
+            }
+            for (l, d) in now {
+                self.st.mem.insert(*l, MemEntry::Stored(*d));
+            }
+            self.added.1 += run;
+            rest = later;
+        }
+        Ok(())
+    }
+
     /// Fills `out` (whole blocks) from block `lba`.
     pub fn read_blocks(&self, lba: u64, out: &mut [u8]) -> Result<()> {
         read_blocks(
@@ -348,6 +394,8 @@ impl Engine {
             compact_again: std::sync::atomic::AtomicBool::new(false),
             last_write_ms: AtomicU64::new(0),
             opened: std::time::Instant::now(),
+            direct_gate: RwLock::new(()),
+            direct_unsynced: AtomicBool::new(false),
         };
         let replayed = replay.as_ref().is_some_and(|r| !r.ops.is_empty());
         if let Some(r) = replay {
@@ -436,6 +484,13 @@ impl Engine {
                 len: r.bytes.len() as u32,
                 tag: r.tag,
             }),
+            MemEntry::Stored(d) => Loc::Data(crate::lsm::entry::DataRef {
+                chunk: ChunkId([0; 32]),
+                chunk_size: 0,
+                offset: 0,
+                len: d.len,
+                tag: d.tag,
+            }),
         };
         let mut out: Vec<(u64, Loc)> = st
             .mem
@@ -457,8 +512,22 @@ impl Engine {
     /// chunks first, then the kept snapshots' roots, the current root last (the order a
     /// copy must be made in, so no reader ever meets a root whose chunks are missing).
     pub fn reachable(&self) -> Result<Vec<ChunkId>> {
-        let view = self.view()?;
         let mut below = HashSet::new();
+        // One look at the state: the levels, and the chunks large writes stored that no
+        // checkpoint has indexed yet (a checkpoint moves entries from one to the other).
+        let view = {
+            let st = self.core.state.read().map_err(|_| lock_err())?;
+            st.mem.stored_chunks(&mut below);
+            if let Some(f) = &st.frozen {
+                f.stored_chunks(&mut below);
+            }
+            View {
+                root: st.root,
+                kept: st.kept.clone(),
+                tree: st.tree.clone(),
+                pending: Vec::new(),
+            }
+        };
         view.tree.live_chunks(&mut below);
         for k in &view.kept {
             let root = load_root(self.core.ctx.store.as_ref(), &self.core.ctx.keys, k)?;
@@ -551,6 +620,33 @@ impl Engine {
 
     /// Runs `f` with the write lock held (reads inside see its own changes), then
     /// freezes a full memtable; waits for a checkpoint when memory would grow too far.
+    /// Stores the sealed records of a large write (`(block, record)` in increasing
+    /// block order) straight into data chunks cut as a checkpoint cuts them, so the log
+    /// holds references instead of the records and no checkpoint copies them again.
+    /// The chunks are synced by the next log sync (a flush) or checkpoint.
+    pub fn store_records(&self, records: &[(u64, &SealedRecord)]) -> Result<StoredWrite<'_>> {
+        self.core.check_writable()?;
+        let gate = self.core.direct_gate.read().map_err(|_| lock_err())?;
+        let mut chunker = Chunker::new(self.core.ctx.store.as_ref())
+            .with_pending_limit(self.core.tuning.pending_chunk_bytes);
+        for (lba, rec) in records {
+            chunker.push(*lba, rec)?;
+        }
+        let placed = chunker
+            .finish()?
+            .into_iter()
+            .map(|(lba, loc)| match loc {
+                Loc::Data(d) => Ok((lba, d)),
+                Loc::Zero => Err(Error::internal("the chunker placed a zero block")),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.core.direct_unsynced.store(true, Ordering::SeqCst);
+        Ok(StoredWrite {
+            placed,
+            _gate: gate,
+        })
+    }
+
     pub fn update<T>(&self, f: impl FnOnce(&mut Batch<'_>) -> Result<T>) -> Result<T> {
         if self.core.wal.is_none() {
             return Err(Error::invalid("disk is open read-only"));
@@ -595,10 +691,19 @@ impl Engine {
     /// Makes every completed write durable (an fdatasync of the log, shared with
     /// concurrent flushes).
     pub fn flush(&self) -> Result<()> {
-        match &self.core.wal {
-            Some(w) => w.sync(),
-            None => Ok(()),
+        let Some(w) = &self.core.wal else {
+            return Ok(());
+        };
+        // Chunks of large writes first: the log must never durably name a chunk that
+        // is not. (The flag is set before the log names a chunk, so every chunk the
+        // log has named by now is covered.)
+        if self.core.direct_unsynced.swap(false, Ordering::SeqCst) {
+            if let Err(e) = self.core.ctx.store.sync() {
+                self.core.direct_unsynced.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
         }
+        w.sync()
     }
 
     /// Writes everything written so far into chunks and a new root, publishes it, drops
@@ -758,8 +863,51 @@ impl Core {
 
     fn replay(&self, ops: Vec<WalOp>) -> Result<()> {
         let mut st = self.state.write().map_err(|_| lock_err())?;
+        // Whether each chunk a stored op names is whole (checked once per chunk).
+        let mut whole: HashMap<ChunkId, bool> = HashMap::new();
+        let mut named = Vec::new();
         for op in ops {
             match op {
+                WalOp::Stored {
+                    lba,
+                    chunk,
+                    chunk_size,
+                    records,
+                } => {
+                    let count = records.len() as u64;
+                    if lba.checked_add(count).is_none_or(|end| end > self.blocks) {
+                        return Err(Error::corrupt(format!(
+                            "write-ahead log names blocks {lba}+{count}, past the end of the disk"
+                        )));
+                    }
+                    let ok = *whole
+                        .entry(chunk)
+                        .or_insert_with(|| self.chunk_is_whole(&chunk, chunk_size));
+                    // Once the replayed ops are checkpointed, a chunk no root reaches
+                    // (overwritten, or torn) is garbage this process knows about.
+                    named.push(chunk);
+                    if !ok {
+                        // Only a write no flush acknowledged can name a chunk that is not
+                        // whole (a flush syncs the chunk before the log): it is dropped.
+                        tracing::warn!(
+                            chunk = %chunk,
+                            first_block = lba,
+                            blocks = count,
+                            "the log names a data chunk that is missing or torn; that unacknowledged write is dropped"
+                        );
+                        continue;
+                    }
+                    for (i, (offset, len, tag)) in records.into_iter().enumerate() {
+                        let d = DataRef {
+                            chunk,
+                            chunk_size,
+                            offset,
+                            len,
+                            tag,
+                        };
+                        st.mem.insert(lba + i as u64, MemEntry::Stored(d));
+                    }
+                }
                 WalOp::Data { lba, record } => {
                     if lba >= self.blocks {
                         return Err(Error::corrupt(format!(
@@ -776,7 +924,24 @@ impl Core {
                 }
             }
         }
+        drop(st);
+        self.ckpt
+            .lock()
+            .map_err(|_| lock_err())?
+            .candidates
+            .extend(named);
         Ok(())
+    }
+
+    /// True when data chunk `id` is in the store with `size` bytes that hash to its name.
+    fn chunk_is_whole(&self, id: &ChunkId, size: u32) -> bool {
+        match self.ctx.store.get(id) {
+            Ok(bytes) => bytes.len() == size as usize && ChunkId::of(&bytes) == *id,
+            Err(e) => {
+                tracing::debug!(chunk = %id, error = %e, "a chunk the log names is unreadable");
+                false
+            }
+        }
     }
 
     /// Marks blocks `lba..lba+count` zero where anything is stored.
@@ -923,6 +1088,8 @@ impl Core {
                 match e {
                     MemEntry::Data(r) => chunker.push(*lba, r)?,
                     MemEntry::Zero => zeros.push((*lba, Loc::Zero)),
+                    // Already in a chunk: only the index entry is new.
+                    MemEntry::Stored(d) => zeros.push((*lba, Loc::Data(*d))),
                 }
             }
             let mut batch = chunker.finish()?;
@@ -1024,8 +1191,18 @@ impl Core {
         root: RootRef,
         kept: &[RootRef],
     ) -> Result<()> {
+        // No large write may store or find a chunk between the memtables being read
+        // here and the deletes below.
+        let _gate = self.direct_gate.write().map_err(|_| lock_err())?;
         let mut live: HashSet<ChunkId> = HashSet::from([root.id]);
         tree.live_chunks(&mut live);
+        {
+            let st = self.state.read().map_err(|_| lock_err())?;
+            st.mem.stored_chunks(&mut live);
+            if let Some(f) = &st.frozen {
+                f.stored_chunks(&mut live);
+            }
+        }
         for k in kept {
             self.add_kept_live(ck, k, &mut live)?;
         }

@@ -48,6 +48,7 @@ pub fn lookup(
                 *s = Some(match e {
                     MemEntry::Zero => Slot::Zero,
                     MemEntry::Data(r) => Slot::Mem(r.clone()),
+                    MemEntry::Stored(d) => Slot::Disk(*d),
                 });
             }
         }

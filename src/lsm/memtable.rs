@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use crate::format::record::SealedRecord;
+use crate::lsm::entry::DataRef;
 
 /// Flush to a run when entries exceed this.
 pub const MAX_ENTRIES: usize = 32768;
@@ -15,6 +16,9 @@ pub enum MemEntry {
     Zero,
     /// A sealed record not yet in a chunk.
     Data(SealedRecord),
+    /// A record a large write already stored in a data chunk (the log names it); the
+    /// memtable holds only where it is.
+    Stored(DataRef),
 }
 
 impl MemEntry {
@@ -23,6 +27,7 @@ impl MemEntry {
         match self {
             MemEntry::Zero => None,
             MemEntry::Data(r) => Some(r.bytes.len()),
+            MemEntry::Stored(d) => Some(d.len as usize),
         }
     }
 }
@@ -52,8 +57,19 @@ impl Memtable {
     pub fn range(&self, a: u64, b: u64) -> impl Iterator<Item = (&u64, &MemEntry)> {
         self.map.range((Bound::Included(a), Bound::Excluded(b)))
     }
+    /// Data chunks that stored entries name.
+    pub fn stored_chunks(
+        &self,
+        into: &mut std::collections::HashSet<crate::format::chunk_id::ChunkId>,
+    ) {
+        for e in self.map.values() {
+            if let MemEntry::Stored(d) = e {
+                into.insert(d.chunk);
+            }
+        }
+    }
     /// True when a flush is due with at most `max_entries` entries or `max_bytes`
-    /// record bytes.
+    /// record bytes (held in memory: stored entries hold none).
     pub fn full(&self, max_entries: usize, max_bytes: usize) -> bool {
         self.bytes >= max_bytes || self.map.len() >= max_entries
     }

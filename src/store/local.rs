@@ -35,6 +35,11 @@ pub struct LocalStore {
     files: Mutex<LruCache<ChunkId, Arc<File>>>,
     tmp_seq: AtomicU64,
     pending: Mutex<Pending>,
+    /// Held by one `sync` at a time, for its fsyncs: puts only take `pending` briefly,
+    /// so writers storing chunks never wait for the disk; a sync that starts while
+    /// another runs waits for it, so it returns only when every file put before it
+    /// began is durable.
+    sync_lock: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -78,6 +83,7 @@ impl LocalStore {
             )),
             tmp_seq: AtomicU64::new(0),
             pending: Mutex::new(Pending::default()),
+            sync_lock: Mutex::new(()),
         }
     }
 
@@ -226,42 +232,51 @@ impl ChunkStore for LocalStore {
 
     fn sync(&self) -> Result<()> {
         self.check_writable()?;
-        let mut p = self.pending.lock().map_err(|_| lock_err())?;
-        if p.poisoned {
-            return Err(Error::new(
+        let _one_at_a_time = self.sync_lock.lock().map_err(|_| lock_err())?;
+        let poisoned = || {
+            Error::new(
                 ErrorKind::Io,
                 format!(
                     "an earlier fsync in {} failed; reopen the disk to recover",
                     self.dir.display()
                 ),
-            ));
-        }
+            )
+        };
+        let (files, fail) = {
+            let mut p = self.pending.lock().map_err(|_| lock_err())?;
+            if p.poisoned {
+                return Err(poisoned());
+            }
+            let fail = p.fail_syncs > 0 && !p.unsynced.is_empty();
+            if fail {
+                p.fail_syncs -= 1;
+            }
+            (std::mem::take(&mut p.unsynced), fail)
+        };
         let mut failed = None;
-        for f in &p.unsynced {
-            let r = if p.fail_syncs > 0 {
+        for f in &files {
+            let r = if fail {
                 Err(std::io::Error::from_raw_os_error(libc::EIO))
             } else {
                 f.sync_data()
             };
             if let Err(e) = r {
-                failed = Some(e);
+                failed = Some(Error::io(
+                    format!("syncing a chunk in {}", self.dir.display()),
+                    e,
+                ));
                 break;
             }
         }
-        if let Some(e) = failed {
-            p.fail_syncs = p.fail_syncs.saturating_sub(1);
-            p.poisoned = true;
-            return Err(Error::io(
-                format!("syncing a chunk in {}", self.dir.display()),
-                e,
-            ));
+        let result = match failed {
+            Some(e) => Err(e),
+            None => sync_dir(&self.dir),
+        };
+        if result.is_err() {
+            // Nothing put since the last good sync can be trusted from now on.
+            self.pending.lock().map_err(|_| lock_err())?.poisoned = true;
         }
-        if let Err(e) = sync_dir(&self.dir) {
-            p.poisoned = true;
-            return Err(e);
-        }
-        p.unsynced.clear();
-        Ok(())
+        result
     }
 
     fn contains(&self, id: &ChunkId) -> Result<bool> {

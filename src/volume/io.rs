@@ -11,6 +11,10 @@ use crate::format::BLOCK_SIZE;
 /// Blocks read per window (bounds memory on huge requests).
 const WINDOW: u64 = 8192;
 
+/// Writes with at least this many whole data blocks (256 KiB) skip the log's copy of
+/// their records: a chunk of this size is still worth a file of its own.
+pub const DIRECT_MIN_BLOCKS: usize = 64;
+
 /// What one range of bytes holds, for `block_status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Extent {
@@ -83,7 +87,9 @@ impl Volume {
         Ok(())
     }
 
-    /// Writes `data` at `offset`.
+    /// Writes `data` at `offset`. Whole blocks of a write with at least
+    /// [`DIRECT_MIN_BLOCKS`] of data are stored in data chunks before the log names
+    /// them ([`crate::lsm::engine::Engine::store_records`]); the rest are logged.
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
         self.check_writable()?;
         self.check_range(offset, data.len() as u64)?;
@@ -104,11 +110,29 @@ impl Volume {
         } else {
             Vec::new()
         };
-        let keys = &self.engine()?.ctx().keys;
-        self.engine()?.update(|batch| {
+        let engine = self.engine()?;
+        let keys = &engine.ctx().keys;
+        // A large write's records go straight into data chunks, and the log names them.
+        let data_blocks = full.iter().filter(|r| r.is_some()).count();
+        let stored = if data_blocks >= DIRECT_MIN_BLOCKS {
+            let records: Vec<(u64, &SealedRecord)> = full
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.as_ref().map(|r| (first_full + i as u64, r)))
+                .collect();
+            Some(engine.store_records(&records)?)
+        } else {
+            None
+        };
+        engine.update(|batch| {
+            let direct = stored.is_some();
+            if let Some(w) = stored {
+                batch.put_stored(w)?;
+            }
             for (i, rec) in full.into_iter().enumerate() {
                 let lba = first_full + i as u64;
                 match rec {
+                    Some(_) if direct => {}
                     Some(r) => batch.put(lba, r)?,
                     None => batch.zero(lba, 1)?,
                 }
