@@ -32,7 +32,11 @@ fn chunks_named_only_by_the_memtable_survive_collection() {
         std::thread::spawn(move || {
             let mut back = vec![0u8; PIECE];
             for i in 0..ROUNDS {
-                let piece = if (i + phase) % 2 == 0 { &d } else { &e };
+                let piece = if (i + phase).is_multiple_of(2) {
+                    &d
+                } else {
+                    &e
+                };
                 vol.write_at(at, piece).unwrap();
                 // Read at once: a chunk deleted under the memtable fails here (a
                 // later write of the same piece would store it again).
