@@ -8,7 +8,8 @@
 //! one copy. A record equal to one already pushed to the same chunker (the same tag
 //! and bytes: sealing is deterministic) is not stored again; its entry points at the
 //! first copy, so identical blocks written close together (within the few chunks not
-//! yet stored) are stored once.
+//! yet stored) are stored once. A batch's last chunk, when shorter than half of
+//! `MIN_CHUNK`, is joined to the one before it (see `Chunker::join_short_tail`).
 
 use std::collections::HashMap;
 
@@ -110,6 +111,35 @@ impl<'a> Chunker<'a> {
         chunk.get(offset as usize..offset as usize + len as usize)
     }
 
+    /// Appends a tail shorter than `MIN_CHUNK / 2` to the chunk cut before it, when that
+    /// one is still in memory and the two fit in `MAX_CHUNK`: a batch (a large write, a
+    /// memtable) then ends in no small chunk unless it is small itself. Small chunks
+    /// cost a file each here and a request each for a reader of the published disk.
+    fn join_short_tail(&mut self) {
+        if self.buf.is_empty() || self.buf.len() >= MIN_CHUNK / 2 {
+            return;
+        }
+        let tail = self.cuts.len();
+        let Some(prev) = tail.checked_sub(1) else {
+            return;
+        };
+        let Some(Cut::Pending(before)) = self.cuts.get_mut(prev) else {
+            return;
+        };
+        if before.len() + self.buf.len() > MAX_CHUNK {
+            return;
+        }
+        let shift = before.len() as u32;
+        before.extend_from_slice(&self.buf);
+        self.buf.clear();
+        for (_, place, _) in &mut self.entries {
+            if place.0 == tail {
+                *place = (prev, place.1 + shift, place.2);
+            }
+        }
+        self.seen.clear();
+    }
+
     fn cut(&mut self) -> Result<()> {
         if self.buf.is_empty() {
             return Ok(());
@@ -199,6 +229,7 @@ impl<'a> Chunker<'a> {
 
     /// Stores every chunk not yet stored; returns every entry in lba order.
     pub fn finish(mut self) -> Result<Vec<(u64, Loc)>> {
+        self.join_short_tail();
         self.cut()?;
         self.store_pending()?;
         self.entries
@@ -225,6 +256,9 @@ impl<'a> Chunker<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
+
+    use crate::format::chunk_id::ChunkId;
     use crate::format::crypto::{DiskKey, Keys};
     use crate::format::record::seal_block;
     use crate::store::memory::MemoryStore;
@@ -257,6 +291,57 @@ mod tests {
         assert_ne!(locs[0].offset, locs[1].offset);
         let chunk = store.get(&locs[0].chunk)?;
         assert_eq!(chunk.len(), a.bytes.len() + b.bytes.len(), "stored once");
+        Ok(())
+    }
+
+    #[test]
+    fn a_short_tail_joins_the_chunk_before_it() -> Result<()> {
+        let keys = Keys::new(&DiskKey([9; 32]))?;
+        let store = MemoryStore::default();
+        let mut c = Chunker::new(&store);
+        let block = |i: u64| -> Vec<u8> {
+            let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            (0..4096)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        };
+        let mut records = Vec::new();
+        let mut lba = 0;
+        // Until the first cut, then five records more: a tail of about 20 KB.
+        while c.cuts.is_empty() {
+            let r = seal_block(&keys, &block(lba))?;
+            c.push(lba, &r)?;
+            records.push(r);
+            lba += 1;
+        }
+        for _ in 0..5 {
+            let r = seal_block(&keys, &block(lba))?;
+            c.push(lba, &r)?;
+            records.push(r);
+            lba += 1;
+        }
+        let out = c.finish()?;
+        let chunks: HashSet<ChunkId> = out
+            .iter()
+            .filter_map(|(_, l)| match l {
+                Loc::Data(d) => Some(d.chunk),
+                Loc::Zero => None,
+            })
+            .collect();
+        assert_eq!(chunks.len(), 1, "the tail was stored as a chunk of its own");
+        for ((_, loc), rec) in out.iter().zip(&records) {
+            let Loc::Data(d) = loc else {
+                panic!("a data block placed as zero");
+            };
+            let bytes = store.get_range(&d.chunk, u64::from(d.offset), d.len as usize)?;
+            assert_eq!(bytes, rec.bytes, "a record moved with the tail reads wrong");
+            assert_eq!(d.tag, rec.tag);
+        }
         Ok(())
     }
 }

@@ -103,24 +103,45 @@ pub fn read_blocks(
         return Ok(());
     }
     // Many separate reads (a large read of a disk behind a slow store): fetch them at
-    // once, each group into its own buffer, then put the blocks in place.
+    // once, each group into its own buffer, then put the blocks in place. The groups of
+    // one chunk go to one worker, in order: the first one's request (whole chunk or a
+    // range, as the store decides) is under way or done when the next is asked for,
+    // so a cache never fetches a chunk whole and a piece of it at the same time.
+    let mut by_chunk: Vec<std::ops::Range<usize>> = Vec::new();
+    let chunk_of = |k: usize| {
+        groups
+            .get(k)
+            .and_then(|g| disk.get(g.start))
+            .map(|x| x.1.chunk)
+    };
+    for k in 0..groups.len() {
+        match by_chunk.last_mut() {
+            Some(r) if chunk_of(r.start) == chunk_of(k) => r.end = k + 1,
+            _ => by_chunk.push(k..k + 1),
+        }
+    }
     let next = AtomicUsize::new(0);
     let done: Mutex<Vec<(usize, Result<Vec<u8>>)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
-        for _ in 0..PARALLEL_FETCHES.min(groups.len()) {
+        for _ in 0..PARALLEL_FETCHES.min(by_chunk.len()) {
             s.spawn(|| loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                let Some(g) = groups.get(k) else { return };
-                let r = (|| {
-                    let group = disk
-                        .get(g.clone())
-                        .ok_or_else(|| Error::internal("group out of range"))?;
-                    let mut buf = vec![0u8; group.len() * BLOCK_SIZE];
-                    read_group(ctx, first, group, &mut buf, |pos, _| pos)?;
-                    Ok(buf)
-                })();
-                if let Ok(mut d) = done.lock() {
-                    d.push((k, r));
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let Some(ks) = by_chunk.get(n) else { return };
+                for k in ks.clone() {
+                    let r = (|| {
+                        let g = groups
+                            .get(k)
+                            .ok_or_else(|| Error::internal("group out of range"))?;
+                        let group = disk
+                            .get(g.clone())
+                            .ok_or_else(|| Error::internal("group out of range"))?;
+                        let mut buf = vec![0u8; group.len() * BLOCK_SIZE];
+                        read_group(ctx, first, group, &mut buf, |pos, _| pos)?;
+                        Ok(buf)
+                    })();
+                    if let Ok(mut d) = done.lock() {
+                        d.push((k, r));
+                    }
                 }
             });
         }
