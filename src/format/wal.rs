@@ -120,6 +120,11 @@ pub fn decode_header(buf: &[u8]) -> Result<LogBase> {
     })
 }
 
+/// True when the header in `buf` names the version this build writes.
+pub fn is_current_version(buf: &[u8]) -> bool {
+    buf.get(8..12) == Some(&WAL_VERSION.to_le_bytes()[..])
+}
+
 /// Appends the encoding of `op` to `out`.
 pub fn encode_op(op: &WalOp, out: &mut Vec<u8>) {
     match op {

@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::wal::{
-    decode_header, decode_ops, encode_data, encode_header, encode_op, LogBase, LogEnd, WalOp,
-    HEADER_LEN,
+    decode_header, decode_ops, encode_data, encode_header, encode_op, is_current_version, LogBase,
+    LogEnd, WalOp, HEADER_LEN,
 };
 
 /// Buffered bytes written to the file once they exceed this.
@@ -110,14 +110,23 @@ impl Wal {
             }
         } else {
             let (ops, valid, log_base) = decode_segment(path, &bytes)?;
-            if valid < bytes.len() {
-                tracing::info!(path = %path.display(), dropped = bytes.len() - valid, "dropping torn tail of write-ahead log");
-                inner.file.set_len(valid as u64).map_err(ctx)?;
+            if ops.is_empty() && !is_current_version(&bytes) {
+                // Nothing to replay in a log of an older layout: start it afresh in this
+                // one, so ops only this layout has never sit under an older header (a
+                // build that knows only that version would take them for a torn tail).
+                // A log with ops is replayed and checkpointed at open, which starts a
+                // new segment anyway.
+                inner.reset(base)?;
+            } else {
+                if valid < bytes.len() {
+                    tracing::info!(path = %path.display(), dropped = bytes.len() - valid, "dropping torn tail of write-ahead log");
+                    inner.file.set_len(valid as u64).map_err(ctx)?;
+                }
+                (&*inner.file)
+                    .seek(SeekFrom::Start(valid as u64))
+                    .map_err(ctx)?;
+                inner.len = valid as u64;
             }
-            (&*inner.file)
-                .seek(SeekFrom::Start(valid as u64))
-                .map_err(ctx)?;
-            inner.len = valid as u64;
             Replay {
                 ops,
                 bases: vec![log_base],
@@ -581,5 +590,26 @@ mod tests {
             Wal::read_ops(&path).unwrap().ops,
             vec![data(1, 1), data(2, 2)]
         );
+    }
+
+    #[test]
+    fn an_empty_log_of_the_older_layout_starts_afresh_and_one_with_ops_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        let mut v1 = encode_header(LogBase::default());
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        std::fs::write(&path, &v1).unwrap();
+        let (w, ops) = open(&path);
+        assert!(ops.is_empty());
+        drop(w);
+        assert!(is_current_version(&std::fs::read(&path).unwrap()));
+        // With an op to replay, the log is left as it is (the checkpoint after the
+        // replay starts a new segment).
+        let mut with_op = v1.clone();
+        crate::format::wal::encode_op(&data(5, 9), &mut with_op);
+        std::fs::write(&path, &with_op).unwrap();
+        let (_w, ops) = open(&path);
+        assert_eq!(ops, vec![data(5, 9)]);
+        assert!(!is_current_version(&std::fs::read(&path).unwrap()));
     }
 }
