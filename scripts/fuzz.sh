@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fuzz smoke run (cargo-fuzz, libFuzzer) of every decoder that reads outside input: the
 # NBD wire (crates/nbd-proto/fuzz), the `.swap` parser, the write-ahead log, and index
-# node / root plaintexts (fuzz/). The machine's stable toolchain builds them with
-# RUSTC_BOOTSTRAP=1 (cargo fuzz needs -Z flags).
+# node / root plaintexts and the LZ4 block decoder (fuzz/). The machine's stable
+# toolchain builds them with RUSTC_BOOTSTRAP=1 (cargo fuzz needs -Z flags).
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] (default 20 for the NBD wire, half that
 # for each of the others)
 set -euo pipefail

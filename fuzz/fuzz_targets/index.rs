@@ -1,6 +1,7 @@
 //! Any bytes as the plaintext of an index node or a root (what a corrupt chunk would
 //! decrypt to were its tag forged): decoding never panics, and what decodes encodes back
-//! to a value that decodes the same. Also the packed-node decompressor.
+//! to a value that decodes the same. Also the packed-node decompressor, and the LZ4
+//! block decoder of record plaintexts.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -17,4 +18,6 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(again.encode(), r.encode());
     }
     let _ = unpack(data, 1 << 20);
+    let mut block = [0u8; 4096];
+    let _ = mindcastle::format::lz4::decompress_into(data, &mut block);
 });

@@ -4,6 +4,7 @@
 pub mod bytes;
 pub mod chunk_id;
 pub mod crypto;
+pub mod lz4;
 pub mod node;
 pub mod record;
 pub mod root;

@@ -74,10 +74,10 @@ pub fn unpack_block(plain: &[u8], out: &mut [u8]) -> Result<()> {
         out.copy_from_slice(plain);
         return Ok(());
     }
-    match lz4_flex::block::decompress_into(plain, out) {
+    match crate::format::lz4::decompress_into(plain, out) {
         Ok(n) if n == BLOCK_SIZE => Ok(()),
         Ok(n) => Err(Error::corrupt(format!("record decompressed to {n} bytes"))),
-        Err(e) => Err(Error::corrupt(format!("record does not decompress: {e}"))),
+        Err(e) => Err(e.context("record does not decompress")),
     }
 }
 
