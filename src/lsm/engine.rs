@@ -121,6 +121,16 @@ struct State {
     kept: Vec<RootRef>,
 }
 
+impl State {
+    /// Adds the data chunks large writes stored that only the memtables name yet.
+    fn stored_chunks(&self, into: &mut HashSet<ChunkId>) {
+        self.mem.stored_chunks(into);
+        if let Some(f) = &self.frozen {
+            f.stored_chunks(into);
+        }
+    }
+}
+
 /// What only the checkpoint holder touches.
 #[derive(Default)]
 struct CkptState {
@@ -475,22 +485,19 @@ impl Engine {
     /// record (a `DataRef` whose only meaningful field is the tag, for comparisons).
     pub fn pending_locs(&self) -> Result<Vec<(u64, Loc)>> {
         let st = self.core.state.read().map_err(|_| lock_err())?;
-        let loc = |e: &MemEntry| match e {
-            MemEntry::Zero => Loc::Zero,
-            MemEntry::Data(r) => Loc::Data(crate::lsm::entry::DataRef {
+        let loc = |e: &MemEntry| {
+            let (len, tag) = match e {
+                MemEntry::Zero => return Loc::Zero,
+                MemEntry::Data(r) => (r.bytes.len() as u32, r.tag),
+                MemEntry::Stored(d) => (d.len, d.tag),
+            };
+            Loc::Data(DataRef {
                 chunk: ChunkId([0; 32]),
                 chunk_size: 0,
                 offset: 0,
-                len: r.bytes.len() as u32,
-                tag: r.tag,
-            }),
-            MemEntry::Stored(d) => Loc::Data(crate::lsm::entry::DataRef {
-                chunk: ChunkId([0; 32]),
-                chunk_size: 0,
-                offset: 0,
-                len: d.len,
-                tag: d.tag,
-            }),
+                len,
+                tag,
+            })
         };
         let mut out: Vec<(u64, Loc)> = st
             .mem
@@ -517,10 +524,7 @@ impl Engine {
         // checkpoint has indexed yet (a checkpoint moves entries from one to the other).
         let view = {
             let st = self.core.state.read().map_err(|_| lock_err())?;
-            st.mem.stored_chunks(&mut below);
-            if let Some(f) = &st.frozen {
-                f.stored_chunks(&mut below);
-            }
+            st.stored_chunks(&mut below);
             View {
                 root: st.root,
                 kept: st.kept.clone(),
@@ -1198,10 +1202,7 @@ impl Core {
         tree.live_chunks(&mut live);
         {
             let st = self.state.read().map_err(|_| lock_err())?;
-            st.mem.stored_chunks(&mut live);
-            if let Some(f) = &st.frozen {
-                f.stored_chunks(&mut live);
-            }
+            st.stored_chunks(&mut live);
         }
         for k in kept {
             self.add_kept_live(ck, k, &mut live)?;

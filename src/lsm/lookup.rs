@@ -120,6 +120,12 @@ pub fn read_blocks(
             _ => by_chunk.push(k..k + 1),
         }
     }
+    let group_at = |k: usize| -> Result<&[(usize, DataRef)]> {
+        groups
+            .get(k)
+            .and_then(|g| disk.get(g.clone()))
+            .ok_or_else(|| Error::internal("group out of range"))
+    };
     let next = AtomicUsize::new(0);
     let done: Mutex<Vec<(usize, Result<Vec<u8>>)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -129,12 +135,7 @@ pub fn read_blocks(
                 let Some(ks) = by_chunk.get(n) else { return };
                 for k in ks.clone() {
                     let r = (|| {
-                        let g = groups
-                            .get(k)
-                            .ok_or_else(|| Error::internal("group out of range"))?;
-                        let group = disk
-                            .get(g.clone())
-                            .ok_or_else(|| Error::internal("group out of range"))?;
+                        let group = group_at(k)?;
                         let mut buf = vec![0u8; group.len() * BLOCK_SIZE];
                         read_group(ctx, first, group, &mut buf, |pos, _| pos)?;
                         Ok(buf)
@@ -154,12 +155,7 @@ pub fn read_blocks(
     }
     for (k, r) in done {
         let buf = r?;
-        let g = groups
-            .get(k)
-            .ok_or_else(|| Error::internal("group out of range"))?;
-        let group = disk
-            .get(g.clone())
-            .ok_or_else(|| Error::internal("group out of range"))?;
+        let group = group_at(k)?;
         for (pos, (idx, _)) in group.iter().enumerate() {
             let src = buf
                 .get(pos * BLOCK_SIZE..(pos + 1) * BLOCK_SIZE)
