@@ -134,3 +134,65 @@ fn a_bad_copy_in_the_first_fallback_is_passed_over_for_the_next() {
         }
     }
 }
+
+#[test]
+fn pull_of_one_snapshot_fetches_what_it_needs_and_not_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = common::new_disk(dir.path(), SIZE);
+    let old = common::data(21, 2 << 20);
+    let new = common::data(22, 2 << 20);
+    let vol = Volume::open(&a, &OpenOptions::default()).unwrap();
+    vol.write_at(0, &old).unwrap();
+    vol.snapshot_labeled("s1", "before").unwrap();
+    vol.write_at(0, &new).unwrap();
+    vol.close().unwrap();
+    let published = dir.path().join("published");
+    let src = mindcastle::volume::data_dir(&a, &mindcastle::volume::read_swap(&a).unwrap());
+    std::fs::rename(&src, &published).unwrap();
+    let b = dir.path().join("b.swap");
+    let text = std::fs::read_to_string(&a).unwrap();
+    std::fs::write(&b, format!("{text}fallback=published\n")).unwrap();
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+
+    let out = common::run(&["pull", "--json", "--snapshot", "s1", &s(&b)]);
+    assert!(out.status.success(), "{out:?}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (chunks, copied) = (j["chunks"].as_u64().unwrap(), j["copied"].as_u64().unwrap());
+    assert!(chunks > 0 && copied == chunks, "{j}");
+    // Offline: the snapshot reads back whole; the head's data was not fetched.
+    let away = dir.path().join("away");
+    std::fs::rename(&published, &away).unwrap();
+    let log = common::run(&["log", &s(&b)]);
+    assert!(log.status.success(), "{log:?}");
+    assert!(String::from_utf8_lossy(&log.stdout).contains("s1"));
+    let snap = dir.path().join("s1.raw");
+    let out = common::run(&["export", "--snapshot", "s1", &s(&b), &s(&snap)]);
+    assert!(out.status.success(), "{out:?}");
+    let mut want = old.clone();
+    want.resize(SIZE as usize, 0);
+    assert!(std::fs::read(&snap).unwrap() == want, "snapshot differs");
+    let head = dir.path().join("head.raw");
+    let out = common::run(&["export", &s(&b), &s(&head)]);
+    assert!(
+        !out.status.success(),
+        "the head's data should be missing: {out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("chunk"),
+        "{out:?}"
+    );
+    // A whole pull then makes the head readable offline too.
+    std::fs::rename(&away, &published).unwrap();
+    let out = common::run(&["pull", "--json", &s(&b)]);
+    assert!(out.status.success(), "{out:?}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["present"].as_u64().unwrap(), copied, "{j}");
+    std::fs::rename(&published, &away).unwrap();
+    let out = common::run(&["export", "--force", &s(&b), &s(&head)]);
+    assert!(out.status.success(), "{out:?}");
+    let mut want = new.clone();
+    want.resize(SIZE as usize, 0);
+    assert!(std::fs::read(&head).unwrap() == want, "head differs");
+    let out = common::run(&["pull", "--snapshot", "nope", &s(&b)]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+}

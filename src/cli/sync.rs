@@ -45,6 +45,10 @@ pub struct PullArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Only what this kept snapshot needs (id, unique id prefix or name): its chunks,
+    /// the head's index and the roots, not the head's data.
+    #[arg(long, value_name = "SNAP")]
+    snapshot: Option<String>,
     /// The disk.
     swap: PathArg,
 }
@@ -97,7 +101,7 @@ pub fn push(a: PushArgs) -> Result<ExitCode> {
 pub fn pull(a: PullArgs) -> Result<ExitCode> {
     let vol = Volume::open(&a.swap, &OpenOptions::default())?;
     let pb = progress::bytes(0, "pull");
-    let t = vol.pull(&|n| pb.set_position(n))?;
+    let t = vol.pull(a.snapshot.as_deref(), &|n| pb.set_position(n))?;
     pb.finish_and_clear();
     vol.close()?;
     report(&t, "pull", a.json)?;

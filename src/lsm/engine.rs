@@ -549,6 +549,38 @@ impl Engine {
         Ok(out)
     }
 
+    /// What reading kept snapshot `k` needs with no fallback: the index and data chunks
+    /// it reaches, the head's index chunks, then every kept root and the current root
+    /// last (opening the disk reads the head's index, and finding a snapshot by name
+    /// reads the kept roots). The head's own data chunks are left out.
+    pub fn reachable_for(&self, k: &RootRef) -> Result<Vec<ChunkId>> {
+        let (head_root, kept, tree) = {
+            let st = self.core.state.read().map_err(|_| lock_err())?;
+            (st.root, st.kept.clone(), st.tree.clone())
+        };
+        if !kept.iter().any(|r| r.id == k.id) {
+            return Err(Error::not_found(format!(
+                "snapshot {} is not kept by this disk",
+                k.id
+            )));
+        }
+        let mut below = HashSet::new();
+        for run in tree.runs() {
+            below.extend(run.desc.index_chunks.iter().map(|c| c.0));
+        }
+        let root = load_root(self.core.ctx.store.as_ref(), &self.core.ctx.keys, k)?;
+        Tree::open(&self.core.ctx, &root.runs)?.live_chunks(&mut below);
+        let roots: Vec<ChunkId> = kept
+            .iter()
+            .map(|r| r.id)
+            .chain(head_root.map(|r| r.id))
+            .collect();
+        let mut out: Vec<ChunkId> = below.into_iter().filter(|c| !roots.contains(c)).collect();
+        out.sort_unstable();
+        out.extend(roots);
+        Ok(out)
+    }
+
     /// Fills `out` (whole blocks) from block `lba`.
     pub fn read_blocks(&self, lba: u64, out: &mut [u8]) -> Result<()> {
         self.core

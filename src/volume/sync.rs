@@ -2,7 +2,8 @@
 //! the kept snapshots reach to another store (a folder or a URL), roots last, skipping
 //! what is there already, so it resumes after an interruption and a reader of the
 //! destination never meets a root whose chunks are missing; `pull` fetches every
-//! reachable chunk from the fallbacks into the local data folder, for offline use.
+//! reachable chunk (or those one snapshot needs) from the fallbacks into the local data
+//! folder, for offline use.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,12 +103,23 @@ impl Volume {
     }
 
     /// Fetches every reachable chunk the local data folder lacks (from the fallbacks),
-    /// so the disk no longer needs them.
-    pub fn pull(&self, progress: &(dyn Fn(u64) + Sync)) -> Result<Transfer> {
+    /// so the disk no longer needs them; with `snapshot`, only what reading that kept
+    /// snapshot needs (`Engine::reachable_for`).
+    pub fn pull(
+        &self,
+        snapshot: Option<&str>,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Transfer> {
         if !self.writable() {
             return Err(Error::invalid("pull needs the disk open for writing"));
         }
-        let all = self.engine()?.reachable()?;
+        let all = match snapshot {
+            Some(spec) => {
+                let k = self.find_snapshot(spec)?;
+                self.engine()?.reachable_for(&k)?
+            }
+            None => self.engine()?.reachable()?,
+        };
         let store = self.engine()?.ctx().store.as_ref();
         // The stack lists (and puts to) the local data folder only.
         let local: HashSet<ChunkId> = store.list()?.into_iter().collect();
