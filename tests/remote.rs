@@ -563,6 +563,54 @@ fn scattered_reads_fetch_and_keep_only_their_ranges() {
     );
 }
 
+/// A web server that ignores Range and answers 200 with the whole chunk still serves
+/// every read, with a cache (which then keeps the chunk) and without one.
+#[test]
+fn a_server_that_ignores_range_still_serves_every_read() {
+    let Some(site) = Site::start() else {
+        return;
+    };
+    let (dir, web, port) = (site.path().to_path_buf(), site.web.clone(), site.port);
+    let (text, image) = published(&dir, &web, 24 << 20);
+    let proxy = common::proxy::Proxy::start(
+        port,
+        common::proxy::Faults {
+            ignore_range: true,
+            ..Default::default()
+        },
+        4,
+    );
+    let offsets: Vec<u64> = (0..6u64)
+        .map(|i| (1 << 20) + i * (3 << 20) + 12288)
+        .collect();
+    for (name, extra) in [("b", "cache=cache\ncachesize=64M\n"), ("c", "")] {
+        let swap = swap_with(
+            &dir,
+            name,
+            &text,
+            &format!("fallback=http://127.0.0.1:{}/pub\n{extra}", proxy.port),
+        );
+        let before = proxy.requests();
+        let v = open_read_only(&swap);
+        for &off in offsets.iter().rev() {
+            let mut got = vec![0u8; 4096];
+            v.read_at(off, &mut got).unwrap();
+            assert!(
+                got[..] == image[off as usize..off as usize + 4096],
+                "{name} at {off}"
+            );
+        }
+        drop(v);
+        assert!(proxy.requests() > before, "{name}: nothing was fetched");
+        let out = dir.join(format!("{name}.img"));
+        run_ok(common::bin().args(["export", s(&swap), s(&out)]));
+        assert!(
+            std::fs::read(&out).unwrap()[..image.len()] == image[..],
+            "{name}"
+        );
+    }
+}
+
 /// NBD CACHE on a disk served from a fallback brings the stored bytes of the range into
 /// the cache (as a trace prefetch does): with the web server gone, the range reads back.
 #[test]

@@ -27,6 +27,9 @@ pub struct Faults {
     /// does) and object_store refuses answers without them; chunk objects never change,
     /// so one tag per path is honest.
     pub add_object_headers: bool,
+    /// Drop the request's `Range` header, so the server answers 200 with the whole
+    /// object, as a web server without range support does.
+    pub ignore_range: bool,
 }
 
 /// Counters of a running proxy.
@@ -129,6 +132,22 @@ fn read_message(s: &mut TcpStream, no_body: bool) -> std::io::Result<(String, Ve
     Ok((head, body))
 }
 
+/// The message head without header `name` (lower case).
+fn without_header(head: &str, name: &str) -> String {
+    let mut out = String::new();
+    for l in head.split("\r\n").filter(|l| !l.is_empty()) {
+        let is_it = l
+            .split_once(':')
+            .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case(name));
+        if !is_it {
+            out.push_str(l);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("\r\n");
+    out
+}
+
 /// Rewrites the head's `Connection` header: close after this message, or keep alive.
 fn with_connection(head: &str, close: bool) -> String {
     let mut out = String::new();
@@ -174,6 +193,11 @@ fn serve(
             );
         }
         let mut u = TcpStream::connect(("127.0.0.1", upstream))?;
+        let head = if f.ignore_range {
+            without_header(&head, "range")
+        } else {
+            head
+        };
         u.write_all(with_connection(&head, true).as_bytes())?;
         u.write_all(&body)?;
         let (rhead, mut rbody) = read_message(&mut u, is_head)?;
