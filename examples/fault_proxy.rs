@@ -29,6 +29,7 @@ fn main() {
             unavailable_permille: arg(4, 0) as u32,
             corrupt_permille: arg(5, 0) as u32,
             add_object_headers: false,
+            ignore_range: false,
         },
         42,
     );
