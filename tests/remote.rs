@@ -611,6 +611,67 @@ fn a_server_that_ignores_range_still_serves_every_read() {
     }
 }
 
+/// `info` shows what the fallbacks have served a disk, as counted at the server.
+#[test]
+fn info_shows_what_each_fallback_served() {
+    let Some(site) = Site::start() else {
+        return;
+    };
+    let (dir, web, port) = (site.path().to_path_buf(), site.web.clone(), site.port);
+    let (text, image) = published(&dir, &web, 8 << 20);
+    let proxy = common::proxy::Proxy::start(port, Default::default(), 6);
+    let url = format!("http://127.0.0.1:{}/pub", proxy.port);
+    let b_swap = swap_with(&dir, "b", &text, &format!("fallback={url}\n"));
+    let body = || {
+        proxy
+            .counts
+            .body_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let info = json(&run_ok(common::bin().args(["info", "--json", s(&b_swap)])));
+    assert_eq!(info["fetched"], serde_json::json!([]), "{info}");
+    // That `info` read the root and index (a read-only run: not recorded).
+    let (r0, b0) = (proxy.requests(), body());
+    assert!(r0 > 0);
+    run_ok(common::bin().args(["pull", s(&b_swap)]));
+    let info = json(&run_ok(common::bin().args(["info", "--json", s(&b_swap)])));
+    let f = &info["fetched"];
+    assert_eq!(f.as_array().unwrap().len(), 1, "{info}");
+    assert_eq!(f[0]["url"], url.as_str(), "{info}");
+    assert_eq!(
+        f[0]["requests"].as_u64().unwrap(),
+        proxy.requests() - r0,
+        "{info}"
+    );
+    assert_eq!(f[0]["bytes"].as_u64().unwrap(), body() - b0, "{info}");
+    assert!((body() - b0) as usize > image.len() / 3, "{info}");
+    // A second run adds to the first.
+    let before = (proxy.requests(), body());
+    let c = dir.join("c.img");
+    let out = run_ok(common::bin().args(["info", s(&b_swap)]));
+    assert!(
+        out.contains(&format!("fetched:           {} requests", before.0 - r0)),
+        "{out}"
+    );
+    // One chunk lost locally: the next pull fetches it again.
+    std::fs::remove_file(&common::chunk_files(&b_swap)[0]).unwrap();
+    run_ok(common::bin().args(["pull", s(&b_swap)]));
+    run_ok(common::bin().args(["export", s(&b_swap), s(&c)]));
+    assert!(std::fs::read(&c).unwrap()[..image.len()] == image[..]);
+    let info = json(&run_ok(common::bin().args(["info", "--json", s(&b_swap)])));
+    assert!(proxy.requests() > before.0);
+    assert_eq!(
+        info["fetched"][0]["requests"].as_u64().unwrap(),
+        proxy.requests() - r0,
+        "{info}"
+    );
+    assert_eq!(
+        info["fetched"][0]["bytes"].as_u64().unwrap(),
+        body() - b0,
+        "{info}"
+    );
+}
+
 /// NBD CACHE on a disk served from a fallback brings the stored bytes of the range into
 /// the cache (as a trace prefetch does): with the web server gone, the range reads back.
 #[test]

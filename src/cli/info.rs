@@ -81,6 +81,14 @@ pub fn run(a: Args) -> Result<ExitCode> {
         i.locations.cache_partial,
         i.locations.remote
     );
+    for f in &i.fetched {
+        outln!(
+            "fetched:           {} requests, {} bytes from {} (runs that held the disk, closed)",
+            f.requests,
+            f.bytes,
+            f.url
+        );
+    }
     outln!("snapshots:         {}", i.snapshots.len());
     for s in &i.snapshots {
         outln!("  {s}");

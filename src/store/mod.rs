@@ -21,6 +21,7 @@
 pub mod cache;
 pub mod fallback;
 pub mod fault;
+pub mod fetch_log;
 pub mod local;
 pub mod memory;
 pub mod partial;

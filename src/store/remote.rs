@@ -41,6 +41,8 @@ pub struct RemoteStore {
     fetched: std::sync::atomic::AtomicU64,
     /// Set once the service said it has no create-only put.
     no_create: std::sync::atomic::AtomicBool,
+    /// The data folder whose `fetched.json` gets this run's counts at close.
+    fetch_log: Option<std::path::PathBuf>,
 }
 
 impl Drop for RemoteStore {
@@ -49,6 +51,11 @@ impl Drop for RemoteStore {
         let (n, b) = (self.requests.load(Relaxed), self.fetched.load(Relaxed));
         if n > 0 {
             tracing::info!(url = %self.url, requests = n, bytes = b, "remote store: requests made, bytes fetched");
+            if let Some(dir) = &self.fetch_log {
+                if let Err(e) = super::fetch_log::add(dir, &self.url, n, b) {
+                    tracing::warn!(error = %e, "fetch counters not recorded");
+                }
+            }
         }
     }
 }
@@ -100,7 +107,14 @@ impl RemoteStore {
             requests: Default::default(),
             fetched: Default::default(),
             no_create: Default::default(),
+            fetch_log: None,
         })
+    }
+
+    /// Adds this store's counts to `dir`'s `fetched.json` when it closes.
+    pub fn with_fetch_log(mut self, dir: &std::path::Path) -> Self {
+        self.fetch_log = Some(dir.to_path_buf());
+        self
     }
 
     fn path_of(&self, id: &ChunkId) -> ObjPath {

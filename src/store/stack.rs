@@ -91,9 +91,11 @@ pub fn open(spec: &StackSpec<'_>) -> Result<Arc<dyn ChunkStore>> {
                 ))));
             }
             FallbackKind::Remote(url) => {
-                behind.push(Arc::new(VerifyStore::new(Arc::new(RemoteStore::open(
-                    &url,
-                )?))));
+                let mut remote = RemoteStore::open(&url)?;
+                if spec.writable {
+                    remote = remote.with_fetch_log(spec.data_dir);
+                }
+                behind.push(Arc::new(VerifyStore::new(Arc::new(remote))));
             }
         }
     }

@@ -59,6 +59,9 @@ pub struct Info {
     pub pending_blocks: usize,
     /// Where the chunks the root and kept snapshots reach are.
     pub locations: Locations,
+    /// What each URL fallback has served this disk, over the runs that held it for
+    /// writing and closed (`fetched.json` in the data folder).
+    pub fetched: Vec<crate::store::fetch_log::SourceCount>,
 }
 
 /// Where reachable chunks are: the local data folder, the cache folder, or only behind
@@ -127,6 +130,7 @@ impl Volume {
         let locations = self.locations(listed)?;
         Ok(Info {
             locations,
+            fetched: crate::store::fetch_log::load(self.data_dir()),
             format: super::DiskFormat::V1,
             uuid: self.uuid.clone(),
             size: self.size(),
