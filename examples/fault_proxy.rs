@@ -30,6 +30,8 @@ fn main() {
             corrupt_permille: arg(5, 0) as u32,
             add_object_headers: false,
             ignore_range: false,
+            truncate_permille: 0,
+            stall: false,
         },
         42,
     );

@@ -672,6 +672,80 @@ fn info_shows_what_each_fallback_served() {
     );
 }
 
+/// One flaky source and nothing behind it: answers that fail with 503 or are cut
+/// mid-body are retried, and the read comes back whole with no error. A server that
+/// hangs gives a clear error once the deadline passes.
+#[test]
+fn a_single_flaky_source_is_retried_and_a_hung_one_times_out() {
+    let Some(site) = Site::start() else {
+        return;
+    };
+    let (dir, web, port) = (site.path().to_path_buf(), site.web.clone(), site.port);
+    let (text, image) = published(&dir, &web, 12 << 20);
+    let proxy = common::proxy::Proxy::start(
+        port,
+        common::proxy::Faults {
+            unavailable_permille: 200,
+            truncate_permille: 200,
+            ..Default::default()
+        },
+        9,
+    );
+    for (name, extra) in [("b", ""), ("c", "cache=c-cache\n")] {
+        let swap = swap_with(
+            &dir,
+            name,
+            &text,
+            &format!("fallback=http://127.0.0.1:{}/pub\n{extra}", proxy.port),
+        );
+        let out = dir.join(format!("{name}.img"));
+        let o = common::bin()
+            .args(["export", s(&swap), s(&out)])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{name}: {o:?}");
+        assert!(
+            std::fs::read(&out).unwrap()[..image.len()] == image[..],
+            "{name}"
+        );
+    }
+    let injected = proxy
+        .counts
+        .injected
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let asked = proxy.requests();
+    assert!(injected >= 2, "only {injected} faults injected in {asked} requests");
+    // A server that takes requests and never answers.
+    let hung = common::proxy::Proxy::start(
+        port,
+        common::proxy::Faults {
+            stall: true,
+            ..Default::default()
+        },
+        10,
+    );
+    let d_swap = swap_with(
+        &dir,
+        "d",
+        &text,
+        &format!("fallback=http://127.0.0.1:{}/pub\n", hung.port),
+    );
+    let started = std::time::Instant::now();
+    let o = common::bin()
+        .args(["export", s(&d_swap), s(&dir.join("d.img"))])
+        .env("MINDCASTLE_REMOTE_TIMEOUT", "1s")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5), "{o:?}");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains(&format!("127.0.0.1:{}", hung.port)), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "gave up only after {:?}",
+        started.elapsed()
+    );
+}
+
 /// NBD CACHE on a disk served from a fallback brings the stored bytes of the range into
 /// the cache (as a trace prefetch does): with the web server gone, the range reads back.
 #[test]

@@ -34,6 +34,11 @@ impl FallbackStore {
         id: &ChunkId,
         mut f: impl FnMut(&dyn ChunkStore) -> Result<T>,
     ) -> Result<T> {
+        if let [only] = self.stores.as_slice() {
+            // Nothing to choose between: its own error says it all (the fallback
+            // around this one names the source).
+            return f(only.as_ref());
+        }
         let mut answers = Vec::new();
         let mut kind = ErrorKind::NotFound;
         for (i, s) in self.stores.iter().enumerate() {
@@ -51,7 +56,13 @@ impl FallbackStore {
                         (ErrorKind::NotFound, k) => k,
                         (k, _) => k,
                     };
-                    answers.push(format!("{}: {e}", s.describe()));
+                    // Named once: a remote's errors start with its URL already.
+                    let (name, msg) = (s.describe(), e.to_string());
+                    answers.push(if msg.starts_with(&name) {
+                        msg
+                    } else {
+                        format!("{name}: {msg}")
+                    });
                 }
             }
         }

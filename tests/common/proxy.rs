@@ -30,6 +30,11 @@ pub struct Faults {
     /// Drop the request's `Range` header, so the server answers 200 with the whole
     /// object, as a web server without range support does.
     pub ignore_range: bool,
+    /// Send half of a 2xx body (its full `Content-Length` announced), then close: a
+    /// connection reset mid-body.
+    pub truncate_permille: u32,
+    /// Read requests and never answer (a server that hangs).
+    pub stall: bool,
 }
 
 /// Counters of a running proxy.
@@ -185,6 +190,12 @@ fn serve(
         let f = *faults.lock().unwrap();
         let is_head = head.starts_with("HEAD ");
         counts.requests.fetch_add(1, Ordering::Relaxed);
+        if f.stall {
+            // Hold the connection open, answering nothing, until the client gives up.
+            let mut sink = [0u8; 4096];
+            while matches!(c.read(&mut sink), Ok(n) if n > 0) {}
+            return Ok(());
+        }
         std::thread::sleep(f.latency);
         if roll(rng) < f.unavailable_permille {
             counts.injected.fetch_add(1, Ordering::Relaxed);
@@ -224,6 +235,12 @@ fn serve(
                     && v.trim().eq_ignore_ascii_case("close")
             })
         });
+        if ok && rbody.len() > 1 && roll(rng) < f.truncate_permille {
+            counts.injected.fetch_add(1, Ordering::Relaxed);
+            c.write_all(with_connection(&rhead, true).as_bytes())?;
+            c.write_all(&rbody[..rbody.len() / 2])?;
+            return Ok(());
+        }
         let keep = !asked_close && (is_head || has_header(&rhead, "content-length"));
         c.write_all(with_connection(&rhead, !keep).as_bytes())?;
         c.write_all(&rbody)?;
