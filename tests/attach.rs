@@ -524,63 +524,60 @@ fn converted_original_disk_mounts_with_every_file_intact() {
     assert!(!mounted(&mnt) && !loop_for(&uuid));
 }
 
-/// Publish and attach elsewhere: a disk holding an ext4 filesystem is pushed to a
-/// folder; another "host" (its own folder, a `.swap` from `push --swap-out` with a
-/// cache) attaches it on FUSE + loop, mounts it, finds every file, writes one; the
-/// published folder is unchanged.
+/// Host A makes an XFS filesystem on its disk (attach with the example script), writes
+/// files and closes; it pushes the disk over WebDAV to nginx on 127.0.0.1 and is gone.
+/// Host B, with only the `.swap` that `push --swap-out` wrote (and a cache), attaches it
+/// on FUSE + loop, mounts A's XFS, finds every file, writes one; the published folder
+/// is unchanged, and B's file is there when B attaches again.
 #[test]
 fn pushed_disk_attaches_on_another_host() {
-    if !capable() || !have("mkfs.ext4") {
+    if !capable() || !have("nginx") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("tree");
-    std::fs::create_dir_all(tree.join("etc")).unwrap();
-    std::fs::write(tree.join("etc/motd"), b"built once, booted anywhere\n").unwrap();
-    std::fs::write(tree.join("blob"), common::noise(5, 3 << 20)).unwrap();
-    let img = dir.path().join("fs.img");
-    let o = Command::new("mkfs.ext4")
-        .args([
-            "-q",
-            "-F",
-            "-d",
-            tree.to_str().unwrap(),
-            img.to_str().unwrap(),
-            "64M",
-        ])
-        .env("PATH", common::server::path_env())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{o:?}");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let script = examples().join("statechange.sh");
     let a = dir.path().join("a").join("a.swap");
     std::fs::create_dir_all(a.parent().unwrap()).unwrap();
-    let s = |p: &Path| p.to_str().unwrap().to_string();
-    assert!(common::run(&["create", "--size", "64M", &s(&a)])
-        .status
-        .success());
-    assert!(common::run(&["import", &s(&a), &s(&img)]).status.success());
-    let published = dir.path().join("published");
+    let c = spawn(&["--size", "1G", &s(&a), script.to_str().unwrap()]);
+    let uuid = uuid_of(&a);
+    let mnt = format!("/tmp/mnt-{uuid}");
+    wait_for("host A's XFS mount", || mounted(&mnt));
+    std::fs::create_dir_all(format!("{mnt}/etc")).unwrap();
+    std::fs::write(format!("{mnt}/etc/motd"), b"built once, booted anywhere\n").unwrap();
+    std::fs::write(format!("{mnt}/blob"), common::noise(5, 24 << 20)).unwrap();
+    for i in 0..12 {
+        std::fs::write(
+            format!("{mnt}/etc/f{i}"),
+            common::data(i, 5000 + i as usize * 7919),
+        )
+        .unwrap();
+    }
+    assert!(Command::new("sync").status().unwrap().success());
+    let files = sums(&mnt);
+    signal(&c, "-HUP");
+    assert_eq!(wait_exit(c), 0);
+
+    let web = dir.path().join("www");
+    std::fs::create_dir_all(&web).unwrap();
+    let (_nginx, port) = common::web::nginx(dir.path(), &web);
     let b = dir.path().join("b");
     std::fs::create_dir_all(&b).unwrap();
     let remote = b.join("remote.swap");
-    let o = common::run(&["push", &s(&a), &s(&published), "--swap-out", &s(&remote)]);
+    let url = format!("http://127.0.0.1:{port}/pub/d");
+    let o = common::run(&["push", &s(&a), &url, "--swap-out", &s(&remote)]);
     assert!(o.status.success(), "{o:?}");
     std::fs::remove_dir_all(a.parent().unwrap()).unwrap(); // host A is gone
     let mut text = std::fs::read_to_string(&remote).unwrap();
+    assert!(text.contains(&format!("fallback={url}")), "{text}");
     text.push_str("cache=cache\n");
     std::fs::write(&remote, text).unwrap();
+    let published = web.join("pub/d");
     let before = sums(published.to_str().unwrap());
 
-    let script = examples().join("statechange-ext4.sh");
     let c = spawn(&[&s(&remote), script.to_str().unwrap()]);
-    let uuid = uuid_of(&remote);
-    let mnt = format!("/tmp/mnt-{uuid}");
-    wait_for("the ext4 mount", || mounted(&mnt));
-    assert_eq!(
-        std::fs::read(format!("{mnt}/etc/motd")).unwrap(),
-        b"built once, booted anywhere\n"
-    );
-    assert!(std::fs::read(format!("{mnt}/blob")).unwrap() == common::noise(5, 3 << 20));
+    wait_for("host B's mount of A's XFS", || mounted(&mnt));
+    assert_eq!(sums(&mnt), files, "host B sees other files");
     std::fs::write(format!("{mnt}/local-change"), b"host B").unwrap();
     signal(&c, "-HUP");
     assert_eq!(wait_exit(c), 0);

@@ -89,6 +89,7 @@ pub fn chunk_files(swap: &Path) -> Vec<PathBuf> {
 pub mod proxy;
 pub mod server;
 pub mod vm;
+pub mod web;
 
 /// A writable copy of the disk the original C Mindcastle wrote
 /// (`tests/fixtures/legacy-c`) in `dir`; returns its `.swap` file.
