@@ -54,7 +54,8 @@ fn run_ok(cmd: &mut Command) -> String {
 fn host_a(dir: &Path, len: usize) -> (PathBuf, Vec<u8>) {
     std::fs::create_dir_all(dir).unwrap();
     let swap = dir.join("a.swap");
-    run_ok(common::bin().args(["create", "--size", "64M", s(&swap)]));
+    let size = format!("{}M", ((len >> 20) + 8).max(64));
+    run_ok(common::bin().args(["create", "--size", &size, s(&swap)]));
     let data = common::data(77, len);
     let img = dir.join("img");
     let mut full = vec![0u8; 1 << 20];
@@ -92,7 +93,7 @@ fn push_over_webdav_then_serve_from_nginx_on_another_host() {
     let web = dir.path().join("www");
     std::fs::create_dir_all(&web).unwrap();
     let (_nginx, port) = nginx(dir.path(), &web);
-    let (a_swap, image) = host_a(&dir.path().join("a"), 24 << 20);
+    let (a_swap, image) = host_a(&dir.path().join("a"), 256 << 20);
     let url = format!("http://127.0.0.1:{port}/pub/d1");
     let b_dir = dir.path().join("b");
     std::fs::create_dir_all(&b_dir).unwrap();
@@ -201,7 +202,7 @@ fn push_to_s3_then_export_and_pull_on_another_host() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (_s3, port) = s3(&dir.path().join("s3root"));
-    let (a_swap, image) = host_a(&dir.path().join("a"), 12 << 20);
+    let (a_swap, image) = host_a(&dir.path().join("a"), 256 << 20);
     let url = "s3://bucket/disks/d1";
     let b_dir = dir.path().join("b");
     std::fs::create_dir_all(&b_dir).unwrap();
@@ -231,6 +232,23 @@ fn push_to_s3_then_export_and_pull_on_another_host() {
         port,
     ));
     assert!(std::fs::read(&out).unwrap()[..image.len()] == image[..]);
+    // And serves it over NBD, read back whole by nbdcopy.
+    if have("nbdcopy") {
+        let env = [
+            ("AWS_ACCESS_KEY_ID", KEY.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET.to_string()),
+            ("AWS_REGION", "us-east-1".to_string()),
+            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
+        ];
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let server = Server::start_with_env(&b_dir, &b_swap, &["--read-only"], &env);
+        let back = b_dir.join("back.img");
+        tool_ok("nbdcopy", &[&server.uri(), s(&back)]);
+        server.stop();
+        assert!(std::fs::read(&back).unwrap()[..image.len()] == image[..]);
+        std::fs::remove_file(&back).unwrap();
+    }
+    std::fs::remove_file(&out).unwrap();
     // Pull everything local, then the disk reads without the server.
     let pulled = json(&run_ok(s3_env(
         common::bin().args(["pull", "--json", s(&b_swap)]),
