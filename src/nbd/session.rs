@@ -348,16 +348,76 @@ fn execute(vol: &Volume, r: &p::Request, payload: Vec<u8>, neg: &Negotiated) -> 
     }
 }
 
-/// Writes the reply to `cookie` at once.
+/// Writes the reply to `cookie` at once. The read data goes out from its own buffer,
+/// between the headers (a vectored write), never copied into a reply buffer: for 1 MiB
+/// reads that copy was a twentieth of the server's time.
 async fn send<S: AsyncWrite>(
     wr: &Writer<S>,
     neg: &Negotiated,
     cookie: u64,
     o: Outcome,
 ) -> std::io::Result<()> {
-    let mut out: Vec<u8> = Vec::new();
-    encode(&mut out, neg, cookie, o);
-    write_out(wr, &out).await
+    let mut pieces = Pieces::default();
+    encode(&mut pieces, neg, cookie, &o);
+    let data: &[u8] = match &o {
+        Outcome::Data(r) => &r.buf,
+        _ => &[],
+    };
+    let mut slices = Vec::with_capacity(2 * pieces.cuts.len() + 1);
+    let mut at = 0;
+    for (cut, range) in &pieces.cuts {
+        slices.push(std::io::IoSlice::new(
+            pieces.head.get(at..*cut).unwrap_or(&[]),
+        ));
+        slices.push(std::io::IoSlice::new(
+            data.get(range.clone()).unwrap_or(&[]),
+        ));
+        at = *cut;
+    }
+    slices.push(std::io::IoSlice::new(pieces.head.get(at..).unwrap_or(&[])));
+    slices.retain(|s| !s.is_empty());
+    let mut w = wr.lock().await;
+    let mut rest: &mut [std::io::IoSlice<'_>] = &mut slices;
+    while !rest.is_empty() {
+        let n = w.write_vectored(rest).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        std::io::IoSlice::advance_slices(&mut rest, n);
+    }
+    w.flush().await
+}
+
+/// Where `encode` puts a reply: header bytes, and ranges of the read's data.
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+    fn data(&mut self, buf: &[u8], range: std::ops::Range<usize>);
+}
+
+/// A reply in one buffer (replies the connection task batches).
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+    fn data(&mut self, buf: &[u8], range: std::ops::Range<usize>) {
+        self.extend_from_slice(buf.get(range).unwrap_or(&[]));
+    }
+}
+
+/// A reply as headers and, at `cuts` (offsets in `head`), ranges of the read's data.
+#[derive(Default)]
+struct Pieces {
+    head: Vec<u8>,
+    cuts: Vec<(usize, std::ops::Range<usize>)>,
+}
+
+impl Sink for Pieces {
+    fn put(&mut self, bytes: &[u8]) {
+        self.head.extend_from_slice(bytes);
+    }
+    fn data(&mut self, _: &[u8], range: std::ops::Range<usize>) {
+        self.cuts.push((self.head.len(), range));
+    }
 }
 
 /// Writes `out` whole, under the writer's lock.
@@ -398,7 +458,7 @@ impl Pending {
         cookie: u64,
         o: Outcome,
     ) -> std::io::Result<()> {
-        encode(&mut self.out, neg, cookie, o);
+        encode(&mut self.out, neg, cookie, &o);
         if self.out.len() >= Self::LIMIT {
             self.flush(wr).await?;
         }
@@ -407,28 +467,22 @@ impl Pending {
 }
 
 /// Appends the encoded reply to `cookie` to `out`.
-fn encode(out: &mut Vec<u8>, neg: &Negotiated, cookie: u64, o: Outcome) {
+fn encode(out: &mut impl Sink, neg: &Negotiated, cookie: u64, o: &Outcome) {
     match (o, neg.structured) {
-        (Outcome::Ok, false) => out.extend_from_slice(&p::encode_simple_reply(0, cookie)),
-        (Outcome::Err(code, _), false) => {
-            out.extend_from_slice(&p::encode_simple_reply(code, cookie))
-        }
+        (Outcome::Ok, false) => out.put(&p::encode_simple_reply(0, cookie)),
+        (Outcome::Err(code, _), false) => out.put(&p::encode_simple_reply(*code, cookie)),
         (Outcome::Data(ReadReply { buf, .. }), false) => {
-            out.extend_from_slice(&p::encode_simple_reply(0, cookie));
-            out.extend_from_slice(&buf);
+            out.put(&p::encode_simple_reply(0, cookie));
+            out.data(buf, 0..buf.len());
         }
-        (Outcome::Status(_), false) => {
-            out.extend_from_slice(&p::encode_simple_reply(errno::EINVAL, cookie))
-        }
-        (Outcome::Ok, true) => out.extend_from_slice(&p::encode_chunk_header(
+        (Outcome::Status(_), false) => out.put(&p::encode_simple_reply(errno::EINVAL, cookie)),
+        (Outcome::Ok, true) => out.put(&p::encode_chunk_header(
             reply::FLAG_DONE,
             reply::NONE,
             cookie,
             0,
         )),
-        (Outcome::Err(code, msg), true) => {
-            out.extend_from_slice(&p::encode_error_chunk(cookie, code, &msg))
-        }
+        (Outcome::Err(code, msg), true) => out.put(&p::encode_error_chunk(cookie, *code, msg)),
         (
             Outcome::Data(ReadReply {
                 buf,
@@ -438,14 +492,14 @@ fn encode(out: &mut Vec<u8>, neg: &Negotiated, cookie: u64, o: Outcome) {
             true,
         ) => {
             // Don't fragment: one OFFSET_DATA chunk.
-            out.extend_from_slice(&p::encode_chunk_header(
+            out.put(&p::encode_chunk_header(
                 reply::FLAG_DONE,
                 reply::OFFSET_DATA,
                 cookie,
                 8 + buf.len() as u32,
             ));
-            out.extend_from_slice(&offset.to_be_bytes());
-            out.extend_from_slice(&buf);
+            out.put(&offset.to_be_bytes());
+            out.data(buf, 0..buf.len());
         }
         (
             Outcome::Data(ReadReply {
@@ -460,7 +514,7 @@ fn encode(out: &mut Vec<u8>, neg: &Negotiated, cookie: u64, o: Outcome) {
             let mut parts: Vec<(bool, usize, usize)> = Vec::new();
             let mut i = 0;
             while i < buf.len() {
-                let step = (4096 - ((offset as usize + i) % 4096)).min(buf.len() - i);
+                let step = (4096 - ((*offset as usize + i) % 4096)).min(buf.len() - i);
                 let zero = buf
                     .get(i..i + step)
                     .is_some_and(|b| b.iter().all(|&x| x == 0));
@@ -471,7 +525,7 @@ fn encode(out: &mut Vec<u8>, neg: &Negotiated, cookie: u64, o: Outcome) {
                 i += step;
             }
             if parts.is_empty() {
-                out.extend_from_slice(&p::encode_chunk_header(
+                out.put(&p::encode_chunk_header(
                     reply::FLAG_DONE,
                     reply::NONE,
                     cookie,
@@ -483,47 +537,47 @@ fn encode(out: &mut Vec<u8>, neg: &Negotiated, cookie: u64, o: Outcome) {
                 let flags = if k + 1 == n { reply::FLAG_DONE } else { 0 };
                 let off = offset + start as u64;
                 if zero && len >= 512 {
-                    out.extend_from_slice(&p::encode_chunk_header(
+                    out.put(&p::encode_chunk_header(
                         flags,
                         reply::OFFSET_HOLE,
                         cookie,
                         12,
                     ));
-                    out.extend_from_slice(&off.to_be_bytes());
-                    out.extend_from_slice(&(len as u32).to_be_bytes());
+                    out.put(&off.to_be_bytes());
+                    out.put(&(len as u32).to_be_bytes());
                 } else {
-                    let Some(data) = buf.get(start..start + len) else {
+                    if buf.get(start..start + len).is_none() {
                         // Parts are cut from `buf` itself; end the reply with an error
                         // rather than send a chunk shorter than its header says.
-                        out.extend_from_slice(&p::encode_error_chunk(
+                        out.put(&p::encode_error_chunk(
                             cookie,
                             errno::EIO,
                             "internal error: read reply split",
                         ));
                         break;
-                    };
-                    out.extend_from_slice(&p::encode_chunk_header(
+                    }
+                    out.put(&p::encode_chunk_header(
                         flags,
                         reply::OFFSET_DATA,
                         cookie,
                         8 + len as u32,
                     ));
-                    out.extend_from_slice(&off.to_be_bytes());
-                    out.extend_from_slice(data);
+                    out.put(&off.to_be_bytes());
+                    out.data(buf, start..start + len);
                 }
             }
         }
         (Outcome::Status(d), true) => {
-            out.extend_from_slice(&p::encode_chunk_header(
+            out.put(&p::encode_chunk_header(
                 reply::FLAG_DONE,
                 reply::BLOCK_STATUS,
                 cookie,
                 4 + 8 * d.len() as u32,
             ));
-            out.extend_from_slice(&BASE_ALLOCATION_ID.to_be_bytes());
+            out.put(&BASE_ALLOCATION_ID.to_be_bytes());
             for (len, flags) in d {
-                out.extend_from_slice(&len.to_be_bytes());
-                out.extend_from_slice(&flags.to_be_bytes());
+                out.put(&len.to_be_bytes());
+                out.put(&flags.to_be_bytes());
             }
         }
     }
@@ -552,6 +606,40 @@ mod tests {
         assert!(!inline(&req(cmd::WRITE, 0, 0, 1024)), "read-modify-write");
         assert!(!inline(&req(cmd::WRITE, cmd_flags::FUA, 0, 4096)), "fsync");
         assert!(!inline(&req(cmd::READ, 0, 0, 4096)), "may fetch");
+    }
+
+    #[test]
+    fn a_reply_sent_in_pieces_is_the_same_bytes_as_one_buffer() {
+        // Data, a hole, data again (structured replies split holes out), unaligned.
+        let mut buf = vec![7u8; 3 * 4096 + 100];
+        buf.get_mut(4096..8192).unwrap().fill(0);
+        for (structured, dont_fragment) in [(false, false), (true, false), (true, true)] {
+            let neg = Negotiated {
+                structured,
+                base_allocation: false,
+                flags: 0,
+                export: 0,
+            };
+            let o = Outcome::Data(ReadReply {
+                buf: buf.clone(),
+                offset: 4096 * 5 + 512,
+                dont_fragment,
+            });
+            let mut whole: Vec<u8> = Vec::new();
+            encode(&mut whole, &neg, 9, &o);
+            let mut pieces = Pieces::default();
+            encode(&mut pieces, &neg, 9, &o);
+            let mut joined = Vec::new();
+            let mut at = 0;
+            for (cut, r) in &pieces.cuts {
+                joined.extend_from_slice(&pieces.head[at..*cut]);
+                joined.extend_from_slice(&buf[r.clone()]);
+                at = *cut;
+            }
+            joined.extend_from_slice(&pieces.head[at..]);
+            assert_eq!(joined, whole, "structured {structured}, df {dont_fragment}");
+            assert!(whole.len() > buf.len() / 2);
+        }
     }
 
     #[test]
