@@ -691,6 +691,86 @@ fn a_single_flaky_source_is_retried_and_a_hung_one_times_out() {
     );
 }
 
+/// A disk whose index is larger than what is fetched at open opens without it: opening
+/// moves a fraction of the bytes, reads come back right meanwhile, and the index chunks
+/// then arrive in the cache in the background.
+#[test]
+fn a_large_index_comes_in_the_background() {
+    let Some(site) = Site::start() else {
+        return;
+    };
+    let (dir, web, port) = (site.path().to_path_buf(), site.web.clone(), site.port);
+    let (text, image) = published(&dir, &web, 24 << 20);
+    let proxy = common::proxy::Proxy::start(port, Default::default(), 12);
+    let body = || {
+        proxy
+            .counts
+            .body_bytes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let open_with = |name: &str, index_at_open: Option<u64>| {
+        let swap = swap_with(
+            &dir,
+            name,
+            &text,
+            &format!(
+                "fallback=http://127.0.0.1:{}/pub\ncache={name}-cache\n",
+                proxy.port
+            ),
+        );
+        let b0 = body();
+        let v = mindcastle::volume::Volume::open(
+            &swap,
+            &mindcastle::OpenOptions {
+                read_only: true,
+                index_at_open,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        (swap, v, body() - b0)
+    };
+    let (_, whole, at_open_whole) = open_with("b", None);
+    drop(whole);
+    // What opening with the whole index put in the cache: the root and index chunks.
+    let whole_files = |name: &str| -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(dir.join(format!("{name}-cache")))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".lvl"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let index = whole_files("b");
+    assert!(index.len() >= 2, "{index:?}");
+    let (_, v, at_open_small) = open_with("c", Some(0));
+    assert!(
+        at_open_small * 2 < at_open_whole,
+        "opening moved {at_open_small} bytes, against {at_open_whole} with the index whole"
+    );
+    // Nothing read yet: the index chunks arrive by themselves.
+    let t = Instant::now();
+    while !whole_files("c").is_superset(&index) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the index never arrived: {:?} of {index:?}",
+            whole_files("c")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for off in [(2u64 << 20) + 4096, 9 << 20, (20 << 20) + 512] {
+        let mut got = vec![0u8; 8192];
+        v.read_at(off, &mut got).unwrap();
+        assert!(
+            got[..] == image[off as usize..off as usize + 8192],
+            "at {off}"
+        );
+    }
+    drop(v);
+}
+
 /// NBD CACHE on a disk served from a fallback brings the stored bytes of the range into
 /// the cache (as a trace prefetch does): with the web server gone, the range reads back.
 #[test]

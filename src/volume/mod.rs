@@ -56,6 +56,9 @@ pub struct OpenOptions {
     pub wrap_store: Option<WrapStore>,
     /// Called before each fdatasync of the log (tests hold a sync there).
     pub sync_hook: Option<SyncHook>,
+    /// Most bytes of index chunks fetched whole before a disk behind a URL opens
+    /// (None: `prefetch::INDEX_AT_OPEN`); a larger index is fetched in the background.
+    pub index_at_open: Option<u64>,
 }
 
 /// An open disk.
@@ -275,21 +278,36 @@ impl Volume {
             }
         };
         let remote_cached = swap.cache.is_some() && !swap.fallbacks.is_empty();
+        let behind_url = swap
+            .fallbacks
+            .iter()
+            .any(|f| f.contains("://") && !f.starts_with("file://"));
+        let mut index_later = Vec::new();
         if remote_cached {
-            // Before the engine reads its first node: one round trip for all of them.
-            prefetch::warm_index(store.as_ref(), &start.root.runs);
+            // Before the engine reads its first node: one round trip for all of them,
+            // unless the index is large (a large disk's index is megabytes a GiB of
+            // data): then its chunks come in the background, and the first reads fetch
+            // the nodes they need meanwhile.
+            let missing = prefetch::missing_index(store.as_ref(), &start.root.runs);
+            let bytes: u64 = missing.iter().map(|m| u64::from(m.1)).sum();
+            let bound = opts.index_at_open.unwrap_or(prefetch::INDEX_AT_OPEN);
+            if bytes <= bound || !behind_url {
+                prefetch::warm_index(store.as_ref(), &missing);
+            } else {
+                tracing::debug!(bytes, bound, "index fetched in the background");
+                index_later = missing;
+            }
         }
         let engine = Engine::open(store.clone(), keys, size, start, opts.tuning, mode)?;
         let mut readahead = None;
         if remote_cached {
             // Only a remote fallback is slow enough to be worth reading ahead of.
-            if swap
-                .fallbacks
-                .iter()
-                .any(|f| f.contains("://") && !f.starts_with("file://"))
-            {
+            if behind_url {
                 readahead = readahead::ReadAhead::start(store);
             }
+        }
+        if let Some(r) = &readahead {
+            r.fetch(index_later.iter().map(|m| m.0));
         }
         Ok(Self {
             swap_path: path.to_path_buf(),

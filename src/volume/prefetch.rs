@@ -325,20 +325,29 @@ impl Drop for Held<'_> {
     }
 }
 
-/// A disk read from fallbacks through a cache: fetch the index chunks of `runs` it lacks
-/// all at once before the engine opens (one round trip, in parallel, whole chunks), so
-/// opening and the first read cost one request more instead of one per node read.
-/// Failures are logged: reads fetch what they need anyway.
-pub(super) fn warm_index(store: &dyn ChunkStore, runs: &[crate::format::root::RunDesc]) {
+/// Most bytes of index chunks a disk behind a URL fetches whole before it opens (one
+/// round trip for all, so the first reads need none for the index); past this (a disk
+/// of a few GiB of data), the index comes in the background instead.
+pub const INDEX_AT_OPEN: u64 = 16 << 20;
+
+/// The index chunks of `runs` the local data folder lacks, with their sizes.
+pub(super) fn missing_index(
+    store: &dyn ChunkStore,
+    runs: &[crate::format::root::RunDesc],
+) -> Vec<(ChunkId, u32)> {
     let local: std::collections::HashSet<ChunkId> =
         store.list().unwrap_or_default().into_iter().collect();
-    let missing: Vec<ChunkId> = runs
-        .iter()
-        .flat_map(|r| r.index_chunks.iter().map(|c| c.0))
-        .filter(|id| !local.contains(id))
-        .collect();
+    runs.iter()
+        .flat_map(|r| r.index_chunks.iter().copied())
+        .filter(|(id, _)| !local.contains(id))
+        .collect()
+}
+
+/// Fetches `missing` index chunks whole, 16 at once, into the cache.
+pub(super) fn warm_index(store: &dyn ChunkStore, missing: &[(ChunkId, u32)]) {
+    let ids: Vec<ChunkId> = missing.iter().map(|m| m.0).collect();
     // Failures are only logged, so every chunk is tried.
-    let _ = super::parallel::run(&missing, 16, |id| {
+    let _ = super::parallel::run(&ids, 16, |id| {
         if let Err(e) = store.get(id) {
             tracing::debug!(chunk = %id, error = %e, "warming the index failed");
         }

@@ -68,6 +68,17 @@ impl ReadAhead {
         })
     }
 
+    /// Queues whole chunks for the download workers (the index of a large disk, at
+    /// open); those past the queue's room are left for reads to fetch.
+    pub fn fetch(&self, ids: impl IntoIterator<Item = ChunkId>) {
+        for id in ids {
+            if self.tx.try_send(id).is_err() {
+                tracing::debug!("read-ahead queue full; the rest is fetched when read");
+                return;
+            }
+        }
+    }
+
     /// Notes a read of `len` bytes at `offset`; when reads run forward, asks for the
     /// chunks of the stretch ahead.
     pub fn observe(&self, engine: &Engine, offset: u64, len: u64) {
