@@ -24,7 +24,8 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/web.sh
+source bench/web.sh
 
 echo "== a tree of ${TREE_MIB} MiB of files in an ext4 image, a disk, nginx"
 python3 - "$DIR/tree" "$TREE_MIB" <<'PY'
@@ -53,17 +54,7 @@ mkfs.ext4 -q -F -d "$DIR/tree" "$DIR/fs.img"
 "$M" import "$DIR/a.swap" "$DIR/fs.img"
 "$M" push "$DIR/a.swap" "$DIR/www/pub" >/dev/null
 rm -f "$DIR/fs.img"
-NGINX_PORT=$(free_port)
-cat > "$DIR/nginx.conf" <<CONF
-user root;
-daemon off; worker_processes 2; pid $DIR/nginx.pid; error_log $DIR/nginx.err;
-events { worker_connections 256; }
-http { access_log off; server { listen 127.0.0.1:$NGINX_PORT; root $DIR/www; } }
-CONF
-nginx -c "$DIR/nginx.conf" -p "$DIR" & pids+=($!)
-"$PROXY" "$NGINX_PORT" "$LAT" "$DIR/proxy.stats" > "$DIR/proxy.port" & pids+=($!)
-for _ in $(seq 100); do [ -s "$DIR/proxy.port" ] && [ -s "$DIR/proxy.stats" ] && break; sleep 0.1; done
-P=$(cat "$DIR/proxy.port")
+start_web
 { grep -v '^swapdata=' "$DIR/a.swap"; echo "swapdata=b-data"; echo "fallback=http://127.0.0.1:$P/pub"; echo "cache=b-cache"; } > "$DIR/b.swap"
 chmod 600 "$DIR/b.swap"
 cat > "$DIR/mount.sh" <<SCRIPT

@@ -18,7 +18,8 @@ PROXY=$PWD/target/release/examples/fault_proxy
 pids=()
 cleanup() { local p; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/web.sh
+source bench/web.sh
 now() { date +%s.%N; }
 stats() { cat "$DIR/proxy.stats"; }  # requests bytes injected
 
@@ -27,17 +28,7 @@ python3 bench/make-image.py "$DIR/www/img.raw" "$SIZE_MIB"
 "$M" create --size "${SIZE_MIB}M" "$DIR/a.swap" >/dev/null
 "$M" import "$DIR/a.swap" "$DIR/www/img.raw"
 "$M" push "$DIR/a.swap" "$DIR/www/pub" >/dev/null
-NGINX_PORT=$(free_port)
-cat > "$DIR/nginx.conf" <<CONF
-$( [ "$(id -u)" = 0 ] && echo "user root;" )
-daemon off; worker_processes 2; pid $DIR/nginx.pid; error_log $DIR/nginx.err;
-events { worker_connections 256; }
-http { access_log off; server { listen 127.0.0.1:$NGINX_PORT; root $DIR/www; } }
-CONF
-nginx -c "$DIR/nginx.conf" -p "$DIR" & pids+=($!)
-"$PROXY" "$NGINX_PORT" "$LAT" "$DIR/proxy.stats" > "$DIR/proxy.port" & pids+=($!)
-for _ in $(seq 100); do [ -s "$DIR/proxy.port" ] && [ -s "$DIR/proxy.stats" ] && break; sleep 0.1; done
-P=$(cat "$DIR/proxy.port")
+start_web
 URL="http://127.0.0.1:$P"
 
 mkswap() { # NAME [extra lines]
