@@ -384,10 +384,7 @@ fn a_flaky_corrupting_mirror_ahead_of_a_good_one_still_reads_right() {
     run_ok(common::bin().args(["export", s(&b_swap), s(&out)]));
     assert!(std::fs::read(&out).unwrap()[..image.len()] == image[..]);
     assert!(bad.requests() > 20, "the first fallback was hardly asked");
-    let injected = bad
-        .counts
-        .injected
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let injected = bad.injected();
     assert!(injected > 0, "no fault was injected");
     // Every source broken: reads fail (exit non-zero), nothing wrong is returned.
     *bad.faults.lock().unwrap() = common::proxy::Faults {
@@ -431,10 +428,7 @@ fn a_warm_cache_makes_no_request_after_a_restart() {
     assert_eq!(after["locations"]["remote"], 0);
     let cold = proxy.requests();
     assert!(cold > 0);
-    let fetched = proxy
-        .counts
-        .body_bytes
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let fetched = proxy.body_bytes();
     let stored: u64 = files(&web.join("pub")).iter().map(|f| f.1).sum();
     // Each byte once, but for the few index nodes the first `info` read as ranges
     // before the export fetched their chunk whole.
@@ -464,12 +458,7 @@ fn scattered_reads_fetch_and_keep_only_their_ranges() {
     let (text, image) = published(&dir, &web, 60 << 20);
     let proxy = common::proxy::Proxy::start(port, Default::default(), 2);
     let b_swap = cached_reader(&dir, &text, proxy.port);
-    let body = || {
-        proxy
-            .counts
-            .body_bytes
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let body = || proxy.body_bytes();
     // 8 reads of 4 KiB, 8 MiB apart (a chunk holds at most 4 MiB stored, under 8 MiB
     // of this data, so each is in its own chunk; a second read in a chunk would fetch
     // it whole), out of order (no read-ahead), after the 1 MiB of zeroes host A left.
@@ -564,12 +553,7 @@ fn info_shows_what_each_fallback_served() {
     let proxy = common::proxy::Proxy::start(port, Default::default(), 6);
     let url = format!("http://127.0.0.1:{}/pub", proxy.port);
     let b_swap = swap_with(&dir, "b", &text, &format!("fallback={url}\n"));
-    let body = || {
-        proxy
-            .counts
-            .body_bytes
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let body = || proxy.body_bytes();
     let info = json(&run_ok(common::bin().args(["info", "--json", s(&b_swap)])));
     assert_eq!(info["fetched"], serde_json::json!([]), "{info}");
     // That `info` read the root and index (a read-only run: not recorded).
@@ -651,10 +635,7 @@ fn a_single_flaky_source_is_retried_and_a_hung_one_times_out() {
             "{name}"
         );
     }
-    let injected = proxy
-        .counts
-        .injected
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let injected = proxy.injected();
     let asked = proxy.requests();
     assert!(
         injected >= 2,
@@ -702,12 +683,7 @@ fn a_large_index_comes_in_the_background() {
     let (dir, web, port) = (site.path().to_path_buf(), site.web.clone(), site.port);
     let (text, image) = published(&dir, &web, 24 << 20);
     let proxy = common::proxy::Proxy::start(port, Default::default(), 12);
-    let body = || {
-        proxy
-            .counts
-            .body_bytes
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let body = || proxy.body_bytes();
     let open_with = |name: &str, index_at_open: Option<u64>| {
         let swap = swap_with(
             &dir,

@@ -244,6 +244,20 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// `below` sorted, then the kept snapshots' roots, the current root last: the order a
+/// copy must be made in, so no reader ever meets a root whose chunks are missing.
+fn roots_last(below: HashSet<ChunkId>, kept: &[RootRef], head: Option<RootRef>) -> Vec<ChunkId> {
+    let roots: Vec<ChunkId> = kept
+        .iter()
+        .map(|k| k.id)
+        .chain(head.map(|r| r.id))
+        .collect();
+    let mut out: Vec<ChunkId> = below.into_iter().filter(|c| !roots.contains(c)).collect();
+    out.sort_unstable();
+    out.extend(roots);
+    out
+}
+
 /// Reads and opens a root chunk.
 pub fn load_root(store: &dyn ChunkStore, keys: &Keys, r: &RootRef) -> Result<Root> {
     let stored = store
@@ -537,16 +551,7 @@ impl Engine {
             let root = load_root(self.core.ctx.store.as_ref(), &self.core.ctx.keys, k)?;
             Tree::open(&self.core.ctx, &root.runs)?.live_chunks(&mut below);
         }
-        let roots: Vec<ChunkId> = view
-            .kept
-            .iter()
-            .map(|k| k.id)
-            .chain(view.root.map(|r| r.id))
-            .collect();
-        let mut out: Vec<ChunkId> = below.into_iter().filter(|c| !roots.contains(c)).collect();
-        out.sort_unstable();
-        out.extend(roots);
-        Ok(out)
+        Ok(roots_last(below, &view.kept, view.root))
     }
 
     /// What reading kept snapshot `k` needs with no fallback: the index and data chunks
@@ -570,15 +575,7 @@ impl Engine {
         }
         let root = load_root(self.core.ctx.store.as_ref(), &self.core.ctx.keys, k)?;
         Tree::open(&self.core.ctx, &root.runs)?.live_chunks(&mut below);
-        let roots: Vec<ChunkId> = kept
-            .iter()
-            .map(|r| r.id)
-            .chain(head_root.map(|r| r.id))
-            .collect();
-        let mut out: Vec<ChunkId> = below.into_iter().filter(|c| !roots.contains(c)).collect();
-        out.sort_unstable();
-        out.extend(roots);
-        Ok(out)
+        Ok(roots_last(below, &kept, head_root))
     }
 
     /// Fills `out` (whole blocks) from block `lba`.

@@ -92,6 +92,16 @@ impl Proxy {
     pub fn requests(&self) -> u64 {
         self.counts.requests.load(Ordering::Relaxed)
     }
+
+    /// Body bytes of the answers forwarded so far.
+    pub fn body_bytes(&self) -> u64 {
+        self.counts.body_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Faults injected so far.
+    pub fn injected(&self) -> u64 {
+        self.counts.injected.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for Proxy {
