@@ -14,11 +14,14 @@
 # first in every case; the table also gives attach start to program end. Target (remote issue): cold
 # with prefetch <= 1.5x warm. bench/remote.sh has the worst case: a synthetic trace of
 # back-to-back reads with no work between them.
-# Usage: bench/remote-boot.sh [LATENCY_MS]    (as root: attach, mount, drop_caches)
+# SERVER s3: the disk is pushed to s3s-fs (SigV4) and read as s3://bucket/pub through a
+# proxy of the same latency.
+# Usage: bench/remote-boot.sh [LATENCY_MS] [nginx|s3]    (as root: attach, mount, drop_caches)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/bin:/usr/sbin:$PATH"
-LAT="${1:-20}"
+LAT="${1:-20}" SERVER="${2:-nginx}"
+case "$SERVER" in nginx | s3) ;; *) echo "SERVER is nginx or s3" >&2; exit 2 ;; esac
 DIR="${BENCH_DIR:-/tmp/mindcastle-boot-bench}"
 [ "$(id -u)" = 0 ] || { echo "bench/remote-boot.sh: needs root (attach, mount, drop_caches)" >&2; exit 1; }
 PY=/usr/bin/python3
@@ -71,6 +74,12 @@ mkfs.ext4 -q -F -d "$DIR/tree" "$DIR/fs.img"
 "$M" push "$DIR/a.swap" "$DIR/www/pub" >/dev/null
 rm -f "$DIR/fs.img"
 start_web
+FALLBACK="http://127.0.0.1:$P/pub" STATS="$DIR/proxy.stats"
+if [ "$SERVER" = s3 ]; then
+  start_s3
+  AWS_ENDPOINT_URL="$S3_DIRECT" "$M" push "$DIR/a.swap" s3://bucket/pub >/dev/null
+  FALLBACK="s3://bucket/pub" STATS="$DIR/s3proxy.stats"
+fi
 cat > "$DIR/mount.sh" <<SCRIPT
 #!/bin/sh
 case "\$1" in
@@ -80,10 +89,10 @@ esac
 SCRIPT
 chmod +x "$DIR/mount.sh"
 now() { date +%s.%N; }
-stats() { cat "$DIR/proxy.stats"; }
+stats() { cat "$STATS"; }
 
 mkswap() { # NAME: a .swap for another host, with its own data folder and cache
-  { grep -v '^swapdata=' "$DIR/a.swap"; echo "swapdata=$1-data"; echo "fallback=http://127.0.0.1:$P/pub"; echo "cache=$1-cache"; } > "$DIR/$1.swap"
+  { grep -v '^swapdata=' "$DIR/a.swap"; echo "swapdata=$1-data"; echo "fallback=$FALLBACK"; echo "cache=$1-cache"; } > "$DIR/$1.swap"
   chmod 600 "$DIR/$1.swap"
 }
 attach() { # NAME [attach options]: attach and wait for the mount; sets T_ATTACH
@@ -142,7 +151,7 @@ detach
 
 cat <<TABLE
 
-A recorded program start through a URL fallback, ${LAT} ms a request at the proxy, $(nproc) cores
+A recorded program start through a URL fallback ($SERVER), ${LAT} ms a request at the proxy, $(nproc) cores
 (python3 importing 126 modules from its standard library on the disk; times of the run
 after mounting, page cache dropped; median of 3)
 | measure | program run, s | attach start to program end, s | ratio to warm |

@@ -4,11 +4,16 @@
 # the same raw image through the same proxy. Prints a table: first-read round trips,
 # cold sequential read (MB/s, GET requests, bytes fetched / bytes read), a boot trace
 # replayed cold with --prefetch against warm, and random 4 KiB reads cold and warm.
-# Usage: bench/remote.sh [SIZE_MIB] [LATENCY_MS]    (root not needed)
+# SERVER s3: our reads go to s3s-fs (SigV4, the disk pushed to s3://bucket/pub) behind
+# a proxy of the same latency; the peers still read the raw image from nginx, since
+# s3s-fs hashes a whole object for every GET (0.57 s for 4 KiB of a 200 MB object here),
+# which would make a 1 GiB image unreadable in ranges.
+# Usage: bench/remote.sh [SIZE_MIB] [LATENCY_MS] [nginx|s3]    (root not needed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/bin:/usr/sbin:$PATH"
-SIZE_MIB="${1:-1024}" LAT="${2:-20}"
+SIZE_MIB="${1:-1024}" LAT="${2:-20}" SERVER="${3:-nginx}"
+case "$SERVER" in nginx | s3) ;; *) echo "SERVER is nginx or s3" >&2; exit 2 ;; esac
 DIR="${BENCH_DIR:-/tmp/mindcastle-remote-bench}"
 rm -rf "$DIR" && mkdir -p "$DIR/www/pub"
 cargo build --release -q
@@ -21,7 +26,9 @@ trap cleanup EXIT
 # shellcheck source=bench/web.sh
 source bench/web.sh
 now() { date +%s.%N; }
-stats() { cat "$DIR/proxy.stats"; }  # requests bytes injected
+STATS="$DIR/proxy.stats"         # counters of the proxy our reads go through
+stats() { cat "$STATS"; }        # requests bytes injected
+peer_stats() { cat "$DIR/proxy.stats"; }
 
 echo "== preparing a ${SIZE_MIB} MiB half-compressible image, disk and nginx"
 python3 bench/make-image.py "$DIR/www/img.raw" "$SIZE_MIB"
@@ -30,10 +37,16 @@ python3 bench/make-image.py "$DIR/www/img.raw" "$SIZE_MIB"
 "$M" push "$DIR/a.swap" "$DIR/www/pub" >/dev/null
 start_web
 URL="http://127.0.0.1:$P"
+FALLBACK="$URL/pub"
+if [ "$SERVER" = s3 ]; then
+  start_s3
+  AWS_ENDPOINT_URL="$S3_DIRECT" "$M" push "$DIR/a.swap" s3://bucket/pub >/dev/null
+  FALLBACK="s3://bucket/pub" STATS="$DIR/s3proxy.stats"
+fi
 
 mkswap() { # NAME [extra lines]
   local name=$1; shift
-  { cat "$DIR/a.swap"; echo "swapdata=$name-data"; echo "fallback=$URL/pub"; printf '%s\n' "$@"; } > "$DIR/$name.swap"
+  { cat "$DIR/a.swap"; echo "swapdata=$name-data"; echo "fallback=$FALLBACK"; printf '%s\n' "$@"; } > "$DIR/$name.swap"
   chmod 600 "$DIR/$name.swap"
 }
 serve() { # NAME -> socket; extra args after
@@ -75,16 +88,16 @@ s0=$(stats); t0=$(now)
 "$M" export "$DIR/seq.swap" /dev/null
 t1=$(now); read -r seq_req seq_bytes <<<"$(delta "$s0" "$(stats)")"
 seq_mbs=$(python3 -c "print(round($BYTES/1e6/($t1-$t0),1))")
-s0=$(stats); t0=$(now)
+s0=$(peer_stats); t0=$(now)
 qemu-img convert -f raw -O raw "json:{\"file.driver\":\"http\",\"file.url\":\"$URL/img.raw\"}" "$DIR/q.raw"
-t1=$(now); rm -f "$DIR/q.raw"; read -r q_req q_bytes <<<"$(delta "$s0" "$(stats)")"
+t1=$(now); rm -f "$DIR/q.raw"; read -r q_req q_bytes <<<"$(delta "$s0" "$(peer_stats)")"
 q_mbs=$(python3 -c "print(round($BYTES/1e6/($t1-$t0),1))")
 K_SOCK="$DIR/k.sock"
 nbdkit -U "$K_SOCK" curl "url=$URL/img.raw" 2>/dev/null & pids+=($!)
 for _ in $(seq 100); do [ -S "$K_SOCK" ] && break; sleep 0.1; done
-s0=$(stats); t0=$(now)
+s0=$(peer_stats); t0=$(now)
 nbdcopy "nbd+unix:///?socket=$K_SOCK" null:
-t1=$(now); read -r k_req k_bytes <<<"$(delta "$s0" "$(stats)")"
+t1=$(now); read -r k_req k_bytes <<<"$(delta "$s0" "$(peer_stats)")"
 k_mbs=$(python3 -c "print(round($BYTES/1e6/($t1-$t0),1))")
 
 echo "== a boot trace: 1500 scattered 64 KiB reads, cold with --prefetch and warm"
@@ -135,7 +148,7 @@ rand_warm=$(fio_iops)
 
 cat <<TABLE
 
-Remote reads, ${SIZE_MIB} MiB disk, ${LAT} ms per request at the proxy, $(nproc) cores
+Remote reads from $SERVER, ${SIZE_MIB} MiB disk, ${LAT} ms per request at the proxy, $(nproc) cores$( [ "$SERVER" = s3 ] && echo " (peers from nginx)")
 | measure | mindcastle | peer | ratio / target |
 |---|---|---|---|
 | first read after starting serve (with cache=): open + read time, in round trips, requests | ${open_ms} + ${read_ms} ms = $first_rt RTT; $open_req + $read_req requests | | target <= 3 RTT |
