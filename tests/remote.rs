@@ -386,19 +386,39 @@ fn a_flaky_corrupting_mirror_ahead_of_a_good_one_still_reads_right() {
     assert!(bad.requests() > 20, "the first fallback was hardly asked");
     let injected = bad.injected();
     assert!(injected > 0, "no fault was injected");
-    // Every source broken: reads fail (exit non-zero), nothing wrong is returned.
+    // Every source broken, one corrupting every answer and one without the disk: reads
+    // fail (exit non-zero), nothing wrong is returned, and the log names the chunk and
+    // each source's answer, each source once.
     *bad.faults.lock().unwrap() = common::proxy::Faults {
         corrupt_permille: 1000,
         ..Default::default()
     };
+    let (bad_url, empty_url) = (
+        format!("http://127.0.0.1:{}/pub", bad.port),
+        format!("http://127.0.0.1:{}/nothing", good.port),
+    );
     let c_swap = swap_with(
         &dir,
         "c",
         &text,
-        &format!("fallback=http://127.0.0.1:{}/pub\n", bad.port),
+        &format!("fallback={bad_url}\nfallback={empty_url}\n"),
     );
     let o = common::run(&["export", s(&c_swap), s(&dir.join("c.img"))]);
     assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("no source could give the chunk"))
+        .unwrap_or_else(|| panic!("no log line names the sources: {err}"));
+    assert!(line.contains("chunk="), "{line}");
+    for url in [&bad_url, &empty_url] {
+        assert_eq!(line.matches(url.as_str()).count(), 1, "{url} in {line}");
+    }
+    assert!(
+        line.contains(&format!("{empty_url}: chunk ")) && line.contains("not found"),
+        "{line}"
+    );
+    assert!(!line.contains("<html"), "{line}");
 }
 
 #[test]

@@ -56,13 +56,8 @@ impl FallbackStore {
                         (ErrorKind::NotFound, k) => k,
                         (k, _) => k,
                     };
-                    // Named once: a remote's errors start with its URL already.
-                    let (name, msg) = (s.describe(), e.to_string());
-                    answers.push(if msg.starts_with(&name) {
-                        msg
-                    } else {
-                        format!("{name}: {msg}")
-                    });
+                    // Each store's errors name it (its path or URL).
+                    answers.push(e.to_string());
                 }
             }
         }

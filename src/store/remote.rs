@@ -60,12 +60,29 @@ impl Drop for RemoteStore {
     }
 }
 
+/// An error of the store at `url`, named by it (a fallback list does not name its
+/// sources again), in one line: a server's HTML or XML error page is left out.
 fn remote_err(url: &str, what: &str, e: object_store::Error) -> Error {
-    let kind = match e {
-        object_store::Error::NotFound { .. } => ErrorKind::NotFound,
-        _ => ErrorKind::Unavailable,
-    };
-    Error::new(kind, format!("{url}: {what}: {e}"))
+    match e {
+        object_store::Error::NotFound { .. } => {
+            Error::new(ErrorKind::NotFound, format!("{url}: {what}: not found"))
+        }
+        e => Error::new(
+            ErrorKind::Unavailable,
+            format!("{url}: {what}: {}", brief(&e.to_string())),
+        ),
+    }
+}
+
+/// The first line of `msg`, without a response body it quotes (`: <html>…`,
+/// `: <?xml…`), at most 400 characters.
+fn brief(msg: &str) -> String {
+    let line = msg.lines().next().unwrap_or("");
+    let line = line.find(": <").map_or(line, |at| &line[..at]);
+    match line.char_indices().nth(400) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line.to_string(),
+    }
 }
 
 impl RemoteStore {
@@ -272,5 +289,20 @@ impl ChunkStore for RemoteStore {
 
     fn describe(&self) -> String {
         self.url.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::brief;
+
+    #[test]
+    fn error_pages_are_left_out_of_messages() {
+        assert_eq!(
+            brief("GET http://h/x - Server returned non-2xx status code: 503 Service Unavailable: <html>\n<head>"),
+            "GET http://h/x - Server returned non-2xx status code: 503 Service Unavailable"
+        );
+        assert_eq!(brief("timed out"), "timed out");
+        assert_eq!(brief(&"x".repeat(500)).chars().count(), 401);
     }
 }

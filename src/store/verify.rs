@@ -52,7 +52,10 @@ impl ChunkStore for VerifyStore {
         len: usize,
         accept: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
-        self.inner.read_verified(id, offset, len, accept)
+        // The reader's check knows the bytes, not where they came from: name it.
+        self.inner.read_verified(id, offset, len, &mut |b| {
+            accept(b).map_err(|e| e.context(format!("chunk {id} from {}", self.inner.describe())))
+        })
     }
     fn put(&self, bytes: &[u8]) -> Result<ChunkId> {
         self.inner.put(bytes)
