@@ -58,12 +58,9 @@ pub struct CacheStore {
     inner: Arc<dyn ChunkStore>,
     max_bytes: u64,
     index: Mutex<Index>,
-    /// Downloads under way: a second reader of the same chunk waits for the first's
-    /// answer instead of fetching it again.
-    inflight: Mutex<HashMap<ChunkId, Arc<Flight>>>,
-    /// Range downloads under way, per chunk: `(start, end, flight)`; a reader of a range
-    /// inside one waits for it.
-    range_flights: Mutex<RangeFlights>,
+    /// Downloads under way (whole chunks and ranges): a reader of bytes that one of
+    /// them is fetching waits for its answer instead of fetching them again.
+    flights: Flights,
     /// Serializes writes to one partial chunk (each rewrites its header); striped by
     /// chunk id, so writes to different chunks rarely wait for each other.
     partial_writes: [Mutex<()>; WRITE_STRIPES],
@@ -75,8 +72,88 @@ const WRITE_STRIPES: usize = 64;
 /// A finished download: the bytes, or the error's kind and text (errors do not clone).
 type Answer = std::result::Result<Arc<Vec<u8>>, (ErrorKind, String)>;
 
-/// Range downloads under way: per chunk, `(start, end, flight)`.
-type RangeFlights = HashMap<ChunkId, Vec<(u64, u64, Arc<Flight>)>>;
+/// Downloads under way: per chunk, `(start, end, flight)`; a whole chunk is
+/// `(0, u64::MAX)`.
+#[derive(Default)]
+struct Flights(Mutex<FlightTable>);
+
+type FlightTable = HashMap<ChunkId, Vec<(u64, u64, Arc<Flight>)>>;
+
+/// A download to wait for, or to make.
+struct Joined {
+    flight: Arc<Flight>,
+    /// Where its bytes start in the chunk.
+    start: u64,
+    /// This reader makes the download (and must [`Flights::land`] it).
+    leader: bool,
+}
+
+impl Flights {
+    fn table(&self) -> Result<std::sync::MutexGuard<'_, FlightTable>> {
+        self.0
+            .lock()
+            .map_err(|_| Error::internal("cache download table poisoned"))
+    }
+
+    /// Whether a download of `id` under way covers `start..end`.
+    fn covering(&self, id: &ChunkId, start: u64, end: u64) -> Result<bool> {
+        Ok(self
+            .table()?
+            .get(id)
+            .is_some_and(|l| l.iter().any(|(s, e, _)| *s <= start && end <= *e)))
+    }
+
+    /// Joins a download of `id` that covers `start..end`, or starts one.
+    fn join(&self, id: &ChunkId, start: u64, end: u64) -> Result<Joined> {
+        let mut table = self.table()?;
+        let list = table.entry(*id).or_default();
+        Ok(
+            match list.iter().find(|(s, e, _)| *s <= start && end <= *e) {
+                Some((s, _, f)) => Joined {
+                    flight: f.clone(),
+                    start: *s,
+                    leader: false,
+                },
+                None => {
+                    let f = Arc::new(Flight::default());
+                    list.push((start, end, f.clone()));
+                    Joined {
+                        flight: f,
+                        start,
+                        leader: true,
+                    }
+                }
+            },
+        )
+    }
+
+    /// Gives a leader's answer to its waiters and takes the download off the table.
+    fn land(&self, id: &ChunkId, flight: &Arc<Flight>, answer: Answer) {
+        flight.finish(answer);
+        if let Ok(mut table) = self.table() {
+            if let Some(list) = table.get_mut(id) {
+                list.retain(|(_, _, f)| !Arc::ptr_eq(f, flight));
+                if list.is_empty() {
+                    table.remove(id);
+                }
+            }
+        }
+    }
+}
+
+/// `len` bytes at `offset` of `bytes`, if they are there.
+fn slice(bytes: &[u8], offset: u64, len: usize) -> Option<&[u8]> {
+    let at = usize::try_from(offset).ok()?;
+    bytes.get(at..at.checked_add(len)?)
+}
+
+/// A download's outcome as its waiters get it.
+fn answer_of(result: &Result<Arc<Vec<u8>>>) -> Answer {
+    match result {
+        Ok(b) => Ok(b.clone()),
+        Err(e) => Err((e.kind(), e.to_string())),
+    }
+}
 
 /// One download that several readers wait for.
 #[derive(Default)]
@@ -151,8 +228,7 @@ impl CacheStore {
             inner,
             max_bytes,
             index: Mutex::new(index),
-            inflight: Mutex::new(HashMap::new()),
-            range_flights: Mutex::new(HashMap::new()),
+            flights: Flights::default(),
             partial_writes: std::array::from_fn(|_| Mutex::new(())),
         };
         cache.evict()?;
@@ -231,32 +307,13 @@ impl CacheStore {
 
     /// Fetches from behind (once, however many readers want it at the same time),
     /// keeps a copy, returns the bytes.
-    fn fill(&self, id: &ChunkId) -> Result<Vec<u8>> {
-        let lock = || {
-            self.inflight
-                .lock()
-                .map_err(|_| Error::internal("cache download table poisoned"))
-        };
-        let (flight, leader) = {
-            let mut map = lock()?;
-            match map.get(id) {
-                Some(f) => (f.clone(), false),
-                None => {
-                    let f = Arc::new(Flight::default());
-                    map.insert(*id, f.clone());
-                    (f, true)
-                }
-            }
-        };
-        if !leader {
-            return flight.wait().map(|b| b.to_vec());
+    fn fill(&self, id: &ChunkId) -> Result<Arc<Vec<u8>>> {
+        let j = self.flights.join(id, 0, u64::MAX)?;
+        if !j.leader {
+            return j.flight.wait();
         }
-        let result = self.fetch_and_keep(id);
-        flight.finish(match &result {
-            Ok(b) => Ok(Arc::new(b.clone())),
-            Err(e) => Err((e.kind(), e.to_string())),
-        });
-        lock()?.remove(id);
+        let result = self.fetch_and_keep(id).map(Arc::new);
+        self.flights.land(id, &j.flight, answer_of(&result));
         result
     }
 
@@ -301,25 +358,9 @@ impl CacheStore {
             .unwrap_or(0)
     }
 
-    fn range_in_flight(&self, id: &ChunkId, start: u64, end: u64) -> Result<bool> {
-        Ok(self
-            .range_flights
-            .lock()
-            .map_err(|_| Error::internal("cache range table poisoned"))?
-            .get(id)
-            .is_some_and(|l| l.iter().any(|(s, e, _)| *s <= start && end <= *e)))
-    }
-
-    fn whole_in_flight(&self, id: &ChunkId) -> Result<bool> {
-        Ok(self
-            .inflight
-            .lock()
-            .map_err(|_| Error::internal("cache download table poisoned"))?
-            .contains_key(id))
-    }
-
     /// Fetches `len` bytes at `offset` from behind (or waits for a download under way
-    /// that covers them), hands them to `accept`, and keeps them once accepted.
+    /// that covers them, of a range or the whole chunk), hands them to `accept`, and
+    /// keeps them once accepted.
     fn fill_range(
         &self,
         id: &ChunkId,
@@ -327,30 +368,14 @@ impl CacheStore {
         len: usize,
         accept: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
-        let end = offset.saturating_add(len as u64);
-        let lock = || {
-            self.range_flights
-                .lock()
-                .map_err(|_| Error::internal("cache range table poisoned"))
-        };
-        let (flight, leader, start) = {
-            let mut map = lock()?;
-            let list = map.entry(*id).or_default();
-            match list.iter().find(|(s, e, _)| *s <= offset && end <= *e) {
-                Some((s, _, f)) => (f.clone(), false, *s),
-                None => {
-                    let f = Arc::new(Flight::default());
-                    list.push((offset, end, f.clone()));
-                    (f, true, offset)
-                }
-            }
-        };
-        if !leader {
+        let j = self
+            .flights
+            .join(id, offset, offset.saturating_add(len as u64))?;
+        if !j.leader {
             // Another reader's download: take our part of it; if it failed or our
             // check refuses it, fetch it ourselves (every source is tried again).
-            if let Ok(bytes) = flight.wait() {
-                let at = (offset - start) as usize;
-                if let Some(part) = bytes.get(at..at + len) {
+            if let Ok(bytes) = j.flight.wait() {
+                if let Some(part) = slice(&bytes, offset - j.start, len) {
                     if accept(part).is_ok() {
                         return Ok(());
                     }
@@ -359,18 +384,7 @@ impl CacheStore {
             return self.fetch_range(id, offset, len, accept).map(|_| ());
         }
         let result = self.fetch_range(id, offset, len, accept);
-        flight.finish(match &result {
-            Ok(b) => Ok(b.clone()),
-            Err(e) => Err((e.kind(), e.to_string())),
-        });
-        if let Ok(mut map) = lock() {
-            if let Some(list) = map.get_mut(id) {
-                list.retain(|(_, _, f)| !Arc::ptr_eq(f, &flight));
-                if list.is_empty() {
-                    map.remove(id);
-                }
-            }
-        }
+        self.flights.land(id, &j.flight, answer_of(&result));
         result.map(|_| ())
     }
 
@@ -433,7 +447,9 @@ impl ChunkStore for CacheStore {
                 }
             }
         }
+        // Copied only when other readers still hold the download.
         self.fill(id)
+            .map(|b| Arc::try_unwrap(b).unwrap_or_else(|b| b.to_vec()))
     }
 
     fn get_range(&self, id: &ChunkId, offset: u64, len: usize) -> Result<Vec<u8>> {
@@ -444,9 +460,7 @@ impl ChunkStore for CacheStore {
             }
         }
         let whole = self.fill(id)?;
-        usize::try_from(offset)
-            .ok()
-            .and_then(|o| whole.get(o..o.checked_add(len)?))
+        slice(&whole, offset, len)
             .map(<[u8]>::to_vec)
             .ok_or_else(|| {
                 Error::corrupt(format!(
@@ -490,16 +504,13 @@ impl ChunkStore for CacheStore {
             }
             Held::Missing { again } => again,
         };
-        // A range being fetched that covers this read is joined. Otherwise a read back
-        // in a chunk read before (going forward through it, or nearby) or a bulk read
-        // fetches the whole chunk: its reader will likely want more of it, and one
-        // download costs fewer round trips than many ranges.
-        let joinable = self.range_in_flight(id, offset, end)?;
-        if !joinable && (again || len >= WHOLE_READ || self.whole_in_flight(id)?) {
+        // A download under way that covers this read (of a range or the whole chunk) is
+        // joined. Otherwise a read back in a chunk read before (going forward through
+        // it, or nearby) or a bulk read fetches the whole chunk: its reader will likely
+        // want more of it, and one download costs fewer round trips than many ranges.
+        if !self.flights.covering(id, offset, end)? && (again || len >= WHOLE_READ) {
             let whole = self.fill(id)?;
-            let part = usize::try_from(offset)
-                .ok()
-                .and_then(|o| whole.get(o..o.checked_add(len)?))
+            let part = slice(&whole, offset, len)
                 .ok_or_else(|| Error::corrupt(format!("chunk {id}: range past its end")))?;
             return accept(part);
         }
@@ -758,6 +769,27 @@ mod tests {
             1,
             "the range was downloaded more than once"
         );
+    }
+
+    #[test]
+    fn small_readers_join_a_whole_chunk_download_under_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = Arc::new(MemoryStore::default());
+        let data = pattern(1 << 20);
+        let id = mem.put(&data).unwrap();
+        let counting = slow_counting(mem);
+        let c = CacheStore::open(dir.path(), 8 << 20, counting.clone()).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| assert!(c.get(&id).unwrap() == data));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            for i in 0..4 {
+                let c = &c;
+                let data = &data;
+                s.spawn(move || read(c, &id, data, i * (200 << 10), 4096).unwrap());
+            }
+        });
+        assert_eq!(counting.gets(), 1, "the whole chunk was downloaded twice");
+        assert_eq!(counting.ranges().0, 0, "a reader fetched its own range");
     }
 
     #[derive(Clone, Debug)]
