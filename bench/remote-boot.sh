@@ -80,14 +80,7 @@ if [ "$SERVER" = s3 ]; then
   AWS_ENDPOINT_URL="$S3_DIRECT" "$M" push "$DIR/a.swap" s3://bucket/pub >/dev/null
   FALLBACK="s3://bucket/pub" STATS="$DIR/s3proxy.stats"
 fi
-cat > "$DIR/mount.sh" <<SCRIPT
-#!/bin/sh
-case "\$1" in
-  open) mount -o ro,noload "\$DEVICE" "$DIR/mnt" ;;
-  close) if mountpoint -q "$DIR/mnt"; then umount "$DIR/mnt"; fi; kill -INT "\$PID" ;;
-esac
-SCRIPT
-chmod +x "$DIR/mount.sh"
+write_mount_script
 now() { date +%s.%N; }
 stats() { cat "$STATS"; }
 

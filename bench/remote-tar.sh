@@ -57,14 +57,7 @@ rm -f "$DIR/fs.img"
 start_web
 { grep -v '^swapdata=' "$DIR/a.swap"; echo "swapdata=b-data"; echo "fallback=http://127.0.0.1:$P/pub"; echo "cache=b-cache"; } > "$DIR/b.swap"
 chmod 600 "$DIR/b.swap"
-cat > "$DIR/mount.sh" <<SCRIPT
-#!/bin/sh
-case "\$1" in
-  open) mount -o ro,noload "\$DEVICE" "$DIR/mnt" ;;
-  close) if mountpoint -q "$DIR/mnt"; then umount "$DIR/mnt"; fi; kill -INT "\$PID" ;;
-esac
-SCRIPT
-chmod +x "$DIR/mount.sh"
+write_mount_script
 
 echo "== attach from the URL, mount read-only, tar every file"
 read -r r0 b0 _ < "$DIR/proxy.stats"

@@ -26,6 +26,19 @@ CONF
   P=$(cat "$DIR/proxy.port")
 }
 
+# "$DIR/mount.sh", a statechange script for `mindcastle attach` that mounts the disk
+# read-only on "$DIR/mnt" when it opens, and unmounts it and stops when it closes.
+write_mount_script() {
+  cat > "$DIR/mount.sh" <<SCRIPT
+#!/bin/sh
+case "\$1" in
+  open) mount -o ro,noload "\$DEVICE" "$DIR/mnt" ;;
+  close) if mountpoint -q "$DIR/mnt"; then umount "$DIR/mnt"; fi; kill -INT "\$PID" ;;
+esac
+SCRIPT
+  chmod +x "$DIR/mount.sh"
+}
+
 wait_tcp() { # PORT
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done
   echo "nothing listens on 127.0.0.1:$1" >&2; return 1

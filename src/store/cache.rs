@@ -751,14 +751,26 @@ mod tests {
         assert_eq!(counting.ranges().0, 5);
     }
 
-    #[test]
-    fn concurrent_readers_of_one_range_share_one_download() {
+    /// A cache in front of one 1 MiB chunk that takes 200 ms to fetch, counted.
+    fn slow_cache() -> (
+        tempfile::TempDir,
+        CacheStore,
+        Arc<crate::store::recording::RecordingStore>,
+        ChunkId,
+        Vec<u8>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let mem = Arc::new(MemoryStore::default());
         let data = pattern(1 << 20);
         let id = mem.put(&data).unwrap();
         let counting = slow_counting(mem);
         let c = CacheStore::open(dir.path(), 8 << 20, counting.clone()).unwrap();
+        (dir, c, counting, id, data)
+    }
+
+    #[test]
+    fn concurrent_readers_of_one_range_share_one_download() {
+        let (_dir, c, counting, id, data) = slow_cache();
         std::thread::scope(|s| {
             for _ in 0..6 {
                 s.spawn(|| read(&c, &id, &data, 64 << 10, 16 << 10).unwrap());
@@ -773,12 +785,7 @@ mod tests {
 
     #[test]
     fn small_readers_join_a_whole_chunk_download_under_way() {
-        let dir = tempfile::tempdir().unwrap();
-        let mem = Arc::new(MemoryStore::default());
-        let data = pattern(1 << 20);
-        let id = mem.put(&data).unwrap();
-        let counting = slow_counting(mem);
-        let c = CacheStore::open(dir.path(), 8 << 20, counting.clone()).unwrap();
+        let (_dir, c, counting, id, data) = slow_cache();
         std::thread::scope(|s| {
             s.spawn(|| assert!(c.get(&id).unwrap() == data));
             std::thread::sleep(std::time::Duration::from_millis(50));
