@@ -25,6 +25,13 @@ fn dir_listing(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
+/// Moves disk `a`'s data folder to `to`, as publishing it does; returns `to`.
+fn move_data_folder(a: &std::path::Path, to: std::path::PathBuf) -> std::path::PathBuf {
+    let src = mindcastle::volume::data_dir(a, &mindcastle::volume::read_swap(a).unwrap());
+    std::fs::rename(&src, &to).unwrap();
+    to
+}
+
 #[test]
 fn a_copy_with_a_folder_fallback_reads_the_published_disk_and_writes_locally() {
     let dir = tempfile::tempdir().unwrap();
@@ -33,9 +40,7 @@ fn a_copy_with_a_folder_fallback_reads_the_published_disk_and_writes_locally() {
     let d = common::data(7, 3 << 20);
     vol.write_at(4096, &d).unwrap();
     vol.close().unwrap();
-    let published = dir.path().join("published");
-    let src = mindcastle::volume::data_dir(&a, &mindcastle::volume::read_swap(&a).unwrap());
-    std::fs::rename(&src, &published).unwrap();
+    let published = move_data_folder(&a, dir.path().join("published"));
     let before = dir_listing(&published);
     // Host B: the .swap with a fallback= line, an empty data folder of its own, a cache.
     let b = dir.path().join("b.swap");
@@ -97,9 +102,7 @@ fn a_bad_copy_in_the_first_fallback_is_passed_over_for_the_next() {
     let d = common::data(9, 2 << 20);
     vol.write_at(0, &d).unwrap();
     vol.close().unwrap();
-    let good = dir.path().join("good");
-    let src = mindcastle::volume::data_dir(&a, &mindcastle::volume::read_swap(&a).unwrap());
-    std::fs::rename(&src, &good).unwrap();
+    let good = move_data_folder(&a, dir.path().join("good"));
     let bad = dir.path().join("bad");
     std::fs::create_dir(&bad).unwrap();
     for e in std::fs::read_dir(&good).unwrap().flatten() {
@@ -146,9 +149,7 @@ fn pull_of_one_snapshot_fetches_what_it_needs_and_not_the_head() {
     vol.snapshot_labeled("s1", "before").unwrap();
     vol.write_at(0, &new).unwrap();
     vol.close().unwrap();
-    let published = dir.path().join("published");
-    let src = mindcastle::volume::data_dir(&a, &mindcastle::volume::read_swap(&a).unwrap());
-    std::fs::rename(&src, &published).unwrap();
+    let published = move_data_folder(&a, dir.path().join("published"));
     let b = dir.path().join("b.swap");
     let text = std::fs::read_to_string(&a).unwrap();
     std::fs::write(&b, format!("{text}fallback=published\n")).unwrap();
