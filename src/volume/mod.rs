@@ -278,10 +278,12 @@ impl Volume {
             }
         };
         let remote_cached = swap.cache.is_some() && !swap.fallbacks.is_empty();
-        let behind_url = swap
-            .fallbacks
-            .iter()
-            .any(|f| f.contains("://") && !f.starts_with("file://"));
+        let behind_url = swap.fallbacks.iter().any(|f| {
+            matches!(
+                stack::classify(f, Path::new("")),
+                stack::FallbackKind::Remote(_)
+            )
+        });
         let mut index_later = Vec::new();
         if remote_cached {
             // Before the engine reads its first node: one round trip for all of them,
