@@ -13,8 +13,10 @@ pub enum ErrorKind {
     Corrupt,
     /// A file, chunk or snapshot does not exist.
     NotFound,
-    /// A resource is held by someone else (the disk lock) or a remote is unreachable.
+    /// A remote or device is unreachable or refused.
     Unavailable,
+    /// The disk is held by another process (its lock): ask that process, or wait.
+    Busy,
     /// The operating system refused an I/O operation.
     Io,
     /// A broken invariant inside mindcastle (a bug): reported, never papered over.
@@ -28,7 +30,7 @@ impl ErrorKind {
             ErrorKind::Invalid => 2,
             ErrorKind::Corrupt => 3,
             ErrorKind::NotFound => 4,
-            ErrorKind::Unavailable => 5,
+            ErrorKind::Unavailable | ErrorKind::Busy => 5,
             ErrorKind::Io => 6,
             ErrorKind::Internal => 7,
         }

@@ -231,3 +231,23 @@ fn memory_budget_flag_and_variable_are_checked() {
     let o = common::run(&["info", s(&swap), "--memory", "64M"]);
     assert!(o.status.success(), "{o:?}");
 }
+
+#[test]
+fn serve_never_deletes_what_is_not_a_stale_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let swap = common::new_disk(dir.path(), 1 << 20);
+    // A regular file at the socket path is kept, and named in the refusal.
+    let file = dir.path().join("precious");
+    std::fs::write(&file, b"keep me").unwrap();
+    let o = common::run(&["serve", s(&swap), "--socket", s(&file)]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not a socket"));
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+    // A socket someone still answers on is not taken over.
+    let live = dir.path().join("live.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&live).unwrap();
+    let o = common::run(&["serve", s(&swap), "--socket", s(&live)]);
+    assert_eq!(o.status.code(), Some(5), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already listening"));
+    assert!(live.exists());
+}

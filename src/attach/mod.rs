@@ -36,6 +36,8 @@ pub struct AttachConfig {
     pub script: String,
     /// Size for a new disk.
     pub size: u64,
+    /// Whether the size was given (`--size`/`-s`) rather than the default.
+    pub size_given: bool,
     /// Log every read here.
     pub trace: Option<PathBuf>,
     /// Use the FUSE + loop path even where kernel nbd exists.
@@ -116,7 +118,7 @@ impl Drop for FuseLoop {
 }
 
 /// Clears what an attach killed outright (SIGKILL, a crash) left behind: its FUSE
-/// mount (`/tmp/mindcastle-UUID-PID`, now "transport endpoint not connected") and the
+/// mount (`/tmp/mindcastle-UUID-RANDOM-PID`, now "transport endpoint not connected") and the
 /// loop device over it. Only mounts of ours whose PID is gone are touched.
 fn clear_stale_fuse_mounts() {
     let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
@@ -181,10 +183,22 @@ fn attach_device(
 }
 
 fn attach_fuse(vol: &Arc<Volume>, trace: Option<Arc<ReadTrace>>) -> Result<FuseLoop> {
-    let mountdir =
-        std::env::temp_dir().join(format!("mindcastle-{}-{}", vol.uuid(), std::process::id()));
-    std::fs::create_dir_all(&mountdir)
-        .map_err(|e| Error::io(format!("creating {}", mountdir.display()), e))?;
+    // A new folder of our own (mode 0700, a random part, never one that already
+    // exists): a name others could guess and make first would hand them the mount.
+    // It ends in our PID, which `clear_stale_fuse_mounts` reads.
+    let mountdir = std::env::temp_dir().join(format!(
+        "mindcastle-{}-{}-{}",
+        vol.uuid(),
+        &uuid::Uuid::new_v4().simple().to_string()[..12],
+        std::process::id()
+    ));
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&mountdir)
+            .map_err(|e| Error::io(format!("creating {}", mountdir.display()), e))?;
+    }
     let meta =
         std::fs::metadata(&mountdir).map_err(|e| Error::io(mountdir.display().to_string(), e))?;
     let fs = fuse::DiskFs::new(vol.clone(), trace, meta.uid(), meta.gid());
@@ -239,7 +253,19 @@ pub fn run(cfg: &AttachConfig) -> Result<u8> {
             );
             v
         }
-        _ => Volume::open(&cfg.swap, &OpenOptions::default())?,
+        _ => {
+            let v = Volume::open(&cfg.swap, &OpenOptions::default())?;
+            if cfg.size_given && v.size() != cfg.size {
+                eprintln!(
+                    "mindcastle: {} exists ({} bytes); the size given ({} bytes) is only \
+                     used when creating a disk, and was ignored",
+                    cfg.swap.display(),
+                    v.size(),
+                    cfg.size
+                );
+            }
+            v
+        }
     };
     let vol = Arc::new(vol);
     if let Some(p) = &cfg.prefetch {

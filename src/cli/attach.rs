@@ -36,6 +36,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         swap: a.swap,
         script: a.script,
         size,
+        size_given: a.size.given(),
         trace: a.trace,
         force_fuse: a.fuse,
         prefetch: a.prefetch,

@@ -63,7 +63,7 @@ pub fn snapshot(a: SnapshotArgs) -> Result<ExitCode> {
             vol.close()?;
             r.id.to_hex()
         }
-        Err(e) if e.kind() == crate::error::ErrorKind::Unavailable => {
+        Err(e) if e.kind() == crate::error::ErrorKind::Busy => {
             crate::volume::request::snapshot_running(&a.swap, &name, &message)
                 .map_err(|r| r.context(e.to_string()))?
         }
@@ -165,6 +165,45 @@ pub struct CloneArgs {
     new: PathArg,
 }
 
+/// Opens the source of a clone. The head is opened for writing when it can be, so what
+/// the log holds (flushed writes not yet in a root) is replayed and checkpointed into
+/// the root the clone starts from; a kept snapshot is read as it is, beside a running
+/// holder too (it stays kept, so nothing collects its chunks under the clone).
+fn open_source(path: &std::path::Path, snapshot: bool) -> Result<Volume> {
+    let read = |no_lock| {
+        Volume::open(
+            path,
+            &OpenOptions {
+                read_only: true,
+                no_lock,
+                ..Default::default()
+            },
+        )
+    };
+    let busy = crate::error::ErrorKind::Busy;
+    if snapshot {
+        return match read(false) {
+            Err(e) if e.kind() == busy => read(true),
+            other => other,
+        };
+    }
+    if crate::volume::read_swap(path)?.read_only {
+        return read(false); // a read-only disk has no log
+    }
+    match writable(path) {
+        Err(e) if e.kind() == busy => Err(Error::new(
+            busy,
+            format!(
+                "{e}. Its head includes writes only that process can checkpoint, so clone \
+                 a snapshot of it instead: mindcastle snapshot --name NAME {p} && \
+                 mindcastle clone {p}@NAME NEW.swap",
+                p = path.display()
+            ),
+        )),
+        other => other,
+    }
+}
+
 /// Runs `clone`.
 pub fn clone(a: CloneArgs) -> Result<ExitCode> {
     let (path, snap) = match a.source.rsplit_once('@') {
@@ -173,13 +212,7 @@ pub fn clone(a: CloneArgs) -> Result<ExitCode> {
         }
         _ => (PathBuf::from(&a.source), None),
     };
-    let vol = Volume::open(
-        &path,
-        &OpenOptions {
-            read_only: true,
-            ..Default::default()
-        },
-    )?;
+    let vol = open_source(&path, snap.is_some())?;
     let state = match &snap {
         Some(s) => vol.find_snapshot(s)?,
         None => vol

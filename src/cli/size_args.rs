@@ -17,6 +17,12 @@ pub struct SizeArgs {
 
 impl SizeArgs {
     /// Bytes, or `default` when neither was given.
+    /// Whether a size was given at all.
+    pub fn given(&self) -> bool {
+        self.size.is_some() || self.gib.is_some()
+    }
+
+    /// The size given, or `default`.
     pub fn bytes_or(&self, default: u64) -> Result<u64> {
         match (self.size, self.gib) {
             (Some(s), _) => Ok(s),

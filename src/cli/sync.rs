@@ -13,7 +13,8 @@ use crate::volume::{read_swap, OpenOptions, Volume};
 /// Arguments of `push`.
 #[derive(clap::Args, Debug)]
 pub struct PushArgs {
-    /// Also write a `.swap` for other hosts: same uuid, size, key and root, with
+    /// Also write a `.swap` for other hosts: a disk of its own (a new uuid, so its own
+    /// data folder) with the same size, key and root, reading its chunks through
     /// `fallback=DEST` (refuses to overwrite).
     #[arg(long)]
     swap_out: Option<PathArg>,
@@ -75,7 +76,11 @@ pub fn push(a: PushArgs) -> Result<ExitCode> {
     let dest = open_destination(&a.dest)?;
     let vol = Volume::open(&a.swap, &OpenOptions::default())?;
     let pb = progress::bytes(0, "push");
-    let t = vol.push(dest.as_ref(), &|n| pb.set_position(n))?;
+    let folder = matches!(
+        classify(&a.dest, std::path::Path::new(".")),
+        FallbackKind::Folder(_)
+    );
+    let t = vol.push(dest.as_ref(), folder, &|n| pb.set_position(n))?;
     pb.finish_and_clear();
     vol.close()?;
     if let Some(out) = &a.swap_out {
@@ -87,6 +92,9 @@ pub fn push(a: PushArgs) -> Result<ExitCode> {
                 .to_string(),
             FallbackKind::Remote(url) => url,
         };
+        // A new uuid: the copy gets a data folder of its own even beside the source,
+        // whose folder only the source may write (see `claim_folder`).
+        swap.uuid = uuid::Uuid::new_v4().to_string();
         swap.fallbacks = vec![fallback];
         swap.swapdata = None;
         swap.cache = None;

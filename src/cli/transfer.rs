@@ -188,13 +188,55 @@ pub struct ApplyArgs {
     target: PathArg,
 }
 
+/// The delta stream as a file that can be read twice: the named file, or standard
+/// input copied into an unlinked temporary file.
+fn stream_file(stream: &str) -> Result<File> {
+    if stream != "-" {
+        return File::open(stream).map_err(|e| Error::io(stream.to_string(), e));
+    }
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!(
+        ".mindcastle-apply-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    ));
+    let ctx = |e| Error::io(format!("keeping standard input in {}", path.display()), e);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(ctx)?;
+    let _ = std::fs::remove_file(&path);
+    std::io::copy(&mut std::io::stdin().lock(), &mut f).map_err(ctx)?;
+    f.seek(SeekFrom::Start(0)).map_err(ctx)?;
+    Ok(f)
+}
+
+/// The size of an `apply` target: a disk's size, or an image file's or device's length.
+fn target_size(target: &std::path::Path) -> Result<u64> {
+    if target.extension().is_some_and(|e| e == "swap") {
+        return Ok(crate::volume::read_swap(target)?.size);
+    }
+    File::open(target)
+        .and_then(|mut f| f.seek(SeekFrom::End(0)))
+        .map_err(|e| Error::io(target.display().to_string(), e))
+}
+
 /// Runs `apply`.
 pub fn apply(a: ApplyArgs) -> Result<ExitCode> {
-    let input: Box<dyn std::io::Read> = if a.stream == "-" {
-        Box::new(std::io::stdin().lock())
-    } else {
-        Box::new(File::open(&a.stream).map_err(|e| Error::io(a.stream.clone(), e))?)
-    };
+    let mut input = stream_file(&a.stream)?;
+    // The whole stream is checked (order, bounds, counts, CRC) before a byte of the
+    // target changes: a stream cut short or damaged leaves the target as it was.
+    {
+        let mut r = std::io::BufReader::with_capacity(1 << 20, &mut input);
+        let size = target_size(&a.target)?;
+        apply_delta(&mut r, size, &mut |_, _| Ok(()), &|_| {})
+            .map_err(|e| e.context(format!("nothing was written to {}", a.target.display())))?;
+    }
+    input
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io(a.stream.clone(), e))?;
     let input = std::io::BufReader::with_capacity(1 << 20, input);
     let is_disk = a.target.extension().is_some_and(|e| e == "swap");
     let rep = if is_disk {

@@ -212,6 +212,12 @@ impl SwapFile {
                 )))
             }
         };
+        if cache_size.is_some() && cache.is_none() {
+            return Err(Error::invalid(format!(
+                "{name}: cachesize= without cache=: the bound is of a cache folder, and this \
+                 disk has none (add cache=DIR, or remove cachesize=)"
+            )));
+        }
         if key.is_none() {
             return Err(Error::invalid(format!(
                 "{name}: no key= line (every disk has one; `mindcastle create` writes it)"
@@ -313,6 +319,11 @@ mod tests {
             (
                 "uuid=0e5b8d5c-3b5e-4b6e-9d3a-2f5c1e7a9b10\nsize=4096\nsnapshot=00:1\n",
                 "d.swap:3: snapshot id is not 64 hex",
+            ),
+            (
+                "uuid=0e5b8d5c-3b5e-4b6e-9d3a-2f5c1e7a9b10\nsize=4096\ncachesize=1G\nkey=\
+                 0000000000000000000000000000000000000000000000000000000000000000\n",
+                "d.swap: cachesize= without cache=",
             ),
         ];
         for (text, want) in cases {

@@ -696,6 +696,12 @@ impl Engine {
             self.core.note_write(batch.added.1);
         }
         drop(batch);
+        // The write is in the kernel's hands before the caller acknowledges it: a
+        // process killed after the reply loses nothing (a power cut still loses what no
+        // FLUSH or FUA made durable, as on any disk with a write cache).
+        if let Some(w) = &self.core.wal {
+            w.hand_off()?;
+        }
         if wait {
             self.core.wait_for_checkpoint()?;
         } else if share > 0 {

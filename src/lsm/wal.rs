@@ -1,7 +1,9 @@
 //! The write-ahead log: append, sync on FLUSH/FUA (fdatasync) with group commit, replay
 //! at open. Byte layout in `format::wal`.
 //!
-//! Appends take a short mutex (they buffer, and write out 1 MiB at a time). A sync never
+//! Appends take a short mutex and buffer; the engine hands the buffer to the kernel
+//! (one write(2), no fsync) at the end of each write call, before it is acknowledged,
+//! so a killed process loses no acknowledged write. A sync never
 //! holds that mutex while it waits for the disk: it notes the log position it needs,
 //! takes the sync lock, and returns at once when another sync has already made that
 //! position durable (so concurrent FLUSHes share one fdatasync); otherwise it writes
@@ -142,19 +144,37 @@ impl Wal {
     }
 
     /// Reads the ops of a log (sealed segment first) without opening it for writing
-    /// (read-only disks).
+    /// (read-only disks, and readers beside a running writer). A rotation while it
+    /// reads (the writer sealed `wal` as `wal.old` and started a new `wal`) would give
+    /// a state that never existed; it is seen as a new `wal` file (another inode) and
+    /// the read starts over.
     pub fn read_ops(path: &Path) -> Result<Replay> {
-        let mut replay = Replay {
-            ops: Vec::new(),
-            bases: Vec::new(),
-        };
-        for p in [old_path(path), path.to_path_buf()] {
-            if let Some((ops, base)) = read_segment(&p)? {
-                replay.ops.extend(ops);
-                replay.bases.push(base);
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &Path| std::fs::metadata(p).ok().map(|m| m.ino());
+        for _ in 0..100 {
+            let before = ino(path);
+            let mut replay = Replay {
+                ops: Vec::new(),
+                bases: Vec::new(),
+            };
+            for p in [old_path(path), path.to_path_buf()] {
+                if let Some((ops, base)) = read_segment(&p)? {
+                    replay.ops.extend(ops);
+                    replay.bases.push(base);
+                }
             }
+            if ino(path) == before {
+                return Ok(replay);
+            }
+            tracing::debug!(path = %path.display(), "the log rotated while it was read; reading again");
         }
-        Ok(replay)
+        Err(Error::new(
+            ErrorKind::Busy,
+            format!(
+                "{}: the writer rotated its log 100 times while it was read; try again",
+                path.display()
+            ),
+        ))
     }
 
     fn inner(&self) -> Result<std::sync::MutexGuard<'_, Inner>> {
@@ -173,6 +193,12 @@ impl Wal {
         let mut w = self.inner()?;
         encode_data(lba, record, &mut w.buf);
         w.after_append()
+    }
+
+    /// Writes the buffered ops to the log file (no fsync): after this, they survive the
+    /// process being killed, though not a power cut.
+    pub fn hand_off(&self) -> Result<()> {
+        self.inner()?.write_out()
     }
 
     /// Makes every op appended before the call durable: the sealed segment's tail first

@@ -18,6 +18,29 @@ use crate::error::{Error, Result};
 use crate::format::root::RootRef;
 use crate::volume::{OpenOptions, Volume};
 
+/// Removes a socket left at `path` by an earlier run that was killed; refuses to
+/// touch anything else there (a file, a folder, or a socket a server still answers on).
+fn remove_stale_socket(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        return Err(Error::invalid(format!(
+            "{} exists and is not a socket; not deleting it (choose another --socket path)",
+            path.display()
+        )));
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(Error::new(
+            crate::error::ErrorKind::Busy,
+            format!("a server is already listening on {}", path.display()),
+        ));
+    }
+    std::fs::remove_file(path)
+        .map_err(|e| Error::io(format!("removing the stale socket {}", path.display()), e))
+}
+
 /// Most connections served at once.
 pub const MAX_CONNECTIONS: usize = 128;
 
@@ -266,10 +289,7 @@ pub fn serve(vol: Volume, prefetch: Option<Vec<(u64, u64)>>, cfg: ServeConfig) -
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         match &cfg.listen {
             Listen::Unix(path) => {
-                if path.exists() {
-                    // A socket left by an earlier run that was killed.
-                    let _ = std::fs::remove_file(path);
-                }
+                remove_stale_socket(path)?;
                 let l = UnixListener::bind(path).map_err(|e| Error::io(format!("binding {}", path.display()), e))?;
                 tracing::info!(socket = %path.display(), "serving");
                 eprintln!("mindcastle: serving nbd+unix:///{}?socket={}", cfg.export, path.display());

@@ -9,9 +9,10 @@
 //! trailer = u64::MAX | 0u32 | record count u64 | data bytes u64
 //!           | CRC-32 (IEEE, as `crc32fast`) of every byte before it u32
 //! ```
-//! `apply` checks the magic, version, disk size, record order and bounds, and the CRC
-//! before it reports success; a stream cut short or damaged is an error (records
-//! before the damage may already be written: apply it again from a good copy).
+//! `apply` reads the whole stream once to check the magic, version, disk size, record
+//! order and bounds, counts and CRC, and only then writes: a stream cut short or
+//! damaged is an error that leaves the target as it was (standard input is kept in an
+//! unlinked temporary file for the second reading).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 

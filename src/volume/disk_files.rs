@@ -2,7 +2,7 @@
 //! it, and the lock that keeps a second writer out.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -119,6 +119,74 @@ pub fn create_swap(path: &Path, swap: &SwapFile) -> Result<()> {
     }
 }
 
+/// Name of the file in a data folder that names the disk owning it.
+pub const OWNER_FILE: &str = "owner";
+
+/// Makes sure the data folder `dir` belongs to disk `uuid` before it is opened to write:
+/// a folder with no `owner` file (made before 2026-12-02, or new) is claimed; one owned
+/// by another disk is refused, since two disks writing one folder would each collect
+/// the other's chunks as garbage. Call with the folder's exclusive lock held.
+///
+/// `owner` (text, version 1): the owning disk's uuid and a newline.
+pub fn claim_folder(dir: &Path, uuid: &str, swap_path: &Path) -> Result<()> {
+    let path = dir.join(OWNER_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let owner = text.trim();
+            if owner == uuid {
+                return Ok(());
+            }
+            Err(Error::invalid(format!(
+                "{} is disk {uuid}, but its data folder {} belongs to disk {owner} (its {}): \
+                 two disks writing one folder would delete each other's chunks, so it is \
+                 not opened for writing. Read it with --read-only, or make a writable disk \
+                 of its own from the owner with: mindcastle clone OWNER.swap NEW.swap",
+                swap_path.display(),
+                dir.display(),
+                path.display()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let tmp = dir.join(format!(".{OWNER_FILE}.tmp"));
+            let ctx = |e| Error::io(format!("writing {}", path.display()), e);
+            let mut f = File::create(&tmp).map_err(ctx)?;
+            f.write_all(format!("{uuid}\n").as_bytes()).map_err(ctx)?;
+            f.sync_all().map_err(ctx)?;
+            drop(f);
+            fs::rename(&tmp, &path).map_err(ctx)?;
+            sync_dir(dir)
+        }
+        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+/// The process holding the exclusive lock on `dir/lock`, found from the kernel's lock
+/// table (`/proc/locks` lists every flock with its owner's PID and the file's device and
+/// inode), never from a PID written into the file: a process that wrote its PID there
+/// and then failed may be gone, and the number reused.
+pub fn lock_holder(dir: &Path) -> Option<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(dir.join("lock")).ok()?;
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let want = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    let table = fs::read_to_string("/proc/locks").ok()?;
+    holder_in_table(&table, &want)
+}
+
+/// The PID of the WRITE flock on the file `dev_ino` (`MAJ:MIN:INODE`) in `/proc/locks`
+/// text; waiters (lines with `->`) are not holders.
+fn holder_in_table(table: &str, dev_ino: &str) -> Option<i32> {
+    table.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // "N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE START END"
+        match f.as_slice() {
+            [_, "FLOCK", _, "WRITE", pid, file, ..] if *file == dev_ino => pid.parse().ok(),
+            _ => None,
+        }
+    })
+}
+
 /// An exclusive (writer) or shared (reader) lock on the data folder's `lock` file.
 pub struct DiskLock {
     _file: File,
@@ -156,16 +224,12 @@ impl DiskLock {
         match got {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim();
-                let who = if pid.is_empty() {
-                    "another process".to_string()
-                } else {
-                    format!("process {pid}")
+                let who = match lock_holder(dir) {
+                    Some(pid) => format!("process {pid}"),
+                    None => "another process".to_string(),
                 };
                 return Err(Error::new(
-                    ErrorKind::Unavailable,
+                    ErrorKind::Busy,
                     format!(
                         "disk {} is in use by {who} (lock {})",
                         dir.display(),
@@ -178,9 +242,36 @@ impl DiskLock {
             }
         }
         if exclusive {
+            // For people reading the folder; programs ask the kernel (`lock_holder`).
             let _ = file.set_len(0);
             let _ = file.write_all(format!("{}\n", std::process::id()).as_bytes());
         }
         Ok(Self { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_lock_table_names_the_writer_not_a_waiter_or_reader() {
+        let table = "1: FLOCK  ADVISORY  READ 10 fe:00:77 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 11 fe:00:78 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 12 fe:00:77 0 EOF\n\
+                     3: FLOCK  ADVISORY  WRITE 13 fe:00:77 0 EOF\n";
+        assert_eq!(holder_in_table(table, "fe:00:77"), Some(13));
+        assert_eq!(holder_in_table(table, "fe:00:78"), Some(11));
+        assert_eq!(holder_in_table(table, "fe:00:79"), None);
+    }
+
+    #[test]
+    fn a_held_lock_is_found_in_the_kernel_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = DiskLock::take(dir.path(), true).unwrap();
+        assert_eq!(lock_holder(dir.path()), Some(std::process::id() as i32));
+        drop(held);
+        assert_eq!(lock_holder(dir.path()), None);
     }
 }

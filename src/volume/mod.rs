@@ -172,6 +172,35 @@ impl Volume {
 
     /// Opens a disk.
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<Self> {
+        if !opts.no_lock || opts.snapshot.is_some() {
+            return Self::open_once(path, opts);
+        }
+        // Beside a running writer: its root (the `.swap`) and its log are read one after
+        // the other, and a checkpoint between them would give a state that never
+        // existed. The root is read again after the log: unchanged, the pair is one
+        // state (the log read itself starts over if the log rotated under it).
+        for _ in 0..20 {
+            let vol = Self::open_once(path, opts)?;
+            let now = read_swap(path)?.snapshot.map(|r| r.id);
+            let opened = match &vol.data {
+                Data::V1(engine) => engine.root()?.map(|r| r.id),
+                Data::Original(_) => return Ok(vol),
+            };
+            if now == opened {
+                return Ok(vol);
+            }
+            tracing::debug!(disk = %path.display(), "checkpointed while opened; opening again");
+        }
+        Err(Error::new(
+            ErrorKind::Busy,
+            format!(
+                "{}: its writer checkpointed 20 times while it was opened; try again",
+                path.display()
+            ),
+        ))
+    }
+
+    fn open_once(path: &Path, opts: &OpenOptions) -> Result<Self> {
         let swap = read_swap(path)?;
         let dir = data_dir(path, &swap);
         let writable = !opts.read_only && opts.snapshot.is_none();
@@ -198,7 +227,11 @@ impl Volume {
             (false, true) => {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-                Some(DiskLock::take(&dir, writable)?)
+                let lock = DiskLock::take(&dir, writable)?;
+                if writable {
+                    disk_files::claim_folder(&dir, &swap.uuid, path)?;
+                }
+                Some(lock)
             }
             _ => None,
         };

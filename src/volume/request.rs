@@ -38,20 +38,49 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
+/// The mindcastle process that holds the disk's lock: found from the kernel's lock table,
+/// never this process, and checked to run mindcastle (a signal to anything else could
+/// kill it).
+fn holder(dir: &Path) -> Result<i32> {
+    let pid = super::disk_files::lock_holder(dir).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "no process holds the lock of {} any more (it may have just closed the disk); \
+                 try again",
+                dir.display()
+            ),
+        )
+    })?;
+    if pid == std::process::id() as i32 {
+        return Err(Error::internal(
+            "asked to signal this very process as the holder of its own disk",
+        ));
+    }
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let is_mindcastle = exe.as_ref().and_then(|p| p.file_name()).is_some_and(|n| {
+        n.to_string_lossy()
+            .trim_end_matches(" (deleted)")
+            .starts_with("mindcastle")
+    });
+    if !is_mindcastle {
+        return Err(Error::new(
+            ErrorKind::Busy,
+            format!(
+                "process {pid} holds {} but is not mindcastle ({}); not signalling it",
+                dir.display(),
+                exe.map_or("its program is unknown".into(), |p| p.display().to_string())
+            ),
+        ));
+    }
+    Ok(pid)
+}
+
 /// Asks the process holding `swap` to take a snapshot; returns its id.
 pub fn snapshot_running(swap: &Path, name: &str, message: &str) -> Result<String> {
     let sw = super::read_swap(swap)?;
     let dir = super::data_dir(swap, &sw);
-    let pid: i32 = std::fs::read_to_string(dir.join("lock"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .filter(|p| *p > 0)
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::Unavailable,
-                "the process holding the disk left no PID in its lock file",
-            )
-        })?;
+    let pid = holder(&dir)?;
     let me = std::process::id();
     let request = dir.join(format!("{REQUEST}{me}"));
     let reply = dir.join(format!("{REPLY}{me}"));

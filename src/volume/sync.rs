@@ -77,7 +77,15 @@ fn copy_missing(
 impl Volume {
     /// Checkpoints, then copies every reachable chunk that `dest` lacks, the roots
     /// last (each group synced before the next). `progress` gets bytes copied so far.
-    pub fn push(&self, dest: &dyn ChunkStore, progress: &(dyn Fn(u64) + Sync)) -> Result<Transfer> {
+    /// With `verify_present`, a chunk already at `dest` counts only when its bytes
+    /// hash to its name: a folder's file may be torn by a power cut during an earlier
+    /// push (object stores put whole objects, so there a name is enough).
+    pub fn push(
+        &self,
+        dest: &dyn ChunkStore,
+        verify_present: bool,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Transfer> {
         if self.writable() {
             self.flush()?;
             self.checkpoint()?;
@@ -92,7 +100,19 @@ impl Volume {
             ..Transfer::default()
         });
         let from = self.engine()?.ctx().store.as_ref();
-        let present = |id: &ChunkId| dest.contains(id);
+        let present = |id: &ChunkId| -> Result<bool> {
+            if !dest.contains(id)? {
+                return Ok(false);
+            }
+            if !verify_present {
+                return Ok(true);
+            }
+            let whole = dest.get(id).is_ok_and(|b| ChunkId::of(&b) == *id);
+            if !whole {
+                tracing::warn!(chunk = %id, dest = %dest.describe(), "a chunk at the destination is torn or damaged; copying it again");
+            }
+            Ok(whole)
+        };
         copy_missing(below, from, dest, &present, progress, &t)?;
         // Roots one at a time, the current root last.
         for r in tops {

@@ -86,6 +86,7 @@ pub fn chunk_files(swap: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+pub mod nbd;
 pub mod proxy;
 pub mod server;
 pub mod vm;

@@ -1,0 +1,354 @@
+//! Where features meet: a pushed copy beside its source, a clone of a disk with writes
+//! still in its log, `snapshot` of a disk that cannot open, `apply` of a damaged stream,
+//! and acknowledged writes across a `kill -9` of `serve`. Each of these lost data or
+//! killed the wrong process before 2026-12-02 (issue 22, points 1-3, 11 and 12).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::nbd::Nbd;
+use common::server::Server;
+use mindcastle::{OpenOptions, Volume};
+
+const SIZE: u64 = 8 << 20;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The disk's bytes as `mindcastle export` gives them (the CLI, as a user runs it).
+fn export(swap: &Path) -> Vec<u8> {
+    let o = common::run(&["export", s(swap), "-"]);
+    assert!(
+        o.status.success(),
+        "export {}: {}",
+        swap.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
+fn fsck_clean(swap: &Path) {
+    let o = common::run(&["fsck", s(swap)]);
+    assert!(
+        o.status.success(),
+        "fsck {}: {}{}",
+        swap.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A disk with 2 MiB written and checkpointed; returns it and its image.
+fn disk(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let swap = dir.join("d.swap");
+    let v = Volume::create(&swap, SIZE).unwrap();
+    let mut model = vec![0u8; SIZE as usize];
+    let a = common::noise(1, 2 << 20);
+    v.write_at(0, &a).unwrap();
+    model[..a.len()].copy_from_slice(&a);
+    v.close().unwrap();
+    (swap, model)
+}
+
+/// Writes 300 4 KiB blocks through `serve` and flushes; returns the expected image.
+fn write_through_serve(dir: &Path, swap: &Path, mut model: Vec<u8>, seed: u64) -> Vec<u8> {
+    let srv = Server::start(dir, swap, &[]);
+    let mut c = Nbd::connect(&srv.socket);
+    for i in 0..300u64 {
+        let off = (i * 7919 % (SIZE / 4096)) * 4096;
+        let b = common::noise(seed + i, 4096);
+        c.write(off, &b);
+        model[off as usize..off as usize + 4096].copy_from_slice(&b);
+    }
+    c.flush();
+    drop(c);
+    srv.stop();
+    model
+}
+
+#[test]
+fn a_copy_pushed_beside_its_source_writes_without_touching_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (swap, model) = disk(dir.path());
+    let dest = dir.path().join("pub");
+    let remote = dir.path().join("remote.swap");
+    let o = common::run(&["push", s(&swap), s(&dest), "--swap-out", s(&remote)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let src = mindcastle::volume::read_swap(&swap).unwrap();
+    let copy = mindcastle::volume::read_swap(&remote).unwrap();
+    assert_ne!(
+        src.uuid, copy.uuid,
+        "--swap-out must make a disk of its own"
+    );
+    assert_eq!(src.snapshot, copy.snapshot);
+
+    let remote_model = write_through_serve(dir.path(), &remote, model.clone(), 100);
+    assert!(export(&swap) == model, "the source changed");
+    assert!(export(&remote) == remote_model, "the copy lost its writes");
+    fsck_clean(&swap);
+    fsck_clean(&remote);
+    // The source goes on being written too, and neither sees the other's writes.
+    let src_model = write_through_serve(dir.path(), &swap, model, 500);
+    assert!(export(&swap) == src_model);
+    assert!(export(&remote) == remote_model);
+}
+
+#[test]
+fn a_second_disk_naming_a_data_folder_cannot_write_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (swap, model) = disk(dir.path());
+    let src = mindcastle::volume::read_swap(&swap).unwrap();
+    let folder = mindcastle::volume::data_dir(&swap, &src);
+    // Another disk (its own uuid) whose swapdata= names d.swap's folder.
+    let mut other = src.clone();
+    other.uuid = "00000000-0000-4000-8000-000000000001".into();
+    other.swapdata = Some(folder.file_name().unwrap().to_string_lossy().into_owned());
+    let intruder = dir.path().join("other.swap");
+    mindcastle::volume::create_swap(&intruder, &other).unwrap();
+    let o = common::run(&["snapshot", s(&intruder)]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("belongs to disk {}", src.uuid)),
+        "{err}"
+    );
+    // Reading it is fine; the owner still opens and holds its data.
+    let o = common::run(&["export", s(&intruder), "-"]);
+    assert!(o.status.success() && o.stdout == model);
+    assert!(export(&swap) == model);
+    assert_eq!(
+        std::fs::read_to_string(folder.join("owner"))
+            .unwrap()
+            .trim(),
+        src.uuid
+    );
+}
+
+/// A disk whose last writes were flushed but are only in the log (its writer was
+/// killed); returns it and the image with every flushed write.
+fn crashed_disk(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let (swap, mut model) = disk(dir);
+    let srv = Server::start(dir, &swap, &[]);
+    let mut c = Nbd::connect(&srv.socket);
+    for i in 0..100u64 {
+        let off = (1024 + i * 3) * 4096;
+        let b = common::noise(900 + i, 4096);
+        c.write(off, &b);
+        model[off as usize..off as usize + 4096].copy_from_slice(&b);
+    }
+    c.flush();
+    drop(c);
+    drop(srv); // SIGKILL: the writes are in the log, not in a root
+    (swap, model)
+}
+
+#[test]
+fn a_clone_of_the_head_holds_the_writes_still_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (swap, model) = crashed_disk(dir.path());
+    let clone = dir.path().join("c.swap");
+    let o = common::run(&["clone", s(&swap), s(&clone)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(export(&clone) == model, "the clone lost the logged writes");
+    assert!(export(&swap) == model);
+    fsck_clean(&clone);
+}
+
+#[test]
+fn a_clone_of_a_held_head_is_refused_and_of_its_snapshot_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let (swap, model) = disk(dir.path());
+    let o = common::run(&["snapshot", "--name", "base", s(&swap)]);
+    assert!(o.status.success());
+    let held = Volume::open(&swap, &OpenOptions::default()).unwrap();
+    held.write_at(0, &[7u8; 4096]).unwrap();
+    held.flush().unwrap();
+    let clone = dir.path().join("c.swap");
+    let o = common::run(&["clone", s(&swap), s(&clone)]);
+    assert_eq!(o.status.code(), Some(5), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("clone a snapshot"), "{err}");
+    assert!(!clone.exists());
+    let o = common::run(&["clone", &format!("{}@base", s(&swap)), s(&clone)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    held.close().unwrap();
+    assert!(export(&clone) == model);
+}
+
+#[test]
+fn snapshot_of_a_disk_whose_remote_is_down_fails_without_signalling() {
+    let dir = tempfile::tempdir().unwrap();
+    let (swap, _) = disk(dir.path());
+    let dest = dir.path().join("pub");
+    let remote = dir.path().join("r.swap");
+    let o = common::run(&["push", s(&swap), s(&dest), "--swap-out", s(&remote)]);
+    assert!(o.status.success());
+    // Point the copy at a port where nothing listens.
+    let port = common::web::free_port();
+    let text = std::fs::read_to_string(&remote).unwrap();
+    let text = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("fallback=") {
+                format!("fallback=http://127.0.0.1:{port}/pub")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&remote, text + "\n").unwrap();
+    let o = common::bin()
+        .args(["snapshot", s(&remote)])
+        .env("MINDCASTLE_REMOTE_TIMEOUT", "2s")
+        .output()
+        .unwrap();
+    // Before: SIGUSR1 to itself (killed by the signal, no exit code).
+    assert!(o.status.code().is_some(), "killed by a signal: {o:?}");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+}
+
+/// Every stream `apply` refuses leaves the target byte for byte as it was.
+#[test]
+fn apply_of_a_damaged_stream_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (swap, _) = disk(dir.path());
+    let o = common::run(&["snapshot", "--name", "a", s(&swap)]);
+    assert!(o.status.success());
+    let v = Volume::open(&swap, &OpenOptions::default()).unwrap();
+    for i in 0..40u64 {
+        v.write_at(i * 65536 + 512, &common::noise(40 + i, 3000))
+            .unwrap();
+    }
+    v.close().unwrap();
+    let delta = dir.path().join("up.delta");
+    let o = common::run(&[
+        "export",
+        "--changed-since",
+        "a",
+        "--format",
+        "stream",
+        s(&swap),
+        s(&delta),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let good = std::fs::read(&delta).unwrap();
+    let base_img = dir.path().join("base.img");
+    let o = common::run(&["export", "--snapshot", "a", s(&swap), s(&base_img)]);
+    assert!(o.status.success());
+    let base = std::fs::read(&base_img).unwrap();
+    let target_swap = dir.path().join("t.swap");
+    let o = common::run(&["clone", &format!("{}@a", s(&swap)), s(&target_swap)]);
+    assert!(o.status.success());
+    let bad_streams: Vec<Vec<u8>> = [good.len() / 2, good.len() - 3, 200, good.len() - 30]
+        .iter()
+        .map(|&cut| good[..cut].to_vec())
+        .chain(
+            [100usize, good.len() / 3, good.len() - 10]
+                .iter()
+                .map(|&at| {
+                    let mut b = good.clone();
+                    b[at] ^= 0x10;
+                    b
+                }),
+        )
+        .collect();
+    for (i, bad) in bad_streams.iter().enumerate() {
+        let p = dir.path().join(format!("bad{i}.delta"));
+        std::fs::write(&p, bad).unwrap();
+        for target in [&base_img, &target_swap] {
+            let o = common::run(&["apply", s(&p), s(target)]);
+            assert!(!o.status.success(), "stream {i} applied to {target:?}");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains("nothing was written"), "{err}");
+        }
+        assert!(
+            std::fs::read(&base_img).unwrap() == base,
+            "stream {i} changed the image"
+        );
+        assert!(export(&target_swap) == base, "stream {i} changed the disk");
+    }
+    // Standard input too, and the good stream still applies.
+    let o = common::bin()
+        .args(["apply", "-", s(&base_img)])
+        .stdin(std::fs::File::open(dir.path().join("bad0.delta")).unwrap())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(std::fs::read(&base_img).unwrap() == base);
+    let o = common::run(&["apply", s(&delta), s(&base_img)]);
+    assert!(o.status.success());
+    assert!(std::fs::read(&base_img).unwrap() == export(&swap));
+}
+
+/// Writes the server acknowledged, without a flush, survive `kill -9` of `serve`: each
+/// is in the kernel's hands (written to the log file) before its reply.
+#[test]
+fn acknowledged_writes_survive_kill_9_of_serve_without_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let (swap, mut model) = disk(dir.path());
+    let srv = Server::start(dir.path(), &swap, &[]);
+    let mut c = Nbd::connect(&srv.socket);
+    for i in 0..1126u64 {
+        let off = (i * 104_729 % (SIZE / 4096)) * 4096;
+        let b = common::noise(7000 + i, 4096);
+        c.write(off, &b);
+        model[off as usize..off as usize + 4096].copy_from_slice(&b);
+    }
+    // Sub-block writes too: read-modify-write of a block.
+    c.write(4096 * 3 + 100, &[9u8; 300]);
+    model[4096 * 3 + 100..4096 * 3 + 400].fill(9);
+    drop(c);
+    drop(srv); // SIGKILL, no flush
+    let got = export(&swap);
+    let lost = (0..SIZE as usize / 4096)
+        .filter(|b| got[b * 4096..(b + 1) * 4096] != model[b * 4096..(b + 1) * 4096])
+        .count();
+    assert_eq!(lost, 0, "{lost} acknowledged blocks lost");
+    fsck_clean(&swap);
+}
+
+/// A chunk torn at a folder destination (a power cut during an earlier push) is found
+/// by the next push and copied again, never taken as there.
+#[test]
+fn a_push_resumed_over_a_torn_chunk_copies_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (swap, model) = disk(dir.path());
+    let dest = dir.path().join("pub");
+    let o = common::run(&["push", s(&swap), s(&dest)]);
+    assert!(o.status.success());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dest)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let torn = files.last().unwrap().clone();
+    let len = std::fs::metadata(&torn).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&torn)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let o = common::run(&["push", "--json", s(&swap), s(&dest)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(t["copied"], 1, "{t}");
+    assert_eq!(std::fs::metadata(&torn).unwrap().len(), len);
+    // Every file at the destination hashes to its name, and a copy reads it whole.
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        let id = mindcastle::format::chunk_id::ChunkId::of(&bytes);
+        assert_eq!(f.file_name().unwrap().to_string_lossy(), id.file_name());
+    }
+    let remote = dir.path().join("r.swap");
+    let o = common::run(&["push", s(&swap), s(&dest), "--swap-out", s(&remote)]);
+    assert!(o.status.success());
+    assert!(export(&remote) == model);
+}
