@@ -183,7 +183,9 @@ fn snapshot_of_a_disk_whose_remote_is_down_fails_without_signalling() {
     let dir = tempfile::tempdir().unwrap();
     let (swap, _) = disk(dir.path());
     let dest = dir.path().join("pub");
-    let remote = dir.path().join("r.swap");
+    // In another folder: the copy has no chunks of its own.
+    std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
+    let remote = dir.path().join("elsewhere/r.swap");
     let o = common::run(&["push", s(&swap), s(&dest), "--swap-out", s(&remote)]);
     assert!(o.status.success());
     // Point the copy at a port where nothing listens.
@@ -264,14 +266,14 @@ fn apply_of_a_damaged_stream_changes_nothing() {
         for target in [&base_img, &target_swap] {
             let o = common::run(&["apply", s(&p), s(target)]);
             assert!(!o.status.success(), "stream {i} applied to {target:?}");
+            assert!(
+                std::fs::read(&base_img).unwrap() == base,
+                "stream {i} changed the image"
+            );
+            assert!(export(&target_swap) == base, "stream {i} changed the disk");
             let err = String::from_utf8_lossy(&o.stderr);
             assert!(err.contains("nothing was written"), "{err}");
         }
-        assert!(
-            std::fs::read(&base_img).unwrap() == base,
-            "stream {i} changed the image"
-        );
-        assert!(export(&target_swap) == base, "stream {i} changed the disk");
     }
     // Standard input too, and the good stream still applies.
     let o = common::bin()

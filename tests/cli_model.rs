@@ -1,0 +1,372 @@
+//! The whole command line against a model: a seeded random sequence of real commands on
+//! real processes (writes, zeroes, trims and flushes through `serve`; `kill -9` of the
+//! server; `snapshot` offline and against the running server; `clone` of the head and
+//! of snapshots, beside the source and in another folder; `reset`; `forget`; `gc`;
+//! `push --swap-out` beside the source and elsewhere, then writes through the copy;
+//! `pull`; `export --changed-since` + `apply`). After every step every disk is read
+//! back and compared with an in-memory model byte for byte (through NBD while served,
+//! else with `export`, every kept snapshot too); `fsck` runs every 10 steps and at the
+//! end.
+//!
+//! `MINDCASTLE_MODEL_SEED=N` replays a run; `MINDCASTLE_MODEL_STEPS=N` sets its length
+//! (CI: 150). `bench/soak.sh` runs it for hours with new seeds.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::nbd::Nbd;
+use common::server::Server;
+
+const SIZE: u64 = 4 << 20;
+const MAX_DISKS: usize = 4;
+const MAX_SNAPS: usize = 3;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+struct Disk {
+    swap: PathBuf,
+    model: Vec<u8>,
+    /// Kept snapshots this run named, oldest first, with their images.
+    snaps: Vec<(String, Vec<u8>)>,
+    served: Option<(Server, Nbd)>,
+}
+
+impl Disk {
+    fn serve(&mut self, dir: &Path) -> &mut Nbd {
+        if self.served.is_none() {
+            let srv = Server::start(dir, &self.swap, &[]);
+            let c = Nbd::connect(&srv.socket);
+            self.served = Some((srv, c));
+        }
+        &mut self.served.as_mut().unwrap().1
+    }
+    fn offline(&mut self) {
+        if let Some((srv, c)) = self.served.take() {
+            drop(c);
+            srv.stop();
+        }
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn ok(args: &[&str]) -> Vec<u8> {
+    let o = common::run(args);
+    assert!(
+        o.status.success(),
+        "mindcastle {args:?}: {:?}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
+fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
+    if a.len() != b.len() {
+        return Some(a.len().min(b.len()));
+    }
+    a.iter().zip(b).position(|(x, y)| x != y)
+}
+
+/// Compares the disk (and its snapshots, when offline) with the model; returns the
+/// bytes compared.
+fn check(d: &mut Disk, fsck: bool, step: usize) -> u64 {
+    if let Some((_, c)) = &mut d.served {
+        let got = c.read(0, SIZE as u32);
+        assert!(
+            got == d.model,
+            "step {step}: {} through NBD differs from the model at byte {:?}",
+            d.swap.display(),
+            first_diff(&got, &d.model)
+        );
+        return SIZE;
+    }
+    let got = ok(&["export", s(&d.swap), "-"]);
+    assert!(
+        got == d.model,
+        "step {step}: {} differs from the model at byte {:?}",
+        d.swap.display(),
+        first_diff(&got, &d.model)
+    );
+    for (name, image) in &d.snaps {
+        let got = ok(&["export", "--snapshot", name, s(&d.swap), "-"]);
+        assert!(
+            &got == image,
+            "step {step}: {}@{name} differs from the model at byte {:?}",
+            d.swap.display(),
+            first_diff(&got, image)
+        );
+    }
+    if fsck {
+        ok(&["fsck", s(&d.swap)]);
+    }
+    SIZE * (1 + d.snaps.len() as u64)
+}
+
+/// With `MAX_DISKS` disks, stops following one (not `keep`) so clones and pushes go on
+/// being made; its files stay where they are (a pushed copy may read through them).
+/// Returns where `keep` is now.
+fn retire_one_if_full(disks: &mut Vec<Disk>, keep: usize, rng: &mut Rng) -> usize {
+    if disks.len() < MAX_DISKS {
+        return keep;
+    }
+    let mut k = rng.below(disks.len() as u64 - 1) as usize;
+    if k >= keep {
+        k += 1;
+    }
+    let mut d = disks.remove(k);
+    d.offline();
+    check(&mut d, true, usize::MAX);
+    if k < keep {
+        keep - 1
+    } else {
+        keep
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn random_command_sequences_match_the_model() {
+    let seed = env_u64("MINDCASTLE_MODEL_SEED", 20261202);
+    let steps = env_u64("MINDCASTLE_MODEL_STEPS", 150) as usize;
+    eprintln!("cli model: seed {seed}, {steps} steps (MINDCASTLE_MODEL_SEED={seed} replays)");
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let root = tempfile::tempdir().unwrap();
+    let folders = [root.path().to_path_buf(), root.path().join("other")];
+    std::fs::create_dir_all(&folders[1]).unwrap();
+    let first = root.path().join("d0.swap");
+    ok(&["create", "--size", &SIZE.to_string(), s(&first)]);
+    let mut disks = vec![Disk {
+        swap: first,
+        model: vec![0u8; SIZE as usize],
+        snaps: Vec::new(),
+        served: None,
+    }];
+    let (mut kills, mut snapshots, mut clones, mut pushes, mut bytes_compared) = (0, 0, 0, 0, 0u64);
+    for step in 0..steps {
+        let mut i = rng.below(disks.len() as u64) as usize;
+        let dir = root.path().to_path_buf();
+        let roll = rng.below(100);
+        let what;
+        match roll {
+            0..=34 => {
+                // A write at any alignment, from a byte to 64 KiB.
+                let len = if rng.chance(30) {
+                    1 + rng.below(4096)
+                } else {
+                    1 + rng.below(65536)
+                };
+                let off = rng.below(SIZE - len);
+                let data = common::noise(rng.next(), len as usize);
+                let d = &mut disks[i];
+                d.serve(&dir).write(off, &data);
+                d.model[off as usize..(off + len) as usize].copy_from_slice(&data);
+                what = format!("write {off}+{len}");
+            }
+            35..=42 => {
+                let len = 1 + rng.below(65536);
+                let off = rng.below(SIZE - len);
+                let trim = rng.chance(50);
+                let d = &mut disks[i];
+                let c = d.serve(&dir);
+                if trim {
+                    c.trim(off, len as u32);
+                } else {
+                    c.zero(off, len as u32);
+                }
+                d.model[off as usize..(off + len) as usize].fill(0);
+                what = format!("{} {off}+{len}", if trim { "trim" } else { "zero" });
+            }
+            43..=46 => {
+                disks[i].serve(&dir).flush();
+                what = "flush".into();
+            }
+            47..=53 => {
+                // kill -9: every acknowledged write must survive, flushed or not.
+                match disks[i].served.take() {
+                    Some((srv, c)) => {
+                        drop(c);
+                        drop(srv);
+                        kills += 1;
+                        what = "kill -9".into();
+                    }
+                    None => what = "kill -9 (not served)".into(),
+                }
+            }
+            54..=57 => {
+                disks[i].offline();
+                what = "stop".into();
+            }
+            58..=65 => {
+                let d = &mut disks[i];
+                if d.snaps.len() >= MAX_SNAPS {
+                    d.offline();
+                    let (name, _) = d.snaps.remove(0);
+                    ok(&["forget", s(&d.swap), &name]);
+                    what = format!("forget {name}");
+                } else {
+                    let name = format!("s{step}");
+                    ok(&["snapshot", "--name", &name, s(&d.swap)]);
+                    what = format!(
+                        "snapshot {name} ({})",
+                        if d.served.is_some() {
+                            "served"
+                        } else {
+                            "offline"
+                        }
+                    );
+                    d.snaps.push((name, d.model.clone()));
+                    snapshots += 1;
+                }
+            }
+            66..=72 => {
+                i = retire_one_if_full(&mut disks, i, &mut rng);
+                let folder = &folders[rng.below(2) as usize];
+                let new = folder.join(format!("c{step}.swap"));
+                let d = &mut disks[i];
+                let from_snap = !d.snaps.is_empty() && rng.chance(50);
+                let image = if from_snap {
+                    let k = rng.below(d.snaps.len() as u64) as usize;
+                    let (name, image) = d.snaps[k].clone();
+                    ok(&["clone", &format!("{}@{name}", s(&d.swap)), s(&new)]);
+                    what = format!("clone @{name} to {}", new.display());
+                    image
+                } else if d.served.is_some() {
+                    let o = common::run(&["clone", s(&d.swap), s(&new)]);
+                    assert_eq!(
+                        o.status.code(),
+                        Some(5),
+                        "step {step}: clone of a held head"
+                    );
+                    assert!(!new.exists());
+                    what = "clone of a served head (refused)".into();
+                    Vec::new()
+                } else {
+                    ok(&["clone", s(&d.swap), s(&new)]);
+                    what = format!("clone head to {}", new.display());
+                    d.model.clone()
+                };
+                if !image.is_empty() {
+                    clones += 1;
+                    disks.push(Disk {
+                        swap: new,
+                        model: image,
+                        snaps: Vec::new(),
+                        served: None,
+                    });
+                }
+            }
+            73..=77 if !disks[i].snaps.is_empty() => {
+                let d = &mut disks[i];
+                d.offline();
+                let k = rng.below(d.snaps.len() as u64) as usize;
+                let (name, image) = d.snaps[k].clone();
+                ok(&["reset", s(&d.swap), &name]);
+                d.model = image;
+                what = format!("reset to {name}");
+            }
+            78..=81 => {
+                let d = &mut disks[i];
+                d.offline();
+                ok(&["gc", s(&d.swap)]);
+                what = "gc".into();
+            }
+            82..=89 => {
+                i = retire_one_if_full(&mut disks, i, &mut rng);
+                let d = &mut disks[i];
+                d.offline();
+                let dest = root.path().join(format!("pub{step}"));
+                let folder = &folders[rng.below(2) as usize];
+                let out = folder.join(format!("p{step}.swap"));
+                ok(&["push", s(&d.swap), s(&dest), "--swap-out", s(&out)]);
+                what = format!("push to {} --swap-out {}", dest.display(), out.display());
+                let copy = Disk {
+                    swap: out,
+                    model: d.model.clone(),
+                    snaps: d.snaps.clone(),
+                    served: None,
+                };
+                pushes += 1;
+                disks.push(copy);
+            }
+            90..=93 => {
+                let d = &mut disks[i];
+                d.offline();
+                let text = std::fs::read_to_string(&d.swap).unwrap();
+                if text.contains("fallback=") {
+                    ok(&["pull", s(&d.swap)]);
+                    what = "pull".into();
+                } else {
+                    what = "pull (no fallback)".into();
+                }
+            }
+            94..=99 if !disks[i].snaps.is_empty() => {
+                let d = &mut disks[i];
+                d.offline();
+                let k = rng.below(d.snaps.len() as u64) as usize;
+                let (name, image) = d.snaps[k].clone();
+                let img = root.path().join(format!("base{step}.img"));
+                std::fs::write(&img, &image).unwrap();
+                let delta = root.path().join(format!("up{step}.delta"));
+                ok(&[
+                    "export",
+                    "--changed-since",
+                    &name,
+                    "--format",
+                    "stream",
+                    s(&d.swap),
+                    s(&delta),
+                ]);
+                ok(&["apply", s(&delta), s(&img)]);
+                assert!(
+                    std::fs::read(&img).unwrap() == d.model,
+                    "step {step}: {name} + the delta differs from the head"
+                );
+                let _ = std::fs::remove_file(&img);
+                let _ = std::fs::remove_file(&delta);
+                what = format!("export --changed-since {name} | apply");
+            }
+            _ => what = "nothing".into(),
+        }
+        eprintln!("step {step}: {}: {what}", disks[i].swap.display());
+        let fsck = step % 10 == 9;
+        for d in &mut disks {
+            bytes_compared += check(d, fsck, step);
+        }
+    }
+    for d in &mut disks {
+        d.offline();
+        check(d, true, steps);
+    }
+    eprintln!(
+        "cli model: {steps} steps, {kills} kill -9, {snapshots} snapshots, {clones} clones, \
+         {pushes} pushes, {} disks, {bytes_compared} bytes compared, 0 lost",
+        disks.len()
+    );
+}
