@@ -207,23 +207,25 @@ fn random_command_sequences_match_the_model() {
                 disks[i].serve(&dir).flush();
                 what = "flush".into();
             }
-            47..=53 => {
-                // kill -9: every acknowledged write must survive, flushed or not.
-                match disks[i].served.take() {
-                    Some((srv, c)) => {
-                        drop(c);
-                        drop(srv);
-                        kills += 1;
-                        what = "kill -9".into();
-                    }
-                    None => what = "kill -9 (not served)".into(),
-                }
+            47..=56 => {
+                // kill -9 right after an acknowledged write (no flush): it must survive.
+                let len = 1 + rng.below(16384);
+                let off = rng.below(SIZE - len);
+                let data = common::noise(rng.next(), len as usize);
+                let d = &mut disks[i];
+                d.serve(&dir).write(off, &data);
+                d.model[off as usize..(off + len) as usize].copy_from_slice(&data);
+                let (srv, c) = d.served.take().unwrap();
+                drop(c);
+                drop(srv); // SIGKILL
+                kills += 1;
+                what = format!("write {off}+{len}, kill -9");
             }
-            54..=57 => {
+            57..=59 => {
                 disks[i].offline();
                 what = "stop".into();
             }
-            58..=65 => {
+            60..=66 => {
                 let d = &mut disks[i];
                 if d.snaps.len() >= MAX_SNAPS {
                     d.offline();
@@ -245,7 +247,7 @@ fn random_command_sequences_match_the_model() {
                     snapshots += 1;
                 }
             }
-            66..=72 => {
+            67..=72 => {
                 i = retire_one_if_full(&mut disks, i, &mut rng);
                 let folder = &folders[rng.below(2) as usize];
                 let new = folder.join(format!("c{step}.swap"));

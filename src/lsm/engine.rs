@@ -806,9 +806,11 @@ impl Engine {
         {
             let mut st = self.core.state.write().map_err(|_| lock_err())?;
             if !st.mem.is_empty() || st.frozen.is_some() {
-                return Err(Error::invalid(
-                    "writes arrived during reset; nothing was changed, run it again",
-                ));
+                return Err(Error::invalid(format!(
+                    "writes arrived during reset, so the head was not moved; the state before \
+                     it is kept as snapshot {} (forget it if not wanted); run reset again",
+                    before.id
+                )));
             }
             st.tree = tree;
         }
