@@ -1231,3 +1231,52 @@ fn uploads_to_s3_never_rewrite_an_existing_object() {
     let id2 = store.put(&other).unwrap();
     assert_eq!(store.get(&id2).unwrap(), other);
 }
+
+/// A read waiting on a slow remote holds no lock a writer needs: 4 KiB writes (and a
+/// flush) to a URL-backed disk all finish while a read of an uncached chunk is still
+/// waiting on the server (issue 22, point 6; before, each write waited for the read).
+#[test]
+fn writes_go_on_while_a_read_waits_on_a_slow_remote() {
+    let Some(site) = Site::start() else {
+        return;
+    };
+    let (dir, web, port) = (site.path().to_path_buf(), site.web.clone(), site.port);
+    let (text, image) = published(&dir, &web, 12 << 20);
+    let proxy = common::proxy::Proxy::start(port, Default::default(), 1);
+    let b_swap = cached_reader(&dir, &text, proxy.port);
+    let vol = std::sync::Arc::new(
+        mindcastle::volume::Volume::open(&b_swap, &mindcastle::OpenOptions::default()).unwrap(),
+    );
+    proxy.faults.lock().unwrap().latency = Duration::from_secs(3);
+    let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reader = {
+        let (vol, reading) = (vol.clone(), reading.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            let r = vol.read_at(9 << 20, &mut buf);
+            reading.store(false, std::sync::atomic::Ordering::SeqCst);
+            r.map(|()| buf)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let mut longest = Duration::ZERO;
+    for i in 0..20u64 {
+        let t = std::time::Instant::now();
+        vol.write_at(i * 4096, &common::noise(i, 4096)).unwrap();
+        longest = longest.max(t.elapsed());
+    }
+    vol.flush().unwrap();
+    let still_reading = reading.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!("longest 4 KiB write while a read waited 3 s on the remote: {longest:?}");
+    assert!(
+        still_reading,
+        "the writes waited for the slow read to finish"
+    );
+    let got = reader.join().unwrap().unwrap();
+    assert!(got[..] == image[9 << 20..(9 << 20) + 65536]);
+    for i in 0..20u64 {
+        let mut b = vec![0u8; 4096];
+        vol.read_at(i * 4096, &mut b).unwrap();
+        assert!(b == common::noise(i, 4096));
+    }
+}

@@ -29,7 +29,7 @@ use crate::format::BLOCK_SIZE;
 use crate::lsm::chunker::Chunker;
 use crate::lsm::ctx::Ctx;
 use crate::lsm::entry::{DataRef, Loc};
-use crate::lsm::lookup::{lookup, read_blocks, Slot};
+use crate::lsm::lookup::{fetch_into, lookup, read_blocks, resolve_into, Slot};
 use crate::lsm::memtable::{MemEntry, Memtable};
 use crate::lsm::pacer::Pacer;
 use crate::lsm::tree::Tree;
@@ -582,15 +582,33 @@ impl Engine {
     pub fn read_blocks(&self, lba: u64, out: &mut [u8]) -> Result<()> {
         self.core
             .check_block(lba, (out.len() / BLOCK_SIZE) as u64)?;
-        let st = self.core.state.read().map_err(|_| lock_err())?;
-        read_blocks(
-            &self.core.ctx,
-            &st.mem,
-            st.frozen.as_deref(),
-            &st.tree,
-            lba,
-            out,
-        )
+        // Where each block is, under the state lock; the fetch outside it, so a slow
+        // store (a URL fallback) stalls neither writers nor the checkpoint. A chunk the
+        // collector deleted meanwhile (a checkpoint replaced what named it) is not
+        // found: the read is resolved again against the newer state. Chunks are named by
+        // their hash and records checked by their tag, so a fetch never returns bytes
+        // other than those resolved.
+        let mut attempt = 0;
+        loop {
+            let disk = {
+                let st = self.core.state.read().map_err(|_| lock_err())?;
+                resolve_into(
+                    &self.core.ctx,
+                    &st.mem,
+                    st.frozen.as_deref(),
+                    &st.tree,
+                    lba,
+                    out,
+                )?
+            };
+            match fetch_into(&self.core.ctx, lba, disk, out) {
+                Err(e) if e.kind() == crate::error::ErrorKind::NotFound && attempt < 3 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, lba, "a chunk went while it was read; resolving again");
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Where the newest version of each block in `lba..lba+count` is (index only).

@@ -78,6 +78,21 @@ pub fn read_blocks(
     first: u64,
     out: &mut [u8],
 ) -> Result<()> {
+    let disk = resolve_into(ctx, mem, frozen, tree, first, out)?;
+    fetch_into(ctx, first, disk, out)
+}
+
+/// The first half of a read, for the engine's state lock: fills the blocks that read
+/// as zeros or are in a memtable, and returns where the others are (block index in
+/// the read, record in a chunk) for [`fetch_into`], which needs no lock.
+pub fn resolve_into(
+    ctx: &Ctx,
+    mem: &Memtable,
+    frozen: Option<&Memtable>,
+    tree: &Tree,
+    first: u64,
+    out: &mut [u8],
+) -> Result<Vec<(usize, DataRef)>> {
     if !out.len().is_multiple_of(BLOCK_SIZE) {
         return Err(Error::internal("read_blocks needs whole blocks"));
     }
@@ -91,6 +106,17 @@ pub fn read_blocks(
             Slot::Disk(d) => disk.push((i, d)),
         }
     }
+    Ok(disk)
+}
+
+/// The second half of a read: fetches and opens the records [`resolve_into`] found in
+/// chunks, coalesced, in parallel when there are many.
+pub fn fetch_into(
+    ctx: &Ctx,
+    first: u64,
+    mut disk: Vec<(usize, DataRef)>,
+    out: &mut [u8],
+) -> Result<()> {
     disk.sort_unstable_by_key(|x| (x.1.chunk, x.1.offset));
     let groups = coalesce(&disk);
     if groups.len() < PARALLEL_MIN_GROUPS {

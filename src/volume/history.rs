@@ -344,6 +344,7 @@ impl Volume {
                     .map(Into::into),
             )
             .collect();
+        let behind_url = swap.fallbacks.iter().any(|f| f.contains("://"));
         let mut chunks = HashSet::new();
         Tree::open(&ctx, &root.runs)?.live_chunks(&mut chunks);
         let chunks: Vec<ChunkId> = chunks.into_iter().collect();
@@ -362,7 +363,14 @@ impl Volume {
                     }
                 }
             }
-            Ok(()) // only behind a URL fallback
+            if behind_url {
+                Ok(()) // only behind a URL fallback
+            } else {
+                Err(Error::not_found(format!(
+                    "chunk {id} of the state being cloned is in no folder of the source (was \
+                     the snapshot forgotten meanwhile?); the clone is not made"
+                )))
+            }
         };
         // Links are metadata operations: a few threads hide their latency.
         let per = chunks.len().div_ceil(4).max(1);

@@ -180,7 +180,16 @@ impl Volume {
         // existed. The root is read again after the log: unchanged, the pair is one
         // state (the log read itself starts over if the log rotated under it).
         for _ in 0..20 {
-            let vol = Self::open_once(path, opts)?;
+            let before = read_swap(path)?.snapshot.map(|r| r.id);
+            let vol = match Self::open_once(path, opts) {
+                Ok(v) => v,
+                // The root read may have been collected by a checkpoint meanwhile.
+                Err(e) if read_swap(path)?.snapshot.map(|r| r.id) != before => {
+                    tracing::debug!(error = %e, "checkpointed while opened; opening again");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let now = read_swap(path)?.snapshot.map(|r| r.id);
             let opened = match &vol.data {
                 Data::V1(engine) => engine.root()?.map(|r| r.id),
