@@ -451,11 +451,16 @@ fn sigkill_leaves_nothing_the_next_attach_does_not_clear() {
     let data = common::data(77, 1 << 20);
     write_device(&dev, &dir.path().join("data"), &data, 3);
     let uuid = uuid_of(&swap);
-    let stale = format!(
-        "{}/mindcastle-{uuid}-{}",
-        std::env::temp_dir().display(),
-        c.id()
-    );
+    // The attach mounts FUSE at a folder of its own, `mindcastle-UUID-RANDOM-PID`.
+    let prefix = format!("{}/mindcastle-{uuid}-", std::env::temp_dir().display());
+    let suffix = format!("-{}", c.id());
+    let stale = std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .find(|d| d.starts_with(&prefix) && d.ends_with(&suffix))
+        .expect("the attach's FUSE mount")
+        .to_string();
     signal(&c, "-KILL");
     assert_eq!(wait_exit(c), -1);
     assert!(
@@ -575,6 +580,8 @@ fn pushed_disk_attaches_on_another_host() {
     let published = web.join("pub/d");
     let before = sums(published.to_str().unwrap());
 
+    // The pushed copy is a disk of its own (a uuid of its own, so its own mount point).
+    let mnt = format!("/tmp/mnt-{}", uuid_of(&remote));
     let c = spawn(&[&s(&remote), script.to_str().unwrap()]);
     wait_for("host B's mount of A's XFS", || mounted(&mnt));
     assert_eq!(sums(&mnt), files, "host B sees other files");

@@ -354,3 +354,28 @@ fn a_push_resumed_over_a_torn_chunk_copies_it_again() {
     assert!(o.status.success());
     assert!(export(&remote) == model);
 }
+
+/// Lines added to a `.swap` while its disk is open survive the next checkpoint, which
+/// only moves the root (issue 22, point 8; before, the checkpoint rewrote the file as
+/// it was at open).
+#[test]
+fn edits_to_an_open_disks_swap_file_survive_its_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let (swap, mut model) = disk(dir.path());
+    let v = Volume::open(&swap, &OpenOptions::default()).unwrap();
+    let mut text = std::fs::read_to_string(&swap).unwrap();
+    text.push_str("label=build host 7\n");
+    std::fs::write(&swap, &text).unwrap();
+    v.write_at(4096, &[3u8; 4096]).unwrap();
+    model[4096..8192].fill(3);
+    let root = v.checkpoint().unwrap().unwrap();
+    let after = std::fs::read_to_string(&swap).unwrap();
+    assert!(after.contains("label=build host 7"), "{after}");
+    let parsed = mindcastle::volume::read_swap(&swap).unwrap();
+    assert_eq!(parsed.snapshot.map(|r| r.id), Some(root.id));
+    v.close().unwrap();
+    assert!(std::fs::read_to_string(&swap)
+        .unwrap()
+        .contains("label=build host 7"));
+    assert!(export(&swap) == model);
+}

@@ -135,11 +135,45 @@ impl RootSink for SwapPublisher {
             .swap
             .lock()
             .map_err(|_| Error::internal("swap file lock poisoned"))?;
-        let mut next = swap.clone();
+        let mut next = self.edited_since(&swap).unwrap_or_else(|| swap.clone());
         next.snapshot = Some(*root);
         write_atomic(&self.path, &next.render())?;
         *swap = next;
         Ok(())
+    }
+}
+
+impl SwapPublisher {
+    /// The `.swap` file as someone edited it while the disk was open (None when it is
+    /// as last written, or unreadable): its edits are kept, not overwritten by the next
+    /// checkpoint, except for what defines the open disk (uuid, size, key, data
+    /// folder), which stays as opened until it is opened again.
+    fn edited_since(&self, ours: &SwapFile) -> Option<SwapFile> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        let mut theirs = SwapFile::parse(&text, &self.path.display().to_string())
+            .map_err(|e| {
+                tracing::warn!(error = %e, "the .swap file was edited while the disk was open and no longer parses; writing the open disk's own");
+            })
+            .ok()?;
+        if theirs == *ours {
+            return None;
+        }
+        if (&theirs.uuid, theirs.size, theirs.key, &theirs.swapdata)
+            != (&ours.uuid, ours.size, ours.key, &ours.swapdata)
+        {
+            tracing::warn!(
+                swap = %self.path.display(),
+                "the .swap file's uuid, size, key or swapdata= changed while the disk was open; \
+                 those of the open disk are kept (its other edits are kept too)"
+            );
+            theirs.uuid.clone_from(&ours.uuid);
+            theirs.size = ours.size;
+            theirs.key = ours.key;
+            theirs.swapdata.clone_from(&ours.swapdata);
+        } else {
+            tracing::info!(swap = %self.path.display(), "keeping edits made to the .swap file while the disk was open");
+        }
+        Some(theirs)
     }
 }
 
