@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mindcastle::format::wal::{decode_header, decode_ops, encode_op, LogEnd, HEADER_LEN};
+use mindcastle::format::wal::{decode_header, decode_ops, encode_op, header_len, LogEnd};
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode_header(data);
@@ -13,8 +13,9 @@ fuzz_target!(|data: &[u8]| {
     if let LogEnd::Corrupt { bad, next } = decoded.end {
         assert!(bad == valid && next > bad && next < data.len());
     }
-    if data.len() >= HEADER_LEN {
-        let mut again = data[..HEADER_LEN].to_vec();
+    let header = header_len(data);
+    if data.len() >= header {
+        let mut again = data[..header].to_vec();
         for op in &ops {
             encode_op(op, &mut again);
         }

@@ -1,4 +1,4 @@
-//! Roots (format version 1): the one chunk that names a whole disk state.
+//! Roots (format version 2): the one chunk that names a whole disk state.
 //!
 //! Plaintext:
 //! ```text
@@ -7,11 +7,16 @@
 //! | run count u32 | RunDesc...          (newest level first)
 //! | kept count u32 | RootRef...         (snapshots that must stay readable)
 //! | name str | message str              (str = u32 length || UTF-8)
+//! | log covered u64                       (version 2 only)
 //! RootRef (52): chunk id [32] | chunk size u32 | tag [16]
 //! RunDesc: level u32 | entries u64 | data entries u64 | record bytes u64 | height u8
 //!          | tree root NodeRef (36) | index chunk count u32 | (id [32] | size u32)...
 //!          | table node count u32 | NodeRef...
 //! ```
+//! log covered: the number of the last write-ahead log segment whose ops this root
+//! holds (see `format::wal`); 0 when unknown (version 1 roots, a disk's first root).
+//! Version 2 (2026-12-02) added it; version 1 roots are read as before.
+//!
 //! Stored form: `seal(index key, "mindcastle/root/v1", u32 plain_len || lz4(plaintext))`.
 //! The chunk id of the stored root and its tag (`snapshot=` and `snaphash=` in the
 //! `.swap` file) authenticate everything below: every node is linked by its tag.
@@ -23,8 +28,10 @@ use crate::format::crypto::{Keys, Purpose, AAD_ROOT};
 use crate::format::node::{unpack, NodeRef};
 
 const MAGIC: &[u8; 8] = b"MCROOT01";
-/// Version of the root layout.
-pub const ROOT_VERSION: u32 = 1;
+/// Version of the root layout written.
+pub const ROOT_VERSION: u32 = 2;
+/// Oldest version read.
+const OLDEST_ROOT_VERSION: u32 = 1;
 const MAX_ROOT_PLAIN: usize = 64 << 20;
 
 /// A reference to a stored root: enough to fetch and authenticate it.
@@ -93,6 +100,8 @@ pub struct Root {
     pub name: String,
     /// Optional message.
     pub message: String,
+    /// The last log segment whose ops this root holds (0: unknown).
+    pub log_covered: u64,
 }
 
 impl Root {
@@ -135,6 +144,7 @@ impl Root {
         }
         out.put_str(&self.name);
         out.put_str(&self.message);
+        out.put_u64(self.log_covered);
         out
     }
 
@@ -145,9 +155,9 @@ impl Root {
             return Err(Error::corrupt("root: bad magic"));
         }
         let version = r.u32()?;
-        if version != ROOT_VERSION {
+        if !(OLDEST_ROOT_VERSION..=ROOT_VERSION).contains(&version) {
             return Err(Error::corrupt(format!(
-                "root: version {version}, this build reads {ROOT_VERSION}"
+                "root: version {version}, this build reads {OLDEST_ROOT_VERSION} to {ROOT_VERSION}"
             )));
         }
         let size = r.u64()?;
@@ -200,6 +210,7 @@ impl Root {
         }
         let name = r.string(4096)?;
         let message = r.string(1 << 20)?;
+        let log_covered = if version >= 2 { r.u64()? } else { 0 };
         r.finish()?;
         Ok(Self {
             size,
@@ -210,6 +221,7 @@ impl Root {
             kept,
             name,
             message,
+            log_covered,
         })
     }
 
@@ -235,6 +247,7 @@ mod tests {
     fn root_round_trip() -> Result<()> {
         let keys = Keys::new(&DiskKey([5; 32]))?;
         let root = Root {
+            log_covered: 9,
             size: 1 << 30,
             seq: 3,
             time: 17,
@@ -266,6 +279,16 @@ mod tests {
         let mut bad = stored;
         bad[3] ^= 0x40;
         assert!(Root::open(&keys, &bad, &tag).is_err());
+        // Version 1 (no log covered field) still reads, as "unknown".
+        let mut v1 = root.encode();
+        v1.truncate(v1.len() - 8);
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let old = Root::decode(&v1)?;
+        assert_eq!(old.log_covered, 0);
+        assert_eq!(old.runs, root.runs);
+        let mut v3 = root.encode();
+        v3[8..12].copy_from_slice(&3u32.to_le_bytes());
+        assert!(Root::decode(&v3).is_err());
         Ok(())
     }
 }

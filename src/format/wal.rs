@@ -1,12 +1,18 @@
-//! Write-ahead log (format version 2): a local, append-only file `wal` in the data
+//! Write-ahead log (format version 3): a local, append-only file `wal` in the data
 //! folder, never published. It holds every write since the last checkpoint.
 //!
 //! ```text
-//! header (48): magic "MCWAL001" (8) | version u32 (2) | base seq u32 | base root id [32]
+//! header (56): magic "MCWAL001" (8) | version u32 (3) | base seq u32 | base root id [32]
+//!              | segment u64
 //!              base root: the newest root when this segment was started (zeros for an
 //!              empty disk); the segment's ops apply on top of it or of a descendant.
 //!              base seq: the low 32 bits of that root's `seq` (0 in logs written before
 //!              2026-11-30, when the field was reserved: unknown).
+//!              segment: the segment's number, one more than the segment before it.
+//!              A root records the last segment whose ops it holds (`log_covered`), so
+//!              replay takes exactly the segments after it, and refuses a gap.
+//!              Versions 1 and 2 have a 48-byte header without it (unnumbered: the
+//!              base rules alone decide).
 //! op:          magic u32 "RLAW" | kind u8 | lba u64 | n u32 | payload (n bytes, kinds 1
 //!              and 3) | crc32 u32 (IEEE, over magic..payload)
 //!   kind 1 = data:   payload is one sealed record (see `record`) for block lba
@@ -15,7 +21,7 @@
 //!                    payload: chunk id [32] | chunk size u32 | count u32 |
 //!                    count x (offset u32 | stored length u32 | tag [16])
 //! ```
-//! Version 2 added kind 3 (a large write's records go straight into a data chunk, and
+//! Version 3 (2026-12-02) added the segment number. Version 2 added kind 3 (a large write's records go straight into a data chunk, and
 //! the log names them instead of holding them); version 1 logs, which have no kind 3,
 //! are read as before. The chunk is synced before any sync of the log that follows
 //! its op, so an op a flush acknowledged always names a whole chunk; replay checks the
@@ -40,15 +46,17 @@ use crate::format::record::MAX_RECORD;
 const MAGIC: &[u8; 8] = b"MCWAL001";
 const OP_MAGIC: u32 = u32::from_le_bytes(*b"RLAW");
 /// Version of the log layout written.
-pub const WAL_VERSION: u32 = 2;
+pub const WAL_VERSION: u32 = 3;
 /// Oldest version read.
 const OLDEST_VERSION: u32 = 1;
 /// Most blocks one stored op names (its payload stays well under 1 MiB).
 pub const MAX_STORED_COUNT: usize = 16384;
 /// Bytes of one block's entry in a stored op.
 const STORED_ENTRY: usize = 24;
-/// Header length.
-pub const HEADER_LEN: usize = 48;
+/// Header length (version 3).
+pub const HEADER_LEN: usize = 56;
+/// Header length of versions 1 and 2.
+const OLD_HEADER_LEN: usize = 48;
 const OP_FIXED: usize = 4 + 1 + 8 + 4 + 4;
 
 /// One logged operation.
@@ -81,13 +89,15 @@ pub enum WalOp {
     },
 }
 
-/// The root a log segment was started on.
+/// The root a log segment was started on, and the segment's number.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogBase {
     /// Its id (None: an empty disk).
     pub id: Option<ChunkId>,
     /// Low 32 bits of its `seq` (0: unknown).
     pub seq: u32,
+    /// The segment's number (0: unnumbered, a log of version 1 or 2).
+    pub segment: u64,
 }
 
 /// Encodes a header naming the base root.
@@ -97,7 +107,20 @@ pub fn encode_header(base: LogBase) -> Vec<u8> {
     out.put_u32(WAL_VERSION);
     out.put_u32(base.seq);
     out.extend_from_slice(&base.id.map(|b| b.0).unwrap_or([0; 32]));
+    out.put_u64(base.segment);
     out
+}
+
+/// Length of the header at the start of `buf` (by its version; the current one when
+/// unreadable).
+pub fn header_len(buf: &[u8]) -> usize {
+    match buf
+        .get(8..12)
+        .map(|v| u32::from_le_bytes([v[0], v[1], v[2], v[3]]))
+    {
+        Some(1 | 2) => OLD_HEADER_LEN,
+        _ => HEADER_LEN,
+    }
 }
 
 /// Decodes a header; returns the base root.
@@ -114,9 +137,11 @@ pub fn decode_header(buf: &[u8]) -> Result<LogBase> {
     }
     let seq = r.u32()?;
     let id: [u8; 32] = r.array()?;
+    let segment = if v >= 3 { r.u64()? } else { 0 };
     Ok(LogBase {
         id: (id != [0; 32]).then_some(ChunkId(id)),
         seq,
+        segment,
     })
 }
 
@@ -196,7 +221,7 @@ pub struct Decoded {
 /// Decodes ops after the header. Never fails: the caller decides what a bad end means.
 pub fn decode_ops(buf: &[u8]) -> Decoded {
     let mut ops = Vec::new();
-    let mut pos = HEADER_LEN.min(buf.len());
+    let mut pos = header_len(buf).min(buf.len());
     while let Some(rest) = buf.get(pos..) {
         match decode_one(rest) {
             Some((op, n)) => {
@@ -312,6 +337,7 @@ mod tests {
         let base = LogBase {
             id: Some(ChunkId([1; 32])),
             seq: 7,
+            segment: 0,
         };
         let mut buf = encode_header(base);
         let a = WalOp::Data {
@@ -362,10 +388,19 @@ mod tests {
             assert!(decode_ops(&buf[..cut]).ops.is_empty(), "cut at {cut}");
         }
         let mut v1 = encode_header(LogBase::default());
+        v1.truncate(48);
         v1[8..12].copy_from_slice(&1u32.to_le_bytes());
         assert!(decode_header(&v1).is_ok());
-        v1[8..12].copy_from_slice(&3u32.to_le_bytes());
+        assert_eq!(header_len(&v1), 48);
+        v1[8..12].copy_from_slice(&4u32.to_le_bytes());
         assert!(decode_header(&v1).is_err());
+        // Version 3 numbers its segment.
+        let v3 = encode_header(LogBase {
+            segment: 77,
+            ..LogBase::default()
+        });
+        assert_eq!(v3.len(), HEADER_LEN);
+        assert_eq!(decode_header(&v3).unwrap().segment, 77);
     }
 
     #[test]

@@ -119,6 +119,10 @@ struct State {
     root: Option<RootRef>,
     seq: u64,
     kept: Vec<RootRef>,
+    /// The last log segment the current root holds (0: unknown).
+    log_covered: u64,
+    /// The log segment sealed with the frozen memtable (what its commit covers).
+    frozen_segment: u64,
 }
 
 impl State {
@@ -374,6 +378,7 @@ impl Engine {
         let base = LogBase {
             id: start.root_ref.map(|r| r.id),
             seq: start.root.seq as u32,
+            segment: 0, // numbered by the log
         };
         let (wal, sink, replay) = match mode {
             Mode::Writable {
@@ -381,10 +386,14 @@ impl Engine {
                 sink,
                 sync_hook,
             } => {
-                let (w, replay) = Wal::open(&wal, base, sync_hook)?;
+                let (w, replay) = Wal::open(&wal, base, start.root.log_covered, sync_hook)?;
                 (Some(w), Some(sink), Some(replay))
             }
-            Mode::ReadOnly { wal: Some(path) } => (None, None, Some(Wal::read_ops(&path)?)),
+            Mode::ReadOnly { wal: Some(path) } => (
+                None,
+                None,
+                Some(Wal::read_ops(&path, start.root.log_covered)?),
+            ),
             Mode::ReadOnly { wal: None } => (None, None, None),
         };
         if let Some(r) = &replay {
@@ -405,6 +414,8 @@ impl Engine {
                 root: start.root_ref,
                 seq: start.root.seq,
                 kept: start.root.kept,
+                log_covered: start.root.log_covered,
+                frozen_segment: 0,
             }),
             wal,
             sink,
@@ -1076,10 +1087,13 @@ impl Core {
         }
         if let Some(w) = &self.wal {
             let started = std::time::Instant::now();
+            let sealed = w.segment()?;
             w.rotate(LogBase {
                 id: st.root.map(|r| r.id),
                 seq: st.seq as u32,
+                segment: 0, // numbered by the log
             })?;
+            st.frozen_segment = sealed;
             tracing::debug!(
                 us = started.elapsed().as_micros() as u64,
                 bytes = st.mem.bytes(),
@@ -1117,7 +1131,7 @@ impl Core {
             .sink
             .as_ref()
             .ok_or_else(|| Error::invalid("disk is open read-only"))?;
-        let (frozen, mut tree, parent, seq, kept) = {
+        let (frozen, mut tree, parent, seq, kept, log_covered) = {
             let st = self.state.read().map_err(|_| lock_err())?;
             if st.frozen.is_none() && !force {
                 return Ok(());
@@ -1128,6 +1142,12 @@ impl Core {
                 st.root,
                 st.seq,
                 st.kept.clone(),
+                // With a frozen memtable, the new root holds its sealed segment.
+                if st.frozen.is_some() {
+                    st.frozen_segment
+                } else {
+                    st.log_covered
+                },
             )
         };
         let started = std::time::Instant::now();
@@ -1193,6 +1213,7 @@ impl Core {
             kept: kept.clone(),
             name: label.name.clone(),
             message: label.message.clone(),
+            log_covered,
         };
         let (stored, tag) = root.seal(&self.ctx.keys)?;
         let id = self.ctx.store.put(&stored)?;
@@ -1217,6 +1238,7 @@ impl Core {
             st.tree = tree.clone();
             st.root = Some(rref);
             st.seq = root.seq;
+            st.log_covered = log_covered;
             // The new root is durable and named: the sealed segment's ops are all in
             // it. Dropped before the frozen memtable is let go, so a writer never finds
             // "nothing frozen" while the sealed segment still exists.
@@ -1501,18 +1523,22 @@ mod tests {
         let same = LogBase {
             id: Some(r.id),
             seq: 5,
+            segment: 0,
         };
         let older = LogBase {
             id: Some(ChunkId([2; 32])),
             seq: 3,
+            segment: 0,
         };
         let newer = LogBase {
             id: Some(ChunkId([3; 32])),
             seq: 9,
+            segment: 0,
         };
         let legacy = LogBase {
             id: Some(ChunkId([4; 32])),
             seq: 0,
+            segment: 0,
         };
         assert!(check_base(&same, Some(&r), 5).is_ok());
         assert!(check_base(&older, Some(&r), 5).is_ok());

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::wal::{
-    decode_header, decode_ops, encode_data, encode_header, encode_op, is_current_version, LogBase,
-    LogEnd, WalOp, HEADER_LEN,
+    decode_header, decode_ops, encode_data, encode_header, encode_op, header_len,
+    is_current_version, LogBase, LogEnd, WalOp, HEADER_LEN,
 };
 
 /// Buffered bytes written to the file once they exceed this.
@@ -60,14 +60,73 @@ struct Inner {
     dir_dirty: bool,
     /// Counts rotations, so a sync that raced one knows what it covered.
     generation: u64,
+    /// The number of the segment appends go to (0: unnumbered, an older layout's).
+    segment: u64,
 }
 
 /// What open found in the log.
+#[derive(Default)]
 pub struct Replay {
-    /// Ops to apply, sealed segment first.
+    /// Ops to apply (of the segments the root does not cover), sealed segment first.
     pub ops: Vec<WalOp>,
-    /// The root each segment was started on (sealed segment first).
+    /// The root each of those segments was started on (sealed segment first).
     pub bases: Vec<LogBase>,
+}
+
+/// One segment read from its file.
+struct Segment {
+    ops: Vec<WalOp>,
+    base: LogBase,
+}
+
+/// The segments a root covering `covered` does not hold, in order: a numbered segment
+/// at or below `covered` is skipped (its ops are in the root: a sealed segment whose
+/// delete was lost, or a data folder put back from a backup); the others must follow
+/// on with no gap. Unnumbered segments (logs of version 1 or 2) are all taken, as
+/// before numbers. Returns the ops, the bases and the last number taken (or `covered`).
+fn select(path: &Path, segments: Vec<Segment>, covered: u64) -> Result<(Replay, u64)> {
+    let mut replay = Replay::default();
+    let mut last = covered;
+    let mut expect: Option<u64> = None;
+    for seg in segments {
+        let n = seg.base.segment;
+        if n == 0 {
+            replay.ops.extend(seg.ops);
+            replay.bases.push(seg.base);
+            continue;
+        }
+        if covered > 0 && n <= covered {
+            if !seg.ops.is_empty() {
+                tracing::info!(
+                    path = %path.display(),
+                    segment = n,
+                    covered,
+                    ops = seg.ops.len(),
+                    "skipping a log segment the root already holds"
+                );
+            }
+            continue;
+        }
+        let want = expect.unwrap_or(if covered > 0 { covered + 1 } else { n });
+        if n != want {
+            return Err(Error::corrupt(format!(
+                "write-ahead log {}: segment {n} follows {}, but segment {want} is missing: \
+                 replaying it would skip writes. Put back the .swap file that goes with this \
+                 data folder (its root names the last segment it holds)",
+                path.display(),
+                if expect.is_some() {
+                    format!("segment {}", want - 1)
+                } else {
+                    format!("a root holding segments up to {covered}")
+                }
+            )));
+        }
+        replay.ops.extend(seg.ops);
+        replay.bases.push(seg.base);
+        last = n;
+        expect = Some(n + 1);
+    }
+    Ok((replay, last))
 }
 
 fn lock_err() -> Error {
@@ -75,14 +134,49 @@ fn lock_err() -> Error {
 }
 
 impl Wal {
-    /// Opens (creating if needed) the log at `path`, returning it with what to replay.
-    /// A torn tail is cut off so new ops follow the last good one; a damaged op with
-    /// valid ops after it is refused, and the file left as it is.
-    pub fn open(path: &Path, base: LogBase, hook: Option<SyncHook>) -> Result<(Self, Replay)> {
+    /// Opens (creating if needed) the log at `path`, returning it with what to replay
+    /// on top of a root that holds segments up to `covered` (0: unknown). A torn tail is
+    /// cut off so new ops follow the last good one; a damaged op with valid ops after
+    /// it is refused, and the file left as it is. A sealed segment left by a crash is
+    /// joined with the one after it into one file (what the root covers left out).
+    pub fn open(
+        path: &Path,
+        base: LogBase,
+        covered: u64,
+        hook: Option<SyncHook>,
+    ) -> Result<(Self, Replay)> {
         let ctx = |e| Error::io(format!("write-ahead log {}", path.display()), e);
         let old = old_path(path);
-        if old.exists() {
-            consolidate(path, &old)?;
+        let had_old = old.exists();
+        let mut segments = Vec::new();
+        for p in [&old, path] {
+            if let Some(seg) = read_segment(p)? {
+                segments.push(seg);
+            }
+        }
+        let current_skipped = !had_old
+            && segments
+                .last()
+                .is_some_and(|s| s.base.segment != 0 && covered > 0 && s.base.segment <= covered);
+        let first_base = segments
+            .iter()
+            .find(|s| s.base.segment == 0 || s.base.segment > covered)
+            .map(|s| s.base);
+        let (replay, last) = select(path, segments, covered)?;
+        let fresh = LogBase {
+            segment: if last > covered { last } else { covered + 1 },
+            ..base
+        };
+        if had_old || current_skipped {
+            // One file from here on: the ops to replay under the first one's base.
+            let header = match first_base {
+                Some(b) => LogBase {
+                    segment: if b.segment == 0 { 0 } else { fresh.segment },
+                    ..b
+                },
+                None => fresh,
+            };
+            rewrite(path, header, &replay.ops, had_old.then_some(&*old))?;
         }
         let mut file = OpenOptions::new()
             .read(true)
@@ -103,22 +197,20 @@ impl Wal {
             unsynced_old: None,
             dir_dirty: false,
             generation: 0,
+            segment: fresh.segment,
         };
-        let replay = if bytes.len() < HEADER_LEN {
-            inner.reset(base)?;
-            Replay {
-                ops: Vec::new(),
-                bases: Vec::new(),
-            }
+        if bytes.len() < header_len(&bytes) {
+            inner.reset(fresh)?;
         } else {
-            let (ops, valid, log_base) = decode_segment(path, &bytes)?;
-            if ops.is_empty() && !is_current_version(&bytes) {
+            let (_, valid, log_base) = decode_segment(path, &bytes)?;
+            inner.segment = log_base.segment;
+            if replay.ops.is_empty() && !is_current_version(&bytes) {
                 // Nothing to replay in a log of an older layout: start it afresh in this
                 // one, so ops only this layout has never sit under an older header (a
                 // build that knows only that version would take them for a torn tail).
                 // A log with ops is replayed and checkpointed at open, which starts a
                 // new segment anyway.
-                inner.reset(base)?;
+                inner.reset(fresh)?;
             } else {
                 if valid < bytes.len() {
                     tracing::info!(path = %path.display(), dropped = bytes.len() - valid, "dropping torn tail of write-ahead log");
@@ -129,11 +221,7 @@ impl Wal {
                     .map_err(ctx)?;
                 inner.len = valid as u64;
             }
-            Replay {
-                ops,
-                bases: vec![log_base],
-            }
-        };
+        }
         let wal = Self {
             inner: Mutex::new(inner),
             sync_lock: Mutex::new(()),
@@ -143,28 +231,24 @@ impl Wal {
         Ok((wal, replay))
     }
 
-    /// Reads the ops of a log (sealed segment first) without opening it for writing
-    /// (read-only disks, and readers beside a running writer). A rotation while it
-    /// reads (the writer sealed `wal` as `wal.old` and started a new `wal`) would give
-    /// a state that never existed; it is seen as a new `wal` file (another inode) and
-    /// the read starts over.
-    pub fn read_ops(path: &Path) -> Result<Replay> {
+    /// Reads the ops of a log (sealed segment first) that a root covering `covered`
+    /// does not hold, without opening it for writing (read-only disks, and readers
+    /// beside a running writer). A rotation while it reads (the writer sealed `wal` as
+    /// `wal.old` and started a new `wal`) would give a state that never existed; it is
+    /// seen as a new `wal` file (another inode) and the read starts over.
+    pub fn read_ops(path: &Path, covered: u64) -> Result<Replay> {
         use std::os::unix::fs::MetadataExt;
         let ino = |p: &Path| std::fs::metadata(p).ok().map(|m| m.ino());
         for _ in 0..100 {
             let before = ino(path);
-            let mut replay = Replay {
-                ops: Vec::new(),
-                bases: Vec::new(),
-            };
+            let mut segments = Vec::new();
             for p in [old_path(path), path.to_path_buf()] {
-                if let Some((ops, base)) = read_segment(&p)? {
-                    replay.ops.extend(ops);
-                    replay.bases.push(base);
+                if let Some(seg) = read_segment(&p)? {
+                    segments.push(seg);
                 }
             }
             if ino(path) == before {
-                return Ok(replay);
+                return Ok(select(path, segments, covered)?.0);
             }
             tracing::debug!(path = %path.display(), "the log rotated while it was read; reading again");
         }
@@ -175,6 +259,11 @@ impl Wal {
                 path.display()
             ),
         ))
+    }
+
+    /// The number of the segment appends go to.
+    pub fn segment(&self) -> Result<u64> {
+        Ok(self.inner()?.segment)
     }
 
     fn inner(&self) -> Result<std::sync::MutexGuard<'_, Inner>> {
@@ -253,8 +342,8 @@ impl Wal {
         Ok(())
     }
 
-    /// Seals the current segment as `wal.old` and starts a new one on `base`; the caller
-    /// froze the memtable those ops are in. Nothing waits for the disk here (this runs
+    /// Seals the current segment as `wal.old` and starts the next one (numbered one
+    /// more) on `base`; the caller froze the memtable those ops are in. Nothing waits for the disk here (this runs
     /// under the engine's write lock): the next `sync` makes the sealed tail and the
     /// names durable before it makes any op of the new segment durable.
     pub fn rotate(&self, base: LogBase) -> Result<()> {
@@ -275,7 +364,10 @@ impl Wal {
                 .create(true)
                 .truncate(true)
                 .open(&w.path)?;
-            f.write_all(&encode_header(base))?;
+            f.write_all(&encode_header(LogBase {
+                segment: w.segment + 1,
+                ..base
+            }))?;
             Ok(f)
         })();
         match fresh {
@@ -286,6 +378,7 @@ impl Wal {
                 w.written += HEADER_LEN as u64;
                 w.dir_dirty = true;
                 w.generation += 1;
+                w.segment += 1;
                 Ok(())
             }
             Err(e) => {
@@ -384,6 +477,7 @@ impl Inner {
         (&*self.file).write_all(&h).map_err(ctx)?;
         self.file.sync_data().map_err(ctx)?;
         self.len = h.len() as u64;
+        self.segment = base.segment;
         Ok(())
     }
 }
@@ -410,11 +504,11 @@ fn decode_segment(path: &Path, bytes: &[u8]) -> Result<(Vec<WalOp>, usize, LogBa
     Ok((d.ops, d.valid, base))
 }
 
-fn read_segment(path: &Path) -> Result<Option<(Vec<WalOp>, LogBase)>> {
+fn read_segment(path: &Path) -> Result<Option<Segment>> {
     match std::fs::read(path) {
-        Ok(bytes) if bytes.len() >= HEADER_LEN => {
+        Ok(bytes) if bytes.len() >= header_len(&bytes) => {
             let (ops, _, base) = decode_segment(path, &bytes)?;
-            Ok(Some((ops, base)))
+            Ok(Some(Segment { ops, base }))
         }
         Ok(_) => Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -429,37 +523,34 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Folds a sealed segment left by a crash and the segment after it into one log (with
-/// the sealed segment's base): the combined file replaces `wal` first, then `wal.old`
-/// goes. A crash in between replays the old ops twice in a row before the new ones,
-/// which ends in the same state.
-fn consolidate(path: &Path, old: &Path) -> Result<()> {
-    let (mut ops, base) = read_segment(old)?.unwrap_or_default();
-    ops.extend(read_segment(path)?.map(|s| s.0).unwrap_or_default());
-    let mut out = encode_header(base);
-    for op in &ops {
+/// Replaces `path` with one segment holding `ops` under `header` (durably: a new
+/// file, synced, renamed over it), then deletes the sealed segment `old` if given. A
+/// crash in between replays the old ops twice in a row before the new ones (or skips
+/// them twice, when the root covers them), which ends in the same state.
+fn rewrite(path: &Path, header: LogBase, ops: &[WalOp], old: Option<&Path>) -> Result<()> {
+    let mut out = encode_header(header);
+    for op in ops {
         encode_op(op, &mut out);
     }
     let tmp = path.with_extension("new");
-    let ctx = |e| {
-        Error::io(
-            format!("joining {} and {}", old.display(), path.display()),
-            e,
-        )
-    };
+    let ctx = |e| Error::io(format!("rewriting {}", path.display()), e);
     (|| -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
         f.write_all(&out)?;
         f.sync_data()?;
         std::fs::rename(&tmp, path)?;
         sync_dir(path)?;
-        std::fs::remove_file(old)?;
-        sync_dir(path)
+        if let Some(old) = old {
+            std::fs::remove_file(old)?;
+            sync_dir(path)?;
+        }
+        Ok(())
     })()
     .map_err(ctx)?;
     tracing::info!(
         ops = ops.len(),
-        "joined the sealed write-ahead log segment left by a crash"
+        segment = header.segment,
+        "joined the write-ahead log segments left by a crash"
     );
     Ok(())
 }
@@ -477,7 +568,7 @@ mod tests {
     }
 
     fn open(path: &Path) -> (Wal, Vec<WalOp>) {
-        let (w, r) = Wal::open(path, LogBase::default(), None).unwrap();
+        let (w, r) = Wal::open(path, LogBase::default(), 0, None).unwrap();
         (w, r.ops)
     }
 
@@ -497,7 +588,7 @@ mod tests {
         w.sync().unwrap();
         drop(w);
         let want = vec![data(1, 1), WalOp::Zero { lba: 1, count: 2 }, data(1, 2)];
-        assert_eq!(Wal::read_ops(&path).unwrap().ops, want);
+        assert_eq!(Wal::read_ops(&path, 0).unwrap().ops, want);
         // Opening after the crash joins the segments into one log, old ops first.
         let (w, ops) = open(&path);
         assert_eq!(ops, want);
@@ -508,7 +599,7 @@ mod tests {
         drop(w);
         let mut all = want.clone();
         all.push(data(3, 3));
-        assert_eq!(Wal::read_ops(&path).unwrap().ops, all);
+        assert_eq!(Wal::read_ops(&path, 0).unwrap().ops, all);
     }
 
     #[test]
@@ -521,7 +612,7 @@ mod tests {
         w.append(&data(6, 2)).unwrap();
         w.drop_old().unwrap();
         w.sync().unwrap();
-        assert_eq!(Wal::read_ops(&path).unwrap().ops, vec![data(6, 2)]);
+        assert_eq!(Wal::read_ops(&path, 0).unwrap().ops, vec![data(6, 2)]);
         // Rotating again is allowed once the old segment is gone.
         w.rotate(LogBase::default()).unwrap();
     }
@@ -565,7 +656,7 @@ mod tests {
         let second = HEADER_LEN + 61;
         bytes[second + 30] ^= 4;
         std::fs::write(&path, &bytes).unwrap();
-        let err = Wal::open(&path, LogBase::default(), None).err().unwrap();
+        let err = Wal::open(&path, LogBase::default(), 0, None).err().unwrap();
         assert_eq!(err.kind(), ErrorKind::Corrupt);
         let msg = err.to_string();
         assert!(msg.contains(&path.display().to_string()), "{msg}");
@@ -590,7 +681,7 @@ mod tests {
                 }
             })
         };
-        let (w, _) = Wal::open(&path, LogBase::default(), Some(hook)).unwrap();
+        let (w, _) = Wal::open(&path, LogBase::default(), 0, Some(hook)).unwrap();
         let w = Arc::new(w);
         w.append(&data(1, 1)).unwrap();
         std::thread::scope(|s| {
@@ -613,7 +704,7 @@ mod tests {
         // One for the first op, one shared by the four that came while it waited.
         assert_eq!(syncs.load(Ordering::SeqCst), 2);
         assert_eq!(
-            Wal::read_ops(&path).unwrap().ops,
+            Wal::read_ops(&path, 0).unwrap().ops,
             vec![data(1, 1), data(2, 2)]
         );
     }
@@ -623,6 +714,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal");
         let mut v1 = encode_header(LogBase::default());
+        v1.truncate(48);
         v1[8..12].copy_from_slice(&1u32.to_le_bytes());
         std::fs::write(&path, &v1).unwrap();
         let (w, ops) = open(&path);
@@ -637,5 +729,54 @@ mod tests {
         let (_w, ops) = open(&path);
         assert_eq!(ops, vec![data(5, 9)]);
         assert!(!is_current_version(&std::fs::read(&path).unwrap()));
+    }
+
+    fn segment_of(path: &Path) -> u64 {
+        decode_header(&std::fs::read(path).unwrap())
+            .unwrap()
+            .segment
+    }
+
+    #[test]
+    fn segments_are_numbered_and_replay_takes_only_what_the_root_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        // A root holding segments up to 4: the new log is segment 5.
+        let (w, r) = Wal::open(&path, LogBase::default(), 4, None).unwrap();
+        assert!(r.ops.is_empty());
+        assert_eq!(w.segment().unwrap(), 5);
+        w.append(&data(1, 1)).unwrap();
+        w.rotate(LogBase::default()).unwrap(); // 5 sealed, 6 started
+        assert_eq!(w.segment().unwrap(), 6);
+        w.append(&data(2, 2)).unwrap();
+        w.sync().unwrap();
+        drop(w);
+        assert_eq!(segment_of(&path.with_extension("old")), 5);
+        assert_eq!(segment_of(&path), 6);
+        // A crash before the checkpoint of 5: both replay, in order.
+        assert_eq!(
+            Wal::read_ops(&path, 4).unwrap().ops,
+            vec![data(1, 1), data(2, 2)]
+        );
+        // The root of 5 was named but wal.old's delete was lost: 5 is skipped, never
+        // replayed over the root that holds it (and whatever came after it).
+        assert_eq!(Wal::read_ops(&path, 5).unwrap().ops, vec![data(2, 2)]);
+        // A root holding up to 6 (a data folder put back from an older backup): nothing.
+        assert!(Wal::read_ops(&path, 6).unwrap().ops.is_empty());
+        // A root that holds only up to 3: segment 4 is missing, refused.
+        let err = Wal::read_ops(&path, 3).err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Corrupt);
+        assert!(err.to_string().contains("segment 4 is missing"), "{err}");
+        // Opening with the root of 5 joins what is left into one segment, 6.
+        let (w, r) = Wal::open(&path, LogBase::default(), 5, None).unwrap();
+        assert_eq!(r.ops, vec![data(2, 2)]);
+        assert!(!path.with_extension("old").exists());
+        assert_eq!(w.segment().unwrap(), 6);
+        drop(w);
+        // Opening a log the root fully holds starts the next segment afresh.
+        let (w, r) = Wal::open(&path, LogBase::default(), 6, None).unwrap();
+        assert!(r.ops.is_empty());
+        assert_eq!(w.segment().unwrap(), 7);
+        assert!(Wal::read_ops(&path, 6).unwrap().ops.is_empty());
     }
 }

@@ -390,9 +390,12 @@ impl Volume {
         // The links are durable before anything names them.
         crate::store::local::sync_dir(&dir)?;
         // The clone's first root: the same levels, no snapshots, this state as parent.
+        // Its seq goes on from the source's (a new data folder: no log yet, so it
+        // holds no log segment).
         let fresh = Root {
             size: root.size,
-            seq: 0,
+            seq: root.seq + 1,
+            log_covered: 0,
             time: root.time,
             parent: Some(*state),
             runs: root.runs.clone(),
