@@ -177,6 +177,17 @@ pub struct View {
     pub pending: Vec<(u64, Option<usize>)>,
 }
 
+/// What [`Engine::sweep`] found in the data folder.
+#[derive(Clone, Debug, Default)]
+pub struct Sweep {
+    /// Chunks the head, kept snapshots and writes under way reach.
+    pub live: usize,
+    /// Chunks in the data folder nothing reaches.
+    pub garbage: Vec<ChunkId>,
+    /// Their bytes.
+    pub garbage_bytes: u64,
+}
+
 /// A snapshot's name and message, recorded in its root.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Label {
@@ -563,6 +574,37 @@ impl Engine {
             Tree::open(&self.core.ctx, &root.runs)?.live_chunks(&mut below);
         }
         Ok(roots_last(below, &view.kept, view.root))
+    }
+
+    /// Deletes (unless `dry_run`) every chunk in the local data folder that neither the
+    /// head, a kept snapshot, nor a write under way reaches; returns the live count and
+    /// the garbage with its bytes. It holds the checkpoint lock (no root is being made)
+    /// and keeps large writes from storing chunks meanwhile, as the collector after
+    /// each checkpoint does, so it never deletes a chunk a commit or a write just made.
+    pub fn sweep(&self, dry_run: bool) -> Result<Sweep> {
+        let _ck = self.core.ckpt.lock().map_err(|_| lock_err())?;
+        let _gate = self.core.direct_gate.write().map_err(|_| lock_err())?;
+        let live: HashSet<ChunkId> = self.reachable()?.into_iter().collect();
+        let store = &self.core.ctx.store;
+        let mut sweep = Sweep {
+            live: live.len(),
+            ..Sweep::default()
+        };
+        // The stack lists and deletes in the local data folder only: fallbacks and the
+        // cache are not this disk's to clean.
+        for id in store.list()? {
+            if !live.contains(&id) {
+                sweep.garbage_bytes += store.size(&id).unwrap_or(0);
+                sweep.garbage.push(id);
+            }
+        }
+        if !dry_run {
+            self.core.check_writable()?;
+            for id in &sweep.garbage {
+                store.delete(id)?;
+            }
+        }
+        Ok(sweep)
     }
 
     /// What reading kept snapshot `k` needs with no fallback: the index and data chunks

@@ -274,30 +274,11 @@ impl Volume {
         if !dry_run {
             engine.checkpoint()?;
         }
-        let live: HashSet<ChunkId> = engine.reachable()?.into_iter().collect();
-        // The data folder only: fallbacks and the cache are not this disk's to clean.
-        let local = if dry_run {
-            crate::store::local::LocalStore::open_read_only(self.data_dir())
-        } else {
-            crate::store::local::LocalStore::open(self.data_dir())?
-        };
-        let mut garbage = Vec::new();
-        let mut bytes = 0;
-        for id in local.list()? {
-            if !live.contains(&id) {
-                bytes += local.size(&id).unwrap_or(0);
-                garbage.push(id);
-            }
-        }
-        if !dry_run {
-            for id in &garbage {
-                local.delete(id)?;
-            }
-        }
+        let sweep = engine.sweep(dry_run)?;
         Ok(GcReport {
-            live_chunks: live.len(),
-            garbage_chunks: garbage.len(),
-            garbage_bytes: bytes,
+            live_chunks: sweep.live,
+            garbage_chunks: sweep.garbage.len(),
+            garbage_bytes: sweep.garbage_bytes,
             deleted: !dry_run,
         })
     }

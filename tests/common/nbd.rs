@@ -19,7 +19,18 @@ pub struct Nbd(UnixStream);
 impl Nbd {
     /// Connects to `socket` and negotiates the default export.
     pub fn connect(socket: &Path) -> Self {
-        let mut s = UnixStream::connect(socket).unwrap();
+        // The socket file appears at bind(), a moment before listen(): retry a refusal.
+        let mut tries = 0;
+        let mut s = loop {
+            match UnixStream::connect(socket) {
+                Ok(s) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && tries < 200 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+                Err(e) => panic!("connecting to {}: {e}", socket.display()),
+            }
+        };
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let mut hello = [0u8; 18];
         s.read_exact(&mut hello).unwrap();
