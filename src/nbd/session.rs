@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use nbd_proto::{self as p, cmd, cmd_flags, errno, reply, state};
+use nbd_proto::{self as p, cmd, cmd_flags, errno, state};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::{Mutex, Semaphore};
 
@@ -388,22 +388,6 @@ async fn send<S: AsyncWrite>(
     w.flush().await
 }
 
-/// Where `encode` puts a reply: header bytes, and ranges of the read's data.
-trait Sink {
-    fn put(&mut self, bytes: &[u8]);
-    fn data(&mut self, buf: &[u8], range: std::ops::Range<usize>);
-}
-
-/// A reply in one buffer (replies the connection task batches).
-impl Sink for Vec<u8> {
-    fn put(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-    fn data(&mut self, buf: &[u8], range: std::ops::Range<usize>) {
-        self.extend_from_slice(buf.get(range).unwrap_or(&[]));
-    }
-}
-
 /// A reply as headers and, at `cuts` (offsets in `head`), ranges of the read's data.
 #[derive(Default)]
 struct Pieces {
@@ -411,7 +395,7 @@ struct Pieces {
     cuts: Vec<(usize, std::ops::Range<usize>)>,
 }
 
-impl Sink for Pieces {
+impl p::ReplySink for Pieces {
     fn put(&mut self, bytes: &[u8]) {
         self.head.extend_from_slice(bytes);
     }
@@ -466,121 +450,26 @@ impl Pending {
     }
 }
 
-/// Appends the encoded reply to `cookie` to `out`.
-fn encode(out: &mut impl Sink, neg: &Negotiated, cookie: u64, o: &Outcome) {
-    match (o, neg.structured) {
-        (Outcome::Ok, false) => out.put(&p::encode_simple_reply(0, cookie)),
-        (Outcome::Err(code, _), false) => out.put(&p::encode_simple_reply(*code, cookie)),
-        (Outcome::Data(ReadReply { buf, .. }), false) => {
-            out.put(&p::encode_simple_reply(0, cookie));
-            out.data(buf, 0..buf.len());
-        }
-        (Outcome::Status(_), false) => out.put(&p::encode_simple_reply(errno::EINVAL, cookie)),
-        (Outcome::Ok, true) => out.put(&p::encode_chunk_header(
-            reply::FLAG_DONE,
-            reply::NONE,
-            cookie,
-            0,
-        )),
-        (Outcome::Err(code, msg), true) => out.put(&p::encode_error_chunk(cookie, *code, msg)),
-        (
-            Outcome::Data(ReadReply {
-                buf,
-                offset,
-                dont_fragment: true,
-            }),
-            true,
-        ) => {
-            // Don't fragment: one OFFSET_DATA chunk.
-            out.put(&p::encode_chunk_header(
-                reply::FLAG_DONE,
-                reply::OFFSET_DATA,
-                cookie,
-                8 + buf.len() as u32,
-            ));
-            out.put(&offset.to_be_bytes());
-            out.data(buf, 0..buf.len());
-        }
-        (
-            Outcome::Data(ReadReply {
-                buf,
-                offset,
-                dont_fragment: false,
-            }),
-            true,
-        ) => {
-            // One OFFSET_DATA chunk per run of non-zero 4 KiB blocks, OFFSET_HOLE for
-            // zero runs, the last chunk flagged DONE.
-            let mut parts: Vec<(bool, usize, usize)> = Vec::new();
-            let mut i = 0;
-            while i < buf.len() {
-                let step = (4096 - ((*offset as usize + i) % 4096)).min(buf.len() - i);
-                let zero = buf
-                    .get(i..i + step)
-                    .is_some_and(|b| b.iter().all(|&x| x == 0));
-                match parts.last_mut() {
-                    Some(p) if p.0 == zero => p.2 += step,
-                    _ => parts.push((zero, i, step)),
-                }
-                i += step;
-            }
-            if parts.is_empty() {
-                out.put(&p::encode_chunk_header(
-                    reply::FLAG_DONE,
-                    reply::NONE,
-                    cookie,
-                    0,
-                ));
-            }
-            let n = parts.len();
-            for (k, (zero, start, len)) in parts.into_iter().enumerate() {
-                let flags = if k + 1 == n { reply::FLAG_DONE } else { 0 };
-                let off = offset + start as u64;
-                if zero && len >= 512 {
-                    out.put(&p::encode_chunk_header(
-                        flags,
-                        reply::OFFSET_HOLE,
-                        cookie,
-                        12,
-                    ));
-                    out.put(&off.to_be_bytes());
-                    out.put(&(len as u32).to_be_bytes());
-                } else {
-                    if buf.get(start..start + len).is_none() {
-                        // Parts are cut from `buf` itself; end the reply with an error
-                        // rather than send a chunk shorter than its header says.
-                        out.put(&p::encode_error_chunk(
-                            cookie,
-                            errno::EIO,
-                            "internal error: read reply split",
-                        ));
-                        break;
-                    }
-                    out.put(&p::encode_chunk_header(
-                        flags,
-                        reply::OFFSET_DATA,
-                        cookie,
-                        8 + len as u32,
-                    ));
-                    out.put(&off.to_be_bytes());
-                    out.data(buf, start..start + len);
-                }
-            }
-        }
-        (Outcome::Status(d), true) => {
-            out.put(&p::encode_chunk_header(
-                reply::FLAG_DONE,
-                reply::BLOCK_STATUS,
-                cookie,
-                4 + 8 * d.len() as u32,
-            ));
-            out.put(&BASE_ALLOCATION_ID.to_be_bytes());
-            for (len, flags) in d {
-                out.put(&len.to_be_bytes());
-                out.put(&flags.to_be_bytes());
-            }
-        }
-    }
+/// Appends the encoded reply to `cookie` to `out` (the bytes: `nbd_proto::encode_reply`).
+fn encode(out: &mut impl p::ReplySink, neg: &Negotiated, cookie: u64, o: &Outcome) {
+    let reply = match o {
+        Outcome::Ok => p::Reply::Done,
+        Outcome::Err(code, msg) => p::Reply::Error(*code, msg),
+        Outcome::Data(ReadReply {
+            buf,
+            offset,
+            dont_fragment,
+        }) => p::Reply::Data {
+            buf,
+            offset: *offset,
+            dont_fragment: *dont_fragment,
+        },
+        Outcome::Status(d) => p::Reply::Status {
+            context: BASE_ALLOCATION_ID,
+            extents: d,
+        },
+    };
+    p::encode_reply(out, neg.structured, cookie, &reply);
 }
 
 #[cfg(test)]

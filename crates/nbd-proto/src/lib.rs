@@ -397,9 +397,215 @@ pub fn encode_error_chunk(cookie: u64, error: u32, message: &str) -> Vec<u8> {
     o
 }
 
+/// Where [`encode_reply`] puts a reply: header bytes, and ranges of the read's data
+/// (so a caller can send those from the read's own buffer, without a copy).
+pub trait ReplySink {
+    /// Appends header (or other reply) bytes.
+    fn put(&mut self, bytes: &[u8]);
+    /// Appends `buf[range]`, the read's data.
+    fn data(&mut self, buf: &[u8], range: core::ops::Range<usize>);
+}
+
+/// A reply in one buffer.
+impl ReplySink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+    fn data(&mut self, buf: &[u8], range: core::ops::Range<usize>) {
+        self.extend_from_slice(buf.get(range).unwrap_or(&[]));
+    }
+}
+
+/// What a request's reply says.
+#[derive(Debug)]
+pub enum Reply<'a> {
+    /// Done, no data (a write, flush, trim, ...).
+    Done,
+    /// Failed with this errno and message (the message only in structured replies).
+    Error(u32, &'a str),
+    /// A read's bytes, at `offset` of the export; `dont_fragment`: one data chunk (the
+    /// client's NBD_CMD_FLAG_DF), else zero runs of 512 bytes or more become holes.
+    Data {
+        /// The bytes read.
+        buf: &'a [u8],
+        /// Their offset in the export.
+        offset: u64,
+        /// Send them as one chunk.
+        dont_fragment: bool,
+    },
+    /// Block status extents `(length, flags)` of metadata context `context`.
+    Status {
+        /// The context id.
+        context: u32,
+        /// The extents.
+        extents: &'a [(u32, u32)],
+    },
+}
+
+/// Appends the encoding of `reply` to request `cookie`: a simple reply, or (with
+/// `structured` replies negotiated) its structured chunks, the last flagged DONE. A
+/// block status reply without structured replies is EINVAL (the spec needs them).
+pub fn encode_reply(out: &mut impl ReplySink, structured: bool, cookie: u64, reply: &Reply<'_>) {
+    match (reply, structured) {
+        (Reply::Done, false) => out.put(&encode_simple_reply(0, cookie)),
+        (Reply::Error(code, _), false) => out.put(&encode_simple_reply(*code, cookie)),
+        (Reply::Data { buf, .. }, false) => {
+            out.put(&encode_simple_reply(0, cookie));
+            out.data(buf, 0..buf.len());
+        }
+        (Reply::Status { .. }, false) => out.put(&encode_simple_reply(errno::EINVAL, cookie)),
+        (Reply::Done, true) => out.put(&encode_chunk_header(
+            reply::FLAG_DONE,
+            reply::NONE,
+            cookie,
+            0,
+        )),
+        (Reply::Error(code, msg), true) => out.put(&encode_error_chunk(cookie, *code, msg)),
+        (
+            Reply::Data {
+                buf,
+                offset,
+                dont_fragment: true,
+            },
+            true,
+        ) => {
+            // Don't fragment: one OFFSET_DATA chunk.
+            out.put(&encode_chunk_header(
+                reply::FLAG_DONE,
+                reply::OFFSET_DATA,
+                cookie,
+                8 + buf.len() as u32,
+            ));
+            out.put(&offset.to_be_bytes());
+            out.data(buf, 0..buf.len());
+        }
+        (
+            Reply::Data {
+                buf,
+                offset,
+                dont_fragment: false,
+            },
+            true,
+        ) => {
+            // One OFFSET_DATA chunk per run of non-zero 4 KiB blocks, OFFSET_HOLE for
+            // zero runs, the last chunk flagged DONE.
+            let mut parts: Vec<(bool, usize, usize)> = Vec::new();
+            let mut i = 0;
+            while i < buf.len() {
+                let step = (4096 - ((*offset as usize + i) % 4096)).min(buf.len() - i);
+                let zero = buf
+                    .get(i..i + step)
+                    .is_some_and(|b| b.iter().all(|&x| x == 0));
+                match parts.last_mut() {
+                    Some(p) if p.0 == zero => p.2 += step,
+                    _ => parts.push((zero, i, step)),
+                }
+                i += step;
+            }
+            if parts.is_empty() {
+                out.put(&encode_chunk_header(
+                    reply::FLAG_DONE,
+                    reply::NONE,
+                    cookie,
+                    0,
+                ));
+            }
+            let n = parts.len();
+            for (k, (zero, start, len)) in parts.into_iter().enumerate() {
+                let flags = if k + 1 == n { reply::FLAG_DONE } else { 0 };
+                let off = offset + start as u64;
+                if zero && len >= 512 {
+                    out.put(&encode_chunk_header(flags, reply::OFFSET_HOLE, cookie, 12));
+                    out.put(&off.to_be_bytes());
+                    out.put(&(len as u32).to_be_bytes());
+                } else {
+                    if buf.get(start..start + len).is_none() {
+                        // Parts are cut from `buf` itself; end the reply with an error
+                        // rather than send a chunk shorter than its header says.
+                        out.put(&encode_error_chunk(
+                            cookie,
+                            errno::EIO,
+                            "internal error: read reply split",
+                        ));
+                        break;
+                    }
+                    out.put(&encode_chunk_header(
+                        flags,
+                        reply::OFFSET_DATA,
+                        cookie,
+                        8 + len as u32,
+                    ));
+                    out.put(&off.to_be_bytes());
+                    out.data(buf, start..start + len);
+                }
+            }
+        }
+        (Reply::Status { context, extents }, true) => {
+            out.put(&encode_chunk_header(
+                reply::FLAG_DONE,
+                reply::BLOCK_STATUS,
+                cookie,
+                4 + 8 * extents.len() as u32,
+            ));
+            out.put(&context.to_be_bytes());
+            for (len, flags) in extents.iter() {
+                out.put(&len.to_be_bytes());
+                out.put(&flags.to_be_bytes());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_encode_as_the_spec_lays_them_out() {
+        // Simple: header, then the data.
+        let mut out = Vec::new();
+        let data = [7u8; 8];
+        let r = Reply::Data {
+            buf: &data,
+            offset: 4096,
+            dont_fragment: false,
+        };
+        encode_reply(&mut out, false, 5, &r);
+        assert_eq!(&out[..4], &SIMPLE_REPLY_MAGIC.to_be_bytes());
+        assert_eq!(&out[8..16], &5u64.to_be_bytes());
+        assert_eq!(&out[16..], &data);
+        // Structured: 4 KiB of zeros then 4 KiB of data: a hole, then a data chunk
+        // flagged DONE.
+        let mut buf = vec![0u8; 8192];
+        buf[4096..].fill(1);
+        let mut out = Vec::new();
+        let r = Reply::Data {
+            buf: &buf,
+            offset: 0,
+            dont_fragment: false,
+        };
+        encode_reply(&mut out, true, 9, &r);
+        assert_eq!(u16::from_be_bytes([out[6], out[7]]), reply::OFFSET_HOLE);
+        assert_eq!(u16::from_be_bytes([out[4], out[5]]), 0);
+        let second = 20 + 12;
+        assert_eq!(
+            u16::from_be_bytes([out[second + 6], out[second + 7]]),
+            reply::OFFSET_DATA
+        );
+        assert_eq!(
+            u16::from_be_bytes([out[second + 4], out[second + 5]]),
+            reply::FLAG_DONE
+        );
+        assert_eq!(out.len(), second + 20 + 8 + 4096);
+        // Block status needs structured replies.
+        let mut out = Vec::new();
+        let r = Reply::Status {
+            context: 1,
+            extents: &[(4096, 0)],
+        };
+        encode_reply(&mut out, false, 1, &r);
+        assert_eq!(&out[4..8], &errno::EINVAL.to_be_bytes());
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -1,0 +1,155 @@
+//! Reads: where each block is (resolved under the state lock) and its bytes (fetched
+//! outside it), and the index-only views `info`, read-ahead and `fsck` use.
+
+use super::*;
+
+impl Engine {
+    /// A copy of the state for reports.
+    pub fn view(&self) -> Result<View> {
+        let st = self.core.state.read().map_err(|_| lock_err())?;
+        let mut pending: Vec<(u64, Option<usize>)> = st
+            .mem
+            .range(0, u64::MAX)
+            .map(|(l, e)| (*l, e.stored_len()))
+            .collect();
+        if let Some(f) = &st.frozen {
+            pending.extend(
+                f.range(0, u64::MAX)
+                    .filter(|(l, _)| st.mem.get(**l).is_none())
+                    .map(|(l, e)| (*l, e.stored_len())),
+            );
+            pending.sort_unstable_by_key(|p| p.0);
+        }
+        Ok(View {
+            root: st.root,
+            kept: st.kept.clone(),
+            tree: st.tree.clone(),
+            pending,
+        })
+    }
+
+    /// The newest state of every block not yet in chunks, sorted: a zero marker, or a
+    /// record (a `DataRef` whose only meaningful field is the tag, for comparisons).
+    pub fn pending_locs(&self) -> Result<Vec<(u64, Loc)>> {
+        let st = self.core.state.read().map_err(|_| lock_err())?;
+        let loc = |e: &MemEntry| {
+            let (len, tag) = match e {
+                MemEntry::Zero => return Loc::Zero,
+                MemEntry::Data(r) => (r.bytes.len() as u32, r.tag),
+                MemEntry::Stored(d) => (d.len, d.tag),
+            };
+            Loc::Data(DataRef {
+                chunk: ChunkId([0; 32]),
+                chunk_size: 0,
+                offset: 0,
+                len,
+                tag,
+            })
+        };
+        let mut out: Vec<(u64, Loc)> = st
+            .mem
+            .range(0, u64::MAX)
+            .map(|(l, e)| (*l, loc(e)))
+            .collect();
+        if let Some(f) = &st.frozen {
+            out.extend(
+                f.range(0, u64::MAX)
+                    .filter(|(l, _)| st.mem.get(**l).is_none())
+                    .map(|(l, e)| (*l, loc(e))),
+            );
+            out.sort_unstable_by_key(|p| p.0);
+        }
+        Ok(out)
+    }
+
+    /// Fills `out` (whole blocks) from block `lba`.
+    pub fn read_blocks(&self, lba: u64, out: &mut [u8]) -> Result<()> {
+        self.core
+            .check_block(lba, (out.len() / BLOCK_SIZE) as u64)?;
+        // Where each block is, under the state lock; the fetch outside it, so a slow
+        // store (a URL fallback) stalls neither writers nor the checkpoint. A chunk the
+        // collector deleted meanwhile (a checkpoint replaced what named it) is not
+        // found: the read is resolved again against the newer state. Chunks are named by
+        // their hash and records checked by their tag, so a fetch never returns bytes
+        // other than those resolved.
+        let mut attempt = 0;
+        loop {
+            let disk = {
+                let st = self.core.state.read().map_err(|_| lock_err())?;
+                resolve_into(
+                    &self.core.ctx,
+                    &st.mem,
+                    st.frozen.as_deref(),
+                    &st.tree,
+                    lba,
+                    out,
+                )?
+            };
+            match fetch_into(&self.core.ctx, lba, disk, out) {
+                Err(e) if e.kind() == crate::error::ErrorKind::NotFound && attempt < 3 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, lba, "a chunk went while it was read; resolving again");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Where the newest version of each block in `lba..lba+count` is (index only).
+    pub(super) fn slots(&self, lba: u64, count: u64) -> Result<Vec<Slot>> {
+        self.core.check_block(lba, count)?;
+        let st = self.core.state.read().map_err(|_| lock_err())?;
+        lookup(
+            &self.core.ctx,
+            &st.mem,
+            st.frozen.as_deref(),
+            &st.tree,
+            lba,
+            count,
+        )
+    }
+
+    /// The data chunks holding blocks `lba..lba+count`, each once, in block order (for
+    /// read-ahead: index only, no data read).
+    pub fn data_chunks(&self, lba: u64, count: u64) -> Result<Vec<ChunkId>> {
+        let mut seen = HashSet::new();
+        Ok(self
+            .slots(lba, count)?
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Disk(d) => Some(d.chunk),
+                _ => None,
+            })
+            .filter(|c| seen.insert(*c))
+            .collect())
+    }
+
+    /// The stored bytes behind blocks `lba..lba+count`, in block order, neighbouring
+    /// records of one chunk joined (for prefetching: index only, no data read).
+    pub fn data_extents(&self, lba: u64, count: u64) -> Result<Vec<Extent>> {
+        let mut out: Vec<Extent> = Vec::new();
+        for s in self.slots(lba, count)? {
+            let Slot::Disk(d) = s else { continue };
+            let (offset, end) = (u64::from(d.offset), u64::from(d.offset) + u64::from(d.len));
+            match out.last_mut() {
+                Some(e) if e.chunk == d.chunk && e.end == offset => e.end = end,
+                _ => out.push(Extent {
+                    chunk: d.chunk,
+                    chunk_size: u64::from(d.chunk_size),
+                    offset,
+                    end,
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// For blocks `lba..lba+count`: true where stored data (not a hole or zeroes) is.
+    pub fn allocated(&self, lba: u64, count: u64) -> Result<Vec<bool>> {
+        Ok(self
+            .slots(lba, count)?
+            .iter()
+            .map(|s| matches!(s, Slot::Mem(_) | Slot::Disk(_)))
+            .collect())
+    }
+}
