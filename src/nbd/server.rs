@@ -174,9 +174,7 @@ impl Exports {
 
     /// Offers kept snapshot `root` as a read-only export named by its name (or id).
     fn add_snapshot(&self, root: &RootRef) -> Result<()> {
-        let engine = self.head.engine()?;
-        let ctx = engine.ctx();
-        let r = crate::lsm::engine::load_root(ctx.store.as_ref(), &ctx.keys, root)?;
+        let r = self.head.snapshot_root(root)?;
         let id = root.id.to_hex();
         let (name, aliases) = if r.name.is_empty() {
             (id.clone(), Vec::new())

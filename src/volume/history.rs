@@ -13,8 +13,7 @@ use crate::error::{Error, Result};
 use crate::format::chunk_id::ChunkId;
 use crate::format::root::{Root, RootRef};
 use crate::format::swapfile::SwapFile;
-use crate::lsm::diff::changed_blocks;
-use crate::lsm::engine::{load_root, Label};
+use crate::lsm::engine::Label;
 use crate::lsm::tree::Tree;
 use crate::store::ChunkStore;
 
@@ -83,12 +82,11 @@ impl Volume {
                 Error::not_found(format!("snapshot {id} is not kept by this disk"))
             });
         }
-        let store = self.engine()?.ctx().store.clone();
-        let keys = &self.engine()?.ctx().keys;
+        let engine = self.engine()?;
         // Newest first, so a name given twice means the latest.
         let mut by_name = None;
         for k in kept.iter().rev() {
-            if load_root(store.as_ref(), keys, k)?.name == spec {
+            if engine.load_root(k)?.name == spec {
                 by_name = Some(*k);
                 break;
             }
@@ -185,15 +183,20 @@ impl Volume {
             .collect()
     }
 
+    /// The root of kept snapshot `r` (its name, message, time, size), authenticated.
+    pub fn snapshot_root(&self, r: &RootRef) -> Result<Root> {
+        self.engine()?.load_root(r)
+    }
+
     /// Kept snapshots, newest first.
     pub fn log(&self) -> Result<Vec<LogEntry>> {
-        let ctx = self.engine()?.ctx().clone();
+        let engine = self.engine()?;
         let mut rows = Vec::new();
         let mut prev: HashSet<ChunkId> = HashSet::new();
         for k in self.kept()? {
-            let root = load_root(ctx.store.as_ref(), &ctx.keys, &k)?;
+            let root = engine.load_root(&k)?;
             let mut data = HashSet::new();
-            for run in Tree::open(&ctx, &root.runs)?.runs() {
+            for run in engine.open_tree(&root)?.runs() {
                 data.extend(run.table.iter().map(|t| (t.id, t.size)));
             }
             let added_bytes = data
@@ -215,9 +218,8 @@ impl Volume {
     }
 
     fn tree_of(&self, r: &RootRef) -> Result<Tree> {
-        let ctx = self.engine()?.ctx();
-        let root: Root = load_root(ctx.store.as_ref(), &ctx.keys, r)?;
-        Tree::open(ctx, &root.runs)
+        let engine = self.engine()?;
+        engine.open_tree(&engine.load_root(r)?)
     }
 
     /// The blocks that differ between snapshot `a` and snapshot `b` (or the head,
@@ -234,9 +236,8 @@ impl Volume {
             }
         };
         let mut out = Vec::new();
-        changed_blocks(self.engine()?.ctx(), &ta, &tb, pending, &mut |lba| {
-            out.push(lba)
-        })?;
+        self.engine()?
+            .changed_blocks(&ta, &tb, pending, &mut |lba| out.push(lba))?;
         Ok(out)
     }
 
@@ -294,8 +295,8 @@ impl Volume {
                 new.display()
             )));
         }
-        let ctx = self.engine()?.ctx().clone();
-        let root = load_root(ctx.store.as_ref(), &ctx.keys, state)?;
+        let engine = self.engine()?;
+        let root = engine.load_root(state)?;
         let src = super::read_swap(self.swap_path())?;
         let uuid = uuid::Uuid::new_v4().to_string();
         let mut swap = SwapFile::new(
@@ -327,7 +328,7 @@ impl Volume {
             .collect();
         let behind_url = swap.fallbacks.iter().any(|f| f.contains("://"));
         let mut chunks = HashSet::new();
-        Tree::open(&ctx, &root.runs)?.live_chunks(&mut chunks);
+        engine.open_tree(&root)?.live_chunks(&mut chunks);
         let chunks: Vec<ChunkId> = chunks.into_iter().collect();
         let link = |id: &ChunkId| -> Result<()> {
             let to = dir.join(id.file_name());
@@ -384,7 +385,7 @@ impl Volume {
             name: String::new(),
             message: format!("cloned from {} of {}", state.id.to_hex(), src.uuid),
         };
-        let (stored, tag) = fresh.seal(&ctx.keys)?;
+        let (stored, tag) = engine.seal_root(&fresh)?;
         let local = crate::store::local::LocalStore::open(&dir)?;
         let id = local.put(&stored)?;
         local.sync()?;

@@ -5,7 +5,7 @@
 
 use super::{Volume, BS};
 use crate::error::{Error, Result};
-use crate::format::record::{is_zero, seal_block, SealedRecord};
+use crate::format::record::{is_zero, SealedRecord};
 use crate::format::BLOCK_SIZE;
 
 /// Blocks read per window (bounds memory on huge requests).
@@ -111,7 +111,6 @@ impl Volume {
             Vec::new()
         };
         let engine = self.engine()?;
-        let keys = &engine.ctx().keys;
         // A large write's records go straight into data chunks, and the log names them.
         let data_blocks = full.iter().filter(|r| r.is_some()).count();
         let stored = if data_blocks >= DIRECT_MIN_BLOCKS {
@@ -159,7 +158,7 @@ impl Volume {
                 if is_zero(&block) {
                     batch.zero(lba, 1)?;
                 } else {
-                    batch.put(lba, seal_block(keys, &block)?)?;
+                    batch.put(lba, engine.seal_block(&block)?)?;
                 }
             }
             Ok(())
@@ -175,14 +174,14 @@ impl Volume {
     }
 
     fn seal_all(&self, bytes: &[u8]) -> Result<Vec<Option<SealedRecord>>> {
-        let keys = &self.engine()?.ctx().keys;
+        let engine = self.engine()?;
         let seal = |part: &[u8]| -> Result<Vec<Option<SealedRecord>>> {
             part.chunks(BLOCK_SIZE)
                 .map(|b| {
                     if is_zero(b) {
                         Ok(None)
                     } else {
-                        seal_block(keys, b).map(Some)
+                        engine.seal_block(b).map(Some)
                     }
                 })
                 .collect()

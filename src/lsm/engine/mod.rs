@@ -381,6 +381,40 @@ impl Engine {
         Ok(engine)
     }
 
+    /// One block compressed and sealed with this disk's record key, ready for
+    /// [`Batch::put`] (done outside any lock, so callers seal in parallel first).
+    pub fn seal_block(&self, block: &[u8]) -> Result<SealedRecord> {
+        crate::format::record::seal_block(&self.core.ctx.keys, block)
+    }
+
+    /// A stored root of this disk (a kept snapshot, or any it names), authenticated.
+    pub fn load_root(&self, r: &RootRef) -> Result<Root> {
+        load_root(self.core.ctx.store.as_ref(), &self.core.ctx.keys, r)
+    }
+
+    /// The levels of `root` (its index nodes read through this disk's store).
+    pub fn open_tree(&self, root: &Root) -> Result<Tree> {
+        Tree::open(&self.core.ctx, &root.runs)
+    }
+
+    /// Seals `root` with this disk's keys (a clone's first root, stored elsewhere).
+    pub fn seal_root(&self, root: &Root) -> Result<(Vec<u8>, [u8; 16])> {
+        root.seal(&self.core.ctx.keys)
+    }
+
+    /// Calls `changed` with every block whose newest entry differs between the levels
+    /// `a` and `b` (plus `b_pending`, blocks not yet in `b`'s levels), from the index
+    /// alone (see [`crate::lsm::diff`]).
+    pub fn changed_blocks(
+        &self,
+        a: &Tree,
+        b: &Tree,
+        b_pending: Vec<(u64, Loc)>,
+        changed: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        crate::lsm::diff::changed_blocks(&self.core.ctx, a, b, b_pending, changed)
+    }
+
     /// True when writes are allowed.
     pub fn writable(&self) -> bool {
         self.core.wal.is_some()
