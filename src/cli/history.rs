@@ -165,10 +165,11 @@ pub struct CloneArgs {
     new: PathArg,
 }
 
-/// Opens the source of a clone. The head is opened for writing when it can be, so what
-/// the log holds (flushed writes not yet in a root) is replayed and checkpointed into
-/// the root the clone starts from; a kept snapshot is read as it is, beside a running
-/// holder too (it stays kept, so nothing collects its chunks under the clone).
+/// Opens the source of a clone. The head is read as it is when its log holds no write;
+/// otherwise it is opened for writing, so what the log holds (flushed writes not yet in
+/// a root) is replayed and checkpointed into the root the clone starts from. A kept
+/// snapshot is read as it is, beside a running holder too (it stays kept, so nothing
+/// collects its chunks under the clone).
 fn open_source(path: &std::path::Path, snapshot: bool) -> Result<Volume> {
     let read = |no_lock| {
         Volume::open(
@@ -187,21 +188,40 @@ fn open_source(path: &std::path::Path, snapshot: bool) -> Result<Volume> {
             other => other,
         };
     }
+    // Read-only first: a head whose log holds no write is cloned as it is (from a
+    // folder this process may not write, too). Writes only in the log need a
+    // checkpoint first, which only a writer can make.
+    match read(false) {
+        Ok(vol) if vol.engine()?.view()?.pending.is_empty() => return Ok(vol),
+        Ok(vol) => drop(vol),
+        Err(e) if e.kind() == busy => return Err(held_head(path, &e)),
+        Err(e) => return Err(e),
+    }
     if crate::volume::read_swap(path)?.read_only {
-        return read(false); // a read-only disk has no log
+        return read(false); // a read-only disk has no log of its own
     }
     match writable(path) {
-        Err(e) if e.kind() == busy => Err(Error::new(
-            busy,
-            format!(
-                "{e}. Its head includes writes only that process can checkpoint, so clone \
-                 a snapshot of it instead: mindcastle snapshot --name NAME {p} && \
-                 mindcastle clone {p}@NAME NEW.swap",
-                p = path.display()
-            ),
-        )),
-        other => other,
+        Err(e) if e.kind() == busy => Err(held_head(path, &e)),
+        Err(e) => Err(e.context(format!(
+            "{} has writes in its log that no root holds yet, and opening it to \
+             checkpoint them failed",
+            path.display()
+        ))),
+        ok => ok,
     }
+}
+
+/// The refusal of a clone of a head another process holds.
+fn held_head(path: &std::path::Path, e: &Error) -> Error {
+    Error::new(
+        crate::error::ErrorKind::Busy,
+        format!(
+            "{e}. Its head includes writes only that process can checkpoint, so clone a \
+             snapshot of it instead: mindcastle snapshot --name NAME {p} && mindcastle \
+             clone {p}@NAME NEW.swap",
+            p = path.display()
+        ),
+    )
 }
 
 /// Runs `clone`.
