@@ -32,10 +32,15 @@ impl Core {
         Ok(())
     }
 
-    /// Freezes a non-empty memtable and seals its log segment; false when there was
-    /// nothing to freeze. Fails while an earlier frozen memtable is not committed.
+    /// Freezes the memtable and seals its log segment when either holds anything; false
+    /// when there was nothing to freeze. Fails while an earlier frozen memtable is not committed.
     pub(super) fn freeze(&self, st: &mut State) -> Result<bool> {
-        if st.mem.is_empty() {
+        // A log with ops and an empty memtable (zeroes of blocks already zero change
+        // nothing, but are logged) is sealed too, so the root covers those ops: left
+        // in the log, they would be replayed over whatever state a later root names (a
+        // reset to a snapshot where those blocks hold data).
+        let log_has_ops = self.wal.as_ref().is_some_and(|w| !w.is_empty());
+        if st.mem.is_empty() && !log_has_ops {
             return Ok(false);
         }
         if st.frozen.is_some() {

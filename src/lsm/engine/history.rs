@@ -51,7 +51,8 @@ impl Engine {
         self.core.checkpoint_all(&mut ck, false)?;
         {
             let mut st = self.core.state.write().map_err(|_| lock_err())?;
-            if !st.mem.is_empty() || st.frozen.is_some() {
+            let logged = self.core.wal.as_ref().is_some_and(|w| !w.is_empty());
+            if !st.mem.is_empty() || st.frozen.is_some() || logged {
                 return Err(Error::invalid(format!(
                     "writes arrived during reset, so the head was not moved; the state before \
                      it is kept as snapshot {} (forget it if not wanted); run reset again",
