@@ -1258,6 +1258,13 @@ fn writes_go_on_while_a_read_waits_on_a_slow_remote() {
             r.map(|()| buf)
         })
     };
+    // A sub-block write into a block only the remote holds must wait for it, but
+    // outside the engine's lock: it reads the block before taking it.
+    let patch_at = (10u64 << 20) + 7;
+    let patcher = {
+        let vol = vol.clone();
+        std::thread::spawn(move || vol.write_at(patch_at, &[0xAB; 100]))
+    };
     std::thread::sleep(Duration::from_millis(300));
     let mut longest = Duration::ZERO;
     for i in 0..20u64 {
@@ -1267,13 +1274,26 @@ fn writes_go_on_while_a_read_waits_on_a_slow_remote() {
     }
     vol.flush().unwrap();
     let still_reading = reading.load(std::sync::atomic::Ordering::SeqCst);
-    eprintln!("longest 4 KiB write while a read waited 3 s on the remote: {longest:?}");
+    eprintln!("longest 4 KiB write while a read and a sub-block write waited 3 s on the remote: {longest:?}");
     assert!(
         still_reading,
         "the writes waited for the slow read to finish"
     );
+    assert!(
+        !patcher.is_finished(),
+        "the writes waited for the sub-block write's fetch to finish"
+    );
     let got = reader.join().unwrap().unwrap();
     assert!(got[..] == image[9 << 20..(9 << 20) + 65536]);
+    patcher.join().unwrap().unwrap();
+    let mut block = vec![0u8; 4096];
+    vol.read_at(10 << 20, &mut block).unwrap();
+    let mut want = image[10 << 20..(10 << 20) + 4096].to_vec();
+    want[7..107].fill(0xAB);
+    assert!(
+        block == want,
+        "the sub-block write kept the remote block's other bytes"
+    );
     for i in 0..20u64 {
         let mut b = vec![0u8; 4096];
         vol.read_at(i * 4096, &mut b).unwrap();

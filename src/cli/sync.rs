@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use super::{progress, PathArg};
 use crate::error::{Error, Result};
 use crate::format::swapfile::SwapFile;
-use crate::store::stack::{classify, open_destination, FallbackKind};
-use crate::volume::sync::Transfer;
+use crate::volume::sync::{Destination, Transfer};
 use crate::volume::{read_swap, OpenOptions, Volume};
 
 /// Arguments of `push`.
@@ -73,25 +72,15 @@ fn report(t: &Transfer, what: &str, json: bool) -> Result<()> {
 
 /// Runs `push`.
 pub fn push(a: PushArgs) -> Result<ExitCode> {
-    let dest = open_destination(&a.dest)?;
+    let dest = Destination::open(&a.dest)?;
     let vol = Volume::open(&a.swap, &OpenOptions::default())?;
     let pb = progress::bytes(0, "push");
-    let folder = matches!(
-        classify(&a.dest, std::path::Path::new(".")),
-        FallbackKind::Folder(_)
-    );
-    let t = vol.push(dest.as_ref(), folder, &|n| pb.set_position(n))?;
+    let t = vol.push(&dest, &|n| pb.set_position(n))?;
     pb.finish_and_clear();
     vol.close()?;
     if let Some(out) = &a.swap_out {
         let mut swap: SwapFile = read_swap(&a.swap)?;
-        let fallback = match classify(&a.dest, std::path::Path::new(".")) {
-            FallbackKind::Folder(dir) => std::fs::canonicalize(&dir)
-                .map_err(|e| Error::io(dir.display().to_string(), e))?
-                .display()
-                .to_string(),
-            FallbackKind::Remote(url) => url,
-        };
+        let fallback = dest.fallback_line()?;
         // A new uuid: the copy gets a data folder of its own even beside the source,
         // whose folder only the source may write (see `claim_folder`).
         swap.uuid = uuid::Uuid::new_v4().to_string();

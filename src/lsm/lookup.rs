@@ -40,6 +40,18 @@ pub fn lookup(
     first: u64,
     count: u64,
 ) -> Result<Vec<Slot>> {
+    let found = mem_slots(mem, frozen, first, count);
+    finish_lookup(ctx, tree, first, found)
+}
+
+/// The memtables' part of a [`lookup`] (no I/O: what must be taken under the engine's
+/// state lock): the newest version of each block they hold, `None` for the others.
+pub fn mem_slots(
+    mem: &Memtable,
+    frozen: Option<&Memtable>,
+    first: u64,
+    count: u64,
+) -> Vec<Option<Slot>> {
     let mut found: Vec<Option<Slot>> = (0..count).map(|_| None).collect();
     // The memtable first, then the frozen one for blocks it does not hold.
     for table in std::iter::once(mem).chain(frozen) {
@@ -53,6 +65,18 @@ pub fn lookup(
             }
         }
     }
+    found
+}
+
+/// The levels' part of a [`lookup`]: resolves the blocks [`mem_slots`] left open in
+/// `tree`, which may read index nodes from the store. `tree` may be a clone taken
+/// under the lock: its chunks can be collected meanwhile, which shows as NotFound.
+pub fn finish_lookup(
+    ctx: &Ctx,
+    tree: &Tree,
+    first: u64,
+    found: Vec<Option<Slot>>,
+) -> Result<Vec<Slot>> {
     let mut locs: Vec<Option<Loc>> = found
         .iter()
         .map(|s| s.as_ref().map(|_| Loc::Zero))
@@ -82,9 +106,9 @@ pub fn read_blocks(
     fetch_into(ctx, first, disk, out)
 }
 
-/// The first half of a read, for the engine's state lock: fills the blocks that read
-/// as zeros or are in a memtable, and returns where the others are (block index in
-/// the read, record in a chunk) for [`fetch_into`], which needs no lock.
+/// The first half of a read: fills the blocks that read as zeros or are in a
+/// memtable, and returns where the others are (block index in the read, record in a
+/// chunk) for [`fetch_into`].
 pub fn resolve_into(
     ctx: &Ctx,
     mem: &Memtable,
@@ -93,11 +117,24 @@ pub fn resolve_into(
     first: u64,
     out: &mut [u8],
 ) -> Result<Vec<(usize, DataRef)>> {
+    let count = whole_blocks(out)?;
+    let slots = lookup(ctx, mem, frozen, tree, first, count)?;
+    place_slots(ctx, slots, out)
+}
+
+fn whole_blocks(out: &[u8]) -> Result<u64> {
     if !out.len().is_multiple_of(BLOCK_SIZE) {
         return Err(Error::internal("read_blocks needs whole blocks"));
     }
-    let count = (out.len() / BLOCK_SIZE) as u64;
-    let slots = lookup(ctx, mem, frozen, tree, first, count)?;
+    Ok((out.len() / BLOCK_SIZE) as u64)
+}
+
+/// Fills `out` from the slots that need no chunk; returns the others for
+/// [`fetch_into`].
+pub fn place_slots(ctx: &Ctx, slots: Vec<Slot>, out: &mut [u8]) -> Result<Vec<(usize, DataRef)>> {
+    if slots.len() as u64 != whole_blocks(out)? {
+        return Err(Error::internal("slots do not match the read"));
+    }
     let mut disk: Vec<(usize, DataRef)> = Vec::new();
     for (i, s) in slots.into_iter().enumerate() {
         match s {

@@ -62,14 +62,6 @@ pub fn classify(value: &str, base_dir: &Path) -> FallbackKind {
     FallbackKind::Folder(base_dir.join(value))
 }
 
-/// Opens a destination for `push`: a folder (created if needed) or a URL.
-pub fn open_destination(dest: &str) -> Result<Arc<dyn ChunkStore>> {
-    match classify(dest, Path::new(".")) {
-        FallbackKind::Folder(dir) => Ok(Arc::new(LocalStore::open(&dir)?)),
-        FallbackKind::Remote(url) => Ok(Arc::new(RemoteStore::open(&url)?)),
-    }
-}
-
 /// Opens the stack.
 pub fn open(spec: &StackSpec<'_>) -> Result<Arc<dyn ChunkStore>> {
     let local: Arc<dyn ChunkStore> = if spec.writable {

@@ -1,7 +1,8 @@
 //! Block I/O at any byte alignment: whole blocks are compressed and sealed in parallel
-//! before the engine's write lock is taken; partial head and tail blocks are
-//! read-modify-write inside one engine update, so overlapping sub-4 KiB writes can never
-//! lose each other's bytes.
+//! before the engine's write lock is taken; partial head and tail blocks are read before
+//! it too, and modified and written inside one engine update after checking (under the
+//! lock) that no other write changed them meanwhile, so overlapping sub-4 KiB writes
+//! can never lose each other's bytes.
 
 use super::{Volume, BS};
 use crate::error::{Error, Result};
@@ -123,6 +124,27 @@ impl Volume {
         } else {
             None
         };
+        // Partial head and tail blocks: read outside the lock (a slow store stalls no
+        // one), then under it checked to be still the newest version, read again there
+        // in the rare case another write changed them meanwhile. So overlapping
+        // sub-4 KiB writes never lose each other's bytes.
+        let mut partial = [offset / BS, (end - 1) / BS];
+        if partial[0] == partial[1] {
+            partial[1] = u64::MAX;
+        }
+        let mut heads = Vec::with_capacity(2);
+        for lba in partial {
+            if lba == u64::MAX || (lba >= first_full && lba < end_full) {
+                continue;
+            }
+            let mut block = vec![0u8; BLOCK_SIZE];
+            let seen = engine
+                .read_versioned(lba, &mut block)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::internal("a one-block read saw no version"))?;
+            heads.push((lba, block, seen));
+        }
         engine.update(|batch| {
             let direct = stored.is_some();
             if let Some(w) = stored {
@@ -136,17 +158,10 @@ impl Volume {
                     None => batch.zero(lba, 1)?,
                 }
             }
-            // Partial head and tail blocks: read-modify-write under the lock.
-            let mut partial = [offset / BS, (end - 1) / BS];
-            if partial[0] == partial[1] {
-                partial[1] = u64::MAX;
-            }
-            for lba in partial {
-                if lba == u64::MAX || (lba >= first_full && lba < end_full) {
-                    continue;
+            for (lba, mut block, seen) in heads {
+                if !batch.unchanged(lba, seen)? {
+                    batch.read_blocks(lba, &mut block)?;
                 }
-                let mut block = vec![0u8; BLOCK_SIZE];
-                batch.read_blocks(lba, &mut block)?;
                 let (in_block, in_data, n) = overlap(lba, offset, len);
                 block
                     .get_mut(in_block..in_block + n)
@@ -234,8 +249,10 @@ impl Volume {
         if end > end_full * BS {
             self.write_at(end_full * BS, &vec![0u8; (end - end_full * BS) as usize])?;
         }
-        self.engine()?
-            .update(|batch| batch.zero(first_full, end_full - first_full))
+        let engine = self.engine()?;
+        // The index nodes the zero resolves are read before the lock is taken.
+        engine.warm_index(first_full, end_full - first_full)?;
+        engine.update(|batch| batch.zero(first_full, end_full - first_full))
     }
 
     /// Discards a range; it reads as zeros afterwards.

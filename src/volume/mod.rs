@@ -6,7 +6,6 @@
 pub mod convert;
 pub mod delta;
 mod disk_files;
-pub mod fsck;
 pub mod history;
 mod io;
 mod parallel;
@@ -20,6 +19,7 @@ pub mod transfer;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+pub use crate::lsm::engine::FsckReport;
 use disk_files::{base_dir, write_atomic, DiskLock};
 pub use disk_files::{create_swap, data_dir, read_swap};
 pub use io::Extent;

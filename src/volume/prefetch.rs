@@ -124,7 +124,7 @@ impl Volume {
             ms = started.elapsed().as_millis() as u64,
             "prefetch planned"
         );
-        let store = &engine.ctx().store;
+        let store = engine.chunk_files();
         let total = ranges.len() as u64;
         let job_count = jobs.len() as u64;
         let budget = Budget::new(IN_FLIGHT_BYTES);

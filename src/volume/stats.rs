@@ -1,13 +1,9 @@
 //! Figures for `mindcastle info`.
 
-use std::collections::HashMap;
-
 use serde::Serialize;
 
 use super::Volume;
 use crate::error::Result;
-use crate::lsm::entry::Loc;
-use crate::lsm::merge::{Merge, Source};
 use crate::store::ChunkStore;
 
 /// One level.
@@ -88,44 +84,29 @@ fn ratio(a: u64, b: u64) -> f64 {
 }
 
 impl Volume {
+    /// Checks the disk; `progress` is called with the number of entries checked so far.
+    pub fn fsck(&self, progress: &dyn Fn(u64)) -> Result<super::FsckReport> {
+        self.engine()?.fsck(progress)
+    }
+
     /// Computes the figures (walks the whole index once).
     pub fn info(&self) -> Result<Info> {
         let view = self.engine()?.view()?;
-        let ctx = self.engine()?.ctx();
-        let mut mem = Vec::new();
-        let mut logical = 0u64;
-        let mut stored = 0u64;
-        let pending_blocks = view.pending.len();
-        for (lba, data) in view.pending {
-            // Records not in chunks yet are counted directly; a zero marker shadows
-            // older entries either way.
-            if let Some(len) = data {
-                logical += 4096;
-                stored += len as u64;
-            }
-            mem.push((lba, Loc::Zero));
-        }
-        let mut sources = vec![Source::Vec(mem.into_iter())];
-        for run in view.tree.runs() {
-            sources.push(Source::run(ctx, run)?);
-        }
-        let mut merge = Merge::new(sources)?;
-        let mut chunks: HashMap<_, u32> = HashMap::new();
-        while let Some((_, loc)) = merge.next_entry()? {
-            if let Loc::Data(d) = loc {
-                logical += 4096;
-                stored += u64::from(d.len);
-                chunks.insert(d.chunk, d.chunk_size);
-            }
-        }
-        let unique: u64 = chunks.values().map(|&s| u64::from(s)).sum();
+        let figures = self.engine()?.index_stats(&view)?;
+        let (logical, stored, unique) = (
+            figures.logical_bytes,
+            figures.stored_record_bytes,
+            figures.unique_chunk_bytes,
+        );
+        let pending_blocks = figures.pending_blocks;
         // The local data folder's chunks (the store lists the first of its stack).
         let mut chunk_count = 0;
         let mut on_disk = 0;
-        let listed = ctx.store.list()?;
+        let files = self.engine()?.chunk_files();
+        let listed = files.list()?;
         for id in &listed {
             chunk_count += 1;
-            on_disk += ctx.store.size(id).unwrap_or(0);
+            on_disk += files.size(id).unwrap_or(0);
         }
         let locations = self.locations(listed)?;
         Ok(Info {

@@ -6,15 +6,55 @@
 //! folder, for offline use.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
 use super::Volume;
 use crate::error::{Error, Result};
 use crate::format::chunk_id::ChunkId;
+use crate::store::local::LocalStore;
+use crate::store::remote::RemoteStore;
+use crate::store::stack::{classify, FallbackKind};
 use crate::store::ChunkStore;
+
+/// Where `push` copies to, as the user named it: a folder, or a URL of an object store.
+pub struct Destination {
+    store: Arc<dyn ChunkStore>,
+    /// The folder, for a folder destination.
+    folder: Option<PathBuf>,
+    spec: String,
+}
+
+impl Destination {
+    /// Opens `spec` (a path, `file://`, `http(s)://`, `s3://`, `gs://` or `az://`
+    /// URL), creating a folder destination that does not exist yet.
+    pub fn open(spec: &str) -> Result<Self> {
+        let (store, folder): (Arc<dyn ChunkStore>, _) = match classify(spec, Path::new(".")) {
+            FallbackKind::Folder(dir) => (Arc::new(LocalStore::open(&dir)?), Some(dir)),
+            FallbackKind::Remote(url) => (Arc::new(RemoteStore::open(&url)?), None),
+        };
+        Ok(Self {
+            store,
+            folder,
+            spec: spec.to_owned(),
+        })
+    }
+
+    /// What a `.swap` file's `fallback=` line names to read this destination: a
+    /// folder's absolute path (so the file works from any directory), or the URL.
+    pub fn fallback_line(&self) -> Result<String> {
+        match &self.folder {
+            Some(dir) => Ok(std::fs::canonicalize(dir)
+                .map_err(|e| Error::io(dir.display().to_string(), e))?
+                .display()
+                .to_string()),
+            None => Ok(self.spec.clone()),
+        }
+    }
+}
 
 /// Chunks copied at once.
 const PARALLEL: usize = 8;
@@ -80,12 +120,9 @@ impl Volume {
     /// With `verify_present`, a chunk already at `dest` counts only when its bytes
     /// hash to its name: a folder's file may be torn by a power cut during an earlier
     /// push (object stores put whole objects, so there a name is enough).
-    pub fn push(
-        &self,
-        dest: &dyn ChunkStore,
-        verify_present: bool,
-        progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<Transfer> {
+    pub fn push(&self, dest: &Destination, progress: &(dyn Fn(u64) + Sync)) -> Result<Transfer> {
+        let verify_present = dest.folder.is_some();
+        let dest = dest.store.as_ref();
         if self.writable() {
             self.flush()?;
             self.checkpoint()?;
@@ -99,7 +136,7 @@ impl Volume {
             root: self.root_ref()?.map(|r| r.id.to_hex()),
             ..Transfer::default()
         });
-        let from = self.engine()?.ctx().store.as_ref();
+        let from = self.engine()?.chunk_files();
         let present = |id: &ChunkId| -> Result<bool> {
             if !dest.contains(id)? {
                 return Ok(false);
@@ -140,7 +177,7 @@ impl Volume {
             }
             None => self.engine()?.reachable()?,
         };
-        let store = self.engine()?.ctx().store.as_ref();
+        let store = self.engine()?.chunk_files();
         // The stack lists (and puts to) the local data folder only.
         let local: HashSet<ChunkId> = store.list()?.into_iter().collect();
         let t = Mutex::new(Transfer {

@@ -18,13 +18,17 @@
 
 mod background;
 mod commit;
+mod fsck;
 mod gc;
 mod history;
 mod read;
 mod replay;
+mod stats;
 mod write;
 
+pub use fsck::FsckReport;
 use replay::check_base;
+pub use stats::IndexStats;
 use write::Logging;
 pub use write::{Batch, StoredWrite};
 
@@ -44,7 +48,9 @@ use crate::format::BLOCK_SIZE;
 use crate::lsm::chunker::Chunker;
 use crate::lsm::ctx::Ctx;
 use crate::lsm::entry::{DataRef, Loc};
-use crate::lsm::lookup::{fetch_into, lookup, read_blocks, resolve_into, Slot};
+use crate::lsm::lookup::{
+    fetch_into, finish_lookup, lookup, mem_slots, place_slots, read_blocks, Slot,
+};
 use crate::lsm::memtable::{MemEntry, Memtable};
 use crate::lsm::pacer::Pacer;
 use crate::lsm::tree::Tree;
@@ -190,6 +196,21 @@ pub struct View {
     /// Blocks not yet in chunks, sorted, newest state each: `Some(stored bytes)` for data,
     /// `None` for zero.
     pub pending: Vec<(u64, Option<usize>)>,
+}
+
+/// Which version of a block a read saw: its record's tag, or none when it read as
+/// zeros. Equal tags mean equal bytes (the tag authenticates them under the disk key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Version(Option<[u8; 16]>);
+
+impl Version {
+    fn of(s: &Slot) -> Self {
+        match s {
+            Slot::Zero => Self(None),
+            Slot::Mem(r) => Self(Some(r.tag)),
+            Slot::Disk(d) => Self(Some(d.tag)),
+        }
+    }
 }
 
 /// What [`Engine::sweep`] found in the data folder.
@@ -425,9 +446,11 @@ impl Engine {
         self.core.size
     }
 
-    /// Store, keys and node cache (for fsck).
-    pub fn ctx(&self) -> &Arc<Ctx> {
-        &self.core.ctx
+    /// The disk's chunk files as opaque, sealed bytes (never the key): what push,
+    /// pull and prefetch copy or warm without reading them. Lists and puts reach the
+    /// local data folder; gets fall through the cache and fallbacks.
+    pub fn chunk_files(&self) -> &dyn ChunkStore {
+        self.core.ctx.store.as_ref()
     }
 
     /// The current root (None for a disk never checkpointed).

@@ -64,28 +64,53 @@ impl Engine {
 
     /// Fills `out` (whole blocks) from block `lba`.
     pub fn read_blocks(&self, lba: u64, out: &mut [u8]) -> Result<()> {
-        self.core
-            .check_block(lba, (out.len() / BLOCK_SIZE) as u64)?;
-        // Where each block is, under the state lock; the fetch outside it, so a slow
-        // store (a URL fallback) stalls neither writers nor the checkpoint. A chunk the
+        self.read_versioned(lba, out).map(|_| ())
+    }
+
+    /// [`Engine::read_blocks`], also returning which version of each block it read
+    /// (for a partial-block write, which checks under the lock that the block it
+    /// read outside is still the newest: [`Batch::unchanged`]).
+    pub fn read_versioned(&self, lba: u64, out: &mut [u8]) -> Result<Vec<Version>> {
+        let count = (out.len() / BLOCK_SIZE) as u64;
+        self.core.check_block(lba, count)?;
+        // Only the memtables are read under the state lock; the levels (index nodes)
+        // and the records are read outside it from a clone of the tree, so a slow store
+        // (a URL fallback) stalls neither writers nor the checkpoint. A chunk the
         // collector deleted meanwhile (a checkpoint replaced what named it) is not
         // found: the read is resolved again against the newer state. Chunks are named by
         // their hash and records checked by their tag, so a fetch never returns bytes
         // other than those resolved.
+        self.retrying(
+            lba,
+            |found, tree| {
+                let slots = finish_lookup(&self.core.ctx, tree, lba, found)?;
+                let versions = slots.iter().map(Version::of).collect();
+                let disk = place_slots(&self.core.ctx, slots, out)?;
+                fetch_into(&self.core.ctx, lba, disk, out)?;
+                Ok(versions)
+            },
+            count,
+        )
+    }
+
+    /// Runs `f` on the memtables' slots and a clone of the tree taken under the state
+    /// lock, outside it; again (up to 3 times) when a chunk went meanwhile.
+    fn retrying<T>(
+        &self,
+        lba: u64,
+        mut f: impl FnMut(Vec<Option<Slot>>, &Tree) -> Result<T>,
+        count: u64,
+    ) -> Result<T> {
         let mut attempt = 0;
         loop {
-            let disk = {
+            let (found, tree) = {
                 let st = self.core.state.read().map_err(|_| lock_err())?;
-                resolve_into(
-                    &self.core.ctx,
-                    &st.mem,
-                    st.frozen.as_deref(),
-                    &st.tree,
-                    lba,
-                    out,
-                )?
+                (
+                    mem_slots(&st.mem, st.frozen.as_deref(), lba, count),
+                    st.tree.clone(),
+                )
             };
-            match fetch_into(&self.core.ctx, lba, disk, out) {
+            match f(found, &tree) {
                 Err(e) if e.kind() == crate::error::ErrorKind::NotFound && attempt < 3 => {
                     attempt += 1;
                     tracing::debug!(error = %e, lba, "a chunk went while it was read; resolving again");
@@ -95,16 +120,31 @@ impl Engine {
         }
     }
 
+    /// Reads the index nodes that resolving `lba..lba+count` needs into the node cache,
+    /// outside the state lock, so an update that resolves them under the lock (a zero
+    /// range) finds them there instead of waiting on the store.
+    pub fn warm_index(&self, lba: u64, count: u64) -> Result<()> {
+        self.core.check_block(lba, count)?;
+        const WINDOW: u64 = 8192;
+        let mut at = lba;
+        while at < lba + count {
+            let n = (lba + count - at).min(WINDOW);
+            self.retrying(
+                at,
+                |found, tree| finish_lookup(&self.core.ctx, tree, at, found).map(|_| ()),
+                n,
+            )?;
+            at += n;
+        }
+        Ok(())
+    }
+
     /// Where the newest version of each block in `lba..lba+count` is (index only).
     pub(super) fn slots(&self, lba: u64, count: u64) -> Result<Vec<Slot>> {
         self.core.check_block(lba, count)?;
-        let st = self.core.state.read().map_err(|_| lock_err())?;
-        lookup(
-            &self.core.ctx,
-            &st.mem,
-            st.frozen.as_deref(),
-            &st.tree,
+        self.retrying(
             lba,
+            |found, tree| finish_lookup(&self.core.ctx, tree, lba, found),
             count,
         )
     }

@@ -72,6 +72,20 @@ impl Batch<'_> {
         )
     }
 
+    /// True when block `lba` is still at `v`, the version a read outside the lock saw
+    /// ([`Engine::read_versioned`]); its index nodes are in the cache by then.
+    pub fn unchanged(&self, lba: u64, v: Version) -> Result<bool> {
+        let slots = lookup(
+            &self.core.ctx,
+            &self.st.mem,
+            self.st.frozen.as_deref(),
+            &self.st.tree,
+            lba,
+            1,
+        )?;
+        Ok(slots.first().map(Version::of) == Some(v))
+    }
+
     /// Block `lba` becomes `rec`.
     pub fn put(&mut self, lba: u64, rec: SealedRecord) -> Result<()> {
         self.core.check_block(lba, 1)?;

@@ -8,15 +8,14 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::Volume;
-use crate::error::Result;
+use super::load_root;
+use super::{Engine, Result};
 use crate::format::chunk_id::ChunkId;
 use crate::format::node::{Node, NodeRef, ZERO_CHUNK};
 use crate::format::record::open_record;
 use crate::format::root::{RootRef, RunDesc};
 use crate::format::BLOCK_SIZE;
 use crate::lsm::ctx::Ctx;
-use crate::lsm::engine::load_root;
 
 /// Outcome of a check.
 #[derive(Debug, Default, Serialize)]
@@ -42,11 +41,11 @@ struct Checker<'a> {
     progress: &'a dyn Fn(u64),
 }
 
-impl Volume {
+impl Engine {
     /// Checks the disk; `progress` is called with the number of entries checked so far.
     pub fn fsck(&self, progress: &dyn Fn(u64)) -> Result<FsckReport> {
         let mut c = Checker {
-            ctx: self.engine()?.ctx(),
+            ctx: &self.core.ctx,
             report: FsckReport::default(),
             chunks: HashMap::new(),
             current: None,
@@ -54,7 +53,7 @@ impl Volume {
             progress,
         };
         let mut roots: Vec<(String, RootRef)> = Vec::new();
-        if let Some(r) = self.root_ref()? {
+        if let Some(r) = self.root()? {
             roots.push(("current root".into(), r));
         }
         for k in self.kept()? {
