@@ -1,7 +1,8 @@
 //! Where features meet: a pushed copy beside its source, a clone of a disk with writes
 //! still in its log, `snapshot` of a disk that cannot open, `apply` of a damaged stream,
-//! and acknowledged writes across a `kill -9` of `serve`. Each of these lost data or
-//! killed the wrong process before 2026-12-02 (issue 22, points 1-3, 11 and 12).
+//! acknowledged writes across a `kill -9` of `serve`, and two disks sharing one cache
+//! folder. Each of these lost data, killed the wrong process or broke a bound before
+//! 2026-12-02 (issue 22, points 1-3, 8, 11 and 12).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -444,4 +445,73 @@ fn a_logged_zero_of_zero_blocks_is_not_replayed_over_a_reset() {
     let v = Volume::open(&swap, &OpenOptions::default()).unwrap();
     v.close().unwrap();
     assert!(export(&swap) == at_s, "the zero came back at the next open");
+}
+
+#[test]
+fn two_disks_reading_through_one_cache_folder_read_right_and_share_its_bound() {
+    // Two published disks of different data, each read through a copy (its own uuid)
+    // that names one cache folder with a bound below what they read; their `export`s
+    // run at once (two processes sharing the folder), twice.
+    let dir = tempfile::tempdir().unwrap();
+    let size: u64 = 64 << 20;
+    let dest = dir.path().join("pub");
+    let cache = dir.path().join("shared-cache");
+    let bound: u64 = 16 << 20;
+    let mut copies = Vec::new();
+    for n in 0..2u64 {
+        let swap = dir.path().join(format!("d{n}.swap"));
+        let v = Volume::create(&swap, size).unwrap();
+        let image = common::noise(70 + n, size as usize);
+        v.write_at(0, &image).unwrap();
+        v.close().unwrap();
+        let out = dir.path().join(format!("r{n}.swap"));
+        let o = common::run(&["push", s(&swap), s(&dest), "--swap-out", s(&out)]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let mut text = std::fs::read_to_string(&out).unwrap();
+        text.push_str(&format!("cache={}\ncachesize={bound}\n", s(&cache)));
+        std::fs::write(&out, text).unwrap();
+        copies.push((out, image));
+    }
+    for round in 0..2 {
+        let running: Vec<_> = copies
+            .iter()
+            .map(|(c, _)| {
+                common::bin()
+                    .args(["export", s(c), "-"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for (child, (_, image)) in running.into_iter().zip(&copies) {
+            let o = child.wait_with_output().unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            assert!(o.stdout == *image, "round {round}: an export differs");
+        }
+    }
+    // The bound holds for the folder, whoever filled it: each process may be over by
+    // the chunk it just kept until it evicts. (Each counting only its own: 2 bounds.)
+    let files: Vec<u64> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .collect();
+    let (total, largest) = (
+        files.iter().sum::<u64>(),
+        files.iter().max().copied().unwrap_or(0),
+    );
+    eprintln!(
+        "cache folder: {} files, {total} bytes, largest {largest}",
+        files.len()
+    );
+    assert!(
+        total <= bound + 2 * largest,
+        "cache folder holds {total} bytes, bound {bound}"
+    );
+    // No temporary file was left behind.
+    assert!(std::fs::read_dir(&cache).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".tmp-")));
 }

@@ -10,12 +10,15 @@
 //! node tags the reader checks), and a copy that fails is dropped and fetched again.
 //! The least recently used chunks go once the folder is over its size. Recency survives
 //! restarts through the files' modification times (touched on the first hit of each
-//! chunk in a process). A cached file that another process evicted is a miss.
+//! chunk in a process). Several processes may share one folder: each lists it again
+//! after adding a sixteenth of the bound, so the bound holds for all of them together;
+//! a file another process evicted is a miss, and temporary files of a live process are
+//! left alone (`LocalStore::open`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use lru::LruCache;
 
@@ -28,6 +31,10 @@ use crate::format::chunk_id::ChunkId;
 /// Default bound of a cache folder when `cachesize=` is not given.
 pub const DEFAULT_CACHE_BYTES: u64 = 10 << 30;
 
+/// The folder is listed again each time this process has added 1/RESCAN_SHARE of the
+/// bound (see `Index::added_since_scan`).
+const RESCAN_SHARE: u64 = 16;
+
 /// A read at least this long fetches the whole chunk: it is a bulk reader's.
 const WHOLE_READ: usize = 256 << 10;
 
@@ -35,9 +42,59 @@ struct Index {
     /// Every chunk held, whole or in part, with the bytes it takes.
     lru: LruCache<ChunkId, u64>,
     bytes: u64,
+    /// Bytes this process added since the folder was last listed: other processes
+    /// sharing the folder add theirs unseen, so past a share of the bound it is listed
+    /// again and the bound applies to everything in it.
+    added_since_scan: u64,
     touched: HashSet<ChunkId>,
     /// The chunks held in part, with their ranges.
     partial: HashMap<ChunkId, Ranges>,
+}
+
+/// What `folder` holds, least recently modified first. Partial files whose header does
+/// not parse are dropped when a minute old (younger ones may be another process's,
+/// between writing a range and its header).
+fn scan(folder: &LocalStore) -> Result<Index> {
+    let dir = folder.dir();
+    let mut found: Vec<(SystemTime, ChunkId, u64)> = Vec::new();
+    for id in folder.list()? {
+        if let Ok(m) = std::fs::metadata(folder.path_of(&id)) {
+            found.push((m.modified().unwrap_or(SystemTime::UNIX_EPOCH), id, m.len()));
+        }
+    }
+    let whole: HashSet<ChunkId> = found.iter().map(|(_, id, _)| *id).collect();
+    let mut partial = HashMap::new();
+    for id in partial::list(dir) {
+        let ranges = partial::load(dir, &id);
+        let modified = std::fs::metadata(partial::path(dir, &id))
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        match ranges {
+            Some(r) if !whole.contains(&id) && !r.is_empty() => {
+                found.push((modified, id, r.bytes()));
+                partial.insert(id, r);
+            }
+            _ if whole.contains(&id)
+                || modified.elapsed().unwrap_or_default() > Duration::from_secs(60) =>
+            {
+                partial::remove(dir, &id)
+            }
+            _ => {}
+        }
+    }
+    found.sort();
+    let mut index = Index {
+        lru: LruCache::unbounded(),
+        bytes: 0,
+        added_since_scan: 0,
+        touched: HashSet::new(),
+        partial,
+    };
+    for (_, id, len) in found {
+        index.lru.put(id, len);
+        index.bytes += len;
+    }
+    Ok(index)
 }
 
 /// What the cache holds of a chunk, for one read.
@@ -191,38 +248,7 @@ impl CacheStore {
     /// `inner`, which must check whole chunks against their names (a `VerifyStore`).
     pub fn open(dir: &Path, max_bytes: u64, inner: Arc<dyn ChunkStore>) -> Result<Self> {
         let folder = LocalStore::open(dir)?;
-        let mut found: Vec<(SystemTime, ChunkId, u64)> = Vec::new();
-        for id in folder.list()? {
-            if let Ok(m) = std::fs::metadata(folder.path_of(&id)) {
-                found.push((m.modified().unwrap_or(SystemTime::UNIX_EPOCH), id, m.len()));
-            }
-        }
-        let whole: HashSet<ChunkId> = found.iter().map(|(_, id, _)| *id).collect();
-        let mut partial = HashMap::new();
-        for id in partial::list(dir) {
-            let ranges = partial::load(dir, &id);
-            let modified = std::fs::metadata(partial::path(dir, &id))
-                .and_then(|m| m.modified())
-                .unwrap_or(SystemTime::UNIX_EPOCH);
-            match ranges {
-                Some(r) if !whole.contains(&id) && !r.is_empty() => {
-                    found.push((modified, id, r.bytes()));
-                    partial.insert(id, r);
-                }
-                _ => partial::remove(dir, &id),
-            }
-        }
-        found.sort();
-        let mut index = Index {
-            lru: LruCache::unbounded(),
-            bytes: 0,
-            touched: HashSet::new(),
-            partial,
-        };
-        for (_, id, len) in found {
-            index.lru.put(id, len);
-            index.bytes += len;
-        }
+        let index = scan(&folder)?;
         let cache = Self {
             folder,
             inner,
@@ -248,6 +274,11 @@ impl CacheStore {
 
     fn evict(&self) -> Result<()> {
         let mut ix = self.index()?;
+        if ix.added_since_scan > self.max_bytes / RESCAN_SHARE {
+            let touched = std::mem::take(&mut ix.touched);
+            *ix = scan(&self.folder)?;
+            ix.touched = touched;
+        }
         while ix.bytes > self.max_bytes {
             let Some((id, len)) = ix.lru.pop_lru() else {
                 break;
@@ -329,6 +360,7 @@ impl CacheStore {
                     let mut ix = self.index()?;
                     let old = ix.lru.put(*id, len).unwrap_or(0);
                     ix.bytes = ix.bytes.saturating_sub(old) + len;
+                    ix.added_since_scan += len;
                     ix.touched.insert(*id);
                     if ix.partial.remove(id).is_some() {
                         partial::remove(self.folder.dir(), id);
@@ -429,6 +461,7 @@ impl CacheStore {
         ix.partial.insert(*id, ranges);
         let old = ix.lru.put(*id, held).unwrap_or(0);
         ix.bytes = ix.bytes.saturating_sub(old) + held;
+        ix.added_since_scan += len;
         ix.touched.insert(*id);
         drop(ix);
         drop(writing);
@@ -588,6 +621,37 @@ mod tests {
         let c = CacheStore::open(dir.path(), 2000, mem).unwrap();
         assert_eq!(c.bytes(), 2000);
         assert_eq!(c.get(&ids[9]).unwrap(), vec![9u8; 1000]);
+    }
+
+    #[test]
+    fn two_users_of_one_folder_keep_it_under_its_bound_together() {
+        // Two disks (two processes: each its own CacheStore and index) on one cache.
+        let dir = tempfile::tempdir().unwrap();
+        let mem = Arc::new(MemoryStore::default());
+        let ids: Vec<ChunkId> = (0..16u8).map(|i| mem.put(&[i; 1000]).unwrap()).collect();
+        let a = CacheStore::open(dir.path(), 5000, mem.clone()).unwrap();
+        let b = CacheStore::open(dir.path(), 5000, mem.clone()).unwrap();
+        let folder_bytes = || -> u64 {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .sum()
+        };
+        for (i, id) in ids.iter().enumerate() {
+            let user = if i % 2 == 0 { &a } else { &b };
+            assert_eq!(user.get(id).unwrap(), vec![i as u8; 1000]);
+            assert!(
+                folder_bytes() <= 5000,
+                "after chunk {i}: {} bytes",
+                folder_bytes()
+            );
+        }
+        // Each still reads every chunk right, whatever the other evicted.
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(a.get(id).unwrap(), vec![i as u8; 1000]);
+            assert_eq!(b.get_range(id, 10, 5).unwrap(), vec![i as u8; 5]);
+        }
+        assert!(folder_bytes() <= 5000);
     }
 
     #[test]

@@ -27,6 +27,8 @@ use crate::format::chunk_id::ChunkId;
 const OPEN_FILES: usize = 256;
 /// Prefix of files being written (removed when a writer opens the folder).
 const TMP_PREFIX: &str = ".tmp-";
+/// A temporary file this old is a crashed writer's even when its PID runs again.
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Chunks in a local folder.
 pub struct LocalStore {
@@ -105,12 +107,35 @@ impl LocalStore {
         }
     }
 
+    /// Removes temporary files whose writer is gone: its process is not running (the
+    /// PID in the name), or the file is a day old (a PID used again). A live writer's
+    /// file stays: a cache or push folder can be shared by several processes, and
+    /// deleting a file another is about to rename would fail its write.
     fn remove_temporaries(&self) {
         let Ok(rd) = fs::read_dir(&self.dir) else {
             return;
         };
         for ent in rd.flatten() {
-            if ent.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+            let name = ent.file_name();
+            let Some(rest) = name
+                .to_string_lossy()
+                .strip_prefix(TMP_PREFIX)
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            let writer_alive = rest
+                .split('-')
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            let old = ent
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_TEMPORARY);
+            if !writer_alive || old {
                 let _ = fs::remove_file(ent.path());
             }
         }
@@ -371,9 +396,21 @@ mod tests {
     #[test]
     fn temporaries_of_a_crashed_writer_go_at_open() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(".tmp-1-0"), b"half").unwrap();
+        // No process has this PID (above Linux's largest, 2^22).
+        let dead = dir.path().join(".tmp-4294967294-0");
+        std::fs::write(&dead, b"half").unwrap();
         let s = LocalStore::open(dir.path()).unwrap();
-        assert!(!dir.path().join(".tmp-1-0").exists());
+        assert!(!dead.exists());
         assert!(s.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_running_writers_temporaries_stay_at_open() {
+        // Another process (here: this one) writing into a shared cache folder.
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join(format!(".tmp-{}-99", std::process::id()));
+        std::fs::write(&live, b"half").unwrap();
+        LocalStore::open(dir.path()).unwrap();
+        assert!(live.exists());
     }
 }
