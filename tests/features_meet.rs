@@ -515,3 +515,52 @@ fn two_disks_reading_through_one_cache_folder_read_right_and_share_its_bound() {
         .to_string_lossy()
         .starts_with(".tmp-")));
 }
+
+#[test]
+fn a_reader_whose_writer_checkpoints_between_its_root_and_log_reads_sees_every_write() {
+    // A reader without the lock (`info`, `export` beside `serve`) reads the root, then
+    // the log. Here the writer checkpoints exactly between the two (and logs more):
+    // the root read is stale and the log it pairs with starts after writes that root
+    // lacks (segment 2 is gone). The reader must notice (the segment numbers show the
+    // gap) and read again, never show the state {1, 4}.
+    let dir = tempfile::tempdir().unwrap();
+    let swap = dir.path().join("d.swap");
+    let w = std::sync::Arc::new(Volume::create(&swap, SIZE).unwrap());
+    w.write_at(0, &[1; 4096]).unwrap();
+    // A kept snapshot keeps the chunks of the root the reader reads from collection.
+    w.snapshot().unwrap();
+    w.write_at(4096, &[2; 4096]).unwrap();
+    w.flush().unwrap();
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let hook = {
+        let (w, runs) = (w.clone(), runs.clone());
+        std::sync::Arc::new(move || {
+            if runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                w.write_at(8192, &[3; 4096]).unwrap();
+                w.checkpoint().unwrap();
+                w.write_at(12288, &[4; 4096]).unwrap();
+                w.flush().unwrap();
+            }
+        })
+    };
+    let opts = OpenOptions {
+        read_only: true,
+        no_lock: true,
+        after_root_read: Some(hook),
+        ..OpenOptions::default()
+    };
+    let r = Volume::open(&swap, &opts).unwrap();
+    assert!(
+        runs.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "the reader opened once: the checkpoint went unseen"
+    );
+    let mut got = vec![0u8; 4 * 4096];
+    r.read_at(0, &mut got).unwrap();
+    for (i, b) in got.chunks(4096).enumerate() {
+        assert!(
+            b.iter().all(|&x| x == i as u8 + 1),
+            "block {i} reads {}",
+            b[0]
+        );
+    }
+}

@@ -59,6 +59,10 @@ pub struct OpenOptions {
     /// Most bytes of index chunks fetched whole before a disk behind a URL opens
     /// (None: `prefetch::INDEX_AT_OPEN`); a larger index is fetched in the background.
     pub index_at_open: Option<u64>,
+    /// Test hook: called once the root is read and before the log is (a test
+    /// checkpoints the writer there, beside a reader without the lock).
+    #[doc(hidden)]
+    pub after_root_read: Option<SyncHook>,
 }
 
 /// An open disk.
@@ -333,6 +337,9 @@ impl Volume {
                 }
             }
         };
+        if let Some(hook) = &opts.after_root_read {
+            hook();
+        }
         let size = if opts.snapshot.is_some() {
             start.root.size
         } else {
