@@ -2,7 +2,9 @@
 //! real processes (writes, zeroes, trims and flushes through `serve`; `kill -9` of the
 //! server; `snapshot` offline and against the running server; `clone` of the head and
 //! of snapshots, beside the source and in another folder; `reset`; `forget`; `gc`;
-//! `push --swap-out` beside the source and elsewhere, then writes through the copy;
+//! `push --swap-out` to a folder or to S3 (s3s-fs), beside the source and elsewhere,
+//! then writes through the copy (most copies share one small cache folder); servers
+//! with a small memtable, so kills land inside checkpoints;
 //! `pull`; `export --changed-since` + `apply`). After every step every disk is read
 //! back and compared with an in-memory model byte for byte (through NBD while served,
 //! else with `export`, every kept snapshot too); `fsck` runs every 10 steps and at the
@@ -50,9 +52,17 @@ struct Disk {
 }
 
 impl Disk {
-    fn serve(&mut self, dir: &Path) -> &mut Nbd {
+    /// Serves the disk if it is not served; `small` gives the server a 64-block
+    /// memtable, so it checkpoints and merges every few writes (and a `kill -9` often
+    /// lands inside a checkpoint).
+    fn serve(&mut self, dir: &Path, small: bool) -> &mut Nbd {
         if self.served.is_none() {
-            let srv = Server::start(dir, &self.swap, &[]);
+            let env: &[(&str, &str)] = if small {
+                &[("MINDCASTLE_MEMTABLE_ENTRIES", "64")]
+            } else {
+                &[]
+            };
+            let srv = Server::start_with_env(dir, &self.swap, &[], env);
             let c = Nbd::connect(&srv.socket);
             self.served = Some((srv, c));
         }
@@ -158,7 +168,16 @@ fn random_command_sequences_match_the_model() {
     eprintln!("cli model: seed {seed}, {steps} steps (MINDCASTLE_MODEL_SEED={seed} replays)");
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let root = tempfile::tempdir().unwrap();
+    // Pushes go to a folder or to a real S3 server (s3s-fs); every command this test
+    // runs gets its keys through the environment.
+    let s3 = common::server::have("s3s-fs").then(|| common::s3::start(&root.path().join("s3")));
+    if let Some((_, port)) = &s3 {
+        for (k, v) in common::s3::env(*port) {
+            std::env::set_var(k, v);
+        }
+    }
     let folders = [root.path().to_path_buf(), root.path().join("other")];
+    let cache = root.path().join("cache");
     std::fs::create_dir_all(&folders[1]).unwrap();
     let first = root.path().join("d0.swap");
     ok(&["create", "--size", &SIZE.to_string(), s(&first)]);
@@ -173,6 +192,7 @@ fn random_command_sequences_match_the_model() {
         let mut i = rng.below(disks.len() as u64) as usize;
         let dir = root.path().to_path_buf();
         let roll = rng.below(100);
+        let small = rng.chance(50);
         let what;
         match roll {
             0..=34 => {
@@ -185,7 +205,7 @@ fn random_command_sequences_match_the_model() {
                 let off = rng.below(SIZE - len);
                 let data = common::noise(rng.next(), len as usize);
                 let d = &mut disks[i];
-                d.serve(&dir).write(off, &data);
+                d.serve(&dir, small).write(off, &data);
                 d.model[off as usize..(off + len) as usize].copy_from_slice(&data);
                 what = format!("write {off}+{len}");
             }
@@ -194,7 +214,7 @@ fn random_command_sequences_match_the_model() {
                 let off = rng.below(SIZE - len);
                 let trim = rng.chance(50);
                 let d = &mut disks[i];
-                let c = d.serve(&dir);
+                let c = d.serve(&dir, small);
                 if trim {
                     c.trim(off, len as u32);
                 } else {
@@ -204,22 +224,27 @@ fn random_command_sequences_match_the_model() {
                 what = format!("{} {off}+{len}", if trim { "trim" } else { "zero" });
             }
             43..=46 => {
-                disks[i].serve(&dir).flush();
+                disks[i].serve(&dir, small).flush();
                 what = "flush".into();
             }
             47..=56 => {
-                // kill -9 right after an acknowledged write (no flush): it must survive.
-                let len = 1 + rng.below(16384);
-                let off = rng.below(SIZE - len);
-                let data = common::noise(rng.next(), len as usize);
+                // kill -9 right after acknowledged writes (no flush): they must survive.
+                // A burst first (half the time) fills memtables, so on a small-memtable
+                // server the kill lands while checkpoints run.
+                let burst = if rng.chance(50) { 8 + rng.below(56) } else { 1 };
                 let d = &mut disks[i];
-                d.serve(&dir).write(off, &data);
-                d.model[off as usize..(off + len) as usize].copy_from_slice(&data);
+                for _ in 0..burst {
+                    let len = 1 + rng.below(16384);
+                    let off = rng.below(SIZE - len);
+                    let data = common::noise(rng.next(), len as usize);
+                    d.serve(&dir, small).write(off, &data);
+                    d.model[off as usize..(off + len) as usize].copy_from_slice(&data);
+                }
                 let (srv, c) = d.served.take().unwrap();
                 drop(c);
                 drop(srv); // SIGKILL
                 kills += 1;
-                what = format!("write {off}+{len}, kill -9");
+                what = format!("{burst} writes, kill -9");
             }
             57..=59 => {
                 disks[i].offline();
@@ -303,11 +328,21 @@ fn random_command_sequences_match_the_model() {
                 i = retire_one_if_full(&mut disks, i, &mut rng);
                 let d = &mut disks[i];
                 d.offline();
-                let dest = root.path().join(format!("pub{step}"));
+                let dest = if s3.is_some() && rng.chance(35) {
+                    format!("s3://bucket/pub{step}")
+                } else {
+                    s(&root.path().join(format!("pub{step}"))).to_string()
+                };
                 let folder = &folders[rng.below(2) as usize];
                 let out = folder.join(format!("p{step}.swap"));
-                ok(&["push", s(&d.swap), s(&dest), "--swap-out", s(&out)]);
-                what = format!("push to {} --swap-out {}", dest.display(), out.display());
+                ok(&["push", s(&d.swap), &dest, "--swap-out", s(&out)]);
+                what = format!("push to {dest} --swap-out {}", out.display());
+                if rng.chance(70) {
+                    // Most copies read through one cache folder that every copy shares.
+                    let mut text = std::fs::read_to_string(&out).unwrap();
+                    text.push_str(&format!("cache={}\ncachesize=6M\n", s(&cache)));
+                    std::fs::write(&out, text).unwrap();
+                }
                 let copy = Disk {
                     swap: out,
                     model: d.model.clone(),

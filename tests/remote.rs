@@ -18,30 +18,15 @@ fn s(p: &Path) -> &str {
 
 use common::web::{free_port, nginx, wait_port, Daemon};
 
-const KEY: &str = "mindcastle-test-key";
-const SECRET: &str = "mindcastle-test-secret";
+use common::s3::{KEY, SECRET};
 
 /// s3s-fs on 127.0.0.1 with SigV4 keys, data under `root`, bucket `bucket` made.
 fn s3(root: &Path) -> (Daemon, u16) {
-    let port = free_port();
-    std::fs::create_dir_all(root.join("bucket")).unwrap();
-    let child = Command::new("s3s-fs")
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--access-key", KEY, "--secret-key", SECRET, s(root)])
-        .env("PATH", common::server::path_env())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_port(port);
-    (Daemon(child), port)
+    common::s3::start(root)
 }
 
 fn s3_env(cmd: &mut Command, port: u16) -> &mut Command {
-    cmd.env("AWS_ACCESS_KEY_ID", KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+    cmd.envs(common::s3::env(port))
 }
 
 fn run_ok(cmd: &mut Command) -> String {

@@ -115,7 +115,9 @@ pub fn run() -> ExitCode {
         }
         Err(e) => return report(&e),
     }
-    if let Err(e) = crate::nbd::configure_payload_timeout() {
+    if let Err(e) = crate::nbd::configure_payload_timeout()
+        .and_then(|()| crate::lsm::engine::configure_memtable_entries())
+    {
         return report(&e);
     }
     let r: Result<ExitCode> = match cli.command {

@@ -88,6 +88,7 @@ pub fn chunk_files(swap: &Path) -> Vec<PathBuf> {
 }
 pub mod nbd;
 pub mod proxy;
+pub mod s3;
 pub mod server;
 pub mod vm;
 pub mod web;

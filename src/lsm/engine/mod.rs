@@ -87,11 +87,41 @@ impl Default for Tuning {
     }
 }
 
+/// Blocks a memtable holds before it is checkpointed, when set: small values make a
+/// run checkpoint and merge all the time (the whole-CLI model kills servers inside
+/// checkpoints this way). Read once by the command line.
+pub const MEMTABLE_ENTRIES_ENV: &str = "MINDCASTLE_MEMTABLE_ENTRIES";
+
+static MEMTABLE_ENTRIES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+/// Reads [`MEMTABLE_ENTRIES_ENV`] for this process; a bad value is an error.
+pub fn configure_memtable_entries() -> Result<()> {
+    let Some(v) = std::env::var_os(MEMTABLE_ENTRIES_ENV) else {
+        return Ok(());
+    };
+    let max = crate::lsm::memtable::MAX_ENTRIES;
+    let n = v
+        .to_str()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .filter(|n| (16..=max).contains(n))
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "{MEMTABLE_ENTRIES_ENV}={}: expected a number of blocks from 16 to {max}",
+                v.to_string_lossy()
+            ))
+        })?;
+    let _ = MEMTABLE_ENTRIES.set(n);
+    Ok(())
+}
+
 impl Tuning {
     /// The sizes that keep an engine within `budget` (see [`crate::memory`]).
     pub fn for_budget(budget: crate::memory::Budget) -> Self {
         Self {
-            memtable_entries: crate::lsm::memtable::MAX_ENTRIES,
+            memtable_entries: MEMTABLE_ENTRIES
+                .get()
+                .copied()
+                .unwrap_or(crate::lsm::memtable::MAX_ENTRIES),
             memtable_bytes: budget.memtable_bytes(),
             level_base: crate::lsm::policy::BASE_ENTRIES,
             node_cache_bytes: budget.node_cache_bytes(),
