@@ -230,6 +230,22 @@ fn memory_budget_flag_and_variable_are_checked() {
     // A valid budget, as a global flag after the subcommand too.
     let o = common::run(&["info", s(&swap), "--memory", "64M"]);
     assert!(o.status.success(), "{o:?}");
+    // The memtable knob: a bad value is refused, a good one works.
+    for bad in ["lots", "8", "99999999999"] {
+        let o = common::bin()
+            .args(["info", s(&swap)])
+            .env("MINDCASTLE_MEMTABLE_ENTRIES", bad)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad}: {o:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("MINDCASTLE_MEMTABLE_ENTRIES"));
+    }
+    let o = common::bin()
+        .args(["info", s(&swap)])
+        .env("MINDCASTLE_MEMTABLE_ENTRIES", "64")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
 }
 
 #[test]
