@@ -40,11 +40,12 @@ declare -A NEEDED_BY=(
   [python3-azure]="tests/remote.rs (makes the Azurite container)"
   [nginx-light]="tests/remote.rs (a pushed folder served over http, WebDAV push)"
   [python3-venv]="scripts/install-deps.sh (a venv for the GCS emulator of tests/remote.rs)"
+  [openssl]="tests/nbd_tls.rs (makes the test's certificates)"
 )
 PKGS=(ca-certificates coreutils util-linux strace build-essential pkg-config
   libnbd-bin python3-libnbd nbdfuse nbdkit qemu-utils fio
   fuse3 xfsprogs e2fsprogs shellcheck nginx-light python3-azure
-  busybox-static cpio binutils xz-utils)
+  busybox-static cpio binutils xz-utils openssl)
 QEMU_SYS=(qemu-system-x86 qemu-block-extra)
 
 apt_install() { "${SUDO[@]}" apt-get install -y -q --no-install-recommends "$@"; }

@@ -1,4 +1,5 @@
-//! `mindcastle serve NAME.swap (--socket PATH | --listen HOST:PORT) [--read-only] [--export NAME]`
+//! `mindcastle serve NAME.swap (--socket PATH | --listen HOST:PORT) [--read-only] [--export NAME]
+//! [--tls-certificates DIR [--tls-verify-peer]] [--insecure-plaintext]`
 
 use std::process::ExitCode;
 
@@ -26,6 +27,17 @@ pub struct Args {
     /// on a thread beside the server (the `.swap` needs `cache=`).
     #[arg(long)]
     prefetch: Option<PathArg>,
+    /// Require TLS: DIR holds ca-cert.pem, server-cert.pem and server-key.pem (the
+    /// layout of qemu-nbd and nbdkit); clients connect with nbds:// URIs.
+    #[arg(long, value_name = "DIR")]
+    tls_certificates: Option<PathArg>,
+    /// With --tls-certificates: clients must present a certificate ca-cert.pem signed.
+    #[arg(long, requires = "tls_certificates")]
+    tls_verify_peer: bool,
+    /// Allow --listen on an address other than loopback without TLS (anyone who can
+    /// reach it reads and writes the disk, in plaintext).
+    #[arg(long, conflicts_with = "tls_certificates")]
+    insecure_plaintext: bool,
     /// The disk.
     swap: PathArg,
 }
@@ -36,6 +48,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
         (Some(p), _) => Listen::Unix(p),
         (None, Some(l)) => Listen::Tcp(l),
         (None, None) => Listen::Tcp("127.0.0.1:10809".into()),
+    };
+    let tls = match &a.tls_certificates {
+        Some(dir) => Some(crate::nbd::Tls::load(dir, a.tls_verify_peer)?),
+        None => None,
     };
     let vol = Volume::open(
         &a.swap,
@@ -57,6 +73,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         ServeConfig {
             listen,
             export: a.export,
+            tls,
+            insecure_plaintext: a.insecure_plaintext,
         },
     )
     .map_err(|e: Error| e.context("serve"))?;

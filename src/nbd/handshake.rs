@@ -103,11 +103,32 @@ fn string_data(s: &str) -> Vec<u8> {
     d
 }
 
-/// Runs the handshake; Ok(None) when the client aborted or disconnected.
-pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut S,
-    cat: &Catalog,
-) -> std::io::Result<Option<Negotiated>> {
+/// Where the option phase stands with TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsState {
+    /// The server has no TLS: STARTTLS is unsupported.
+    Off,
+    /// TLS is required and not started: every option but STARTTLS and ABORT is refused
+    /// with NBD_REP_ERR_TLS_REQD, and nothing about the exports is said.
+    Required,
+    /// The options now run inside TLS.
+    Established,
+}
+
+/// How an option phase ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// An export was chosen: the transmission phase follows.
+    Go(Negotiated),
+    /// STARTTLS was acknowledged: the TLS handshake follows, then the options again.
+    StartTls,
+    /// The client aborted, disconnected or broke the framing.
+    Closed,
+}
+
+/// Sends the server's greeting and reads the client's flags; `Some(no_zeroes)`, or
+/// None when the client sent flags this server does not know.
+pub async fn greet<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> std::io::Result<Option<bool>> {
     let mut hello = Vec::with_capacity(18);
     hello.extend_from_slice(&p::NBDMAGIC.to_be_bytes());
     hello.extend_from_slice(&p::IHAVEOPT.to_be_bytes());
@@ -118,7 +139,17 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
         tracing::info!(cflags, "client sent unknown flags; closing");
         return Ok(None);
     }
-    let no_zeroes = cflags & hs::C_NO_ZEROES != 0;
+    Ok(Some(cflags & hs::C_NO_ZEROES != 0))
+}
+
+/// The option haggling, until an export is chosen, STARTTLS is acknowledged (with
+/// `tls` Required) or the client goes.
+pub async fn options<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    cat: &Catalog,
+    no_zeroes: bool,
+    tls: TlsState,
+) -> std::io::Result<Outcome> {
     let mut structured = false;
     let mut base_allocation = false;
     loop {
@@ -128,21 +159,62 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(x) => x,
             Err(err) => {
                 tracing::info!(%err, "bad option header; closing");
-                return Ok(None);
+                return Ok(Outcome::Closed);
             }
         };
         if len > MAX_OPTION {
             tracing::info!(len, "option too large; closing");
-            return Ok(None);
+            return Ok(Outcome::Closed);
         }
         let mut data = vec![0u8; len as usize];
         s.read_exact(&mut data).await?;
+        if option == opt::STARTTLS {
+            let (kind, msg) = match tls {
+                TlsState::Required if data.is_empty() => {
+                    reply(s, option, rep::ACK, &[]).await?;
+                    return Ok(Outcome::StartTls);
+                }
+                TlsState::Required => (rep::ERR_INVALID, "STARTTLS takes no data"),
+                TlsState::Established => (rep::ERR_INVALID, "TLS is already on"),
+                TlsState::Off => (
+                    rep::ERR_UNSUP,
+                    "this server has no TLS (serve --tls-certificates DIR)",
+                ),
+            };
+            error_reply(s, option, kind, msg).await?;
+            continue;
+        }
+        if tls == TlsState::Required {
+            match option {
+                opt::ABORT => {
+                    let _ = reply(s, option, rep::ACK, &[]).await;
+                    return Ok(Outcome::Closed);
+                }
+                // No reply can refuse it: the connection closes.
+                opt::EXPORT_NAME => {
+                    tracing::info!(
+                        "EXPORT_NAME before STARTTLS on a server that requires TLS; closing"
+                    );
+                    return Ok(Outcome::Closed);
+                }
+                _ => {
+                    error_reply(
+                        s,
+                        option,
+                        rep::ERR_TLS_REQD,
+                        "TLS is required: send NBD_OPT_STARTTLS first",
+                    )
+                    .await?;
+                    continue;
+                }
+            }
+        }
         match option {
             opt::EXPORT_NAME => {
                 let name = String::from_utf8_lossy(&data);
                 let Some((export, e)) = cat.find(&name) else {
                     tracing::info!(%name, "unknown export requested with EXPORT_NAME; closing");
-                    return Ok(None);
+                    return Ok(Outcome::Closed);
                 };
                 let f = transmission_flags(e, structured);
                 let mut out = e.size.to_be_bytes().to_vec();
@@ -151,7 +223,7 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
                     out.extend_from_slice(&[0u8; 124]);
                 }
                 s.write_all(&out).await?;
-                return Ok(Some(Negotiated {
+                return Ok(Outcome::Go(Negotiated {
                     structured,
                     base_allocation,
                     flags: f,
@@ -160,7 +232,7 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
             }
             opt::ABORT => {
                 let _ = reply(s, option, rep::ACK, &[]).await;
-                return Ok(None);
+                return Ok(Outcome::Closed);
             }
             opt::LIST => {
                 if !data.is_empty() {
@@ -202,7 +274,7 @@ pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
                 reply(s, option, rep::INFO, &bs).await?;
                 reply(s, option, rep::ACK, &[]).await?;
                 if option == opt::GO {
-                    return Ok(Some(Negotiated {
+                    return Ok(Outcome::Go(Negotiated {
                         structured,
                         base_allocation,
                         flags: f,

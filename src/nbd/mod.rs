@@ -5,9 +5,11 @@
 mod handshake;
 mod server;
 mod session;
+mod tls;
 
 pub use server::{serve, Listen, ServeConfig};
 pub use session::run as serve_transmission;
+pub use tls::Tls;
 
 /// Largest READ/WRITE payload accepted (also advertised as the maximum block size).
 pub const MAX_PAYLOAD: u32 = 32 << 20;
@@ -19,6 +21,9 @@ pub const PREFERRED_BLOCK: u32 = 4096;
 /// keep many remote fetches waiting at once; each thread's stack and the allocator's
 /// state for it cost memory, so the pool is bounded.
 pub const BLOCKING_THREADS: usize = 32;
+/// Largest NBD_CMD_CACHE range: on a disk behind a URL a CACHE fetches its whole
+/// range, so one request may not ask for gigabytes.
+pub const MAX_CACHE: u32 = 64 << 20;
 /// Requests served at once per connection.
 pub const MAX_IN_FLIGHT: usize = 64;
 
@@ -30,9 +35,19 @@ pub const PAYLOAD_TIMEOUT_ENV: &str = "MINDCASTLE_NBD_PAYLOAD_TIMEOUT";
 const DEFAULT_PAYLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 static PAYLOAD_TIMEOUT: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
 
-/// Reads and checks `MINDCASTLE_NBD_PAYLOAD_TIMEOUT` once, at start-up.
-pub fn configure_payload_timeout() -> crate::error::Result<()> {
-    let Some(v) = std::env::var_os(PAYLOAD_TIMEOUT_ENV) else {
+/// Seconds from a connection's accept to the end of its handshake (TLS included)
+/// (`MINDCASTLE_NBD_HANDSHAKE_TIMEOUT`, 1 to 3600, default 10, as qemu-nbd's): a client
+/// that connects and says nothing is cut off, so idle connections cannot fill the
+/// server.
+pub const HANDSHAKE_TIMEOUT_ENV: &str = "MINDCASTLE_NBD_HANDSHAKE_TIMEOUT";
+const DEFAULT_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+static HANDSHAKE_TIMEOUT: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+
+fn seconds_env(
+    name: &str,
+    slot: &std::sync::OnceLock<std::time::Duration>,
+) -> crate::error::Result<()> {
+    let Some(v) = std::env::var_os(name) else {
         return Ok(());
     };
     let secs = v
@@ -41,12 +56,26 @@ pub fn configure_payload_timeout() -> crate::error::Result<()> {
         .filter(|s| (1..=3600).contains(s))
         .ok_or_else(|| {
             crate::error::Error::invalid(format!(
-                "{PAYLOAD_TIMEOUT_ENV}={}: expected whole seconds from 1 to 3600",
+                "{name}={}: expected whole seconds from 1 to 3600",
                 v.to_string_lossy()
             ))
         })?;
-    let _ = PAYLOAD_TIMEOUT.set(std::time::Duration::from_secs(secs));
+    let _ = slot.set(std::time::Duration::from_secs(secs));
     Ok(())
+}
+
+/// Reads and checks the NBD timeouts' variables once, at start-up.
+pub fn configure_payload_timeout() -> crate::error::Result<()> {
+    seconds_env(PAYLOAD_TIMEOUT_ENV, &PAYLOAD_TIMEOUT)?;
+    seconds_env(HANDSHAKE_TIMEOUT_ENV, &HANDSHAKE_TIMEOUT)
+}
+
+/// The handshake deadline in force.
+pub fn handshake_timeout() -> std::time::Duration {
+    HANDSHAKE_TIMEOUT
+        .get()
+        .copied()
+        .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT)
 }
 
 /// The WRITE payload timeout in force.

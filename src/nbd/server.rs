@@ -12,7 +12,8 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
 
-use super::handshake::{negotiate, Catalog, ExportInfo};
+use super::handshake::{greet, options, Catalog, ExportInfo, Outcome, TlsState};
+use super::Negotiated;
 use super::{session, PayloadBudget};
 use crate::error::{Error, Result};
 use crate::format::root::RootRef;
@@ -41,8 +42,12 @@ fn remove_stale_socket(path: &std::path::Path) -> Result<()> {
         .map_err(|e| Error::io(format!("removing the stale socket {}", path.display()), e))
 }
 
-/// Most connections served at once.
+/// Most connections in the transmission phase at once.
 pub const MAX_CONNECTIONS: usize = 128;
+/// Most connections still in their handshake at once: each is cut off at the
+/// handshake deadline, and they do not count against [`MAX_CONNECTIONS`], so idle
+/// connections cannot lock out a client that completes its handshake.
+pub const MAX_HANDSHAKING: usize = 1024;
 
 /// Where to listen.
 #[derive(Clone, Debug)]
@@ -60,6 +65,10 @@ pub struct ServeConfig {
     pub listen: Listen,
     /// Export name.
     pub export: String,
+    /// TLS, required of every client when set.
+    pub tls: Option<super::Tls>,
+    /// Serve without TLS on an address other than loopback.
+    pub insecure_plaintext: bool,
 }
 
 /// What a signal asks of the server.
@@ -233,35 +242,119 @@ impl Exports {
     }
 }
 
-async fn handle<S>(mut stream: S, exports: Arc<Exports>)
-where
+/// The limits every connection is counted against.
+#[derive(Clone)]
+struct Limits {
+    handshaking: Arc<Semaphore>,
+    serving: Arc<Semaphore>,
+}
+
+impl Limits {
+    fn new() -> Self {
+        Self {
+            handshaking: Arc::new(Semaphore::new(MAX_HANDSHAKING)),
+            serving: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        }
+    }
+}
+
+async fn handle<S>(
+    mut stream: S,
+    exports: Arc<Exports>,
+    tls: Option<super::Tls>,
+    limits: Limits,
+    peer: String,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Ok(handshaking) = limits.handshaking.clone().try_acquire_owned() else {
+        tracing::warn!(%peer, "too many connections in their handshake; refusing one");
+        return;
+    };
     let Some(catalog) = exports.catalog() else {
         return;
     };
-    match negotiate(&mut stream, &catalog).await {
-        Ok(Some(neg)) => {
-            tracing::debug!(?neg, "transmission phase");
-            let ex = exports.clone();
-            let vol = match tokio::task::spawn_blocking(move || ex.volume(neg.export)).await {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "opening the export");
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "opening the export");
-                    return;
-                }
-            };
-            let budget = exports.payload.clone();
-            if let Err(e) = session::run(stream, vol, neg, None, budget).await {
-                tracing::debug!(error = %e, "connection ended");
+    let deadline = tokio::time::Instant::now() + super::handshake_timeout();
+    let late = || {
+        tracing::info!(%peer, secs = super::handshake_timeout().as_secs(), "handshake not done by its deadline; closing");
+    };
+    let no_zeroes = match tokio::time::timeout_at(deadline, greet(&mut stream)).await {
+        Ok(Ok(Some(z))) => z,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "handshake ended"),
+        Err(_) => return late(),
+    };
+    let Some(tls) = tls else {
+        let out = tokio::time::timeout_at(
+            deadline,
+            options(&mut stream, &catalog, no_zeroes, TlsState::Off),
+        )
+        .await;
+        return match out {
+            Ok(Ok(Outcome::Go(neg))) => {
+                transmit(stream, neg, exports, limits, handshaking, peer).await
             }
-        }
-        Ok(None) => {}
-        Err(e) => tracing::debug!(error = %e, "handshake ended"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "handshake ended"),
+            Err(_) => late(),
+        };
+    };
+    match tokio::time::timeout_at(
+        deadline,
+        options(&mut stream, &catalog, no_zeroes, TlsState::Required),
+    )
+    .await
+    {
+        Ok(Ok(Outcome::StartTls)) => {}
+        Ok(Ok(_)) => return,
+        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "handshake ended"),
+        Err(_) => return late(),
+    }
+    let mut secure = match tokio::time::timeout_at(deadline, tls.acceptor().accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return tracing::info!(%peer, error = %e, "TLS handshake failed; closing"),
+        Err(_) => return late(),
+    };
+    match tokio::time::timeout_at(
+        deadline,
+        options(&mut secure, &catalog, no_zeroes, TlsState::Established),
+    )
+    .await
+    {
+        Ok(Ok(Outcome::Go(neg))) => transmit(secure, neg, exports, limits, handshaking, peer).await,
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "handshake ended"),
+        Err(_) => late(),
+    }
+}
+
+/// The transmission phase of a connection whose handshake chose an export.
+async fn transmit<S>(
+    stream: S,
+    neg: Negotiated,
+    exports: Arc<Exports>,
+    limits: Limits,
+    handshaking: tokio::sync::OwnedSemaphorePermit,
+    peer: String,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    drop(handshaking);
+    let Ok(_serving) = limits.serving.clone().try_acquire_owned() else {
+        tracing::warn!(%peer, max = MAX_CONNECTIONS, "too many connections; closing one after its handshake");
+        return;
+    };
+    tracing::debug!(?neg, %peer, "transmission phase");
+    let ex = exports.clone();
+    let export = neg.export;
+    let vol = match tokio::task::spawn_blocking(move || ex.volume(export)).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return tracing::warn!(error = %e, "opening the export"),
+        Err(e) => return tracing::warn!(error = %e, "opening the export"),
+    };
+    let budget = exports.payload.clone();
+    if let Err(e) = session::run(stream, vol, neg, None, budget).await {
+        tracing::debug!(%peer, error = %e, "connection ended");
     }
 }
 
@@ -284,17 +377,18 @@ pub fn serve(vol: Volume, prefetch: Option<Vec<(u64, u64)>>, cfg: ServeConfig) -
     let v2 = Arc::new(Exports::new(vol.clone(), &cfg.export)?);
     rt.block_on(async move {
         let mut signals = Signals::new()?;
-        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let limits = Limits::new();
         match &cfg.listen {
             Listen::Unix(path) => {
                 remove_stale_socket(path)?;
                 let l = UnixListener::bind(path).map_err(|e| Error::io(format!("binding {}", path.display()), e))?;
                 tracing::info!(socket = %path.display(), "serving");
-                eprintln!("mindcastle: serving nbd+unix:///{}?socket={}", cfg.export, path.display());
+                let scheme = if cfg.tls.is_some() { "nbds+unix" } else { "nbd+unix" };
+                eprintln!("mindcastle: serving {scheme}:///{}?socket={}", cfg.export, path.display());
                 loop {
                     tokio::select! {
                         a = l.accept() => match a {
-                            Ok((s, _)) => spawn_conn(s, &v2, &limit),
+                            Ok((s, _)) => spawn_conn(s, &v2, &cfg.tls, &limits, "unix".into()),
                             Err(e) => tracing::warn!(error = %e, "accept failed"),
                         },
                         ev = signals.next() => match ev {
@@ -308,16 +402,25 @@ pub fn serve(vol: Volume, prefetch: Option<Vec<(u64, u64)>>, cfg: ServeConfig) -
             Listen::Tcp(addr) => {
                 let l = TcpListener::bind(addr).await.map_err(|e| Error::io(format!("binding {addr}"), e))?;
                 let local = l.local_addr().map_err(|e| Error::io("local address", e))?;
-                if !local.ip().is_loopback() {
-                    tracing::warn!(%local, "listening on a non-loopback address: anyone who can reach it can read and write this disk");
+                if !local.ip().is_loopback() && cfg.tls.is_none() {
+                    if !cfg.insecure_plaintext {
+                        return Err(Error::invalid(format!(
+                            "refusing to serve {local} without TLS: anyone who can reach it could read and \
+                             write this disk, in plaintext. Give --tls-certificates DIR (make one with the \
+                             openssl commands in docs/REFERENCE.md, \"Serving over a network\"; clients use \
+                             nbds://HOST:PORT/EXPORT), listen on 127.0.0.1, or say --insecure-plaintext"
+                        )));
+                    }
+                    tracing::warn!(%local, "serving a non-loopback address in plaintext (--insecure-plaintext): anyone who can reach it can read and write this disk");
                 }
-                eprintln!("mindcastle: serving nbd://{local}/{}", cfg.export);
+                let scheme = if cfg.tls.is_some() { "nbds" } else { "nbd" };
+                eprintln!("mindcastle: serving {scheme}://{local}/{}", cfg.export);
                 loop {
                     tokio::select! {
                         a = l.accept() => match a {
-                            Ok((s, _)) => {
+                            Ok((s, addr)) => {
                                 let _ = s.set_nodelay(true);
-                                spawn_conn(s, &v2, &limit)
+                                spawn_conn(s, &v2, &cfg.tls, &limits, addr.to_string())
                             }
                             Err(e) => tracing::warn!(error = %e, "accept failed"),
                         },
@@ -341,17 +444,20 @@ pub fn serve(vol: Volume, prefetch: Option<Vec<(u64, u64)>>, cfg: ServeConfig) -
     Ok(())
 }
 
-fn spawn_conn<S>(s: S, exports: &Arc<Exports>, limit: &Arc<Semaphore>)
-where
+fn spawn_conn<S>(
+    s: S,
+    exports: &Arc<Exports>,
+    tls: &Option<super::Tls>,
+    limits: &Limits,
+    peer: String,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Ok(permit) = limit.clone().try_acquire_owned() else {
-        tracing::warn!("too many connections; refusing one");
-        return;
-    };
-    let exports = exports.clone();
-    tokio::spawn(async move {
-        handle(s, exports).await;
-        drop(permit);
-    });
+    tokio::spawn(handle(
+        s,
+        exports.clone(),
+        tls.clone(),
+        limits.clone(),
+        peer,
+    ));
 }

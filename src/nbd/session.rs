@@ -93,6 +93,10 @@ pub fn validate(
             "request larger than the maximum block size",
         ));
     }
+    if r.kind == cmd::CACHE && r.length > super::MAX_CACHE {
+        // On a disk behind a URL a CACHE downloads its whole range.
+        return Some((errno::EINVAL, "CACHE of more than 64 MiB in one request"));
+    }
     if r.kind == cmd::FLUSH {
         return None;
     }
@@ -630,5 +634,17 @@ mod tests {
                 "{r:?} read_only={ro}"
             );
         }
+        // CACHE: capped per request (a URL-backed disk downloads the whole range).
+        let big = 1u64 << 40;
+        let cap = super::super::MAX_CACHE;
+        assert_eq!(
+            validate(&req(cmd::CACHE, 0, 0, cap), big, false, &neg),
+            None
+        );
+        let refused = validate(&req(cmd::CACHE, 0, 0, cap + 1), big, false, &neg);
+        assert!(
+            matches!(refused, Some((errno::EINVAL, m)) if m.contains("64 MiB")),
+            "{refused:?}"
+        );
     }
 }
