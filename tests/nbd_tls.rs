@@ -615,3 +615,69 @@ fn a_capture_of_a_tls_connection_holds_none_of_its_data() {
         "the marker crossed the wire in the clear"
     );
 }
+
+#[test]
+fn qemu_img_reads_and_writes_over_tls_with_its_x509_credentials() {
+    if !tools() || !have("qemu-img") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::make(&dir.path().join("certs"));
+    let swap = disk(dir.path());
+    let (_srv, port) = serve_tcp(
+        &swap,
+        &[
+            "--tls-certificates",
+            s(&certs.dir("server")),
+            "--tls-verify-peer",
+        ],
+        &[],
+    );
+    let object = format!(
+        "tls-creds-x509,id=tls0,endpoint=client,dir={}",
+        certs.dir("good").display()
+    );
+    let target = format!("driver=nbd,host=127.0.0.1,port={port},tls-creds=tls0");
+    let image = common::noise(8, 4 << 20);
+    let raw = dir.path().join("q.raw");
+    std::fs::write(&raw, &image).unwrap();
+    let qemu = |args: &[&str]| {
+        let o = Command::new("qemu-img")
+            .args(args)
+            .env("PATH", path_env())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "qemu-img {args:?}: {o:?}");
+        o.stdout
+    };
+    // qemu-img writes the image into the export, then reads it back into a file.
+    qemu(&[
+        "convert",
+        "-n",
+        "--object",
+        &object,
+        "-f",
+        "raw",
+        s(&raw),
+        "--target-image-opts",
+        &target,
+    ]);
+    let back = dir.path().join("back.raw");
+    qemu(&[
+        "convert",
+        "--object",
+        &object,
+        "--image-opts",
+        &target,
+        "-O",
+        "raw",
+        s(&back),
+    ]);
+    assert!(std::fs::read(&back).unwrap()[..image.len()] == image[..]);
+    let info = qemu(&["info", "--object", &object, "--image-opts", &target]);
+    assert!(
+        String::from_utf8_lossy(&info).contains("16 MiB"),
+        "{}",
+        String::from_utf8_lossy(&info)
+    );
+}
