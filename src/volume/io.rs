@@ -112,22 +112,11 @@ impl Volume {
             Vec::new()
         };
         let engine = self.engine()?;
-        // A large write's records go straight into data chunks, and the log names them.
-        let data_blocks = full.iter().filter(|r| r.is_some()).count();
-        let stored = if data_blocks >= DIRECT_MIN_BLOCKS {
-            let records: Vec<(u64, &SealedRecord)> = full
-                .iter()
-                .enumerate()
-                .filter_map(|(i, r)| r.as_ref().map(|r| (first_full + i as u64, r)))
-                .collect();
-            Some(engine.store_records(&records)?)
-        } else {
-            None
-        };
         // Partial head and tail blocks: read outside the lock (a slow store stalls no
         // one), then under it checked to be still the newest version, read again there
         // in the rare case another write changed them meanwhile. So overlapping
-        // sub-4 KiB writes never lose each other's bytes.
+        // sub-4 KiB writes never lose each other's bytes. Read before a large write's
+        // chunks are stored: those hold collection off until the update names them.
         let mut partial = [offset / BS, (end - 1) / BS];
         if partial[0] == partial[1] {
             partial[1] = u64::MAX;
@@ -145,6 +134,18 @@ impl Volume {
                 .ok_or_else(|| Error::internal("a one-block read saw no version"))?;
             heads.push((lba, block, seen));
         }
+        // A large write's records go straight into data chunks, and the log names them.
+        let data_blocks = full.iter().filter(|r| r.is_some()).count();
+        let stored = if data_blocks >= DIRECT_MIN_BLOCKS {
+            let records: Vec<(u64, &SealedRecord)> = full
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.as_ref().map(|r| (first_full + i as u64, r)))
+                .collect();
+            Some(engine.store_records(&records)?)
+        } else {
+            None
+        };
         engine.update(|batch| {
             let direct = stored.is_some();
             if let Some(w) = stored {
