@@ -119,6 +119,8 @@ impl Certs {
         signed(&work, "ca", "server", "localhost", server_ext, "30");
         signed(&work, "ca", "old-server", "localhost", server_ext, "-1");
         signed(&work, "ca", "client", "alice", client_ext, "30");
+        signed(&work, "ca", "bob", "bob", client_ext, "30");
+        signed(&work, "ca", "carol", "carol", client_ext, "30");
         signed(&work, "other-ca", "stranger", "mallory", client_ext, "30");
         let put = |folder: &str, files: &[(&str, &str)]| {
             let d = root.join(folder);
@@ -159,6 +161,16 @@ impl Certs {
                 ("stranger-key.pem", "client-key.pem"),
             ],
         );
+        for who in ["bob", "carol"] {
+            put(
+                who,
+                &[
+                    ("ca-cert.pem", "ca-cert.pem"),
+                    (&format!("{who}-cert.pem"), "client-cert.pem"),
+                    (&format!("{who}-key.pem"), "client-key.pem"),
+                ],
+            );
+        }
         put("nocert", &[("ca-cert.pem", "ca-cert.pem")]);
         put("distrust", &[("other-ca-cert.pem", "ca-cert.pem")]);
         Self {
@@ -172,14 +184,28 @@ impl Certs {
 
 /// `serve --listen 127.0.0.1:PORT` with `extra` args and `env`; returns it and PORT.
 fn serve_tcp(swap: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Daemon, u16) {
+    serve_tcp_logged(swap, extra, env, None)
+}
+
+/// [`serve_tcp`], its standard error into `log` when given.
+fn serve_tcp_logged(
+    swap: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    log: Option<&Path>,
+) -> (Daemon, u16) {
     let port = free_port();
+    let stderr = match log {
+        Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+        None => Stdio::inherit(),
+    };
     let child = common::bin()
         .arg("serve")
         .arg(swap)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(extra)
         .envs(env.iter().copied())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     wait_port(port);
@@ -680,4 +706,76 @@ fn qemu_img_reads_and_writes_over_tls_with_its_x509_credentials() {
         "{}",
         String::from_utf8_lossy(&info)
     );
+}
+
+#[test]
+fn allow_lists_give_each_client_certificate_its_access() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::make(&dir.path().join("certs"));
+    let swap = disk(dir.path());
+    let log = dir.path().join("serve.log");
+    let (_srv, port) = serve_tcp_logged(
+        &swap,
+        &[
+            "--tls-certificates",
+            s(&certs.dir("server")),
+            "--tls-verify-peer",
+            "--export",
+            "disk",
+            "--allow",
+            "disk=alice,bob:ro",
+        ],
+        &[],
+        Some(&log),
+    );
+    let uri = |who: &str| {
+        format!(
+            "nbds://127.0.0.1:{port}/disk?tls-certificates={}",
+            certs.dir(who).display()
+        )
+    };
+    let info = |who: &str| {
+        Command::new("nbdinfo")
+            .arg(uri(who))
+            .env("PATH", path_env())
+            .output()
+            .unwrap()
+    };
+    // alice (CN=alice, the "good" folder) reads and writes.
+    let image = common::noise(6, 1 << 20);
+    round_trip(dir.path(), &uri("good"), &image);
+    // bob reads, read-only: his writes are refused and change nothing.
+    let o = info("bob");
+    assert!(o.status.success(), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("is_read_only: true"));
+    let other = dir.path().join("other.img");
+    std::fs::write(&other, common::noise(7, 1 << 20)).unwrap();
+    assert!(nbdcopy(s(&other), &uri("bob")).is_err(), "bob wrote");
+    let back = dir.path().join("bob.img");
+    nbdcopy(&uri("bob"), s(&back)).unwrap();
+    assert!(std::fs::read(&back).unwrap()[..image.len()] == image[..]);
+    // carol has a certificate the CA signed, but no rule: refused, and the log names her.
+    let o = info("carol");
+    assert!(!o.status.success(), "carol was served: {o:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("refused by --allow") && text.contains("carol"),
+        "{text}"
+    );
+    // --allow needs identities: without --tls-verify-peer it is refused at start.
+    let o = common::run(&[
+        "serve",
+        s(&swap),
+        "--listen",
+        "127.0.0.1:1",
+        "--tls-certificates",
+        s(&certs.dir("server")),
+        "--allow",
+        "disk=alice",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
 }

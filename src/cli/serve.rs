@@ -1,5 +1,5 @@
 //! `mindcastle serve NAME.swap (--socket PATH | --listen HOST:PORT) [--read-only] [--export NAME]
-//! [--tls-certificates DIR [--tls-verify-peer]] [--insecure-plaintext]`
+//! [--tls-certificates DIR [--tls-verify-peer [--allow EXPORT=ID[:ro],…]]] [--insecure-plaintext]`
 
 use std::process::ExitCode;
 
@@ -38,6 +38,12 @@ pub struct Args {
     /// reach it reads and writes the disk, in plaintext).
     #[arg(long, conflicts_with = "tls_certificates")]
     insecure_plaintext: bool,
+    /// Who may use which export: EXPORT=ID[:ro][,ID…], repeatable; EXPORT is an export's
+    /// name (the head's --export name, a snapshot's name or id) or *; ID is a client
+    /// certificate's common name (needs --tls-verify-peer); :ro gives read-only access.
+    /// With any --allow, an export no rule names is refused to everyone.
+    #[arg(long, value_name = "EXPORT=ID,…", requires = "tls_verify_peer")]
+    allow: Vec<String>,
     /// The disk.
     swap: PathArg,
 }
@@ -49,6 +55,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         (None, Some(l)) => Listen::Tcp(l),
         (None, None) => Listen::Tcp("127.0.0.1:10809".into()),
     };
+    let allow = crate::nbd::AccessList::parse(&a.allow)?;
     let tls = match &a.tls_certificates {
         Some(dir) => Some(crate::nbd::Tls::load(dir, a.tls_verify_peer)?),
         None => None,
@@ -75,6 +82,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             export: a.export,
             tls,
             insecure_plaintext: a.insecure_plaintext,
+            allow,
         },
     )
     .map_err(|e: Error| e.context("serve"))?;

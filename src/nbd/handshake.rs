@@ -4,6 +4,7 @@
 use nbd_proto::{self as p, flags, handshake as hs, info, opt, rep};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::access::{Access, AccessList};
 use super::{Negotiated, BASE_ALLOCATION_ID, MAX_PAYLOAD, MIN_BLOCK, PREFERRED_BLOCK};
 
 /// Option data larger than this closes the connection.
@@ -24,7 +25,7 @@ pub struct ExportInfo {
     pub read_only: bool,
 }
 
-fn transmission_flags(e: &ExportInfo, structured: bool) -> u16 {
+fn transmission_flags(e: &ExportInfo, structured: bool, access: Access) -> u16 {
     let mut f = flags::HAS_FLAGS
         | flags::SEND_FLUSH
         | flags::SEND_FUA
@@ -36,10 +37,36 @@ fn transmission_flags(e: &ExportInfo, structured: bool) -> u16 {
     if structured {
         f |= flags::SEND_DF;
     }
-    if e.read_only {
+    if e.read_only || access == Access::ReadOnly {
         f |= flags::READ_ONLY;
     }
     f
+}
+
+/// Who is on the other end, for the `--allow` rules.
+pub struct Peer<'a> {
+    /// The rules.
+    pub access: &'a AccessList,
+    /// The client certificate's common name, when one was verified.
+    pub identity: Option<String>,
+    /// Its address, for log lines.
+    pub addr: &'a str,
+}
+
+impl Peer<'_> {
+    fn access(&self, e: &ExportInfo) -> Access {
+        let names = std::iter::once(e.name.as_str()).chain(e.aliases.iter().map(String::as_str));
+        self.access.check(names, self.identity.as_deref())
+    }
+
+    fn refused(&self, e: &ExportInfo) -> String {
+        let who = self
+            .identity
+            .as_deref()
+            .unwrap_or("(no client certificate)");
+        tracing::warn!(identity = who, peer = self.addr, export = %e.name, "refused by --allow");
+        format!("{who} may not use export '{}'", e.name)
+    }
 }
 
 /// Every export a server offers; the first is the default (the empty name selects it).
@@ -149,6 +176,7 @@ pub async fn options<S: AsyncRead + AsyncWrite + Unpin>(
     cat: &Catalog,
     no_zeroes: bool,
     tls: TlsState,
+    peer: &Peer<'_>,
 ) -> std::io::Result<Outcome> {
     let mut structured = false;
     let mut base_allocation = false;
@@ -216,7 +244,12 @@ pub async fn options<S: AsyncRead + AsyncWrite + Unpin>(
                     tracing::info!(%name, "unknown export requested with EXPORT_NAME; closing");
                     return Ok(Outcome::Closed);
                 };
-                let f = transmission_flags(e, structured);
+                let access = peer.access(e);
+                if access == Access::Denied {
+                    peer.refused(e);
+                    return Ok(Outcome::Closed);
+                }
+                let f = transmission_flags(e, structured, access);
                 let mut out = e.size.to_be_bytes().to_vec();
                 out.extend_from_slice(&f.to_be_bytes());
                 if !no_zeroes {
@@ -239,7 +272,11 @@ pub async fn options<S: AsyncRead + AsyncWrite + Unpin>(
                     error_reply(s, option, rep::ERR_INVALID, "LIST takes no data").await?;
                     continue;
                 }
-                for e in &cat.exports {
+                for e in cat
+                    .exports
+                    .iter()
+                    .filter(|e| peer.access(e) != Access::Denied)
+                {
                     reply(s, option, rep::SERVER, &string_data(&e.name)).await?;
                 }
                 reply(s, option, rep::ACK, &[]).await?;
@@ -252,7 +289,13 @@ pub async fn options<S: AsyncRead + AsyncWrite + Unpin>(
                         continue;
                     }
                 };
-                let f = transmission_flags(e, structured);
+                let access = peer.access(e);
+                if access == Access::Denied {
+                    let msg = peer.refused(e);
+                    error_reply(s, option, rep::ERR_POLICY, &msg).await?;
+                    continue;
+                }
+                let f = transmission_flags(e, structured, access);
                 let mut ex = info::EXPORT.to_be_bytes().to_vec();
                 ex.extend_from_slice(&e.size.to_be_bytes());
                 ex.extend_from_slice(&f.to_be_bytes());
@@ -308,6 +351,11 @@ pub async fn options<S: AsyncRead + AsyncWrite + Unpin>(
                     continue;
                 }
                 let queries = match for_export(p::decode_meta_context_request(&data), cat) {
+                    Ok((_, e, _)) if peer.access(e) == Access::Denied => {
+                        let msg = peer.refused(e);
+                        error_reply(s, option, rep::ERR_POLICY, &msg).await?;
+                        continue;
+                    }
                     Ok((_, _, q)) => q,
                     Err((kind, msg)) => {
                         error_reply(s, option, kind, &msg).await?;

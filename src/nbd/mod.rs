@@ -2,11 +2,13 @@
 //! (`session`) with many requests in flight, replies in any order. Async (tokio) at the
 //! edge; the volume is called through `spawn_blocking`. Wire types live in `nbd-proto`.
 
+mod access;
 mod handshake;
 mod server;
 mod session;
 mod tls;
 
+pub use access::AccessList;
 pub use server::{serve, Listen, ServeConfig};
 pub use session::run as serve_transmission;
 pub use tls::Tls;

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Semaphore;
 
-use super::handshake::{greet, options, Catalog, ExportInfo, Outcome, TlsState};
+use super::handshake::{greet, options, Catalog, ExportInfo, Outcome, Peer, TlsState};
 use super::Negotiated;
 use super::{session, PayloadBudget};
 use crate::error::{Error, Result};
@@ -69,6 +69,8 @@ pub struct ServeConfig {
     pub tls: Option<super::Tls>,
     /// Serve without TLS on an address other than loopback.
     pub insecure_plaintext: bool,
+    /// Who may use which export.
+    pub allow: super::AccessList,
 }
 
 /// What a signal asks of the server.
@@ -247,13 +249,15 @@ impl Exports {
 struct Limits {
     handshaking: Arc<Semaphore>,
     serving: Arc<Semaphore>,
+    allow: Arc<super::AccessList>,
 }
 
 impl Limits {
-    fn new() -> Self {
+    fn new(allow: super::AccessList) -> Self {
         Self {
             handshaking: Arc::new(Semaphore::new(MAX_HANDSHAKING)),
             serving: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            allow: Arc::new(allow),
         }
     }
 }
@@ -284,10 +288,16 @@ async fn handle<S>(
         Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "handshake ended"),
         Err(_) => return late(),
     };
+    let allow = limits.allow.clone();
+    let anonymous = Peer {
+        access: &allow,
+        identity: None,
+        addr: &peer,
+    };
     let Some(tls) = tls else {
         let out = tokio::time::timeout_at(
             deadline,
-            options(&mut stream, &catalog, no_zeroes, TlsState::Off),
+            options(&mut stream, &catalog, no_zeroes, TlsState::Off, &anonymous),
         )
         .await;
         return match out {
@@ -301,7 +311,13 @@ async fn handle<S>(
     };
     match tokio::time::timeout_at(
         deadline,
-        options(&mut stream, &catalog, no_zeroes, TlsState::Required),
+        options(
+            &mut stream,
+            &catalog,
+            no_zeroes,
+            TlsState::Required,
+            &anonymous,
+        ),
     )
     .await
     {
@@ -315,12 +331,30 @@ async fn handle<S>(
         Ok(Err(e)) => return tracing::info!(%peer, error = %e, "TLS handshake failed; closing"),
         Err(_) => return late(),
     };
-    match tokio::time::timeout_at(
+    let identity = secure
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| super::access::common_name(c));
+    let verified = Peer {
+        access: &allow,
+        identity,
+        addr: &peer,
+    };
+    let out = tokio::time::timeout_at(
         deadline,
-        options(&mut secure, &catalog, no_zeroes, TlsState::Established),
+        options(
+            &mut secure,
+            &catalog,
+            no_zeroes,
+            TlsState::Established,
+            &verified,
+        ),
     )
-    .await
-    {
+    .await;
+    drop(verified);
+    match out {
         Ok(Ok(Outcome::Go(neg))) => transmit(secure, neg, exports, limits, handshaking, peer).await,
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "handshake ended"),
@@ -377,7 +411,7 @@ pub fn serve(vol: Volume, prefetch: Option<Vec<(u64, u64)>>, cfg: ServeConfig) -
     let v2 = Arc::new(Exports::new(vol.clone(), &cfg.export)?);
     rt.block_on(async move {
         let mut signals = Signals::new()?;
-        let limits = Limits::new();
+        let limits = Limits::new(cfg.allow.clone());
         match &cfg.listen {
             Listen::Unix(path) => {
                 remove_stale_socket(path)?;

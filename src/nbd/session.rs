@@ -126,7 +126,7 @@ where
     let mut pending = Pending { out: Vec::new() };
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let neg = Arc::new(neg);
-    let read_only = !vol.writable();
+    let read_only = !vol.writable() || neg.flags & nbd_proto::flags::READ_ONLY != 0;
     let size = vol.size();
     loop {
         // Replies held go out before this task could wait on the client.
