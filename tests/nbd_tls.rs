@@ -779,3 +779,124 @@ fn allow_lists_give_each_client_certificate_its_access() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
 }
+
+/// What a kernel-device test set up, undone in reverse on drop (also when it fails).
+#[derive(Default)]
+struct Undo(Vec<Box<dyn FnOnce()>>);
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        while let Some(f) = self.0.pop() {
+            f();
+        }
+    }
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    let o = Command::new(cmd)
+        .args(args)
+        .env("PATH", path_env())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{cmd} {args:?}: {o:?}");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Mounts the TLS export at `uri` as a kernel block device (nbdfuse's file on a loop
+/// device) on `at`, runs `f` on the mounted folder, and undoes it all.
+fn on_kernel_device(home: &Path, uri: &str, work: &Path, at: &str, f: impl FnOnce(&Path)) {
+    let mut undo = Undo::default();
+    let fuse_dir = work.join(format!("fuse-{at}"));
+    let mnt = work.join(format!("mnt-{at}"));
+    std::fs::create_dir_all(&fuse_dir).unwrap();
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mut child = Command::new("nbdfuse")
+        .arg(&fuse_dir)
+        .arg(uri)
+        .env("PATH", path_env())
+        .env("HOME", home)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let file = fuse_dir.join("nbd");
+    let t = Instant::now();
+    while std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) != SIZE {
+        assert!(
+            t.elapsed() < Duration::from_secs(20) && matches!(child.try_wait(), Ok(None)),
+            "nbdfuse did not mount the TLS export"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    {
+        let fuse_dir = fuse_dir.clone();
+        undo.0.push(Box::new(move || {
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&fuse_dir)
+                .status();
+            let t = Instant::now();
+            while matches!(child.try_wait(), Ok(None)) && t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }));
+    }
+    let dev = sh("losetup", &["--find", "--show", s(&file)]);
+    {
+        let dev = dev.clone();
+        undo.0.push(Box::new(move || {
+            let _ = Command::new("losetup").args(["-d", &dev]).status();
+        }));
+    }
+    if at == "first" {
+        sh("mkfs.ext4", &["-q", &dev]);
+    }
+    sh("mount", &[&dev, s(&mnt)]);
+    {
+        let mnt = mnt.clone();
+        undo.0.push(Box::new(move || {
+            let _ = Command::new("umount").arg(&mnt).status();
+        }));
+    }
+    f(&mnt);
+}
+
+#[test]
+fn a_client_host_mounts_a_tls_export_through_nbdfuse_and_a_loop_device() {
+    if !tools() || !have("nbdfuse") || !have("losetup") || !have("mkfs.ext4") {
+        return;
+    }
+    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    if !root || !Path::new("/dev/fuse").exists() || !Path::new("/dev/loop-control").exists() {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "needs root, /dev/fuse and loop devices under CI=true"
+        );
+        eprintln!("SKIPPING: needs root, /dev/fuse and /dev/loop-control");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::make(&dir.path().join("certs"));
+    let swap = disk(dir.path());
+    let (_srv, port) = serve_tcp(&swap, &["--tls-certificates", s(&certs.dir("server"))], &[]);
+    // nbdfuse takes no certificate folder in the URI: libnbd looks in
+    // $HOME/.pki/libnbd (then /etc/pki/libnbd) for the CA.
+    let home = dir.path().join("home");
+    let pki = home.join(".pki/libnbd");
+    std::fs::create_dir_all(&pki).unwrap();
+    std::fs::copy(
+        certs.dir("nocert").join("ca-cert.pem"),
+        pki.join("ca-cert.pem"),
+    )
+    .unwrap();
+    let uri = format!("nbds://127.0.0.1:{port}/");
+    let payload = common::noise(11, 3 << 20);
+    on_kernel_device(&home, &uri, dir.path(), "first", |mnt| {
+        std::fs::write(mnt.join("f.bin"), &payload).unwrap();
+        sh("sync", &[]);
+    });
+    on_kernel_device(&home, &uri, dir.path(), "again", |mnt| {
+        assert!(std::fs::read(mnt.join("f.bin")).unwrap() == payload);
+    });
+}
