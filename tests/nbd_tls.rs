@@ -900,3 +900,115 @@ fn a_client_host_mounts_a_tls_export_through_nbdfuse_and_a_loop_device() {
         assert!(std::fs::read(mnt.join("f.bin")).unwrap() == payload);
     });
 }
+
+/// A psktool-style key file with a random 32-byte key for each user.
+fn psk_file(path: &Path, users: &[&str]) {
+    let lines: String = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| format!("{u}:{}\n", hex_key(i as u64 + 1)))
+        .collect();
+    std::fs::write(path, lines).unwrap();
+}
+
+fn hex_key(seed: u64) -> String {
+    common::noise(seed * 7919, 32)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn pre_shared_keys_work_with_libnbd_and_qemu_and_name_identities_for_allow_lists() {
+    if !tools() || !have("qemu-img") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let swap = disk(dir.path());
+    let keys = dir.path().join("keys.psk");
+    psk_file(&keys, &["alice", "bob", "carol"]);
+    let log = dir.path().join("serve.log");
+    let (_srv, port) = serve_tcp_logged(
+        &swap,
+        &["--tls-psk", s(&keys), "--allow", "*=alice,bob:ro"],
+        &[],
+        Some(&log),
+    );
+    let uri = |user: &str, file: &Path| {
+        format!(
+            "nbds://{user}@127.0.0.1:{port}/?tls-psk-file={}",
+            file.display()
+        )
+    };
+    let image = common::noise(12, 2 << 20);
+    round_trip(dir.path(), &uri("alice", &keys), &image);
+    // bob: read-only.
+    let o = Command::new("nbdinfo")
+        .arg(uri("bob", &keys))
+        .env("PATH", path_env())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("is_read_only: true"));
+    // carol has a key but no rule; alice with a wrong key; a user with no key.
+    let wrong = dir.path().join("wrong.psk");
+    std::fs::write(
+        &wrong,
+        format!("alice:{}\nmallory:{}\n", hex_key(99), hex_key(98)),
+    )
+    .unwrap();
+    for (who, file) in [("carol", &keys), ("alice", &wrong), ("mallory", &wrong)] {
+        let o = Command::new("nbdinfo")
+            .arg(uri(who, file))
+            .env("PATH", path_env())
+            .output()
+            .unwrap();
+        assert!(
+            !o.status.success(),
+            "{who} with {} was served: {o:?}",
+            file.display()
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("refused by --allow") && text.contains("carol"),
+        "{text}"
+    );
+    // qemu with its tls-creds-psk object (a folder holding keys.psk).
+    let qdir = dir.path().join("qemu-psk");
+    std::fs::create_dir_all(&qdir).unwrap();
+    std::fs::copy(&keys, qdir.join("keys.psk")).unwrap();
+    let object = format!(
+        "tls-creds-psk,id=tls0,endpoint=client,username=alice,dir={}",
+        qdir.display()
+    );
+    let back = dir.path().join("q.raw");
+    let o = Command::new("qemu-img")
+        .args(["convert", "--object", &object, "--image-opts"])
+        .arg(format!(
+            "driver=nbd,host=127.0.0.1,port={port},tls-creds=tls0"
+        ))
+        .args(["-O", "raw", s(&back)])
+        .env("PATH", path_env())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "qemu-img over PSK: {o:?}");
+    assert!(std::fs::read(&back).unwrap()[..image.len()] == image[..]);
+    // Bad key files are refused at start, naming the line.
+    let bad = dir.path().join("bad.psk");
+    std::fs::write(&bad, "alice:not-hex\n").unwrap();
+    let o = common::run(&[
+        "serve",
+        s(&swap),
+        "--listen",
+        "127.0.0.1:1",
+        "--tls-psk",
+        s(&bad),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("line 1"),
+        "{o:?}"
+    );
+}

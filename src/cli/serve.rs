@@ -1,5 +1,6 @@
 //! `mindcastle serve NAME.swap (--socket PATH | --listen HOST:PORT) [--read-only] [--export NAME]
-//! [--tls-certificates DIR [--tls-verify-peer [--allow EXPORT=ID[:ro],…]]] [--insecure-plaintext]`
+//! [--tls-certificates DIR [--tls-verify-peer] | --tls-psk FILE] [--allow EXPORT=ID[:ro],…]
+//! [--insecure-plaintext]`
 
 use std::process::ExitCode;
 
@@ -34,15 +35,20 @@ pub struct Args {
     /// With --tls-certificates: clients must present a certificate ca-cert.pem signed.
     #[arg(long, requires = "tls_certificates")]
     tls_verify_peer: bool,
+    /// Require TLS with pre-shared keys: FILE has USERNAME:HEXKEY lines (psktool's
+    /// format, as qemu, nbdkit and libnbd read it); the username is the identity.
+    #[arg(long, value_name = "FILE", conflicts_with = "tls_certificates")]
+    tls_psk: Option<PathArg>,
     /// Allow --listen on an address other than loopback without TLS (anyone who can
     /// reach it reads and writes the disk, in plaintext).
-    #[arg(long, conflicts_with = "tls_certificates")]
+    #[arg(long, conflicts_with_all = ["tls_certificates", "tls_psk"])]
     insecure_plaintext: bool,
     /// Who may use which export: EXPORT=ID[:ro][,ID…], repeatable; EXPORT is an export's
     /// name (the head's --export name, a snapshot's name or id) or *; ID is a client
-    /// certificate's common name (needs --tls-verify-peer); :ro gives read-only access.
+    /// certificate's common name (with --tls-verify-peer) or a PSK username (with
+    /// --tls-psk); :ro gives read-only access.
     /// With any --allow, an export no rule names is refused to everyone.
-    #[arg(long, value_name = "EXPORT=ID,…", requires = "tls_verify_peer")]
+    #[arg(long, value_name = "EXPORT=ID,…")]
     allow: Vec<String>,
     /// The disk.
     swap: PathArg,
@@ -56,10 +62,21 @@ pub fn run(a: Args) -> Result<ExitCode> {
         (None, None) => Listen::Tcp("127.0.0.1:10809".into()),
     };
     let allow = crate::nbd::AccessList::parse(&a.allow)?;
-    let tls = match &a.tls_certificates {
-        Some(dir) => Some(crate::nbd::Tls::load(dir, a.tls_verify_peer)?),
-        None => None,
+    let tls = match (&a.tls_certificates, &a.tls_psk) {
+        (Some(dir), _) => Some(crate::nbd::Tls::load(dir, a.tls_verify_peer)?),
+        (None, Some(file)) => Some(crate::nbd::Tls::load_psk(file)?),
+        (None, None) => None,
     };
+    if !allow.is_open()
+        && !tls
+            .as_ref()
+            .is_some_and(crate::nbd::Tls::identifies_clients)
+    {
+        return Err(Error::invalid(
+            "--allow names identities: it needs --tls-certificates with --tls-verify-peer \
+             (certificate common names) or --tls-psk (usernames)",
+        ));
+    }
     let vol = Volume::open(
         &a.swap,
         &OpenOptions {

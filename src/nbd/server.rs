@@ -326,39 +326,107 @@ async fn handle<S>(
         Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "handshake ended"),
         Err(_) => return late(),
     }
-    let mut secure = match tokio::time::timeout_at(deadline, tls.acceptor().accept(stream)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return tracing::info!(%peer, error = %e, "TLS handshake failed; closing"),
-        Err(_) => return late(),
-    };
-    let identity = secure
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|c| super::access::common_name(c));
-    let verified = Peer {
-        access: &allow,
-        identity,
-        addr: &peer,
-    };
-    let out = tokio::time::timeout_at(
+    let after = AfterTls {
+        catalog,
+        no_zeroes,
         deadline,
-        options(
-            &mut secure,
-            &catalog,
-            no_zeroes,
-            TlsState::Established,
-            &verified,
-        ),
-    )
-    .await;
-    drop(verified);
-    match out {
-        Ok(Ok(Outcome::Go(neg))) => transmit(secure, neg, exports, limits, handshaking, peer).await,
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "handshake ended"),
-        Err(_) => late(),
+        exports,
+        limits,
+        handshaking,
+        peer: peer.clone(),
+    };
+    match tls {
+        super::Tls::X509 { acceptor, .. } => {
+            match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(secure)) => {
+                    let identity = secure
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|c| super::access::common_name(c));
+                    after.run(secure, identity).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::info!(peer = %after.peer, error = %e, "TLS handshake failed; closing")
+                }
+                Err(_) => late(),
+            }
+        }
+        super::Tls::Psk(ctx, index) => {
+            let secure = openssl::ssl::Ssl::new(&ctx)
+                .and_then(|ssl| tokio_openssl::SslStream::new(ssl, stream));
+            let mut secure = match secure {
+                Ok(s) => s,
+                Err(e) => return tracing::warn!(error = %e, "OpenSSL session"),
+            };
+            match tokio::time::timeout_at(deadline, std::pin::Pin::new(&mut secure).accept()).await
+            {
+                Ok(Ok(())) => {
+                    let identity = secure.ssl().ex_data(index).cloned();
+                    after.run(secure, identity).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::info!(peer = %after.peer, error = %e, "TLS (PSK) handshake failed; closing")
+                }
+                Err(_) => late(),
+            }
+        }
+    }
+}
+
+/// The rest of a connection once its TLS handshake is done: the options again, inside
+/// TLS, then the transmission phase.
+struct AfterTls {
+    catalog: Catalog,
+    no_zeroes: bool,
+    deadline: tokio::time::Instant,
+    exports: Arc<Exports>,
+    limits: Limits,
+    handshaking: tokio::sync::OwnedSemaphorePermit,
+    peer: String,
+}
+
+impl AfterTls {
+    async fn run<T>(self, mut secure: T, identity: Option<String>)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let allow = self.limits.allow.clone();
+        let verified = Peer {
+            access: &allow,
+            identity,
+            addr: &self.peer,
+        };
+        let out = tokio::time::timeout_at(
+            self.deadline,
+            options(
+                &mut secure,
+                &self.catalog,
+                self.no_zeroes,
+                TlsState::Established,
+                &verified,
+            ),
+        )
+        .await;
+        drop(verified);
+        let peer = self.peer;
+        match out {
+            Ok(Ok(Outcome::Go(neg))) => {
+                transmit(
+                    secure,
+                    neg,
+                    self.exports,
+                    self.limits,
+                    self.handshaking,
+                    peer,
+                )
+                .await
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "handshake ended"),
+            Err(_) => tracing::info!(%peer, "handshake not done by its deadline; closing"),
+        }
     }
 }
 
