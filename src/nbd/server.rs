@@ -491,7 +491,7 @@ pub fn serve(vol: Volume, prefetch: Option<Vec<(u64, u64)>>, cfg: ServeConfig) -
                     tokio::select! {
                         a = l.accept() => match a {
                             Ok((s, _)) => spawn_conn(s, &v2, &cfg.tls, &limits, "unix".into()),
-                            Err(e) => tracing::warn!(error = %e, "accept failed"),
+                            Err(e) => accept_failed(e).await,
                         },
                         ev = signals.next() => match ev {
                             SignalEvent::Stop => break,
@@ -524,7 +524,7 @@ pub fn serve(vol: Volume, prefetch: Option<Vec<(u64, u64)>>, cfg: ServeConfig) -
                                 let _ = s.set_nodelay(true);
                                 spawn_conn(s, &v2, &cfg.tls, &limits, addr.to_string())
                             }
-                            Err(e) => tracing::warn!(error = %e, "accept failed"),
+                            Err(e) => accept_failed(e).await,
                         },
                         ev = signals.next() => match ev {
                             SignalEvent::Stop => break,
@@ -544,6 +544,13 @@ pub fn serve(vol: Volume, prefetch: Option<Vec<(u64, u64)>>, cfg: ServeConfig) -
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// An accept that failed (out of file descriptors, most often): logged, and the next
+/// one waits a moment, so the loop does not spin while the cause lasts.
+async fn accept_failed(e: std::io::Error) {
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }
 
 fn spawn_conn<S>(
