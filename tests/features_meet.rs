@@ -297,17 +297,21 @@ fn acknowledged_writes_survive_kill_9_of_serve_without_a_flush() {
     let (swap, mut model) = disk(dir.path());
     let srv = Server::start(dir.path(), &swap, &[]);
     let mut c = Nbd::connect(&srv.socket);
+    // Sub-block writes too: read-modify-write of a block. First: the last writes
+    // before the kill are whole-block ones, which the server hands to the kernel as a
+    // batch before their replies (a sub-block write hands off everything before it).
+    c.write(4096 * 3 + 100, &[9u8; 300]);
+    model[4096 * 3 + 100..4096 * 3 + 400].fill(9);
     for i in 0..1126u64 {
         let off = (i * 104_729 % (SIZE / 4096)) * 4096;
         let b = common::noise(7000 + i, 4096);
         c.write(off, &b);
         model[off as usize..off as usize + 4096].copy_from_slice(&b);
     }
-    // Sub-block writes too: read-modify-write of a block.
-    c.write(4096 * 3 + 100, &[9u8; 300]);
-    model[4096 * 3 + 100..4096 * 3 + 400].fill(9);
+    // SIGKILL while the client is still connected: a disconnect first would let the
+    // server flush at its end of the connection.
+    drop(srv);
     drop(c);
-    drop(srv); // SIGKILL, no flush
     let got = export(&swap);
     let lost = (0..SIZE as usize / 4096)
         .filter(|b| got[b * 4096..(b + 1) * 4096] != model[b * 4096..(b + 1) * 4096])

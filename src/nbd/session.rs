@@ -123,7 +123,11 @@ where
     // are taken in one read instead of two (header, payload) each.
     let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER, rd);
     let wr: Writer<S> = Arc::new(Mutex::new(wr));
-    let mut pending = Pending { out: Vec::new() };
+    let mut pending = Pending {
+        out: Vec::new(),
+        vol: vol.clone(),
+        held: false,
+    };
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let neg = Arc::new(neg);
     let read_only = !vol.writable() || neg.flags & nbd_proto::flags::READ_ONLY != 0;
@@ -227,7 +231,10 @@ where
             // and back (context switches dominated random writes: 1.23x with this). A
             // write that may wait for a checkpoint, or a read that may wait on a
             // network, goes to the pool, so this task never blocks for long.
-            let outcome = execute(&vol, &req, payload, &neg);
+            // A write's log ops stay buffered until the held replies go out: one
+            // write(2) hands the whole batch to the kernel before any is acknowledged.
+            let outcome = execute(&vol, &req, payload, &neg, true);
+            pending.held |= req.kind == cmd::WRITE;
             drop(share);
             pending.add(&wr, &neg, req.cookie, outcome).await?;
             continue;
@@ -241,9 +248,10 @@ where
         tokio::spawn(async move {
             let cookie = req.cookie;
             let n = neg.clone();
-            let outcome = tokio::task::spawn_blocking(move || execute(&vol, &req, payload, &n))
-                .await
-                .unwrap_or_else(|_| Outcome::Err(errno::EIO, "request task failed".into()));
+            let outcome =
+                tokio::task::spawn_blocking(move || execute(&vol, &req, payload, &n, false))
+                    .await
+                    .unwrap_or_else(|_| Outcome::Err(errno::EIO, "request task failed".into()));
             if let Err(e) = send(&wr, &neg, cookie, outcome).await {
                 tracing::debug!(error = %e, "reply not delivered");
             }
@@ -277,7 +285,15 @@ fn inline(r: &p::Request) -> bool {
         && u64::from(r.length).is_multiple_of(bs)
 }
 
-fn execute(vol: &Volume, r: &p::Request, payload: Vec<u8>, neg: &Negotiated) -> Outcome {
+/// Runs one request; `held`: a write leaves its log ops buffered for the caller's
+/// [`Volume::hand_off`] before the reply.
+fn execute(
+    vol: &Volume,
+    r: &p::Request,
+    payload: Vec<u8>,
+    neg: &Negotiated,
+    held: bool,
+) -> Outcome {
     let len = u64::from(r.length);
     let fua = r.flags & cmd_flags::FUA != 0;
     let res = match r.kind {
@@ -295,6 +311,7 @@ fn execute(vol: &Volume, r: &p::Request, payload: Vec<u8>, neg: &Negotiated) -> 
                 }
             };
         }
+        cmd::WRITE if held => vol.write_held(r.offset, &payload),
         cmd::WRITE => vol.write_at(r.offset, &payload),
         cmd::FLUSH => vol.flush(),
         cmd::TRIM | cmd::WRITE_ZEROES => vol.write_zeroes(r.offset, len),
@@ -420,6 +437,10 @@ async fn write_out<S: AsyncWrite>(wr: &Writer<S>, out: &[u8]) -> std::io::Result
 /// row, instead of one each.
 struct Pending {
     out: Vec<u8>,
+    vol: Arc<Volume>,
+    /// Replies to writes whose log ops are still buffered: handed to the kernel before
+    /// the replies go out, so an acknowledged write survives a kill of this process.
+    held: bool,
 }
 
 impl Pending {
@@ -429,6 +450,16 @@ impl Pending {
     async fn flush<S: AsyncWrite>(&mut self, wr: &Writer<S>) -> std::io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
+        }
+        if self.held {
+            // Not handed off, not acknowledged: the replies are dropped and the
+            // connection closes (the client sees its writes unanswered, never done).
+            if let Err(e) = self.vol.hand_off() {
+                tracing::warn!(error = %e, "writing the log failed; closing the connection");
+                self.out.clear();
+                return Err(std::io::Error::other(e.to_string()));
+            }
+            self.held = false;
         }
         let r = write_out(wr, &self.out).await;
         self.out.clear();

@@ -92,6 +92,26 @@ impl Volume {
     /// [`DIRECT_MIN_BLOCKS`] of data are stored in data chunks before the log names
     /// them ([`crate::lsm::engine::Engine::store_records`]); the rest are logged.
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.write_then(offset, data, true)
+    }
+
+    /// [`Volume::write_at`] that leaves the log's new ops buffered: acknowledge the
+    /// write only after [`Volume::hand_off`], which hands every write so far to the
+    /// kernel in one write(2) (the NBD server's batches of small writes).
+    pub fn write_held(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.write_then(offset, data, false)
+    }
+
+    /// Writes buffered log ops to the log file (no fsync): every write so far then
+    /// survives a crash of this process, though not a power cut.
+    pub fn hand_off(&self) -> Result<()> {
+        match self.engine() {
+            Ok(e) => e.hand_off(),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn write_then(&self, offset: u64, data: &[u8], hand_off: bool) -> Result<()> {
         self.check_writable()?;
         self.check_range(offset, data.len() as u64)?;
         if data.is_empty() {
@@ -146,7 +166,7 @@ impl Volume {
         } else {
             None
         };
-        engine.update(|batch| {
+        let update = |batch: &mut crate::lsm::engine::Batch<'_>| -> Result<()> {
             let direct = stored.is_some();
             if let Some(w) = stored {
                 batch.put_stored(w)?;
@@ -178,7 +198,12 @@ impl Volume {
                 }
             }
             Ok(())
-        })
+        };
+        if hand_off {
+            engine.update(update)
+        } else {
+            engine.update_held(update)
+        }
     }
 
     fn check_writable(&self) -> Result<()> {

@@ -137,6 +137,30 @@ impl Engine {
     }
 
     pub fn update<T>(&self, f: impl FnOnce(&mut Batch<'_>) -> Result<T>) -> Result<T> {
+        self.update_then(f, true)
+    }
+
+    /// [`Engine::update`] that leaves the log's new ops in its buffer: the caller
+    /// acknowledges the write only after [`Engine::hand_off`] (the NBD server hands a
+    /// whole batch of small writes to the kernel in one write(2) before their replies).
+    pub fn update_held<T>(&self, f: impl FnOnce(&mut Batch<'_>) -> Result<T>) -> Result<T> {
+        self.update_then(f, false)
+    }
+
+    /// Writes the log's buffered ops to the log file (no fsync): after this, every
+    /// write done so far survives the process being killed.
+    pub fn hand_off(&self) -> Result<()> {
+        match &self.core.wal {
+            Some(w) => w.hand_off(),
+            None => Ok(()),
+        }
+    }
+
+    fn update_then<T>(
+        &self,
+        f: impl FnOnce(&mut Batch<'_>) -> Result<T>,
+        hand_off: bool,
+    ) -> Result<T> {
         if self.core.wal.is_none() {
             return Err(Error::invalid("disk is open read-only"));
         }
@@ -155,8 +179,8 @@ impl Engine {
         // The write is in the kernel's hands before the caller acknowledges it: a
         // process killed after the reply loses nothing (a power cut still loses what no
         // FLUSH or FUA made durable, as on any disk with a write cache).
-        if let Some(w) = &self.core.wal {
-            w.hand_off()?;
+        if hand_off {
+            self.hand_off()?;
         }
         if wait {
             self.core.wait_for_checkpoint()?;
