@@ -1012,3 +1012,34 @@ fn pre_shared_keys_work_with_libnbd_and_qemu_and_name_identities_for_allow_lists
         "{o:?}"
     );
 }
+
+#[test]
+fn nbdsh_writes_and_reads_over_tls() {
+    if !tools() || !have("nbdsh") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::make(&dir.path().join("certs"));
+    let swap = disk(dir.path());
+    let (_srv, port) = serve_tcp(&swap, &["--tls-certificates", s(&certs.dir("server"))], &[]);
+    // nbdsh's -u refuses a certificate folder in the URI unless allowed first.
+    let o = Command::new("nbdsh")
+        .args(["-c", "h.set_uri_allow_local_file(True)"])
+        .args([
+            "-c",
+            &format!("h.connect_uri({:?})", tls_uri(port, &certs.dir("nocert"))),
+        ])
+        .args([
+            "-c",
+            "assert h.get_size() == 16 << 20\n\
+             h.pwrite(b'tls!' * 1024, 65536)\n\
+             h.flush()\n\
+             assert h.pread(4096, 65536) == b'tls!' * 1024\n\
+             print('nbdsh over TLS ok')",
+        ])
+        .env("PATH", path_env())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("nbdsh over TLS ok"));
+}
