@@ -508,9 +508,14 @@ pub fn serve(vol: Volume, prefetch: Option<Vec<(u64, u64)>>, cfg: ServeConfig) -
                     if !cfg.insecure_plaintext {
                         return Err(Error::invalid(format!(
                             "refusing to serve {local} without TLS: anyone who can reach it could read and \
-                             write this disk, in plaintext. Give --tls-certificates DIR (make one with the \
-                             openssl commands in docs/REFERENCE.md, \"Serving over a network\"; clients use \
-                             nbds://HOST:PORT/EXPORT), listen on 127.0.0.1, or say --insecure-plaintext"
+                             write this disk, in plaintext. Give --tls-certificates DIR or --tls-psk FILE, \
+                             listen on 127.0.0.1, or say --insecure-plaintext. A self-signed certificate \
+                             for HOST: mkdir DIR && openssl req -x509 -newkey ec -pkeyopt \
+                             ec_paramgen_curve:P-256 -nodes -days 365 -subj /CN=HOST -addext \
+                             subjectAltName=DNS:HOST -keyout DIR/server-key.pem -out DIR/server-cert.pem \
+                             && cp DIR/server-cert.pem DIR/ca-cert.pem; clients copy ca-cert.pem into \
+                             their certificate folder and connect to nbds://HOST:PORT/EXPORT?tls-certificates=FOLDER \
+                             (a CA for many clients: docs/REFERENCE.md, \"Serving over a network\")"
                         )));
                     }
                     tracing::warn!(%local, "serving a non-loopback address in plaintext (--insecure-plaintext): anyone who can reach it can read and write this disk");
