@@ -212,6 +212,28 @@ fn serve_tcp_logged(
     (Daemon(child), port)
 }
 
+/// A test's folder, its certificates and a new disk in it.
+struct Setup {
+    dir: tempfile::TempDir,
+    certs: Certs,
+    swap: PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::make(&dir.path().join("certs"));
+    let swap = disk(dir.path());
+    Setup { dir, certs, swap }
+}
+
+fn nbdinfo(uri: &str) -> std::process::Output {
+    Command::new("nbdinfo")
+        .arg(uri)
+        .env("PATH", path_env())
+        .output()
+        .unwrap()
+}
+
 fn disk(dir: &Path) -> PathBuf {
     let swap = dir.join("d.swap");
     let o = common::run(&["create", "--size", &SIZE.to_string(), s(&swap)]);
@@ -262,9 +284,7 @@ fn libnbd_clients_read_and_write_over_tls_and_plaintext_is_refused() {
     if !tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let certs = Certs::make(&dir.path().join("certs"));
-    let swap = disk(dir.path());
+    let Setup { dir, certs, swap } = setup();
     let server = certs.dir("server");
     let (_srv, port) = serve_tcp(&swap, &["--tls-certificates", s(&server)], &[]);
     let image = common::noise(3, SIZE as usize);
@@ -288,30 +308,18 @@ fn libnbd_clients_read_and_write_over_tls_and_plaintext_is_refused() {
         assert!(t.elapsed() < Duration::from_secs(20));
         std::thread::sleep(Duration::from_millis(20));
     }
-    let o = Command::new("nbdinfo")
-        .arg(format!(
-            "nbds+unix:///?socket={}&tls-certificates={}",
-            sock.display(),
-            certs.dir("nocert").display()
-        ))
-        .env("PATH", path_env())
-        .output()
-        .unwrap();
+    let o = nbdinfo(&format!(
+        "nbds+unix:///?socket={}&tls-certificates={}",
+        sock.display(),
+        certs.dir("nocert").display()
+    ));
     assert!(o.status.success(), "nbdinfo nbds+unix: {o:?}");
     assert!(String::from_utf8_lossy(&o.stdout).contains(&SIZE.to_string()));
     // A plaintext client is refused, and learns no export.
-    let o = Command::new("nbdinfo")
-        .arg(format!("nbd://127.0.0.1:{port}/"))
-        .env("PATH", path_env())
-        .output()
-        .unwrap();
+    let o = nbdinfo(&format!("nbd://127.0.0.1:{port}/"));
     assert!(!o.status.success(), "plaintext client served: {o:?}");
     // A client that does not trust the server's CA refuses it (libnbd checks).
-    let o = Command::new("nbdinfo")
-        .arg(tls_uri(port, &certs.dir("distrust")))
-        .env("PATH", path_env())
-        .output()
-        .unwrap();
+    let o = nbdinfo(&tls_uri(port, &certs.dir("distrust")));
     assert!(
         !o.status.success(),
         "a client trusted a CA it was not given: {o:?}"
@@ -371,9 +379,7 @@ fn a_server_that_requires_tls_names_nothing_before_starttls_and_survives_bad_cli
     if !tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let certs = Certs::make(&dir.path().join("certs"));
-    let swap = disk(dir.path());
+    let Setup { dir, certs, swap } = setup();
     let (_srv, port) = serve_tcp(
         &swap,
         &[
@@ -471,9 +477,7 @@ fn tls_verify_peer_takes_only_clients_the_ca_signed() {
     if !tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let certs = Certs::make(&dir.path().join("certs"));
-    let swap = disk(dir.path());
+    let Setup { dir, certs, swap } = setup();
     let (_srv, port) = serve_tcp(
         &swap,
         &[
@@ -486,11 +490,7 @@ fn tls_verify_peer_takes_only_clients_the_ca_signed() {
     let image = common::noise(4, 1 << 20);
     round_trip(dir.path(), &tls_uri(port, &certs.dir("good")), &image);
     for who in ["nocert", "stranger"] {
-        let o = Command::new("nbdinfo")
-            .arg(tls_uri(port, &certs.dir(who)))
-            .env("PATH", path_env())
-            .output()
-            .unwrap();
+        let o = nbdinfo(&tls_uri(port, &certs.dir(who)));
         assert!(!o.status.success(), "{who} was served: {o:?}");
     }
     // The server is still up for the good client.
@@ -502,9 +502,7 @@ fn bad_tls_setups_are_refused_at_start() {
     if !tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let certs = Certs::make(&dir.path().join("certs"));
-    let swap = disk(dir.path());
+    let Setup { dir, certs, swap } = setup();
     // A folder without the server's key.
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
@@ -546,11 +544,7 @@ fn bad_tls_setups_are_refused_at_start() {
         &["--tls-certificates", s(&certs.dir("expired"))],
         &[],
     );
-    let o = Command::new("nbdinfo")
-        .arg(tls_uri(port, &certs.dir("nocert")))
-        .env("PATH", path_env())
-        .output()
-        .unwrap();
+    let o = nbdinfo(&tls_uri(port, &certs.dir("nocert")));
     assert!(
         !o.status.success(),
         "an expired certificate was accepted: {o:?}"
@@ -592,9 +586,7 @@ fn a_capture_of_a_tls_connection_holds_none_of_its_data() {
     if !tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let certs = Certs::make(&dir.path().join("certs"));
-    let swap = disk(dir.path());
+    let Setup { dir, certs, swap } = setup();
     let (_srv, port) = serve_tcp(&swap, &["--tls-certificates", s(&certs.dir("server"))], &[]);
     // A recording proxy on 127.0.0.1: every byte each way is kept.
     let captured = Arc::new(Mutex::new(Vec::<u8>::new()));
@@ -650,9 +642,7 @@ fn qemu_img_reads_and_writes_over_tls_with_its_x509_credentials() {
     if !tools() || !have("qemu-img") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let certs = Certs::make(&dir.path().join("certs"));
-    let swap = disk(dir.path());
+    let Setup { dir, certs, swap } = setup();
     let (_srv, port) = serve_tcp(
         &swap,
         &[
@@ -716,9 +706,7 @@ fn allow_lists_give_each_client_certificate_its_access() {
     if !tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let certs = Certs::make(&dir.path().join("certs"));
-    let swap = disk(dir.path());
+    let Setup { dir, certs, swap } = setup();
     let log = dir.path().join("serve.log");
     let (_srv, port) = serve_tcp_logged(
         &swap,
@@ -740,13 +728,7 @@ fn allow_lists_give_each_client_certificate_its_access() {
             certs.dir(who).display()
         )
     };
-    let info = |who: &str| {
-        Command::new("nbdinfo")
-            .arg(uri(who))
-            .env("PATH", path_env())
-            .output()
-            .unwrap()
-    };
+    let info = |who: &str| nbdinfo(&uri(who));
     // alice (CN=alice, the "good" folder) reads and writes.
     let image = common::noise(6, 1 << 20);
     round_trip(dir.path(), &uri("good"), &image);
@@ -879,9 +861,7 @@ fn a_client_host_mounts_a_tls_export_through_nbdfuse_and_a_loop_device() {
         eprintln!("SKIPPING: needs root, /dev/fuse and /dev/loop-control");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let certs = Certs::make(&dir.path().join("certs"));
-    let swap = disk(dir.path());
+    let Setup { dir, certs, swap } = setup();
     let (_srv, port) = serve_tcp(&swap, &["--tls-certificates", s(&certs.dir("server"))], &[]);
     // nbdfuse takes no certificate folder in the URI: libnbd looks in
     // $HOME/.pki/libnbd (then /etc/pki/libnbd) for the CA.
@@ -946,11 +926,7 @@ fn pre_shared_keys_work_with_libnbd_and_qemu_and_name_identities_for_allow_lists
     let image = common::noise(12, 2 << 20);
     round_trip(dir.path(), &uri("alice", &keys), &image);
     // bob: read-only.
-    let o = Command::new("nbdinfo")
-        .arg(uri("bob", &keys))
-        .env("PATH", path_env())
-        .output()
-        .unwrap();
+    let o = nbdinfo(&uri("bob", &keys));
     assert!(o.status.success(), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stdout).contains("is_read_only: true"));
     // carol has a key but no rule; alice with a wrong key; a user with no key.
@@ -961,11 +937,7 @@ fn pre_shared_keys_work_with_libnbd_and_qemu_and_name_identities_for_allow_lists
     )
     .unwrap();
     for (who, file) in [("carol", &keys), ("alice", &wrong), ("mallory", &wrong)] {
-        let o = Command::new("nbdinfo")
-            .arg(uri(who, file))
-            .env("PATH", path_env())
-            .output()
-            .unwrap();
+        let o = nbdinfo(&uri(who, file));
         assert!(
             !o.status.success(),
             "{who} with {} was served: {o:?}",
@@ -1021,9 +993,11 @@ fn nbdsh_writes_and_reads_over_tls() {
     if !tools() || !have("nbdsh") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let certs = Certs::make(&dir.path().join("certs"));
-    let swap = disk(dir.path());
+    let Setup {
+        dir: _dir,
+        certs,
+        swap,
+    } = setup();
     let (_srv, port) = serve_tcp(&swap, &["--tls-certificates", s(&certs.dir("server"))], &[]);
     // nbdsh's -u refuses a certificate folder in the URI unless allowed first.
     let o = Command::new("nbdsh")
