@@ -276,8 +276,11 @@ impl Volume {
             self.write_at(end_full * BS, &vec![0u8; (end - end_full * BS) as usize])?;
         }
         let engine = self.engine()?;
-        // The index nodes the zero resolves are read before the lock is taken.
-        engine.warm_index(first_full, end_full - first_full)?;
+        // Behind a URL, the index nodes the zero resolves are read before the lock is
+        // taken (a local disk reads them under it at no wait: no need to walk twice).
+        if !self.local_only {
+            engine.warm_index(first_full, end_full - first_full)?;
+        }
         engine.update(|batch| batch.zero(first_full, end_full - first_full))
     }
 

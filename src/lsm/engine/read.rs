@@ -64,13 +64,19 @@ impl Engine {
 
     /// Fills `out` (whole blocks) from block `lba`.
     pub fn read_blocks(&self, lba: u64, out: &mut [u8]) -> Result<()> {
-        self.read_versioned(lba, out).map(|_| ())
+        self.read_then(lba, out, false).map(|_| ())
     }
 
     /// [`Engine::read_blocks`], also returning which version of each block it read
     /// (for a partial-block write, which checks under the lock that the block it
     /// read outside is still the newest: [`Batch::unchanged`]).
     pub fn read_versioned(&self, lba: u64, out: &mut [u8]) -> Result<Vec<Version>> {
+        self.read_then(lba, out, true)
+    }
+
+    /// Reads, noting each block's version only when `versions` (reads are the hot
+    /// path: no list for them).
+    fn read_then(&self, lba: u64, out: &mut [u8], versions: bool) -> Result<Vec<Version>> {
         let count = (out.len() / BLOCK_SIZE) as u64;
         self.core.check_block(lba, count)?;
         // Only the memtables are read under the state lock; the levels (index nodes)
@@ -84,7 +90,11 @@ impl Engine {
             lba,
             |found, tree| {
                 let slots = finish_lookup(&self.core.ctx, tree, lba, found)?;
-                let versions = slots.iter().map(Version::of).collect();
+                let versions = if versions {
+                    slots.iter().map(Version::of).collect()
+                } else {
+                    Vec::new()
+                };
                 let disk = place_slots(&self.core.ctx, slots, out)?;
                 fetch_into(&self.core.ctx, lba, disk, out)?;
                 Ok(versions)
