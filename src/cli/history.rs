@@ -83,15 +83,81 @@ pub fn snapshot(a: SnapshotArgs) -> Result<ExitCode> {
 /// Arguments of `log`.
 #[derive(clap::Args, Debug)]
 pub struct LogArgs {
-    /// Print a JSON array (`id`, `time`, `name`, `message`, `added_bytes`).
+    /// Print a JSON array (`id`, `time`, `name`, `message`, `added_bytes`; with --ref:
+    /// `seq`, `root`, `time_ms`, `disk`, `message`, `signed_by`).
     #[arg(long)]
     json: bool,
-    /// The disk.
+    /// The versions of this ref at the remote given instead of a disk (newest first,
+    /// the hash chain between them checked).
+    #[arg(long = "ref", value_name = "NAME")]
+    ref_name: Option<String>,
+    /// The disk (with --ref: a folder or URL that refs were pushed to).
     swap: PathArg,
+}
+
+/// One version in `log --ref --json`.
+#[derive(serde::Serialize)]
+struct RefRow {
+    seq: u64,
+    root: String,
+    time_ms: u64,
+    disk: String,
+    message: String,
+    signed_by: Option<String>,
+}
+
+fn log_ref(a: &LogArgs, name: &str) -> Result<ExitCode> {
+    let spec = a.swap.to_string_lossy();
+    let refs = crate::volume::refs::open_refs(&spec, std::path::Path::new("."))?;
+    let versions = crate::volume::refs::history(refs.as_ref(), name)?;
+    let rows: Vec<RefRow> = versions
+        .iter()
+        .map(|v| RefRow {
+            seq: v.seq,
+            root: v.root.id.to_hex(),
+            time_ms: v.time_ms,
+            disk: uuid::Uuid::from_bytes(v.disk_uuid).to_string(),
+            message: v.message.clone(),
+            signed_by: v.signature.map(|s| {
+                let text = crate::volume::signing::public_key_text(&s.public_key);
+                if crate::volume::signing::signature_holds(v) {
+                    text
+                } else {
+                    format!("{text} (signature does not verify)")
+                }
+            }),
+        })
+        .collect();
+    if a.json {
+        outln!("{}", json(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for r in rows {
+        outln!(
+            "{name}@{}  {} UTC  root {}  disk {}{}{}",
+            r.seq,
+            utc(r.time_ms / 1000),
+            &r.root[..16],
+            r.disk,
+            match &r.signed_by {
+                Some(k) => format!("  signed {k}"),
+                None => String::new(),
+            },
+            if r.message.is_empty() {
+                String::new()
+            } else {
+                format!("  {}", r.message)
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs `log`.
 pub fn log(a: LogArgs) -> Result<ExitCode> {
+    if let Some(name) = &a.ref_name {
+        return log_ref(&a, name);
+    }
     let vol = super::inspect(&a.swap)?;
     let rows = vol.log()?;
     if a.json {

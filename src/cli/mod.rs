@@ -64,6 +64,11 @@ enum Command {
     Push(sync::PushArgs),
     /// Fetch every reachable chunk from the fallbacks into the local data folder.
     Pull(sync::PullArgs),
+    /// Move a disk that follows a ref (`ref=` in its .swap) to the ref's newest version
+    /// (fast-forward only: refused when the disk has writes of its own).
+    Update(sync::UpdateArgs),
+    /// Make an Ed25519 key for signing ref versions (`push --ref --sign KEY`).
+    Keygen(sync::KeygenArgs),
     /// Warm the cache in the order a recorded --trace read the disk.
     Prefetch(sync::PrefetchArgs),
     /// Serve the disk over NBD on a Unix socket or TCP until SIGINT/SIGTERM.
@@ -71,7 +76,7 @@ enum Command {
     /// Flush and keep the current state as a snapshot (asks a running attach or serve
     /// to do it when one holds the disk).
     Snapshot(history::SnapshotArgs),
-    /// List the kept snapshots, newest first.
+    /// List the kept snapshots, newest first; with --ref, a remote ref's versions.
     Log(history::LogArgs),
     /// The byte ranges that differ between two snapshots (or a snapshot and the head).
     Diff(history::DiffArgs),
@@ -130,6 +135,8 @@ pub fn run() -> ExitCode {
         Command::Serve(a) => serve::run(a),
         Command::Push(a) => sync::push(a),
         Command::Pull(a) => sync::pull(a),
+        Command::Update(a) => sync::update(a),
+        Command::Keygen(a) => sync::keygen(a),
         Command::Prefetch(a) => sync::prefetch(a),
         Command::Attach(a) => attach::run(a),
         Command::Convert(a) => convert::run(a),

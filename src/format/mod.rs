@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod lz4;
 pub mod node;
 pub mod record;
+pub mod ref_version;
 pub mod root;
 pub mod size;
 pub mod swapfile;

@@ -12,6 +12,12 @@
 //! cachesize=SIZE                bound of the cache folder (e.g. 20G; default 10G)
 //! swapdata=DIR                  overrides the data folder
 //! readonly=true|false           true: refuse every writable open (snapshot .swap files)
+//! ref=NAME                      follow ref NAME at the fallbacks: opens take its newest
+//!                               version while the disk has no writes of its own
+//! refseq=N                      the version of ref= this state came from (and the oldest
+//!                               one a later open accepts: rollback protection)
+//! trust=ed25519:HEX64           zero or more: accept only versions signed by these keys
+//! origin=UUID                   accept only versions pushed by this disk
 //! ```
 //! Blank lines and `#` comments are allowed; unknown keys are kept and written back.
 //! Parsing is pure: it takes text and a name for messages.
@@ -48,6 +54,14 @@ pub struct SwapFile {
     pub swapdata: Option<String>,
     /// `readonly=true`: the disk may only be opened read-only.
     pub read_only: bool,
+    /// `ref=`: the ref followed at the fallbacks.
+    pub follow: Option<String>,
+    /// `refseq=`: the version of the followed ref this state came from (0: none yet).
+    pub ref_seq: u64,
+    /// `trust=`: Ed25519 public keys whose signed versions are accepted.
+    pub trust: Vec<[u8; 32]>,
+    /// `origin=`: the uuid of the disk whose versions are accepted.
+    pub origin: Option<String>,
     /// Unknown keys, in order, kept verbatim.
     pub extra: Vec<(String, String)>,
 }
@@ -74,6 +88,10 @@ impl SwapFile {
             cache_size: None,
             swapdata: None,
             read_only: false,
+            follow: None,
+            ref_seq: 0,
+            trust: Vec::new(),
+            origin: None,
             extra: Vec::new(),
         }
     }
@@ -90,6 +108,10 @@ impl SwapFile {
         let mut cache_size = None;
         let mut swapdata = None;
         let mut read_only = None;
+        let mut follow = None;
+        let mut ref_seq = None;
+        let mut trust = Vec::new();
+        let mut origin = None;
         let mut extra = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let n = i + 1;
@@ -193,8 +215,50 @@ impl SwapFile {
                         _ => return Err(err(format!("readonly={v}: not true or false"))),
                     });
                 }
+                "ref" => {
+                    dup(follow.is_some())?;
+                    crate::format::ref_version::check_name(v).map_err(|e| err(e.to_string()))?;
+                    follow = Some(v.to_string());
+                }
+                "refseq" => {
+                    dup(ref_seq.is_some())?;
+                    ref_seq = Some(
+                        v.parse::<u64>()
+                            .map_err(|_| err(format!("refseq '{v}' is not a version number")))?,
+                    );
+                }
+                "trust" => {
+                    let k = v
+                        .strip_prefix("ed25519:")
+                        .and_then(hex_array::<32>)
+                        .ok_or_else(|| {
+                            err(format!(
+                                "trust '{v}' is not ed25519:HEX64 (a public key as \
+                                 `mindcastle keygen` prints it)"
+                            ))
+                        })?;
+                    trust.push(k);
+                }
+                "origin" => {
+                    dup(origin.is_some())?;
+                    if uuid::Uuid::parse_str(v).is_err() {
+                        return Err(err(format!("origin '{v}' is not a disk uuid")));
+                    }
+                    origin = Some(v.to_string());
+                }
                 _ => extra.push((k.to_string(), v.to_string())),
             }
+        }
+        if follow.is_none() && (ref_seq.is_some() || !trust.is_empty() || origin.is_some()) {
+            return Err(Error::invalid(format!(
+                "{name}: refseq=, trust= and origin= are about a followed ref, and there is \
+                 no ref= line"
+            )));
+        }
+        if follow.is_some() && fallbacks.is_empty() {
+            return Err(Error::invalid(format!(
+                "{name}: ref= names a ref at the fallbacks, and there is no fallback= line"
+            )));
         }
         let uuid = uuid.ok_or_else(|| Error::invalid(format!("{name}: no uuid= line")))?;
         let size = size.ok_or_else(|| Error::invalid(format!("{name}: no size= line")))?;
@@ -233,6 +297,10 @@ impl SwapFile {
             cache_size,
             swapdata,
             read_only: read_only.unwrap_or(false),
+            follow,
+            ref_seq: ref_seq.unwrap_or(0),
+            trust,
+            origin,
             extra,
         })
     }
@@ -265,6 +333,18 @@ impl SwapFile {
         }
         if self.read_only {
             s += "readonly=true\n";
+        }
+        if let Some(r) = &self.follow {
+            s += &format!("ref={r}\n");
+            if self.ref_seq > 0 {
+                s += &format!("refseq={}\n", self.ref_seq);
+            }
+            for k in &self.trust {
+                s += &format!("trust=ed25519:{}\n", hex::encode(k));
+            }
+            if let Some(o) = &self.origin {
+                s += &format!("origin={o}\n");
+            }
         }
         for (k, v) in &self.extra {
             s += &format!("{k}={v}\n");

@@ -26,6 +26,7 @@ pub mod local;
 pub mod memory;
 pub mod partial;
 pub mod recording;
+pub mod refs;
 pub mod remote;
 pub mod stack;
 pub mod verify;

@@ -292,6 +292,86 @@ impl ChunkStore for RemoteStore {
     }
 }
 
+impl RemoteStore {
+    /// The object `name` (`/`-separated) below this store's prefix.
+    fn named(&self, name: &str) -> ObjPath {
+        name.split('/')
+            .fold(self.prefix.clone(), |p, part| p.join(part))
+    }
+}
+
+impl super::refs::RefStore for RemoteStore {
+    fn create(&self, name: &str, bytes: &[u8]) -> Result<bool> {
+        let (store, path) = (self.store.clone(), self.named(name));
+        let payload = PutPayload::from(bytes.to_vec());
+        let r = self.run(async move {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            store.put_opts(&path, payload, opts).await
+        })?;
+        match r {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(object_store::Error::NotImplemented { .. }) => Err(Error::invalid(format!(
+                "{}: this remote cannot create an object only if it is absent, so a ref \
+                 cannot be moved there without risking a lost update; push refs to a \
+                 folder, s3://, gs:// or az:// instead (chunks alone can still be pushed here)",
+                self.url
+            ))),
+            Err(e) => Err(remote_err(&self.url, &format!("creating {name}"), e)),
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let (store, path) = (self.store.clone(), self.named(name));
+        let r = self.run(async move {
+            match store.get(&path).await {
+                Ok(g) => g.bytes().await,
+                Err(e) => Err(e),
+            }
+        })?;
+        match r {
+            Ok(b) => Ok(Some(b.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(remote_err(&self.url, name, e)),
+        }
+    }
+
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let (store, path) = (self.store.clone(), self.named(name));
+        let payload = PutPayload::from(bytes.to_vec());
+        self.run(async move { store.put(&path, payload).await })?
+            .map(|_| ())
+            .map_err(|e| remote_err(&self.url, &format!("writing {name}"), e))
+    }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        let (store, path) = (self.store.clone(), self.named(name));
+        match self.run(async move { store.delete(&path).await })? {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(remote_err(&self.url, &format!("deleting {name}"), e)),
+        }
+    }
+
+    fn list_dir(&self, dir: &str) -> Result<Vec<String>> {
+        let (store, path) = (self.store.clone(), self.named(dir));
+        let r = self.run(async move { store.list_with_delimiter(Some(&path)).await })?;
+        let listed = r.map_err(|e| remote_err(&self.url, &format!("listing {dir}"), e))?;
+        Ok(listed
+            .objects
+            .iter()
+            .filter_map(|m| m.location.filename().map(str::to_string))
+            .collect())
+    }
+
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::brief;

@@ -64,7 +64,13 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "disk.swap".into());
-    let tmp = dir.join(format!(".{name}.tmp"));
+    // A name of its own per writer: two readers fast-forwarding one followed `.swap`
+    // (each under a shared lock) may rewrite it at once.
+    let tmp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
     let ctx = |e| Error::io(format!("writing {}", path.display()), e);
     let mut f = OpenOptions::new()
         .write(true)
@@ -76,7 +82,10 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     f.write_all(text.as_bytes()).map_err(ctx)?;
     f.sync_all().map_err(ctx)?;
     drop(f);
-    fs::rename(&tmp, path).map_err(ctx)?;
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        ctx(e)
+    })?;
     sync_dir(&dir)
 }
 

@@ -6,12 +6,15 @@
 pub mod convert;
 pub mod delta;
 mod disk_files;
+pub mod follow;
 pub mod history;
 mod io;
 mod parallel;
 pub mod prefetch;
 mod readahead;
+pub mod refs;
 pub mod request;
+pub mod signing;
 pub mod stats;
 pub mod sync;
 pub mod transfer;
@@ -282,6 +285,12 @@ impl Volume {
             }
             _ => None,
         };
+        let mut swap = swap;
+        // A followed ref moves the disk to its newest version before the root is read
+        // (never beside a writer without the lock, nor for a kept snapshot).
+        if !opts.no_lock && opts.snapshot.is_none() {
+            follow::follow(path, &mut swap, &dir, lock.is_some(), false)?;
+        }
         let store = open_stack(path, &swap, &dir, writable, opts)?;
         // The parser refuses a .swap without key=.
         let key = swap

@@ -16,6 +16,7 @@ use super::Volume;
 use crate::error::{Error, Result};
 use crate::format::chunk_id::ChunkId;
 use crate::store::local::LocalStore;
+use crate::store::refs::{FolderRefs, RefStore};
 use crate::store::remote::RemoteStore;
 use crate::store::stack::{classify, FallbackKind};
 use crate::store::ChunkStore;
@@ -23,6 +24,7 @@ use crate::store::ChunkStore;
 /// Where `push` copies to, as the user named it: a folder, or a URL of an object store.
 pub struct Destination {
     store: Arc<dyn ChunkStore>,
+    refs: Arc<dyn RefStore>,
     /// The folder, for a folder destination.
     folder: Option<PathBuf>,
     spec: String,
@@ -32,15 +34,36 @@ impl Destination {
     /// Opens `spec` (a path, `file://`, `http(s)://`, `s3://`, `gs://` or `az://`
     /// URL), creating a folder destination that does not exist yet.
     pub fn open(spec: &str) -> Result<Self> {
-        let (store, folder): (Arc<dyn ChunkStore>, _) = match classify(spec, Path::new(".")) {
-            FallbackKind::Folder(dir) => (Arc::new(LocalStore::open(&dir)?), Some(dir)),
-            FallbackKind::Remote(url) => (Arc::new(RemoteStore::open(&url)?), None),
-        };
+        let (store, refs, folder): (Arc<dyn ChunkStore>, Arc<dyn RefStore>, _) =
+            match classify(spec, Path::new(".")) {
+                FallbackKind::Folder(dir) => (
+                    Arc::new(LocalStore::open(&dir)?),
+                    Arc::new(FolderRefs::new(&dir)),
+                    Some(dir),
+                ),
+                FallbackKind::Remote(url) => {
+                    let remote = Arc::new(RemoteStore::open(&url)?);
+                    (remote.clone(), remote, None)
+                }
+            };
         Ok(Self {
             store,
+            refs,
             folder,
             spec: spec.to_owned(),
         })
+    }
+
+    /// True when a ref can be moved here: a folder, or an object store with a
+    /// create-only put (not object_store's plain HTTP/WebDAV store).
+    pub fn moves_refs(&self) -> bool {
+        self.folder.is_some()
+            || !(self.spec.starts_with("http://") || self.spec.starts_with("https://"))
+    }
+
+    /// The destination's refs.
+    pub fn refs(&self) -> &dyn RefStore {
+        self.refs.as_ref()
     }
 
     /// What a `.swap` file's `fallback=` line names to read this destination: a

@@ -1,0 +1,205 @@
+//! Small named objects beside a remote's chunks (`refs/NAME/SEQ`, `refs/NAME/HEAD`):
+//! the one place a remote holds anything but content-addressed chunks.
+//!
+//! [`RefStore::create`] is create-only and atomic wherever the service is: a folder
+//! links a complete, fsynced temporary file to the name (`link(2)` fails with EEXIST
+//! when the name exists, on every local file system and NFS), object stores use
+//! `PutMode::Create` (S3 `If-None-Match: *`, GCS generation 0, Azure
+//! `If-None-Match: *`). A store without it (object_store's HTTP/WebDAV store) refuses
+//! with a clear error: a ref is never moved by a plain overwrite.
+//!
+//! `put` overwrites and is only for hints a reader never trusts (`HEAD`).
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Create-only and plain objects by name (names are `/`-separated, relative to the
+/// remote's prefix, and checked by the caller).
+pub trait RefStore: Send + Sync {
+    /// Creates `name` with `bytes` unless it exists: true when this call created it,
+    /// false when the name was there (whatever it holds). An error may come after the
+    /// object was created (a lost answer): callers read it back to know.
+    fn create(&self, name: &str, bytes: &[u8]) -> Result<bool>;
+    /// The object's bytes, or None when absent.
+    fn get(&self, name: &str) -> Result<Option<Vec<u8>>>;
+    /// Writes `name` whether or not it exists (hints only).
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<()>;
+    /// Removes `name` (absent is fine).
+    fn delete(&self, name: &str) -> Result<()>;
+    /// The names directly below the folder `dir` (last parts only).
+    fn list_dir(&self, dir: &str) -> Result<Vec<String>>;
+    /// For messages: the folder or URL.
+    fn describe(&self) -> String;
+}
+
+/// Refs in a local folder (the folder a `push` to a path writes).
+pub struct FolderRefs {
+    dir: PathBuf,
+}
+
+impl FolderRefs {
+    /// Refs below `dir` (created on the first write).
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Writes `bytes` to a fsynced temporary file in `path`'s folder and returns it.
+    fn temporary(&self, path: &Path, bytes: &[u8]) -> Result<PathBuf> {
+        let parent = path
+            .parent()
+            .ok_or_else(|| Error::internal("a ref path has no folder"))?;
+        fs::create_dir_all(parent)
+            .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+        let tmp = parent.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let mut f =
+            File::create(&tmp).map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                Error::io(format!("writing {}", tmp.display()), e)
+            })?;
+        Ok(tmp)
+    }
+}
+
+fn sync_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(p) => super::local::sync_dir(p),
+        None => Ok(()),
+    }
+}
+
+impl RefStore for FolderRefs {
+    fn create(&self, name: &str, bytes: &[u8]) -> Result<bool> {
+        let path = self.path(name);
+        let tmp = self.temporary(&path, bytes)?;
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
+                sync_parent(&path)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(Error::io(format!("creating {}", path.display()), e)),
+        }
+    }
+
+    fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.path(name);
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+        }
+    }
+
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.path(name);
+        let tmp = self.temporary(&path, bytes)?;
+        fs::rename(&tmp, &path).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io(format!("writing {}", path.display()), e)
+        })?;
+        sync_parent(&path)
+    }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        let path = self.path(name);
+        match fs::remove_file(&path) {
+            Ok(()) => sync_parent(&path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
+        }
+    }
+
+    fn list_dir(&self, dir: &str) -> Result<Vec<String>> {
+        let path = self.path(dir);
+        let rd = match fs::read_dir(&path) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(format!("listing {}", path.display()), e)),
+        };
+        let mut out = Vec::new();
+        for ent in rd {
+            let ent = ent.map_err(|e| Error::io(format!("listing {}", path.display()), e))?;
+            if let Some(n) = ent.file_name().to_str() {
+                if !n.starts_with('.') {
+                    out.push(n.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn describe(&self) -> String {
+        self.dir.display().to_string()
+    }
+}
+
+/// True for an error that may have come after the service acted (a timeout, a
+/// connection cut), as opposed to a clear refusal.
+pub fn answer_maybe_lost(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_creates_once() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let refs = FolderRefs::new(dir.path());
+        assert!(refs.create("refs/main/1", b"a")?);
+        assert!(!refs.create("refs/main/1", b"b")?);
+        assert_eq!(refs.get("refs/main/1")?, Some(b"a".to_vec()));
+        assert_eq!(refs.get("refs/main/2")?, None);
+        refs.put("refs/main/HEAD", b"x")?;
+        refs.put("refs/main/HEAD", b"y")?;
+        assert_eq!(refs.get("refs/main/HEAD")?, Some(b"y".to_vec()));
+        let mut names = refs.list_dir("refs/main")?;
+        names.sort();
+        assert_eq!(names, vec!["1".to_string(), "HEAD".to_string()]);
+        refs.delete("refs/main/1")?;
+        refs.delete("refs/main/1")?;
+        assert_eq!(refs.get("refs/main/1")?, None);
+        Ok(())
+    }
+
+    #[test]
+    fn racing_threads_create_a_name_once() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let refs = FolderRefs::new(dir.path());
+        for round in 0..20 {
+            let name = format!("refs/r/{round}");
+            let won: Vec<bool> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..4u8)
+                    .map(|i| {
+                        let (refs, name) = (&refs, &name);
+                        s.spawn(move || refs.create(name, &[i]))
+                    })
+                    .collect();
+                hs.into_iter()
+                    .map(|h| h.join().ok().and_then(|r| r.ok()).unwrap_or(false))
+                    .collect()
+            });
+            assert_eq!(won.iter().filter(|w| **w).count(), 1, "round {round}");
+        }
+        Ok(())
+    }
+}

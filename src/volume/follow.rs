@@ -1,0 +1,203 @@
+//! A `.swap` that follows a ref (`ref=NAME` beside `fallback=`): each open takes the
+//! ref's newest version, as `git pull --ff-only` would, while the disk has no state of
+//! its own; `mindcastle update` does the same on its own and refuses when it cannot.
+//!
+//! A disk is at a version when its `snapshot=` is that version's root and its log holds
+//! no writes. Then moving `snapshot=` to a newer version's root loses nothing, and the
+//! log (which belongs to the root it was started on) is empty, so nothing is replayed
+//! onto a root it was not written on. A disk with writes of its own stays on them, with
+//! a warning: its writes are never dropped for a newer image.
+//!
+//! Every version taken is checked against the `.swap` file's `trust=`, `origin=` and
+//! `refseq=` (see [`super::refs::Trust`]); `refseq=` is then the version taken, so a
+//! remote that later offers an older one is refused (rollback).
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::disk_files::{base_dir, write_atomic};
+use super::refs::{get_version, newest, open_refs, Found, Trust};
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::swapfile::SwapFile;
+
+/// What following did at an open or an update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Followed {
+    /// The disk was at the newest version already.
+    Current,
+    /// Moved to a newer version.
+    Moved,
+    /// The disk has writes of its own since the version it came from; it stays on them.
+    Diverged,
+    /// No fallback could say (offline, or no such ref yet): the disk stays where it was.
+    Unreachable,
+}
+
+/// The report of a follow.
+#[derive(Debug, Clone, Serialize)]
+pub struct FollowReport {
+    /// The ref.
+    #[serde(rename = "ref")]
+    pub name: String,
+    /// What happened.
+    pub outcome: Followed,
+    /// The version the disk was at (0: none).
+    pub from_seq: u64,
+    /// The newest version at the remote (0: unknown).
+    pub newest_seq: u64,
+    /// The root the disk is at now, hex.
+    pub root: Option<String>,
+    /// The fallback the ref was read from.
+    pub remote: Option<String>,
+}
+
+/// True when the data folder's log holds writes (so the state is the disk's own).
+fn log_has_writes(dir: &Path) -> Result<bool> {
+    if !dir.is_dir() {
+        return Ok(false);
+    }
+    let replay = crate::lsm::wal::Wal::read_ops(&dir.join("wal"), 0)?;
+    Ok(!replay.ops.is_empty())
+}
+
+/// The trust rules of `swap`.
+fn trust_of<'a>(swap: &'a SwapFile, name: &'a str) -> Result<Trust<'a>> {
+    let origin = match &swap.origin {
+        Some(o) => Some(
+            *uuid::Uuid::parse_str(o)
+                .map_err(|e| Error::invalid(format!("origin={o}: {e}")))?
+                .as_bytes(),
+        ),
+        None => None,
+    };
+    Ok(Trust {
+        name,
+        keys: &swap.trust,
+        origin,
+        floor: swap.ref_seq,
+        disk_size: swap.size,
+    })
+}
+
+/// Resolves `swap`'s `ref=` (unchanged without one). With `persist`, a move is
+/// written to the `.swap` at `path` (the caller holds the disk's lock); with `strict`,
+/// a diverged or unreachable disk is an error (`update`).
+pub fn follow(
+    path: &Path,
+    swap: &mut SwapFile,
+    dir: &Path,
+    persist: bool,
+    strict: bool,
+) -> Result<Option<FollowReport>> {
+    let Some(name) = swap.follow.clone() else {
+        return Ok(None);
+    };
+    let base = base_dir(path);
+    let mut report = FollowReport {
+        name: name.clone(),
+        outcome: Followed::Unreachable,
+        from_seq: swap.ref_seq,
+        newest_seq: 0,
+        root: swap.snapshot.map(|r| r.id.to_hex()),
+        remote: None,
+    };
+    let mut found: Option<(Found, std::sync::Arc<dyn crate::store::refs::RefStore>)> = None;
+    let mut last_err: Option<Error> = None;
+    for f in &swap.fallbacks {
+        let refs = open_refs(f, &base)?;
+        match newest(refs.as_ref(), &name, 0, false) {
+            Ok(Some(v)) => {
+                report.remote = Some(refs.describe());
+                found = Some((v, refs));
+                break;
+            }
+            Ok(None) => {}
+            // A damaged version is never passed over for another fallback's.
+            Err(e) if e.kind() == ErrorKind::Corrupt => return Err(e),
+            Err(e) => {
+                tracing::warn!(remote = %f, error = %e, "could not read the ref here");
+                last_err = Some(e);
+            }
+        }
+    }
+    let Some((newest_found, refs)) = found else {
+        let why = match last_err {
+            Some(e) => e.to_string(),
+            None => format!("no fallback has ref '{name}'"),
+        };
+        if strict || swap.snapshot.is_none() {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("{}: following ref '{name}': {why}", path.display()),
+            ));
+        }
+        tracing::warn!(disk = %path.display(), r#ref = %name, reason = %why, "the followed ref could not be read; opening the version the disk is at");
+        return Ok(Some(report));
+    };
+    let v = &newest_found.version;
+    let what = format!("{}: version {} of ref '{name}'", refs.describe(), v.seq);
+    trust_of(swap, &name)?.check(v, &what)?;
+    report.newest_seq = v.seq;
+    if v.seq == swap.ref_seq && swap.snapshot == Some(v.root) {
+        report.outcome = Followed::Current;
+        return Ok(Some(report));
+    }
+    // At the version it came from: that version's root and an empty log.
+    let at_version = match (swap.ref_seq, &swap.snapshot) {
+        (0, None) => true,
+        (0, Some(_)) | (_, None) => false,
+        (seq, Some(root)) => {
+            get_version(refs.as_ref(), &name, seq)?.is_some_and(|f| f.version.root == *root)
+        }
+    };
+    if !at_version || log_has_writes(dir)? {
+        report.outcome = Followed::Diverged;
+        if strict {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                format!(
+                    "{}: the disk has writes of its own since version {} of ref '{name}'; \
+                     not moving it to version {} (make a disk of the new version with \
+                     `mindcastle clone`, or of this state with `push --ref`)",
+                    path.display(),
+                    swap.ref_seq,
+                    v.seq
+                ),
+            ));
+        }
+        tracing::warn!(disk = %path.display(), r#ref = %name, at = swap.ref_seq, newest = v.seq, "the disk has writes of its own; staying on them");
+        return Ok(Some(report));
+    }
+    swap.snapshot = Some(v.root);
+    swap.ref_seq = v.seq;
+    if persist {
+        write_atomic(path, &swap.render())?;
+    }
+    tracing::info!(disk = %path.display(), r#ref = %name, version = v.seq, root = %v.root.id, "following: at the ref's newest version");
+    report.outcome = Followed::Moved;
+    report.root = Some(v.root.id.to_hex());
+    Ok(Some(report))
+}
+
+/// `mindcastle update`: fast-forwards the disk at `path` to its ref's newest version,
+/// under the disk's lock; an error when it has writes of its own or no fallback answers.
+pub fn update(path: &Path) -> Result<FollowReport> {
+    let mut swap = super::read_swap(path)?;
+    if swap.follow.is_none() {
+        return Err(Error::invalid(format!(
+            "{} follows no ref (add ref=NAME, or make a follower with `push --ref NAME \
+             --swap-out FILE`)",
+            path.display()
+        )));
+    }
+    let dir = super::disk_files::data_dir(path, &swap);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let _lock = super::disk_files::DiskLock::take(&dir, true)?;
+    // Read again under the lock: a writer may have checkpointed before it let go.
+    swap = super::read_swap(path)?;
+    follow(path, &mut swap, &dir, true, true)?
+        .ok_or_else(|| Error::internal("a followed ref vanished from the .swap"))
+}
