@@ -1,0 +1,591 @@
+//! Refs at remotes, through the CLI as users run it: `push --ref` to a folder, to an S3
+//! server (s3s-fs) and read back through nginx; followers (`push --swap-out` with
+//! `--ref`) that take each new version when opened and keep writes of their own;
+//! non-fast-forward pushes; pushers racing as processes; signed versions and what a
+//! reader that trusts a key refuses (exit 3, nothing returned).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::server::have;
+
+const SIZE: usize = 8 << 20;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap()
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let o = run(cmd);
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs `cmd`, expects exit `code`, returns stderr.
+fn fails(cmd: &mut Command, code: i32) -> String {
+    let o = run(cmd);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(code), "{cmd:?}: {err}");
+    assert!(
+        o.stdout.is_empty() || code != 3,
+        "nothing is returned: {cmd:?}"
+    );
+    err
+}
+
+fn mc(args: &[&str]) -> Command {
+    let mut c = common::bin();
+    c.args(args);
+    c
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap()
+}
+
+/// A writer: a disk with its model image.
+struct Writer {
+    swap: PathBuf,
+    image: Vec<u8>,
+    dir: PathBuf,
+}
+
+impl Writer {
+    fn new(dir: &Path, name: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let swap = dir.join(format!("{name}.swap"));
+        ok(&mut mc(&["create", "--size", "8M", s(&swap)]));
+        Self {
+            swap,
+            image: vec![0u8; SIZE],
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Writes `len` bytes of seeded data at `at` (through `import` of the whole image).
+    fn write(&mut self, seed: u64, at: usize, len: usize) {
+        let d = common::data(seed, len);
+        self.image[at..at + len].copy_from_slice(&d);
+        let img = self.dir.join("img");
+        std::fs::write(&img, &self.image).unwrap();
+        ok(&mut mc(&["import", s(&self.swap), s(&img)]));
+    }
+}
+
+fn export(swap: &Path) -> Vec<u8> {
+    let o = run(&mut mc(&["export", s(swap), "-"]));
+    assert!(
+        o.status.success(),
+        "export: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
+
+/// A `.swap` written by hand (mode 0600, as it holds the key).
+fn write_swap(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+fn swap_value(swap: &Path, key: &str) -> Option<String> {
+    std::fs::read_to_string(swap)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+}
+
+#[test]
+fn a_follower_takes_each_version_and_keeps_writes_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let publ = dir.path().join("pub");
+    let mut a = Writer::new(&dir.path().join("a"), "a");
+    a.write(1, 0, 1 << 20);
+    let follower = dir.path().join("b/f.swap");
+    std::fs::create_dir_all(follower.parent().unwrap()).unwrap();
+    let out = json(&ok(&mut mc(&[
+        "push",
+        "--json",
+        "--ref",
+        "main",
+        "-m",
+        "first",
+        "--swap-out",
+        s(&follower),
+        s(&a.swap),
+        s(&publ),
+    ])));
+    assert_eq!(out["ref"]["seq"], 1);
+    assert_eq!(out["ref"]["created"], true);
+    assert_eq!(swap_value(&follower, "ref").as_deref(), Some("main"));
+    assert_eq!(swap_value(&follower, "refseq").as_deref(), Some("1"));
+    assert_eq!(export(&follower), a.image);
+    let mut images = vec![a.image.clone()];
+    for v in 2..=4u64 {
+        a.write(v, (v as usize) << 20, 300 << 10);
+        let out = json(&ok(&mut mc(&[
+            "push",
+            "--json",
+            "--ref",
+            "main",
+            s(&a.swap),
+            s(&publ),
+        ])));
+        assert_eq!(out["ref"]["seq"], v);
+        images.push(a.image.clone());
+        // A read-only open takes the newest version without writing the .swap.
+        assert_eq!(export(&follower), a.image, "version {v}");
+    }
+    // A push of an unchanged disk makes no version.
+    let out = json(&ok(&mut mc(&[
+        "push",
+        "--json",
+        "--ref",
+        "main",
+        s(&a.swap),
+        s(&publ),
+    ])));
+    assert_eq!(out["ref"]["created"], false);
+    assert_eq!(out["ref"]["seq"], 4);
+    // update moves the .swap itself (fast-forward), then has nothing to do.
+    let up = json(&ok(&mut mc(&["update", "--json", s(&follower)])));
+    assert_eq!(up["outcome"], "moved");
+    assert_eq!(up["newest_seq"], 4);
+    assert_eq!(swap_value(&follower, "refseq").as_deref(), Some("4"));
+    let up = json(&ok(&mut mc(&["update", "--json", s(&follower)])));
+    assert_eq!(up["outcome"], "current");
+    // log lists every version, newest first, with the chain between them checked.
+    let log = json(&ok(&mut mc(&["log", "--json", "--ref", "main", s(&publ)])));
+    let seqs: Vec<u64> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![4, 3, 2, 1]);
+    assert_eq!(log[3]["message"], "first");
+
+    // The follower writes: its writes stay, even when a newer version appears.
+    let mine = common::noise(9, 4096);
+    let img = dir.path().join("b/img");
+    let mut own = a.image.clone();
+    own[0..4096].copy_from_slice(&mine);
+    std::fs::write(&img, &own).unwrap();
+    ok(&mut mc(&["import", s(&follower), s(&img)]));
+    a.write(5, 6 << 20, 4096);
+    ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]));
+    assert_eq!(
+        export(&follower),
+        own,
+        "a newer version never drops the disk's own writes"
+    );
+    let e = fails(&mut mc(&["update", s(&follower)]), 5);
+    assert!(e.contains("writes of its own"), "{e}");
+    // Its state is its own to push: not a fast-forward of main (version 5 moved past
+    // its refseq=4), so refused, then pushed under another name.
+    let e = fails(
+        &mut mc(&["push", "--ref", "main", s(&follower), s(&publ)]),
+        5,
+    );
+    assert!(e.contains("non-fast-forward"), "{e}");
+    ok(&mut mc(&[
+        "push",
+        "--ref",
+        "b-work",
+        s(&follower),
+        s(&publ),
+    ]));
+    ok(&mut mc(&["fsck", s(&follower)]));
+}
+
+#[test]
+fn writes_in_a_followers_log_keep_it_off_a_newer_version() {
+    // Writes acknowledged but not yet checkpointed (only in the log) are the disk's
+    // own as much as checkpointed ones: a follower killed with them is not moved.
+    let dir = tempfile::tempdir().unwrap();
+    let publ = dir.path().join("pub");
+    let mut a = Writer::new(&dir.path().join("a"), "a");
+    a.write(1, 0, 1 << 20);
+    let follower = dir.path().join("f.swap");
+    ok(&mut mc(&[
+        "push",
+        "--ref",
+        "main",
+        "--swap-out",
+        s(&follower),
+        s(&a.swap),
+        s(&publ),
+    ]));
+    let mut model = a.image.clone();
+    {
+        // serve, write and flush, then kill -9: the writes are only in the log.
+        let srv = common::server::Server::start(dir.path(), &follower, &[]);
+        let mut c = common::nbd::Nbd::connect(&srv.socket);
+        let w = common::noise(3, 8192);
+        c.write(4096, &w);
+        c.flush();
+        model[4096..4096 + 8192].copy_from_slice(&w);
+        drop(srv);
+        drop(c);
+    }
+    a.write(2, 2 << 20, 4096);
+    ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]));
+    let e = fails(&mut mc(&["update", s(&follower)]), 5);
+    assert!(e.contains("writes of its own"), "{e}");
+    assert_eq!(export(&follower), model);
+}
+
+#[test]
+fn a_push_that_does_not_follow_the_ref_is_refused_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let publ = dir.path().join("pub");
+    let mut a = Writer::new(&dir.path().join("a"), "a");
+    let mut b = Writer::new(&dir.path().join("b"), "b");
+    a.write(1, 0, 1 << 20);
+    b.write(2, 0, 1 << 20);
+    let out = json(&ok(&mut mc(&[
+        "push",
+        "--json",
+        "--ref",
+        "main",
+        s(&a.swap),
+        s(&publ),
+    ])));
+    let a_root = out["root"].as_str().unwrap().to_string();
+    let e = fails(&mut mc(&["push", "--ref", "main", s(&b.swap), s(&publ)]), 5);
+    assert!(e.contains("non-fast-forward") && e.contains(&a_root), "{e}");
+    let out = json(&ok(&mut mc(&[
+        "push",
+        "--json",
+        "--ref",
+        "main",
+        "--force",
+        s(&b.swap),
+        s(&publ),
+    ])));
+    assert_eq!(out["ref"]["seq"], 2);
+    // a's next push no longer follows (b's version came between).
+    a.write(3, 1 << 20, 4096);
+    fails(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]), 5);
+    // Nothing is lost: both versions are kept and readable.
+    let log = json(&ok(&mut mc(&["log", "--json", "--ref", "main", s(&publ)])));
+    assert_eq!(log.as_array().unwrap().len(), 2);
+    assert_eq!(log[1]["root"], a_root.as_str());
+    // Bad names and a plain HTTP remote are refused before anything is copied.
+    let e = fails(&mut mc(&["push", "--ref", "../x", s(&a.swap), s(&publ)]), 2);
+    assert!(e.contains("not a ref name"), "{e}");
+    let e = fails(
+        &mut mc(&["push", "--ref", "main", s(&a.swap), "http://127.0.0.1:9/x"]),
+        2,
+    );
+    assert!(e.contains("only if it is absent"), "{e}");
+    let e = fails(&mut mc(&["log", "--ref", "nope", s(&publ)]), 4);
+    assert!(e.contains("no ref 'nope'"), "{e}");
+}
+
+#[test]
+fn pushers_racing_as_processes_leave_one_chain() {
+    // Two hosts push the same ref at once, 20 times, with --force so both always land:
+    // every version is there once, consecutive, chained, and each names a root whose
+    // chunks were pushed (fsck of a follower pinned to it is clean).
+    let dir = tempfile::tempdir().unwrap();
+    let publ = dir.path().join("pub");
+    let mut a = Writer::new(&dir.path().join("a"), "a");
+    // b is a clone of a (the same key), as two hosts building one image would be.
+    let b_dir = dir.path().join("b");
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let mut b = Writer {
+        swap: b_dir.join("b.swap"),
+        image: a.image.clone(),
+        dir: b_dir,
+    };
+    ok(&mut mc(&["clone", s(&a.swap), s(&b.swap)]));
+    let rounds = 20u64;
+    for round in 0..rounds {
+        a.write(10 + round, 0, 64 << 10);
+        b.write(100 + round, 0, 64 << 10);
+        let spawn = |w: &Writer| {
+            mc(&[
+                "push",
+                "--json",
+                "--ref",
+                "main",
+                "--force",
+                s(&w.swap),
+                s(&publ),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        };
+        let (pa, pb) = (spawn(&a), spawn(&b));
+        for p in [pa, pb] {
+            let o = p.wait_with_output().unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+    }
+    let log = json(&ok(&mut mc(&["log", "--json", "--ref", "main", s(&publ)])));
+    let rows = log.as_array().unwrap();
+    assert_eq!(rows.len() as u64, 2 * rounds);
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r["seq"].as_u64(), Some(2 * rounds - i as u64));
+    }
+    let mut roots: Vec<&str> = rows.iter().map(|r| r["root"].as_str().unwrap()).collect();
+    roots.sort_unstable();
+    roots.dedup();
+    assert_eq!(
+        roots.len() as u64,
+        2 * rounds,
+        "no version lost or written twice"
+    );
+    // The newest version reads as the disk that pushed it last.
+    let follower = dir.path().join("f.swap");
+    let text = std::fs::read_to_string(&a.swap).unwrap();
+    let key = text.lines().find(|l| l.starts_with("key=")).unwrap();
+    write_swap(
+        &follower,
+        &format!(
+            "uuid={}\nsize={SIZE}\n{key}\nfallback={}\nref=main\n",
+            uuid::Uuid::new_v4(),
+            s(&publ)
+        ),
+    );
+    let got = export(&follower);
+    assert!(got == a.image || got == b.image);
+}
+
+/// A writer, a signing key and a follower that trusts it; returns (writer, publ,
+/// follower, key).
+fn signed_setup(dir: &Path) -> (Writer, PathBuf, PathBuf, PathBuf) {
+    let publ = dir.join("pub");
+    let key = dir.join("signing.key");
+    let out = ok(&mut mc(&["keygen", s(&key)]));
+    assert!(out.contains("trust=ed25519:"), "{out}");
+    let mut a = Writer::new(&dir.join("a"), "a");
+    a.write(1, 0, 1 << 20);
+    let follower = dir.join("f.swap");
+    let out = json(&ok(&mut mc(&[
+        "push",
+        "--json",
+        "--ref",
+        "main",
+        "--sign",
+        s(&key),
+        "--swap-out",
+        s(&follower),
+        s(&a.swap),
+        s(&publ),
+    ])));
+    assert!(out["ref"]["signed_by"]
+        .as_str()
+        .unwrap()
+        .starts_with("ed25519:"));
+    assert!(swap_value(&follower, "trust").is_some());
+    assert_eq!(export(&follower), a.image);
+    (a, publ, follower, key)
+}
+
+#[test]
+fn a_reader_that_trusts_a_key_refuses_everything_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, publ, follower, key) = signed_setup(dir.path());
+    let v1 = a.image.clone();
+    // A signed version 2 is taken.
+    a.write(2, 1 << 20, 4096);
+    ok(&mut mc(&[
+        "push",
+        "--ref",
+        "main",
+        "--sign",
+        s(&key),
+        s(&a.swap),
+        s(&publ),
+    ]));
+    assert_eq!(export(&follower), a.image);
+    ok(&mut mc(&["update", s(&follower)]));
+    let v2 = a.image.clone();
+
+    // 1. Unsigned (refused by push without --force, by the reader always).
+    a.write(3, 2 << 20, 4096);
+    let e = fails(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]), 2);
+    assert!(e.contains("is signed"), "{e}");
+    ok(&mut mc(&[
+        "push",
+        "--ref",
+        "main",
+        "--force",
+        s(&a.swap),
+        s(&publ),
+    ]));
+    let e = fails(&mut mc(&["export", s(&follower), "-"]), 3);
+    assert!(e.contains("unsigned"), "{e}");
+    // 2. Signed by another key.
+    let other = dir.path().join("other.key");
+    ok(&mut mc(&["keygen", s(&other)]));
+    a.write(4, 3 << 20, 4096);
+    ok(&mut mc(&[
+        "push",
+        "--ref",
+        "main",
+        "--force",
+        "--sign",
+        s(&other),
+        s(&a.swap),
+        s(&publ),
+    ]));
+    let e = fails(&mut mc(&["export", s(&follower), "-"]), 3);
+    assert!(e.contains("does not trust"), "{e}");
+    // 3. Signed by the trusted key, but pushed by another disk.
+    let mut b = Writer::new(&dir.path().join("b"), "b");
+    b.write(5, 0, 4096);
+    ok(&mut mc(&[
+        "push",
+        "--ref",
+        "main",
+        "--force",
+        "--sign",
+        s(&key),
+        s(&b.swap),
+        s(&publ),
+    ]));
+    let e = fails(&mut mc(&["export", s(&follower), "-"]), 3);
+    assert!(e.contains("pushed by disk"), "{e}");
+    // 4. A version copied under another seq or ref is refused by its own bytes.
+    let refs = publ.join("refs/main");
+    let newest = std::fs::read_dir(&refs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 20)
+        .max()
+        .unwrap();
+    let copied = std::fs::read(refs.join("00000000000000000002")).unwrap();
+    let next: u64 = newest.parse::<u64>().unwrap() + 1;
+    std::fs::write(refs.join(format!("{next:020}")), &copied).unwrap();
+    let e = fails(&mut mc(&["export", s(&follower), "-"]), 3);
+    assert!(e.contains("not version"), "{e}");
+    std::fs::remove_file(refs.join(format!("{next:020}"))).unwrap();
+
+    // 5. Rollback: a mirror that serves only the first version (a copy of the folder
+    // made then) is refused by a reader that already took version 2.
+    let mirror = dir.path().join("mirror");
+    std::fs::create_dir_all(mirror.join("refs/main")).unwrap();
+    for e in std::fs::read_dir(&publ).unwrap().flatten() {
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), mirror.join(e.file_name())).unwrap();
+        }
+    }
+    std::fs::copy(
+        refs.join("00000000000000000001"),
+        mirror.join("refs/main/00000000000000000001"),
+    )
+    .unwrap();
+    std::fs::copy(
+        refs.join("00000000000000000001"),
+        mirror.join("refs/main/HEAD"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&follower).unwrap();
+    let mirrored = dir.path().join("m.swap");
+    write_swap(
+        &mirrored,
+        &text
+            .lines()
+            .map(|l| {
+                if l.starts_with("fallback=") {
+                    format!("fallback={}", s(&mirror))
+                } else if l.starts_with("uuid=") {
+                    format!("uuid={}", uuid::Uuid::new_v4())
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    assert_eq!(swap_value(&mirrored, "refseq").as_deref(), Some("2"));
+    let e = fails(&mut mc(&["export", s(&mirrored), "-"]), 3);
+    assert!(e.contains("rollback"), "{e}");
+    assert_eq!(swap_value(&follower, "refseq").as_deref(), Some("2"));
+    let _ = (v1, v2);
+}
+
+#[test]
+fn refs_at_s3_and_followers_through_nginx() {
+    if !have("s3s-fs") || !have("nginx") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_s3, port) = common::s3::start(&dir.path().join("s3root"));
+    let env = common::s3::env(port);
+    let url = "s3://bucket/disks/d1";
+    let mut a = Writer::new(&dir.path().join("a"), "a");
+    a.write(1, 0, 1 << 20);
+    let follower = dir.path().join("f.swap");
+    ok(mc(&[
+        "push",
+        "--ref",
+        "main",
+        "--swap-out",
+        s(&follower),
+        s(&a.swap),
+        url,
+    ])
+    .envs(env.clone()));
+    assert_eq!(export_env(&follower, &env), a.image);
+    a.write(2, 1 << 20, 4096);
+    ok(mc(&["push", "--ref", "main", s(&a.swap), url]).envs(env.clone()));
+    assert_eq!(export_env(&follower, &env), a.image);
+    let other = Writer::new(&dir.path().join("b"), "b");
+    let o = run(mc(&["push", "--ref", "main", s(&other.swap), url]).envs(env.clone()));
+    assert_eq!(o.status.code(), Some(5), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("non-fast-forward"));
+    let log = json(&ok(
+        mc(&["log", "--json", "--ref", "main", url]).envs(env.clone())
+    ));
+    assert_eq!(log.as_array().unwrap().len(), 2);
+
+    // nginx serving a pushed folder: a follower over plain HTTP (no listing, no
+    // create) resolves the ref by HEAD and probes.
+    let web = dir.path().join("www");
+    ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&web)]));
+    let (_nginx, hport) = common::web::nginx(dir.path(), &web);
+    let h = dir.path().join("h.swap");
+    let text = std::fs::read_to_string(&a.swap).unwrap();
+    let key = text.lines().find(|l| l.starts_with("key=")).unwrap();
+    write_swap(
+        &h,
+        &format!(
+            "uuid={}\nsize={SIZE}\n{key}\nfallback=http://127.0.0.1:{hport}/\nref=main\n",
+            uuid::Uuid::new_v4()
+        ),
+    );
+    assert_eq!(export(&h), a.image);
+    a.write(3, 2 << 20, 4096);
+    ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&web)]));
+    assert_eq!(export(&h), a.image);
+}
+
+fn export_env(swap: &Path, env: &[(&'static str, String); 4]) -> Vec<u8> {
+    let o = run(mc(&["export", s(swap), "-"]).envs(env.clone()));
+    assert!(
+        o.status.success(),
+        "export: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stdout
+}
