@@ -589,3 +589,127 @@ fn export_env(swap: &Path, env: &[(&'static str, String); 4]) -> Vec<u8> {
     );
     o.stdout
 }
+
+/// Reads export `name` of the server at `socket` whole with nbdcopy; None when the
+/// server does not offer it.
+fn nbd_read(socket: &Path, name: &str) -> Option<Vec<u8>> {
+    let o = Command::new("nbdcopy")
+        .env("PATH", common::server::path_env())
+        .arg(format!("nbd+unix:///{name}?socket={}", s(socket)))
+        .arg("-")
+        .output()
+        .unwrap();
+    o.status.success().then_some(o.stdout)
+}
+
+/// Waits (bounded) until the server offers export `name`; returns its bytes and how
+/// long it took.
+fn wait_for_export(
+    socket: &Path,
+    name: &str,
+    limit: std::time::Duration,
+) -> (Vec<u8>, std::time::Duration) {
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(b) = nbd_read(socket, name) {
+            return (b, t.elapsed());
+        }
+        assert!(
+            t.elapsed() < limit,
+            "export {name} not offered within {limit:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_follow_offers_each_version_and_open_connections_keep_theirs() {
+    if !have("nbdcopy") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let publ = dir.path().join("pub");
+    let mut a = Writer::new(&dir.path().join("a"), "a");
+    a.write(1, 0, 1 << 20);
+    let follower = dir.path().join("b/f.swap");
+    std::fs::create_dir_all(follower.parent().unwrap()).unwrap();
+    ok(&mut mc(&[
+        "push",
+        "--ref",
+        "main",
+        "--swap-out",
+        s(&follower),
+        s(&a.swap),
+        s(&publ),
+    ]));
+    // --follow needs --read-only and a .swap with ref=.
+    let e = fails(&mut mc(&["serve", "--follow", s(&follower)]), 2);
+    assert!(e.contains("--read-only"), "{e}");
+    let e = fails(
+        &mut mc(&["serve", "--read-only", "--follow", s(&a.swap)]),
+        2,
+    );
+    assert!(e.contains("follows no ref"), "{e}");
+
+    let poll = std::time::Duration::from_millis(300);
+    let srv = common::server::Server::start(
+        dir.path(),
+        &follower,
+        &["--read-only", "--follow", "--poll", "300ms"],
+    );
+    let v1 = a.image.clone();
+    assert_eq!(nbd_read(&srv.socket, "").as_deref(), Some(&v1[..]));
+    assert_eq!(nbd_read(&srv.socket, "main@1").as_deref(), Some(&v1[..]));
+    // A connection opened on version 1 and held across the new versions.
+    let mut held = common::nbd::Nbd::connect(&srv.socket);
+    let mut images = vec![v1.clone()];
+    for v in 2..=4u64 {
+        a.write(v, (v as usize) << 20, 256 << 10);
+        ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]));
+        images.push(a.image.clone());
+        let name = format!("main@{v}");
+        let (got, took) = wait_for_export(
+            &srv.socket,
+            &name,
+            poll * 10 + std::time::Duration::from_secs(5),
+        );
+        assert_eq!(got, a.image, "{name}");
+        eprintln!("{name} offered {took:?} after its push (poll {poll:?})");
+        // The empty name and "main" now select the newest.
+        assert_eq!(nbd_read(&srv.socket, "").as_deref(), Some(&a.image[..]));
+        assert_eq!(nbd_read(&srv.socket, "main").as_deref(), Some(&a.image[..]));
+        // The held connection still reads version 1, byte for byte, where it changed.
+        let at = (v as usize) << 20;
+        assert_eq!(
+            held.read(at as u64, 256 << 10),
+            v1[at..at + (256 << 10)].to_vec()
+        );
+    }
+    // Every version stays offered as it was.
+    for (i, img) in images.iter().enumerate() {
+        assert_eq!(
+            nbd_read(&srv.socket, &format!("main@{}", i + 1)).as_deref(),
+            Some(&img[..])
+        );
+    }
+    drop(held);
+    srv.stop();
+
+    // SIGUSR2 looks now, whatever the poll interval.
+    let srv = common::server::Server::start(
+        dir.path(),
+        &follower,
+        &["--read-only", "--follow", "--poll", "1h"],
+    );
+    a.write(9, 7 << 20, 4096);
+    ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]));
+    let pid = srv.child.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill")
+        .args(["-USR2", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let (got, _) = wait_for_export(&srv.socket, "main@5", std::time::Duration::from_secs(10));
+    assert_eq!(got, a.image);
+    srv.stop();
+}

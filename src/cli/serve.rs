@@ -1,6 +1,6 @@
 //! `mindcastle serve NAME.swap (--socket PATH | --listen HOST:PORT) [--read-only] [--export NAME]
 //! [--tls-certificates DIR [--tls-verify-peer] | --tls-psk FILE] [--allow EXPORT=ID[:ro],…]
-//! [--insecure-plaintext]`
+//! [--insecure-plaintext] [--follow [--poll DURATION]]`
 
 use std::process::ExitCode;
 
@@ -50,8 +50,43 @@ pub struct Args {
     /// With any --allow, an export no rule names is refused to everyone.
     #[arg(long, value_name = "EXPORT=ID,…")]
     allow: Vec<String>,
+    /// Offer each new version of the ref the `.swap` follows (`ref=`) as a new
+    /// read-only export REF@SEQ, looking every --poll (and at SIGUSR2); the empty
+    /// export name and REF select the newest, connections keep what they opened.
+    /// Needs --read-only.
+    #[arg(long, requires = "read_only")]
+    follow: bool,
+    /// With --follow: how often to look (e.g. 10s, 500ms, 2m, 1h; default 10s).
+    #[arg(
+        long,
+        requires = "follow",
+        value_name = "DURATION",
+        default_value = "10s"
+    )]
+    poll: String,
     /// The disk.
     swap: PathArg,
+}
+
+/// `10s`, `500ms`, `2m`, `1h`, or plain seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration> {
+    let bad = || Error::invalid(format!("--poll {s}: not a duration (like 10s, 500ms, 2m, 1h)"));
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "ms" => std::time::Duration::from_millis(n),
+        "s" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_secs(n.saturating_mul(60)),
+        "h" => std::time::Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(bad()),
+    };
+    if d.is_zero() {
+        return Err(bad());
+    }
+    Ok(d)
 }
 
 /// Runs `serve`.
@@ -77,6 +112,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
              (certificate common names) or --tls-psk (usernames)",
         ));
     }
+    let follow = if a.follow {
+        Some(parse_duration(&a.poll)?)
+    } else {
+        None
+    };
     let vol = Volume::open(
         &a.swap,
         &OpenOptions {
@@ -84,6 +124,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
             ..Default::default()
         },
     )?;
+    if follow.is_some() && vol.followed().is_none() {
+        return Err(Error::invalid(format!(
+            "--follow: {} follows no ref (it needs ref=NAME beside fallback=, as `push --ref \
+             NAME --swap-out FILE` writes it)",
+            a.swap.display()
+        )));
+    }
     let prefetch = match &a.prefetch {
         Some(p) => {
             vol.check_prefetch_target()?;
@@ -100,6 +147,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
             tls,
             insecure_plaintext: a.insecure_plaintext,
             allow,
+            follow,
         },
     )
     .map_err(|e: Error| e.context("serve"))?;

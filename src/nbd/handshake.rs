@@ -72,15 +72,18 @@ impl Peer<'_> {
 /// Every export a server offers; the first is the default (the empty name selects it).
 #[derive(Clone, Debug)]
 pub struct Catalog {
-    /// The exports, default first.
+    /// The exports.
     pub exports: Vec<ExportInfo>,
+    /// The one an empty name selects (0: the head; `serve --follow` moves it to the
+    /// newest version).
+    pub default: usize,
 }
 
 impl Catalog {
     /// The export a client's name selects.
     fn find(&self, n: &str) -> Option<(usize, &ExportInfo)> {
         if n.is_empty() {
-            return self.exports.first().map(|e| (0, e));
+            return self.exports.get(self.default).map(|e| (self.default, e));
         }
         self.exports
             .iter()

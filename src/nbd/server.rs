@@ -1,7 +1,13 @@
 //! Accepts connections on a Unix socket or TCP address and serves each one. SIGINT,
 //! SIGTERM and SIGHUP stop it cleanly (stop accepting, let connections go, flush,
 //! checkpoint, remove the socket file); SIGUSR1 takes a snapshot, as it does for
-//! `attach`; SIGUSR2, SIGALRM, SIGQUIT and SIGPIPE are ignored.
+//! `attach`; SIGUSR2 makes `--follow` look for a new version now; SIGALRM, SIGQUIT and
+//! SIGPIPE are ignored.
+//!
+//! With `--follow`, a task looks for a newer version of the followed ref every poll
+//! interval and offers each one as a new read-only export `REF@SEQ`; the empty name
+//! and the name `REF` move to the newest, so a new connection gets it, while every
+//! open connection keeps the export (and so the root) it opened.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -71,12 +77,15 @@ pub struct ServeConfig {
     pub insecure_plaintext: bool,
     /// Who may use which export.
     pub allow: super::AccessList,
+    /// Look for new versions of the followed ref this often (`--follow`).
+    pub follow: Option<std::time::Duration>,
 }
 
 /// What a signal asks of the server.
 enum SignalEvent {
     Stop,
     Snapshot,
+    CheckVersions,
 }
 
 /// The signals the server answers; the ignored ones are held so they do nothing.
@@ -85,6 +94,7 @@ struct Signals {
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
     usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
     _ignored: Vec<tokio::signal::unix::Signal>,
 }
 
@@ -96,8 +106,8 @@ impl Signals {
             term: sig(SignalKind::terminate())?,
             hup: sig(SignalKind::hangup())?,
             usr1: sig(SignalKind::user_defined1())?,
+            usr2: sig(SignalKind::user_defined2())?,
             _ignored: vec![
-                sig(SignalKind::user_defined2())?,
                 sig(SignalKind::alarm())?,
                 sig(SignalKind::quit())?,
                 sig(SignalKind::pipe())?,
@@ -111,6 +121,7 @@ impl Signals {
             _ = self.term.recv() => SignalEvent::Stop,
             _ = self.hup.recv() => SignalEvent::Stop,
             _ = self.usr1.recv() => SignalEvent::Snapshot,
+            _ = self.usr2.recv() => SignalEvent::CheckVersions,
         }
     }
 }
@@ -145,13 +156,23 @@ async fn snapshot(exports: &Arc<Exports>) {
     }
 }
 
-/// What the server offers: the head (export 0) and every kept snapshot, read-only,
-/// by name or id. A snapshot's volume is opened on its first connection.
+/// What an export other than the head reads.
+#[derive(Clone, Copy)]
+enum Behind {
+    /// A snapshot the head keeps.
+    Snapshot(RootRef),
+    /// A version of the followed ref.
+    Version(RootRef),
+}
+
+/// What the server offers: the head (export 0), every kept snapshot and, with
+/// `--follow`, every version seen, read-only, by name or id. Their volumes are opened
+/// on their first connection.
 pub struct Exports {
     head: Arc<Volume>,
     catalog: RwLock<Catalog>,
-    /// Root of each snapshot export, by catalog index.
-    roots: RwLock<Vec<Option<RootRef>>>,
+    /// What each export other than the head reads, by catalog index.
+    roots: RwLock<Vec<Option<Behind>>>,
     opened: Mutex<HashMap<usize, Arc<Volume>>>,
     /// Request buffers of every connection share this.
     payload: PayloadBudget,
@@ -159,9 +180,14 @@ pub struct Exports {
 
 impl Exports {
     fn new(head: Arc<Volume>, name: &str) -> Result<Self> {
+        // A followed version: also by REF and REF@SEQ.
+        let aliases = match head.followed() {
+            Some((r, seq)) => vec![r.to_string(), format!("{r}@{seq}")],
+            None => Vec::new(),
+        };
         let info = ExportInfo {
             name: name.to_string(),
-            aliases: Vec::new(),
+            aliases,
             description: format!("mindcastle disk {}", head.uuid()),
             size: head.size(),
             read_only: !head.writable(),
@@ -169,6 +195,7 @@ impl Exports {
         let ex = Self {
             catalog: RwLock::new(Catalog {
                 exports: vec![info],
+                default: 0,
             }),
             roots: RwLock::new(vec![None]),
             payload: PayloadBudget::new(crate::memory::Budget::process().request_bytes()),
@@ -208,7 +235,36 @@ impl Exports {
             .write()
             .map_err(|_| Error::internal("catalog lock"))?;
         cat.exports.push(info);
-        roots.push(Some(*root));
+        roots.push(Some(Behind::Snapshot(*root)));
+        Ok(())
+    }
+
+    /// Offers version `v` of the followed ref as export `REF@SEQ`, and moves the empty
+    /// name and `REF` to it (connections already open keep what they opened).
+    fn add_version(&self, v: &crate::format::ref_version::RefVersion) -> Result<()> {
+        let mut cat = self
+            .catalog
+            .write()
+            .map_err(|_| Error::internal("catalog lock"))?;
+        let mut roots = self
+            .roots
+            .write()
+            .map_err(|_| Error::internal("catalog lock"))?;
+        for e in &mut cat.exports {
+            e.aliases.retain(|a| *a != v.name);
+        }
+        cat.exports.push(ExportInfo {
+            name: format!("{}@{}", v.name, v.seq),
+            aliases: vec![v.name.clone()],
+            description: format!(
+                "version {} of ref {} ({}), read-only",
+                v.seq, v.name, v.root.id
+            ),
+            size: v.disk_size,
+            read_only: true,
+        });
+        roots.push(Some(Behind::Version(v.root)));
+        cat.default = cat.exports.len() - 1;
         Ok(())
     }
 
@@ -218,8 +274,8 @@ impl Exports {
 
     /// The volume behind export `i` (opening a snapshot on first use).
     fn volume(&self, i: usize) -> Result<Arc<Volume>> {
-        let root = match self.roots.read().ok().and_then(|r| r.get(i).copied()) {
-            Some(Some(r)) => r,
+        let behind = match self.roots.read().ok().and_then(|r| r.get(i).copied()) {
+            Some(Some(b)) => b,
             _ => return Ok(self.head.clone()),
         };
         let mut opened = self
@@ -229,12 +285,18 @@ impl Exports {
         if let Some(v) = opened.get(&i) {
             return Ok(v.clone());
         }
-        // The head holds the disk lock; the snapshot stays readable while it is kept.
+        // The head holds the disk lock; the snapshot stays readable while it is kept,
+        // a version while the remote keeps it.
+        let (snapshot, at_root) = match behind {
+            Behind::Snapshot(r) => (Some(r.id), None),
+            Behind::Version(r) => (None, Some(r)),
+        };
         let v = Arc::new(Volume::open(
             self.head.swap_path(),
             &OpenOptions {
                 read_only: true,
-                snapshot: Some(root.id),
+                snapshot,
+                at_root,
                 no_lock: true,
                 ..Default::default()
             },
@@ -477,6 +539,11 @@ pub fn serve(vol: Volume, prefetch: Option<Vec<(u64, u64)>>, cfg: ServeConfig) -
         vol.prefetch_in_background(ranges);
     }
     let v2 = Arc::new(Exports::new(vol.clone(), &cfg.export)?);
+    let check_now = Arc::new(tokio::sync::Notify::new());
+    if let Some(every) = cfg.follow {
+        let floor = vol.followed().map_or(0, |(_, s)| s);
+        rt.spawn(follow_versions(v2.clone(), every, floor, check_now.clone()));
+    }
     rt.block_on(async move {
         let mut signals = Signals::new()?;
         let limits = Limits::new(cfg.allow.clone());
@@ -496,6 +563,7 @@ pub fn serve(vol: Volume, prefetch: Option<Vec<(u64, u64)>>, cfg: ServeConfig) -
                         ev = signals.next() => match ev {
                             SignalEvent::Stop => break,
                             SignalEvent::Snapshot => snapshot(&v2).await,
+                            SignalEvent::CheckVersions => check_now.notify_one(),
                         },
                     }
                 }
@@ -534,6 +602,7 @@ pub fn serve(vol: Volume, prefetch: Option<Vec<(u64, u64)>>, cfg: ServeConfig) -
                         ev = signals.next() => match ev {
                             SignalEvent::Stop => break,
                             SignalEvent::Snapshot => snapshot(&v2).await,
+                            SignalEvent::CheckVersions => check_now.notify_one(),
                         },
                     }
                 }
@@ -549,6 +618,44 @@ pub fn serve(vol: Volume, prefetch: Option<Vec<(u64, u64)>>, cfg: ServeConfig) -
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `serve --follow`: every `every` (or at SIGUSR2), asks the followed ref's remote for
+/// a version newer than the newest offered, checks it against the `.swap` file's trust
+/// rules, and offers it. A failure is logged and the next poll tries again.
+async fn follow_versions(
+    exports: Arc<Exports>,
+    every: std::time::Duration,
+    mut floor: u64,
+    check_now: Arc<tokio::sync::Notify>,
+) {
+    let path = exports.head.swap_path().to_path_buf();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = check_now.notified() => {}
+        }
+        let p = path.clone();
+        let found =
+            tokio::task::spawn_blocking(move || crate::volume::follow::newer_version(&p, floor))
+                .await;
+        match found {
+            Ok(Ok(Some(v))) => match exports.add_version(&v) {
+                Ok(()) => {
+                    floor = v.seq;
+                    tracing::info!(r#ref = %v.name, version = v.seq, root = %v.root.id, "following: offering a new version");
+                    eprintln!(
+                        "mindcastle: offering {}@{} (root {})",
+                        v.name, v.seq, v.root.id
+                    );
+                }
+                Err(e) => tracing::warn!(error = %e, "offering a new version"),
+            },
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "following: looking for a new version failed"),
+            Err(e) => tracing::warn!(error = %e, "following: the look-up task failed"),
+        }
+    }
 }
 
 /// An accept that failed (out of file descriptors, most often): logged, and the next

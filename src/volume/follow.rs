@@ -81,6 +81,60 @@ fn trust_of<'a>(swap: &'a SwapFile, name: &'a str) -> Result<Trust<'a>> {
     })
 }
 
+type Newest = (Found, std::sync::Arc<dyn crate::store::refs::RefStore>);
+
+/// The newest version of ref `name` at the first of `swap`'s fallbacks that has it,
+/// with the error of the last fallback that could not answer. A damaged version is an
+/// error, never passed over for another fallback's.
+fn find_newest(
+    swap: &SwapFile,
+    name: &str,
+    base: &Path,
+) -> Result<(Option<Newest>, Option<Error>)> {
+    let mut last_err: Option<Error> = None;
+    for f in &swap.fallbacks {
+        let refs = open_refs(f, base)?;
+        match newest(refs.as_ref(), name, 0, false) {
+            Ok(Some(v)) => return Ok((Some((v, refs)), last_err)),
+            Ok(None) => {}
+            Err(e) if e.kind() == ErrorKind::Corrupt => return Err(e),
+            Err(e) => {
+                tracing::warn!(remote = %f, error = %e, "could not read the ref here");
+                last_err = Some(e);
+            }
+        }
+    }
+    Ok((None, last_err))
+}
+
+/// For `serve --follow`: the newest version of the ref the `.swap` at `path` follows
+/// when it is newer than `floor` and passes the file's trust rules (None: nothing
+/// newer, or no fallback answered).
+pub fn newer_version(
+    path: &Path,
+    floor: u64,
+) -> Result<Option<crate::format::ref_version::RefVersion>> {
+    let mut swap = super::read_swap(path)?;
+    let Some(name) = swap.follow.clone() else {
+        return Ok(None);
+    };
+    swap.ref_seq = swap.ref_seq.max(floor);
+    let (found, err) = find_newest(&swap, &name, &base_dir(path))?;
+    let Some((f, refs)) = found else {
+        if let Some(e) = err {
+            return Err(e);
+        }
+        return Ok(None);
+    };
+    let what = format!(
+        "{}: version {} of ref '{name}'",
+        refs.describe(),
+        f.version.seq
+    );
+    trust_of(&swap, &name)?.check(&f.version, &what)?;
+    Ok((f.version.seq > floor).then_some(f.version))
+}
+
 /// Resolves `swap`'s `ref=` (unchanged without one). With `persist`, a move is
 /// written to the `.swap` at `path` (the caller holds the disk's lock); with `strict`,
 /// a diverged or unreachable disk is an error (`update`).
@@ -103,24 +157,9 @@ pub fn follow(
         root: swap.snapshot.map(|r| r.id.to_hex()),
         remote: None,
     };
-    let mut found: Option<(Found, std::sync::Arc<dyn crate::store::refs::RefStore>)> = None;
-    let mut last_err: Option<Error> = None;
-    for f in &swap.fallbacks {
-        let refs = open_refs(f, &base)?;
-        match newest(refs.as_ref(), &name, 0, false) {
-            Ok(Some(v)) => {
-                report.remote = Some(refs.describe());
-                found = Some((v, refs));
-                break;
-            }
-            Ok(None) => {}
-            // A damaged version is never passed over for another fallback's.
-            Err(e) if e.kind() == ErrorKind::Corrupt => return Err(e),
-            Err(e) => {
-                tracing::warn!(remote = %f, error = %e, "could not read the ref here");
-                last_err = Some(e);
-            }
-        }
+    let (found, last_err) = find_newest(swap, &name, &base)?;
+    if let Some((_, refs)) = &found {
+        report.remote = Some(refs.describe());
     }
     let Some((newest_found, refs)) = found else {
         let why = match last_err {

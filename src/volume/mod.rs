@@ -62,6 +62,9 @@ pub struct OpenOptions {
     /// Most bytes of index chunks fetched whole before a disk behind a URL opens
     /// (None: `prefetch::INDEX_AT_OPEN`); a larger index is fetched in the background.
     pub index_at_open: Option<u64>,
+    /// Open this root (a version of a followed ref, say) instead of `snapshot=`,
+    /// read-only and without the log: `serve --follow` opens each new version so.
+    pub at_root: Option<RootRef>,
     /// Test hook: called once the root is read and before the log is (a test
     /// checkpoints the writer there, beside a reader without the lock).
     #[doc(hidden)]
@@ -78,6 +81,8 @@ pub struct Volume {
     /// No `fallback=`: every chunk is in the local data folder, so a read never waits
     /// on a network.
     local_only: bool,
+    /// The ref the `.swap` follows and the version opened (`ref=`, `refseq=`).
+    followed: Option<(String, u64)>,
     _lock: Option<DiskLock>,
 }
 
@@ -213,7 +218,7 @@ impl Volume {
 
     /// Opens a disk.
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<Self> {
-        if !opts.no_lock || opts.snapshot.is_some() {
+        if !opts.no_lock || opts.snapshot.is_some() || opts.at_root.is_some() {
             return Self::open_once(path, opts);
         }
         // Beside a running writer: its root (the `.swap`) and its log are read one after
@@ -253,7 +258,7 @@ impl Volume {
     fn open_once(path: &Path, opts: &OpenOptions) -> Result<Self> {
         let swap = read_swap(path)?;
         let dir = data_dir(path, &swap);
-        let writable = !opts.read_only && opts.snapshot.is_none();
+        let writable = !opts.read_only && opts.snapshot.is_none() && opts.at_root.is_none();
         if writable && swap.read_only {
             return Err(Error::invalid(format!(
                 "{} is read-only (readonly=true: a snapshot of another disk); read it with \
@@ -288,7 +293,9 @@ impl Volume {
         let mut swap = swap;
         // A followed ref moves the disk to its newest version before the root is read
         // (never beside a writer without the lock, nor for a kept snapshot).
-        if !opts.no_lock && opts.snapshot.is_none() {
+        if let Some(r) = opts.at_root {
+            swap.snapshot = Some(r);
+        } else if !opts.no_lock && opts.snapshot.is_none() {
             follow::follow(path, &mut swap, &dir, lock.is_some(), false)?;
         }
         let store = open_stack(path, &swap, &dir, writable, opts)?;
@@ -366,7 +373,7 @@ impl Volume {
             }
         } else {
             Mode::ReadOnly {
-                wal: opts.snapshot.is_none().then_some(wal),
+                wal: (opts.snapshot.is_none() && opts.at_root.is_none()).then_some(wal),
             }
         };
         let remote_cached = swap.cache.is_some() && !swap.fallbacks.is_empty();
@@ -407,6 +414,7 @@ impl Volume {
             swap_path: path.to_path_buf(),
             data_dir: dir,
             local_only: swap.fallbacks.is_empty(),
+            followed: swap.follow.clone().map(|r| (r, swap.ref_seq)),
             uuid: swap.uuid,
             data: Data::V1(engine),
             readahead,
@@ -455,8 +463,14 @@ impl Volume {
             data: Data::Original(disk),
             readahead: None,
             local_only: swap.fallbacks.is_empty(),
+            followed: None,
             _lock: None,
         }))
+    }
+
+    /// The ref this disk follows and the version it opened at (`ref=`, `refseq=`).
+    pub fn followed(&self) -> Option<(&str, u64)> {
+        self.followed.as_ref().map(|(r, s)| (r.as_str(), *s))
     }
 
     /// Flushes, checkpoints and releases the disk.
