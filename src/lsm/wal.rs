@@ -261,6 +261,31 @@ impl Wal {
         ))
     }
 
+    /// Removes the log at `path` (both segments) when it holds no ops, so a disk moved
+    /// to another root (a followed ref's newer version) starts its log afresh on that
+    /// root; a log with ops is an error and is left as it is. The caller holds the
+    /// disk's lock.
+    pub fn remove_if_empty(path: &Path) -> Result<()> {
+        if !Self::read_ops(path, 0)?.ops.is_empty() {
+            return Err(Error::internal(format!(
+                "write-ahead log {} holds writes; not removing it",
+                path.display()
+            )));
+        }
+        let mut removed = false;
+        for p in [old_path(path), path.to_path_buf()] {
+            match std::fs::remove_file(&p) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("removing {}", p.display()), e)),
+            }
+        }
+        match path.parent() {
+            Some(dir) if removed => crate::store::local::sync_dir(dir),
+            _ => Ok(()),
+        }
+    }
+
     /// The number of the segment appends go to.
     pub fn segment(&self) -> Result<u64> {
         Ok(self.inner()?.segment)

@@ -212,6 +212,12 @@ pub fn follow(
     swap.snapshot = Some(v.root);
     swap.ref_seq = v.seq;
     if persist {
+        // The empty log belongs to the old root (its segment numbers follow that root's):
+        // gone first, so a crash before the .swap is written leaves the old root with no
+        // log, never the new root with the old root's log.
+        if dir.is_dir() {
+            crate::lsm::wal::Wal::remove_if_empty(&dir.join("wal"))?;
+        }
         write_atomic(path, &swap.render())?;
     }
     tracing::info!(disk = %path.display(), r#ref = %name, version = v.seq, root = %v.root.id, "following: at the ref's newest version");
