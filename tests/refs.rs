@@ -713,3 +713,262 @@ fn serve_follow_offers_each_version_and_open_connections_keep_theirs() {
     assert_eq!(got, a.image);
     srv.stop();
 }
+
+/// A `.swap` pinned to version `seq` of ref `name` at the folder remote `publ` (read from
+/// its version object), with `key_of`'s key: it reads exactly that version.
+fn pinned(dir: &Path, publ: &Path, name: &str, seq: u64, key_of: &Path) -> PathBuf {
+    let obj = publ.join(mindcastle::format::ref_version::object_name(name, seq));
+    let v = mindcastle::format::ref_version::RefVersion::decode(&std::fs::read(&obj).unwrap(), "t")
+        .unwrap();
+    let text = std::fs::read_to_string(key_of).unwrap();
+    let key = text.lines().find(|l| l.starts_with("key=")).unwrap();
+    let p = dir.join(format!(
+        "pinned-{name}-{seq}-{}.swap",
+        uuid::Uuid::new_v4().simple()
+    ));
+    write_swap(
+        &p,
+        &format!(
+            "uuid={}\nsize={}\n{key}\nsnapshot={}:{}\nsnaphash={}\nfallback={}\n",
+            uuid::Uuid::new_v4(),
+            v.disk_size,
+            v.root.id,
+            v.root.size,
+            hex::encode(v.root.tag),
+            s(publ)
+        ),
+    );
+    p
+}
+
+fn chunk_names(publ: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(publ)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".lvl"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn gc_at_a_remote_keeps_what_kept_versions_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let publ = dir.path().join("pub");
+    let mut a = Writer::new(&dir.path().join("a"), "a");
+    let mut images = Vec::new();
+    for v in 1..=5u64 {
+        a.write(v, ((v as usize) % 4) << 20, 512 << 10);
+        ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]));
+        images.push(a.image.clone());
+    }
+    // Another disk's refused push leaves its chunks behind (orphans).
+    let mut b = Writer::new(&dir.path().join("b"), "b");
+    b.write(77, 0, 1 << 20);
+    fails(&mut mc(&["push", "--ref", "main", s(&b.swap), s(&publ)]), 5);
+    let before = chunk_names(&publ);
+
+    // Refusals that delete nothing.
+    let e = fails(&mut mc(&["gc", s(&publ)]), 2);
+    assert!(e.contains("--key-from"), "{e}");
+    let e = fails(
+        &mut mc(&["gc", "--key-from", s(&b.swap), "--grace", "0s", s(&publ)]),
+        2,
+    );
+    assert!(e.contains("nothing was deleted"), "{e}");
+    let e = fails(&mut mc(&["gc", "--keep", "1", s(&a.swap)]), 2);
+    assert!(e.contains("of a remote"), "{e}");
+    let out = json(&ok(&mut mc(&[
+        "gc",
+        "--json",
+        "--dry-run",
+        "--keep",
+        "2",
+        "--grace",
+        "0s",
+        "--key-from",
+        s(&a.swap),
+        s(&publ),
+    ])));
+    assert_eq!(out["deleted"], false);
+    assert_eq!(out["versions_deleted"], 3);
+    assert!(out["garbage_chunks"].as_u64().unwrap() > 0);
+    assert_eq!(chunk_names(&publ), before, "a dry run deletes nothing");
+    // Inside the grace period (default 1h) nothing goes: every version was superseded
+    // minutes ago at most, and every orphan is young.
+    let out = json(&ok(&mut mc(&[
+        "gc",
+        "--json",
+        "--keep",
+        "1",
+        "--key-from",
+        s(&a.swap),
+        s(&publ),
+    ])));
+    assert_eq!(out["versions_deleted"], 0);
+    assert_eq!(out["garbage_chunks"], 0);
+    assert!(out["young_chunks"].as_u64().unwrap() > 0);
+    assert_eq!(chunk_names(&publ), before);
+
+    // A lock held by a running push stops a collection (exit 5), and the reverse.
+    std::fs::create_dir_all(publ.join("locks")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    std::fs::write(
+        publ.join("locks/push-test"),
+        format!("{{\"kind\":\"push\",\"pid\":1,\"host\":\"h\",\"time_ms\":{now}}}"),
+    )
+    .unwrap();
+    let e = fails(&mut mc(&["gc", "--key-from", s(&a.swap), s(&publ)]), 5);
+    assert!(e.contains("push") && e.contains("locks/push-test"), "{e}");
+    std::fs::remove_file(publ.join("locks/push-test")).unwrap();
+    std::fs::write(
+        publ.join("locks/gc-test"),
+        format!("{{\"kind\":\"gc\",\"pid\":1,\"host\":\"h\",\"time_ms\":{now}}}"),
+    )
+    .unwrap();
+    a.write(6, 5 << 20, 4096);
+    let e = fails(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]), 5);
+    assert!(e.contains("collection"), "{e}");
+    // A stale lock (its holder killed 20 minutes ago) is ignored, then removed.
+    let old = now - 20 * 60 * 1000;
+    std::fs::write(
+        publ.join("locks/gc-test"),
+        format!("{{\"kind\":\"gc\",\"pid\":1,\"host\":\"h\",\"time_ms\":{old}}}"),
+    )
+    .unwrap();
+    ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]));
+    images.push(a.image.clone());
+
+    // Keep 2, no grace: versions 5 and 6 stay, whole; the rest and the orphans go.
+    let out = json(&ok(&mut mc(&[
+        "gc",
+        "--json",
+        "--keep",
+        "2",
+        "--grace",
+        "0s",
+        "--key-from",
+        s(&a.swap),
+        s(&publ),
+    ])));
+    assert_eq!(out["deleted"], true);
+    assert_eq!(out["versions_deleted"], 4);
+    assert_eq!(out["stale_locks"], 1);
+    assert!(!publ.join("locks").exists(), "no lock left behind");
+    let log = json(&ok(&mut mc(&["log", "--json", "--ref", "main", s(&publ)])));
+    let seqs: Vec<u64> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![6, 5]);
+    for seq in [5u64, 6] {
+        let p = pinned(dir.path(), &publ, "main", seq, &a.swap);
+        assert_eq!(export(&p), images[seq as usize - 1], "version {seq}");
+        ok(&mut mc(&["fsck", s(&p)]));
+    }
+    assert_eq!(
+        chunk_names(&publ).len() as u64,
+        out["live_chunks"].as_u64().unwrap()
+    );
+    // A follower still reads the newest.
+    let follower = dir.path().join("f.swap");
+    let text = std::fs::read_to_string(&a.swap).unwrap();
+    let key = text.lines().find(|l| l.starts_with("key=")).unwrap();
+    write_swap(
+        &follower,
+        &format!(
+            "uuid={}\nsize={SIZE}\n{key}\nfallback={}\nref=main\n",
+            uuid::Uuid::new_v4(),
+            s(&publ)
+        ),
+    );
+    assert_eq!(export(&follower), a.image);
+}
+
+#[test]
+fn gc_keeps_a_version_a_follower_reads_until_its_grace_ends() {
+    if !have("nbdcopy") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let publ = dir.path().join("pub");
+    let mut a = Writer::new(&dir.path().join("a"), "a");
+    a.write(1, 0, 2 << 20);
+    let follower = dir.path().join("f.swap");
+    ok(&mut mc(&[
+        "push",
+        "--ref",
+        "main",
+        "--swap-out",
+        s(&follower),
+        s(&a.swap),
+        s(&publ),
+    ]));
+    let v1 = a.image.clone();
+    let srv = common::server::Server::start(
+        dir.path(),
+        &follower,
+        &["--read-only", "--follow", "--poll", "200ms"],
+    );
+    // Every block of version 1 is rewritten by version 2: none of its data is shared.
+    a.write(2, 0, 2 << 20);
+    ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]));
+    let (got, _) = wait_for_export(&srv.socket, "main@2", std::time::Duration::from_secs(10));
+    assert_eq!(got, a.image);
+    // Inside the grace period version 1 stays, and its readers with it.
+    let out = json(&ok(&mut mc(&[
+        "gc",
+        "--json",
+        "--keep",
+        "1",
+        "--grace",
+        "1h",
+        "--key-from",
+        s(&a.swap),
+        s(&publ),
+    ])));
+    assert_eq!(out["versions_deleted"], 0);
+    assert_eq!(nbd_read(&srv.socket, "main@1").as_deref(), Some(&v1[..]));
+    // After it, version 1 goes; reading it is an error, never version 2's bytes.
+    let pinned_v1 = pinned(dir.path(), &publ, "main", 1, &a.swap);
+    let out = json(&ok(&mut mc(&[
+        "gc",
+        "--json",
+        "--keep",
+        "1",
+        "--grace",
+        "0s",
+        "--key-from",
+        s(&a.swap),
+        s(&publ),
+    ])));
+    assert_eq!(out["versions_deleted"], 1);
+    assert!(out["garbage_chunks"].as_u64().unwrap() > 0);
+    let o = Command::new("nbdcopy")
+        .env("PATH", common::server::path_env())
+        .arg(format!("nbd+unix:///main@1?socket={}", s(&srv.socket)))
+        .arg("-")
+        .output()
+        .unwrap();
+    // The server may still hold version 1's files open (a folder remote): then it reads
+    // them whole; otherwise it fails. Never other bytes.
+    assert!(
+        v1[..o.stdout.len()] == o.stdout[..],
+        "only version 1's bytes, if any"
+    );
+    assert_eq!(o.status.success(), o.stdout.len() == v1.len());
+    // A new reader of version 1 gets an error naming what is missing.
+    let e = fails(&mut mc(&["export", s(&pinned_v1), "-"]), 4);
+    assert!(
+        e.contains("root ") && (e.contains("not found") || e.contains("No such file")),
+        "{e}"
+    );
+    assert_eq!(nbd_read(&srv.socket, "main").as_deref(), Some(&a.image[..]));
+    srv.stop();
+}

@@ -388,12 +388,85 @@ pub struct GcArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
-    /// The disk.
+    /// At a remote: a `.swap` whose key opens versions' roots (repeatable: one per disk
+    /// that pushes there).
+    #[arg(long, value_name = "FILE")]
+    key_from: Vec<PathArg>,
+    /// At a remote: keep this many newest versions of each ref (default: all).
+    #[arg(long, value_name = "N")]
+    keep: Option<u64>,
+    /// At a remote: nothing younger than this goes (a version superseded, a chunk
+    /// written), so followers reading an older version keep it (default 1h).
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    grace: String,
+    /// The disk (NAME.swap: its data folder), or a remote that refs were pushed to (a
+    /// folder, s3://, gs://, az://).
     swap: PathArg,
+}
+
+/// True when `p` names a disk rather than a remote.
+fn is_disk(p: &std::path::Path) -> bool {
+    p.extension().is_some_and(|e| e == "swap") || p.is_file()
+}
+
+/// Runs `gc DEST` (a remote).
+fn gc_remote(a: &GcArgs) -> Result<ExitCode> {
+    let spec = a.swap.to_string_lossy();
+    if !spec.contains("://") && !a.swap.is_dir() {
+        return Err(crate::error::Error::not_found(format!(
+            "{spec}: no such disk (NAME.swap) or folder"
+        )));
+    }
+    let dest = crate::volume::sync::Destination::open(&spec)?;
+    if !dest.moves_refs() {
+        return Err(crate::error::Error::invalid(format!(
+            "{spec}: gc of a remote needs a folder, s3://, gs:// or az:// (one with refs)"
+        )));
+    }
+    let r = crate::volume::remote_gc::collect(
+        &dest,
+        &crate::volume::remote_gc::RemoteGc {
+            keep: a.keep,
+            grace: super::parse_duration(&a.grace, "--grace")?,
+            dry_run: a.dry_run,
+            keys: a.key_from.clone(),
+        },
+    )?;
+    if a.json {
+        outln!("{}", json(&r)?);
+    } else {
+        outln!(
+            "{} refs; {} versions kept, {} older ones{}; {} chunks live, {} unreferenced \
+             ({} bytes){}, {} unreferenced but younger than the grace period (kept)",
+            r.refs,
+            r.versions_kept,
+            r.versions_deleted,
+            if r.deleted { " deleted" } else { "" },
+            r.live_chunks,
+            r.garbage_chunks,
+            r.garbage_bytes,
+            if r.deleted {
+                " deleted"
+            } else {
+                ", nothing deleted (dry run)"
+            },
+            r.young_chunks
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs `gc`.
 pub fn gc(a: GcArgs) -> Result<ExitCode> {
+    if !is_disk(&a.swap) {
+        return gc_remote(&a);
+    }
+    if !a.key_from.is_empty() || a.keep.is_some() || a.grace != "1h" {
+        return Err(crate::error::Error::invalid(
+            "--key-from, --keep and --grace are for gc of a remote (a folder or URL that \
+             refs were pushed to), not of a disk",
+        ));
+    }
     let vol = writable(&a.swap)?;
     let r = vol.gc(a.dry_run)?;
     vol.close()?;

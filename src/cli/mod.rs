@@ -86,7 +86,8 @@ enum Command {
     Reset(history::ResetArgs),
     /// Stop keeping snapshots (their chunks are deleted when nothing else needs them).
     Forget(history::ForgetArgs),
-    /// Delete the data folder's chunks that no kept state reaches.
+    /// Delete the data folder's chunks that no kept state reaches; of a remote (a folder
+    /// or URL with refs): the chunks and old versions no kept ref version needs.
     Gc(history::GcArgs),
     /// Copy a disk written by the original C Mindcastle into a new disk in this
     /// version's format (the old disk is only read).
@@ -192,6 +193,28 @@ fn inspect(path: &std::path::Path) -> Result<crate::volume::Volume> {
             ..Default::default()
         },
     )
+}
+
+/// `10s`, `500ms`, `2m`, `1h`, or plain seconds.
+pub(crate) fn parse_duration(s: &str, flag: &str) -> Result<std::time::Duration> {
+    let bad = || {
+        Error::invalid(format!(
+            "{flag} {s}: not a duration (like 10s, 500ms, 2m, 1h)"
+        ))
+    };
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "ms" => std::time::Duration::from_millis(n),
+        "s" => std::time::Duration::from_secs(n),
+        "m" => std::time::Duration::from_secs(n.saturating_mul(60)),
+        "h" => std::time::Duration::from_secs(n.saturating_mul(3600)),
+        _ => return Err(bad()),
+    };
+    Ok(d)
 }
 
 /// A path argument.

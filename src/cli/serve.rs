@@ -68,27 +68,6 @@ pub struct Args {
     swap: PathArg,
 }
 
-/// `10s`, `500ms`, `2m`, `1h`, or plain seconds.
-fn parse_duration(s: &str) -> Result<std::time::Duration> {
-    let bad = || Error::invalid(format!("--poll {s}: not a duration (like 10s, 500ms, 2m, 1h)"));
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let d = match unit {
-        "ms" => std::time::Duration::from_millis(n),
-        "s" => std::time::Duration::from_secs(n),
-        "m" => std::time::Duration::from_secs(n.saturating_mul(60)),
-        "h" => std::time::Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(bad()),
-    };
-    if d.is_zero() {
-        return Err(bad());
-    }
-    Ok(d)
-}
-
 /// Runs `serve`.
 pub fn run(a: Args) -> Result<ExitCode> {
     let listen = match (a.socket, a.listen) {
@@ -113,7 +92,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
         ));
     }
     let follow = if a.follow {
-        Some(parse_duration(&a.poll)?)
+        let d = super::parse_duration(&a.poll, "--poll")?;
+        if d.is_zero() {
+            return Err(Error::invalid("--poll 0: give a positive interval"));
+        }
+        Some(d)
     } else {
         None
     };

@@ -147,6 +147,11 @@ pub fn push(a: PushArgs) -> Result<ExitCode> {
         )));
     }
     let vol = Volume::open(&a.swap, &OpenOptions::default())?;
+    // A ref names chunks the push finds at DEST: no collection may run meanwhile.
+    let _lock = match &a.ref_name {
+        Some(_) => Some(dest.lock_for_push()?),
+        None => None,
+    };
     let pb = progress::bytes(0, "push");
     let t = vol.push(&dest, &|n| pb.set_position(n))?;
     pb.finish_and_clear();

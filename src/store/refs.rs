@@ -31,8 +31,22 @@ pub trait RefStore: Send + Sync {
     fn delete(&self, name: &str) -> Result<()>;
     /// The names directly below the folder `dir` (last parts only).
     fn list_dir(&self, dir: &str) -> Result<Vec<String>>;
+    /// Every object below the folder `dir` ("" for all), at any depth, with its size and
+    /// modification time (names relative to the remote, `/`-separated).
+    fn list_meta(&self, dir: &str) -> Result<Vec<Listed>>;
     /// For messages: the folder or URL.
     fn describe(&self) -> String;
+}
+
+/// An object as a listing shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Its name, relative to the remote.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Last modified, unix milliseconds (the server's clock).
+    pub modified_ms: u64,
 }
 
 /// Refs in a local folder (the folder a `push` to a path writes).
@@ -57,15 +71,23 @@ impl FolderRefs {
         let parent = path
             .parent()
             .ok_or_else(|| Error::internal("a ref path has no folder"))?;
-        fs::create_dir_all(parent)
-            .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
         let tmp = parent.join(format!(
             ".tmp-{}-{}",
             std::process::id(),
             uuid::Uuid::new_v4().simple()
         ));
-        let mut f =
-            File::create(&tmp).map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        // The folder may be removed between the two steps by a `delete` that found it
+        // empty: make it again then.
+        let mut tries = 0;
+        let mut f = loop {
+            fs::create_dir_all(parent)
+                .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+            match File::create(&tmp) {
+                Ok(f) => break f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 8 => tries += 1,
+                Err(e) => return Err(Error::io(format!("creating {}", tmp.display()), e)),
+            }
+        };
         f.write_all(bytes)
             .and_then(|()| f.sync_all())
             .map_err(|e| {
@@ -121,7 +143,14 @@ impl RefStore for FolderRefs {
     fn delete(&self, name: &str) -> Result<()> {
         let path = self.path(name);
         match fs::remove_file(&path) {
-            Ok(()) => sync_parent(&path),
+            Ok(()) => {
+                // An emptied folder goes too (`locks/` after the last lock), so a
+                // pushed folder holds only what it needs; one in use stays.
+                match path.parent().filter(|p| *p != self.dir) {
+                    Some(p) if fs::remove_dir(p).is_ok() => sync_parent(p),
+                    _ => sync_parent(&path),
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
         }
@@ -141,6 +170,46 @@ impl RefStore for FolderRefs {
                 if !n.starts_with('.') {
                     out.push(n.to_string());
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    fn list_meta(&self, dir: &str) -> Result<Vec<Listed>> {
+        let mut out = Vec::new();
+        let mut todo = vec![self.path(dir)];
+        while let Some(d) = todo.pop() {
+            let rd = match fs::read_dir(&d) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(format!("listing {}", d.display()), e)),
+            };
+            for ent in rd {
+                let ent = ent.map_err(|e| Error::io(format!("listing {}", d.display()), e))?;
+                let name = ent.file_name();
+                if name.to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                let meta = ent
+                    .metadata()
+                    .map_err(|e| Error::io(format!("reading {}", ent.path().display()), e))?;
+                if meta.is_dir() {
+                    todo.push(ent.path());
+                    continue;
+                }
+                let Ok(rel) = ent.path().strip_prefix(&self.dir).map(|r| r.to_path_buf()) else {
+                    continue;
+                };
+                let modified_ms = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                out.push(Listed {
+                    name: rel.to_string_lossy().into_owned(),
+                    size: meta.len(),
+                    modified_ms,
+                });
             }
         }
         Ok(out)

@@ -26,6 +26,7 @@ use object_store::{
     GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 };
 
+use super::refs::Listed;
 use super::ChunkStore;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::chunk_id::ChunkId;
@@ -365,6 +366,36 @@ impl super::refs::RefStore for RemoteStore {
             .iter()
             .filter_map(|m| m.location.filename().map(str::to_string))
             .collect())
+    }
+
+    fn list_meta(&self, dir: &str) -> Result<Vec<Listed>> {
+        let (store, path) = (self.store.clone(), self.named(dir));
+        let base = self.prefix.clone();
+        let metas = self.run(async move {
+            let mut out = Vec::new();
+            let mut s = store.list(Some(&path));
+            while let Some(m) = s.next().await {
+                out.push(m);
+            }
+            out
+        })?;
+        let mut out = Vec::new();
+        for m in metas {
+            let m = m.map_err(|e| remote_err(&self.url, "listing", e))?;
+            let Some(parts) = m.location.prefix_match(&base) else {
+                continue;
+            };
+            let name = parts
+                .map(|p| p.as_ref().to_string())
+                .collect::<Vec<_>>()
+                .join("/");
+            out.push(Listed {
+                name,
+                size: m.size,
+                modified_ms: u64::try_from(m.last_modified.timestamp_millis()).unwrap_or(0),
+            });
+        }
+        Ok(out)
     }
 
     fn describe(&self) -> String {

@@ -13,6 +13,8 @@ mod parallel;
 pub mod prefetch;
 mod readahead;
 pub mod refs;
+pub mod remote_gc;
+pub mod remote_lock;
 pub mod request;
 pub mod signing;
 pub mod stats;

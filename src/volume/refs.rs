@@ -575,6 +575,20 @@ mod tests {
                 .map(str::to_string)
                 .collect())
         }
+        fn list_meta(&self, dir: &str) -> Result<Vec<crate::store::refs::Listed>> {
+            Ok(self
+                .objects
+                .lock()
+                .map_err(|_| Error::internal("lock"))?
+                .iter()
+                .filter(|(k, _)| dir.is_empty() || k.starts_with(&format!("{dir}/")))
+                .map(|(k, v)| crate::store::refs::Listed {
+                    name: k.clone(),
+                    size: v.len() as u64,
+                    modified_ms: 0,
+                })
+                .collect())
+        }
         fn describe(&self) -> String {
             "memory".into()
         }

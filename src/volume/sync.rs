@@ -66,6 +66,22 @@ impl Destination {
         self.refs.as_ref()
     }
 
+    /// The destination's refs, shared (a lock's renewer holds them).
+    pub fn refs_arc(&self) -> Arc<dyn RefStore> {
+        self.refs.clone()
+    }
+
+    /// The destination's chunks (for a collection there).
+    pub(crate) fn chunk_store(&self) -> &dyn ChunkStore {
+        self.store.as_ref()
+    }
+
+    /// Takes the shared push lock at the destination (see `remote_lock`): held while
+    /// chunks are copied and a ref version is made, so no collection runs meanwhile.
+    pub fn lock_for_push(&self) -> Result<super::remote_lock::RemoteLock> {
+        super::remote_lock::RemoteLock::take(self.refs.clone(), super::remote_lock::LockKind::Push)
+    }
+
     /// What a `.swap` file's `fallback=` line names to read this destination: a
     /// folder's absolute path (so the file works from any directory), or the URL.
     pub fn fallback_line(&self) -> Result<String> {
