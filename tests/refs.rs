@@ -972,3 +972,98 @@ fn gc_keeps_a_version_a_follower_reads_until_its_grace_ends() {
     assert_eq!(nbd_read(&srv.socket, "main").as_deref(), Some(&a.image[..]));
     srv.stop();
 }
+
+#[test]
+fn push_and_gc_killed_anywhere_leave_every_listed_version_whole() {
+    // 16 rounds: write, then a push --ref or a gc --keep 2 --grace 0s killed with
+    // SIGKILL after 0-250 ms. After each, every version `log --ref` lists reads as
+    // the disk was when it was pushed (fsck clean), and the next command runs (a
+    // killed process's lock on this host is stale at once).
+    let dir = tempfile::tempdir().unwrap();
+    let publ = dir.path().join("pub");
+    let mut a = Writer::new(&dir.path().join("a"), "a");
+    a.write(1, 0, 1 << 20);
+    ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]));
+    let mut images: std::collections::HashMap<u64, Vec<u8>> = [(1, a.image.clone())].into();
+    let mut x = 0x9e37_79b9_u64;
+    let mut killed = 0;
+    for round in 0..16u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let push = round % 2 == 0;
+        if push {
+            a.write(100 + round, ((round as usize) % 6) << 20, 256 << 10);
+        }
+        let mut cmd = if push {
+            mc(&["push", "--ref", "main", s(&a.swap), s(&publ)])
+        } else {
+            mc(&[
+                "gc",
+                "--keep",
+                "2",
+                "--grace",
+                "0s",
+                "--key-from",
+                s(&a.swap),
+                s(&publ),
+            ])
+        };
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(x % 250));
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = json(&ok(&mut mc(&["log", "--json", "--ref", "main", s(&publ)])));
+        let seqs: Vec<u64> = log
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["seq"].as_u64().unwrap())
+            .collect();
+        if push {
+            // A version made by this push names the disk as it is now.
+            if let Some(&newest) = seqs.first() {
+                images.entry(newest).or_insert_with(|| a.image.clone());
+            }
+        }
+        for seq in &seqs {
+            let p = pinned(dir.path(), &publ, "main", *seq, &a.swap);
+            assert_eq!(&export(&p), &images[seq], "round {round}: version {seq}");
+            ok(&mut mc(&["fsck", s(&p)]));
+            std::fs::remove_file(&p).unwrap();
+        }
+    }
+    eprintln!("{killed} of 16 commands killed while running");
+    // Whatever was left half done, a whole push and gc still work after.
+    a.write(999, 7 << 20, 4096);
+    ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]));
+    ok(&mut mc(&[
+        "gc",
+        "--keep",
+        "1",
+        "--grace",
+        "0s",
+        "--key-from",
+        s(&a.swap),
+        s(&publ),
+    ]));
+    let follower = dir.path().join("f.swap");
+    let text = std::fs::read_to_string(&a.swap).unwrap();
+    let key = text.lines().find(|l| l.starts_with("key=")).unwrap();
+    write_swap(
+        &follower,
+        &format!(
+            "uuid={}\nsize={SIZE}\n{key}\nfallback={}\nref=main\n",
+            uuid::Uuid::new_v4(),
+            s(&publ)
+        ),
+    );
+    assert_eq!(export(&follower), a.image);
+}

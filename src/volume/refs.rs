@@ -285,7 +285,10 @@ pub fn publish(refs: &dyn RefStore, p: &Publish<'_>) -> Result<Published> {
                     c.version.seq
                 )));
             }
-            if !p.force && p.base != Some(c.version.seq) {
+            // The newest version is this disk's own (its push was killed before it
+            // noted the version): it follows from it.
+            let own = c.version.disk_uuid == p.disk_uuid;
+            if !p.force && !own && p.base != Some(c.version.seq) {
                 let known = match p.base {
                     Some(b) => format!("this disk last knew version {b}"),
                     None => "this disk never pushed or pulled it".into(),
@@ -642,8 +645,25 @@ mod tests {
             "the same root makes no version"
         );
         assert_eq!(push(&refs, 3, None, true)?.seq, 3);
+        // A disk whose newest version is its own follows it even when it did not note
+        // it (a push killed between making the version and noting it).
+        let mut own = Publish {
+            name: "main",
+            root: root(4),
+            disk_size: 1 << 20,
+            disk_uuid: [3; 16],
+            message: "",
+            signer: None,
+            base: Some(1),
+            force: false,
+            now_ms: 4,
+        };
+        assert_eq!(publish(&refs, &own)?.seq, 4);
+        own.disk_uuid = [9; 16];
+        own.root = root(5);
+        assert!(publish(&refs, &own).is_err(), "another disk does not");
         let h = history(&refs, "main")?;
-        assert_eq!(h.iter().map(|v| v.seq).collect::<Vec<_>>(), vec![3, 2, 1]);
+        assert_eq!(h.iter().map(|v| v.seq).collect::<Vec<_>>(), vec![4, 3, 2, 1]);
         Ok(())
     }
 

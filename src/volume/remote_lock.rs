@@ -9,7 +9,8 @@
 //! that is not stale (written in the last [`STALE`]) makes the taker remove its own and
 //! fail with exit 5. Both write before they list, so of two takers at once at least one
 //! sees the other (listings are consistent at S3, GCS, Azure and in a folder). A lock
-//! left by a killed process goes stale and is then ignored (and removed by `gc`).
+//! left by a killed process goes stale and is then ignored (and removed by `gc`): at
+//! once when it names this host and a PID that no longer runs, else after [`STALE`].
 //! Times are the takers' clocks: hosts that push and collect keep them within minutes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,8 +105,15 @@ pub fn list(refs: &dyn RefStore, except: Option<&str>) -> Result<Vec<(String, Lo
     Ok(out)
 }
 
-/// True when `info` was written within [`STALE`] of `now`.
+/// True when `info` was written within [`STALE`] of `now` by a process that may still
+/// run: one of this host whose PID is gone (killed) is stale at once.
 pub fn fresh(info: &LockInfo, now: u64) -> bool {
+    if info.host == host_name()
+        && info.pid != 0
+        && !std::path::Path::new(&format!("/proc/{}", info.pid)).exists()
+    {
+        return false;
+    }
     now.saturating_sub(info.time_ms) < STALE.as_millis() as u64
 }
 
