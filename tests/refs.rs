@@ -1067,3 +1067,177 @@ fn push_and_gc_killed_anywhere_leave_every_listed_version_whole() {
     );
     assert_eq!(export(&follower), a.image);
 }
+
+/// Rewrites the first two 16-byte blocks of a sealed record's ciphertext so that it
+/// still passes its AES-GCM-SIV tag, as any holder of the disk key can: the record
+/// subkey gives POLYVAL's key H (RFC 8452, zero nonce); XORing plaintext block i with
+/// r and block i+1 with r·H leaves POLYVAL, and so the tag and the keystream,
+/// unchanged. Returns the XOR applied to the plaintext's first 32 bytes.
+fn forge_record(ciphertext: &mut [u8], disk_key: &[u8; 32]) -> [u8; 32] {
+    use aes::cipher::{BlockEncrypt, KeyInit};
+    use polyval::universal_hash::UniversalHash;
+    use sha2::Digest;
+    let mut h = sha2::Sha512::new();
+    h.update(b"mindcastle/v1/record");
+    h.update(disk_key);
+    let sub = h.finalize();
+    let aes = aes::Aes256::new_from_slice(&sub[..32]).unwrap();
+    let derive = |counter: u32| {
+        let mut b = aes::Block::default();
+        b[..4].copy_from_slice(&counter.to_le_bytes());
+        aes.encrypt_block(&mut b);
+        b
+    };
+    let mut auth_key = [0u8; 16];
+    auth_key[..8].copy_from_slice(&derive(0)[..8]);
+    auth_key[8..].copy_from_slice(&derive(1)[..8]);
+    let r = [0x5au8; 16];
+    let mut p = polyval::Polyval::new(&auth_key.into());
+    p.update(&[r.into()]);
+    let rh: [u8; 16] = p.finalize().into();
+    let mut delta = [0u8; 32];
+    delta[..16].copy_from_slice(&r);
+    delta[16..].copy_from_slice(&rh);
+    for (c, d) in ciphertext.iter_mut().zip(delta) {
+        *c ^= d;
+    }
+    delta
+}
+
+#[test]
+fn a_mirror_serving_a_record_forged_under_its_tag_is_refused_by_a_trusting_reader() {
+    // A reader holding the disk key runs a mirror and rewrites a record so that its
+    // tag still checks. A reader of the same key that trusts only signed versions
+    // reads whole chunks checked against their names, so it refuses the forgery (exit
+    // 3, no bytes); a reader without trust= takes it (the symmetric key's limit,
+    // documented), which shows the forgery is real.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, publ, follower, key) = signed_setup(dir.path());
+    // Incompressible blocks are stored raw: records of 4096 + 16 bytes back to back
+    // from offset 0 of each data chunk.
+    a.image[2 << 20..3 << 20].copy_from_slice(&common::noise(5, 1 << 20));
+    std::fs::write(a.dir.join("img"), &a.image).unwrap();
+    ok(&mut mc(&["import", s(&a.swap), s(&a.dir.join("img"))]));
+    ok(&mut mc(&[
+        "push",
+        "--ref",
+        "main",
+        "--sign",
+        s(&key),
+        s(&a.swap),
+        s(&publ),
+    ]));
+    let image = a.image.clone();
+    let text = std::fs::read_to_string(&a.swap).unwrap();
+    let key_line = text.lines().find(|l| l.starts_with("key=")).unwrap();
+    let mut disk_key = [0u8; 32];
+    hex::decode_to_slice(&key_line[4..], &mut disk_key).unwrap();
+    // The mirror: a copy of the published folder with the first record of a data chunk
+    // of raw records forged.
+    let mirror = dir.path().join("mirror");
+    std::fs::create_dir_all(&mirror).unwrap();
+    // The record of block 512 (noise: stored raw), as the disk seals it: found in the
+    // published chunks by its bytes.
+    let block = &image[2 << 20..(2 << 20) + 4096];
+    let sealed = {
+        use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+        use sha2::Digest;
+        let mut h = sha2::Sha512::new();
+        h.update(b"mindcastle/v1/record");
+        h.update(disk_key);
+        let sub = h.finalize();
+        let c = aes_gcm_siv::Aes256GcmSiv::new_from_slice(&sub[..32]).unwrap();
+        c.encrypt(
+            &[0u8; 12].into(),
+            Payload {
+                msg: block,
+                aad: b"mindcastle/record/v1",
+            },
+        )
+        .unwrap()
+    };
+    let mut forged_one = None;
+    for e in std::fs::read_dir(&publ).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            continue;
+        }
+        let mut bytes = std::fs::read(e.path()).unwrap();
+        std::fs::write(mirror.join(e.file_name()), &bytes).unwrap();
+        if forged_one.is_none() {
+            if let Some(at) = bytes.windows(sealed.len()).position(|w| w == &sealed[..]) {
+                let delta = forge_record(&mut bytes[at..at + 4096], &disk_key);
+                forged_one = Some((e.file_name(), delta, bytes));
+            }
+        }
+    }
+    let (name, delta, forged) = forged_one.expect("the record of block 512 in a chunk");
+    std::fs::write(mirror.join(&name), &forged).unwrap();
+    copy_dir(&publ.join("refs"), &mirror.join("refs"));
+    // Which block that record holds: the one whose bytes the forgery changes.
+    let untrusting = dir.path().join("u.swap");
+    let trusting = dir.path().join("t.swap");
+    for (p, keep_trust) in [(&untrusting, false), (&trusting, true)] {
+        let t = std::fs::read_to_string(&follower).unwrap();
+        let lines: Vec<String> = t
+            .lines()
+            .filter(|l| keep_trust || !l.starts_with("trust="))
+            .map(|l| {
+                if l.starts_with("fallback=") {
+                    format!("fallback={}", s(&mirror))
+                } else if l.starts_with("uuid=") {
+                    format!("uuid={}", uuid::Uuid::new_v4())
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        write_swap(p, &(lines.join("\n") + "\n"));
+    }
+    let taken = export(&untrusting);
+    let diff: Vec<usize> = (0..image.len()).filter(|&i| taken[i] != image[i]).collect();
+    assert_eq!(
+        diff.len(),
+        32 - delta.iter().filter(|d| **d == 0).count(),
+        "the forgery passes the tag check"
+    );
+    assert!(
+        diff.iter()
+            .all(|&i| taken[i] == image[i] ^ delta[i - diff[0]]),
+        "exactly the forged bytes"
+    );
+    let o = run(&mut mc(&["export", s(&trusting), "-"]));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.stdout.is_empty(), "nothing is returned");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("do not match its name"));
+    // With the honest folder behind the mirror the trusting reader reads right.
+    let both = dir.path().join("b.swap");
+    let t = std::fs::read_to_string(&trusting).unwrap();
+    write_swap(
+        &both,
+        &t.replace(
+            &format!("fallback={}", s(&mirror)),
+            &format!("fallback={}\nfallback={}", s(&mirror), s(&publ)),
+        )
+        .replace(
+            t.lines().find(|l| l.starts_with("uuid=")).unwrap(),
+            &format!("uuid={}", uuid::Uuid::new_v4()),
+        ),
+    );
+    assert_eq!(export(&both), image);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}

@@ -30,6 +30,7 @@ pub mod refs;
 pub mod remote;
 pub mod stack;
 pub mod verify;
+pub mod whole;
 
 use crate::error::Result;
 use crate::format::chunk_id::ChunkId;

@@ -5,7 +5,8 @@
 //! Fallback[ Verify(Local data folder),
 //!           Cache(cache folder, Fallback[ Verify(fallback 1), Verify(fallback 2), ... ]) ]
 //! ```
-//! (no `Cache` without `cache=`; no second entry without `fallback=`). Writes go to the
+//! (no `Cache` without `cache=`; no second entry without `fallback=`; with
+//! `whole_chunks`, the second entry is wrapped in [`super::whole::WholeChunkStore`]). Writes go to the
 //! local data folder only. A `fallback=` is a folder holding `HEX64.lvl` files (a path,
 //! relative to the `.swap` file's folder, or `file:///path`) or a URL (`http(s)://`,
 //! `s3://`, `gs://`, `az://`; see [`super::remote`]).
@@ -40,6 +41,9 @@ pub struct StackSpec<'a> {
     pub cache_bytes: Option<u64>,
     /// Wraps the local store.
     pub wrap_local: Option<WrapStore>,
+    /// Read the fallbacks' chunks only whole, each checked against its name (a reader
+    /// that trusts only signed versions; see [`super::whole`]).
+    pub whole_chunks: bool,
 }
 
 /// Where a `fallback=` value points.
@@ -93,13 +97,21 @@ pub fn open(spec: &StackSpec<'_>) -> Result<Arc<dyn ChunkStore>> {
     }
     if !behind.is_empty() {
         let remote: Arc<dyn ChunkStore> = Arc::new(FallbackStore::new(behind)?);
-        match spec.cache {
-            Some(dir) => stores.push(Arc::new(CacheStore::open(
+        let fetched: Arc<dyn ChunkStore> = match spec.cache {
+            Some(dir) => Arc::new(CacheStore::open(
                 &spec.base_dir.join(dir),
                 spec.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES),
                 remote,
-            )?)),
-            None => stores.push(remote),
+            )?),
+            None => remote,
+        };
+        // The local data folder holds only chunks this host stored under the hash of
+        // their bytes (its writes, or copies `pull` checked): only what comes from
+        // elsewhere needs whole-chunk reads.
+        if spec.whole_chunks {
+            stores.push(Arc::new(super::whole::WholeChunkStore::new(fetched)));
+        } else {
+            stores.push(fetched);
         }
     } else if let Some(dir) = spec.cache {
         tracing::warn!(

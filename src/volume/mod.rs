@@ -121,6 +121,9 @@ fn open_stack(
         cache: swap.cache.as_deref(),
         cache_bytes: swap.cache_size,
         wrap_local: opts.wrap_store.clone(),
+        // A reader that trusts only signed versions takes only bytes the signed root
+        // reaches by hash.
+        whole_chunks: !swap.trust.is_empty(),
     })
 }
 

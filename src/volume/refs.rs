@@ -663,7 +663,10 @@ mod tests {
         own.root = root(5);
         assert!(publish(&refs, &own).is_err(), "another disk does not");
         let h = history(&refs, "main")?;
-        assert_eq!(h.iter().map(|v| v.seq).collect::<Vec<_>>(), vec![4, 3, 2, 1]);
+        assert_eq!(
+            h.iter().map(|v| v.seq).collect::<Vec<_>>(),
+            vec![4, 3, 2, 1]
+        );
         Ok(())
     }
 
