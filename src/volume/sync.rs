@@ -161,6 +161,8 @@ impl Volume {
     /// push (object stores put whole objects, so there a name is enough).
     pub fn push(&self, dest: &Destination, progress: &(dyn Fn(u64) + Sync)) -> Result<Transfer> {
         let verify_present = dest.folder.is_some();
+        // s3, gs, az (not a WebDAV server, which cannot list).
+        let can_list = !verify_present && dest.moves_refs();
         let dest = dest.store.as_ref();
         if self.writable() {
             self.flush()?;
@@ -176,7 +178,17 @@ impl Volume {
             ..Transfer::default()
         });
         let from = self.engine()?.chunk_files();
+        // An object store's listing (one request per 1,000 names) says what is there,
+        // whole (objects are put whole): no request per chunk.
+        let listed: Option<HashSet<ChunkId>> = if can_list {
+            Some(dest.list()?.into_iter().collect())
+        } else {
+            None
+        };
         let present = |id: &ChunkId| -> Result<bool> {
+            if let Some(l) = &listed {
+                return Ok(l.contains(id));
+            }
             if !dest.contains(id)? {
                 return Ok(false);
             }
