@@ -1241,3 +1241,63 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn a_follower_whose_version_was_collected_still_moves_and_one_with_writes_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let publ = dir.path().join("pub");
+    let mut a = Writer::new(&dir.path().join("a"), "a");
+    a.write(1, 0, 1 << 20);
+    let clean = dir.path().join("clean.swap");
+    let busy = dir.path().join("busy.swap");
+    ok(&mut mc(&[
+        "push",
+        "--ref",
+        "main",
+        "--swap-out",
+        s(&clean),
+        s(&a.swap),
+        s(&publ),
+    ]));
+    std::fs::copy(&clean, &busy).unwrap();
+    let text = std::fs::read_to_string(&busy).unwrap();
+    let uuid_line = text
+        .lines()
+        .find(|l| l.starts_with("uuid="))
+        .unwrap()
+        .to_string();
+    write_swap(
+        &busy,
+        &text.replace(&uuid_line, &format!("uuid={}", uuid::Uuid::new_v4())),
+    );
+    // busy writes (a checkpointed state of its own).
+    let mut own = a.image.clone();
+    own[8192..12288].copy_from_slice(&common::noise(4, 4096));
+    std::fs::write(dir.path().join("own.img"), &own).unwrap();
+    ok(&mut mc(&[
+        "import",
+        s(&busy),
+        s(&dir.path().join("own.img")),
+    ]));
+    for v in 2..=3 {
+        a.write(v, 2 << 20, 4096);
+        ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]));
+    }
+    ok(&mut mc(&[
+        "gc",
+        "--keep",
+        "1",
+        "--grace",
+        "0s",
+        "--key-from",
+        s(&a.swap),
+        s(&publ),
+    ]));
+    // Version 1, which both came from, is gone at the remote.
+    let up = json(&ok(&mut mc(&["update", "--json", s(&clean)])));
+    assert_eq!(up["outcome"], "moved");
+    assert_eq!(up["newest_seq"], 3);
+    assert_eq!(export(&clean), a.image);
+    fails(&mut mc(&["update", s(&busy)]), 5);
+    assert_eq!(export(&busy), own, "its own writes stay");
+}

@@ -157,7 +157,25 @@ pub fn follow(
         root: swap.snapshot.map(|r| r.id.to_hex()),
         remote: None,
     };
-    let (found, last_err) = find_newest(swap, &name, &base)?;
+    // The version the disk came from is asked for beside the newest (from the first
+    // fallback, where the ref nearly always is), so a move costs no extra round trip.
+    let first = match swap.fallbacks.first() {
+        Some(f) if swap.ref_seq > 0 && swap.snapshot.is_some() => Some(open_refs(f, &base)?),
+        _ => None,
+    };
+    let (newest_found, prior) = std::thread::scope(|s| {
+        let prior = first.as_ref().map(|r| {
+            let (name, seq) = (name.as_str(), swap.ref_seq);
+            s.spawn(move || get_version(r.as_ref(), name, seq))
+        });
+        let n = find_newest(swap, &name, &base);
+        let p = prior.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::internal("the version look-up panicked")))
+        });
+        (n, p)
+    });
+    let (found, last_err) = newest_found?;
     if let Some((_, refs)) = &found {
         report.remote = Some(refs.describe());
     }
@@ -188,7 +206,20 @@ pub fn follow(
         (0, None) => true,
         (0, Some(_)) | (_, None) => false,
         (seq, Some(root)) => {
-            get_version(refs.as_ref(), &name, seq)?.is_some_and(|f| f.version.root == *root)
+            let from_first = first
+                .as_ref()
+                .is_some_and(|f| f.describe() == refs.describe());
+            let came_from = match prior {
+                Some(p) if from_first => p?,
+                _ => get_version(refs.as_ref(), &name, seq)?,
+            };
+            match came_from {
+                Some(f) => f.version.root == *root,
+                // Collected at the remote: a root this disk wrote itself is in its data
+                // folder (a checkpoint stores it there); one it took from a version is
+                // not (unless `pull` copied it, and then it stays, which loses nothing).
+                None => !dir.join(root.id.file_name()).exists(),
+            }
         }
     };
     if !at_version || log_has_writes(dir)? {
