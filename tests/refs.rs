@@ -558,6 +558,22 @@ fn refs_at_s3_and_followers_through_nginx() {
         mc(&["log", "--json", "--ref", "main", url]).envs(env.clone())
     ));
     assert_eq!(log.as_array().unwrap().len(), 2);
+    // gc at the bucket: version 1 and what only it used go; the follower reads on.
+    let out = json(&ok(mc(&[
+        "gc",
+        "--json",
+        "--keep",
+        "1",
+        "--grace",
+        "0s",
+        "--key-from",
+        s(&a.swap),
+        url,
+    ])
+    .envs(env.clone())));
+    assert_eq!(out["versions_deleted"], 1);
+    assert!(out["garbage_chunks"].as_u64().unwrap() > 0, "{out}");
+    assert_eq!(export_env(&follower, &env), a.image);
 
     // nginx serving a pushed folder: a follower over plain HTTP (no listing, no
     // create) resolves the ref by HEAD and probes.

@@ -297,6 +297,7 @@ impl RemoteStore {
     /// The object `name` (`/`-separated) below this store's prefix.
     fn named(&self, name: &str) -> ObjPath {
         name.split('/')
+            .filter(|part| !part.is_empty())
             .fold(self.prefix.clone(), |p, part| p.join(part))
     }
 }
