@@ -961,6 +961,56 @@ fn push_to_azurite_then_export_elsewhere() {
         )
     };
     push_twice_then_export(dir.path(), "az://bucket/disks/z1", &az_env);
+    // Refs at Azure (create-only by If-None-Match): two hosts push one ref at once, 5
+    // rounds, with --force so both always land: 10 versions, consecutive, chained.
+    let url = "az://bucket/disks/refs";
+    let a = dir.path().join("a/a.swap");
+    let b = dir.path().join("a/b.swap");
+    run_ok(common::bin().args(["clone", s(&a), s(&b)]));
+    fn with_az(cmd: &mut Command, port: u16) -> &mut Command {
+        cmd.env("AZURE_STORAGE_ACCOUNT_NAME", AZ_ACCOUNT)
+            .env("AZURE_STORAGE_ACCOUNT_KEY", AZ_KEY)
+            .env("AZURE_STORAGE_USE_EMULATOR", "true")
+            .env(
+                "AZURITE_BLOB_STORAGE_URL",
+                format!("http://127.0.0.1:{port}"),
+            )
+    }
+    let az = |cmd: &mut Command| -> Command {
+        let mut c = Command::new(cmd.get_program());
+        c.args(cmd.get_args());
+        with_az(&mut c, port);
+        c
+    };
+    for round in 0..5u64 {
+        let mut children = Vec::new();
+        for (i, disk) in [&a, &b].into_iter().enumerate() {
+            let img = dir.path().join(format!("round-{i}.img"));
+            std::fs::write(&img, common::noise(round * 2 + i as u64 + 50, 64 << 10)).unwrap();
+            run_ok(common::bin().args(["import", s(disk), s(&img)]));
+            children.push(
+                az(common::bin().args(["push", "--ref", "main", "--force", s(disk), url]))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+        for c in children {
+            let o = c.wait_with_output().unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+    }
+    let log = json(&run_ok(&mut az(
+        common::bin().args(["log", "--json", "--ref", "main", url])
+    )));
+    let seqs: Vec<u64> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=10).rev().collect::<Vec<u64>>());
 }
 
 /// Host A pushes a 6 MiB disk to `url` twice (the second copies nothing); host B, with
