@@ -146,8 +146,10 @@ fn a_follower_takes_each_version_and_keeps_writes_of_its_own() {
         ])));
         assert_eq!(out["ref"]["seq"], v);
         images.push(a.image.clone());
-        // A read-only open takes the newest version without writing the .swap.
+        // A read-only open takes the newest version (and notes it: no data folder, so
+        // nothing else writes the .swap).
         assert_eq!(export(&follower), a.image, "version {v}");
+        assert_eq!(swap_value(&follower, "refseq"), Some(v.to_string()));
     }
     // A push of an unchanged disk makes no version.
     let out = json(&ok(&mut mc(&[
@@ -161,10 +163,13 @@ fn a_follower_takes_each_version_and_keeps_writes_of_its_own() {
     assert_eq!(out["ref"]["created"], false);
     assert_eq!(out["ref"]["seq"], 4);
     // update moves the .swap itself (fast-forward), then has nothing to do.
+    a.write(5, 5 << 20, 4096);
+    ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]));
+    images.push(a.image.clone());
     let up = json(&ok(&mut mc(&["update", "--json", s(&follower)])));
     assert_eq!(up["outcome"], "moved");
-    assert_eq!(up["newest_seq"], 4);
-    assert_eq!(swap_value(&follower, "refseq").as_deref(), Some("4"));
+    assert_eq!(up["newest_seq"], 5);
+    assert_eq!(swap_value(&follower, "refseq").as_deref(), Some("5"));
     let up = json(&ok(&mut mc(&["update", "--json", s(&follower)])));
     assert_eq!(up["outcome"], "current");
     // log lists every version, newest first, with the chain between them checked.
@@ -175,8 +180,8 @@ fn a_follower_takes_each_version_and_keeps_writes_of_its_own() {
         .iter()
         .map(|r| r["seq"].as_u64().unwrap())
         .collect();
-    assert_eq!(seqs, vec![4, 3, 2, 1]);
-    assert_eq!(log[3]["message"], "first");
+    assert_eq!(seqs, vec![5, 4, 3, 2, 1]);
+    assert_eq!(log[4]["message"], "first");
 
     // The follower writes: its writes stay, even when a newer version appears.
     let mine = common::noise(9, 4096);

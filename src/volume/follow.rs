@@ -136,7 +136,8 @@ pub fn newer_version(
 }
 
 /// Resolves `swap`'s `ref=` (unchanged without one). With `persist`, a move is
-/// written to the `.swap` at `path` (the caller holds the disk's lock); with `strict`,
+/// written to the `.swap` at `path` (the caller holds the disk's lock); without it, only
+/// when there is no data folder (nothing else could be writing the `.swap`); with `strict`,
 /// a diverged or unreachable disk is an error (`update`).
 pub fn follow(
     path: &Path,
@@ -250,6 +251,13 @@ pub fn follow(
             crate::lsm::wal::Wal::remove_if_empty(&dir.join("wal"))?;
         }
         write_atomic(path, &swap.render())?;
+    } else if !dir.is_dir() {
+        // A reader with no data folder (so no writer beside it, and no log): the move
+        // is noted too, so `refseq=` keeps refusing older versions. A `.swap` it may not
+        // write (a read-only place) only loses that memory, with a warning.
+        if let Err(e) = write_atomic(path, &swap.render()) {
+            tracing::warn!(disk = %path.display(), error = %e, "could not note the version taken in the .swap (rollback protection starts again from its refseq=)");
+        }
     }
     tracing::info!(disk = %path.display(), r#ref = %name, version = v.seq, root = %v.root.id, "following: at the ref's newest version");
     report.outcome = Followed::Moved;
