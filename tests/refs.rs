@@ -1322,3 +1322,34 @@ fn a_follower_whose_version_was_collected_still_moves_and_one_with_writes_stays(
     fails(&mut mc(&["update", s(&busy)]), 5);
     assert_eq!(export(&busy), own, "its own writes stay");
 }
+
+#[test]
+fn a_follower_with_writes_of_its_own_opens_them_whatever_the_remote_offers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, publ, follower, _key) = signed_setup(dir.path());
+    let mut own = a.image.clone();
+    own[0..4096].copy_from_slice(&common::noise(8, 4096));
+    std::fs::write(dir.path().join("own.img"), &own).unwrap();
+    ok(&mut mc(&[
+        "import",
+        s(&follower),
+        s(&dir.path().join("own.img")),
+    ]));
+    // An unsigned version lands (pushed with --force by a holder of bucket access).
+    a.write(2, 1 << 20, 4096);
+    ok(&mut mc(&[
+        "push",
+        "--ref",
+        "main",
+        "--force",
+        s(&a.swap),
+        s(&publ),
+    ]));
+    assert_eq!(
+        export(&follower),
+        own,
+        "its own state opens, with a warning"
+    );
+    let e = fails(&mut mc(&["update", s(&follower)]), 3);
+    assert!(e.contains("unsigned"), "{e}");
+}

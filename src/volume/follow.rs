@@ -196,16 +196,20 @@ pub fn follow(
     };
     let v = &newest_found.version;
     let what = format!("{}: version {} of ref '{name}'", refs.describe(), v.seq);
-    trust_of(swap, &name)?.check(v, &what)?;
+    let trusted = trust_of(swap, &name)?.check(v, &what);
     report.newest_seq = v.seq;
-    if v.seq == swap.ref_seq && swap.snapshot == Some(v.root) {
+    if trusted.is_ok() && v.seq == swap.ref_seq && swap.snapshot == Some(v.root) {
         report.outcome = Followed::Current;
         return Ok(Some(report));
     }
     // At the version it came from: that version's root and an empty log.
+    // A root this disk wrote itself is in its data folder (a checkpoint stores it
+    // there); one it took from a version is not (unless `pull` copied it: then the
+    // disk stays, which loses nothing).
+    let not_own = |root: &crate::format::root::RootRef| !dir.join(root.id.file_name()).exists();
     let at_version = match (swap.ref_seq, &swap.snapshot) {
-        (0, None) => true,
-        (0, Some(_)) | (_, None) => false,
+        (_, None) => true,
+        (0, Some(root)) => not_own(root),
         (seq, Some(root)) => {
             let from_first = first
                 .as_ref()
@@ -216,15 +220,22 @@ pub fn follow(
             };
             match came_from {
                 Some(f) => f.version.root == *root,
-                // Collected at the remote: a root this disk wrote itself is in its data
-                // folder (a checkpoint stores it there); one it took from a version is
-                // not (unless `pull` copied it, and then it stays, which loses nothing).
-                None => !dir.join(root.id.file_name()).exists(),
+                // Collected at the remote.
+                None => not_own(root),
             }
         }
     };
     if !at_version || log_has_writes(dir)? {
         report.outcome = Followed::Diverged;
+        // Its own state is opened whatever the remote offers; a version it would refuse
+        // is only reported.
+        if let Err(e) = trusted {
+            if strict {
+                return Err(e);
+            }
+            tracing::warn!(disk = %path.display(), error = %e, "the ref's newest version is refused; the disk has writes of its own and stays on them");
+            return Ok(Some(report));
+        }
         if strict {
             return Err(Error::new(
                 ErrorKind::Busy,
@@ -241,6 +252,8 @@ pub fn follow(
         tracing::warn!(disk = %path.display(), r#ref = %name, at = swap.ref_seq, newest = v.seq, "the disk has writes of its own; staying on them");
         return Ok(Some(report));
     }
+    // A disk at its version takes only a version it trusts.
+    trusted?;
     swap.snapshot = Some(v.root);
     swap.ref_seq = v.seq;
     if persist {
