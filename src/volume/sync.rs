@@ -180,8 +180,15 @@ impl Volume {
         let from = self.engine()?.chunk_files();
         // An object store's listing (one request per 1,000 names) says what is there,
         // whole (objects are put whole): no request per chunk.
+        // A service that cannot list (an emulator) gets a request per chunk as before.
         let listed: Option<HashSet<ChunkId>> = if can_list {
-            Some(dest.list()?.into_iter().collect())
+            match dest.list() {
+                Ok(ids) => Some(ids.into_iter().collect()),
+                Err(e) => {
+                    tracing::warn!(dest = %dest.describe(), error = %e, "listing failed; asking for each chunk instead");
+                    None
+                }
+            }
         } else {
             None
         };
