@@ -5,7 +5,10 @@
 //! `push --swap-out` to a folder or to S3 (s3s-fs), beside the source and elsewhere,
 //! then writes through the copy (most copies share one small cache folder); servers
 //! with a small memtable, so kills land inside checkpoints;
-//! `pull`; `export --changed-since` + `apply`). After every step every disk is read
+//! `pull`; `export --changed-since` + `apply`; refs: `push --ref` of a disk's state to a
+//! shared folder remote, followers made by `--swap-out` that take each new version when
+//! opened and keep their own writes once written, `update`, and `gc` of the remote
+//! after the followers with writes of their own `pull`). After every step every disk is read
 //! back and compared with an in-memory model byte for byte (through NBD while served,
 //! else with `export`, every kept snapshot too); `fsck` runs every 10 steps and at the
 //! end.
@@ -49,14 +52,23 @@ struct Disk {
     /// Kept snapshots this run named, oldest first, with their images.
     snaps: Vec<(String, Vec<u8>)>,
     served: Option<(Server, Nbd)>,
+    /// The ref this disk follows (a follower made by `push --ref --swap-out`).
+    follows: Option<String>,
+    /// A follower that was written: it stays on its own state.
+    own: bool,
 }
+
+/// The newest image of each ref pushed to the refs folder.
+type Refs = std::collections::HashMap<String, Vec<u8>>;
 
 impl Disk {
     /// Serves the disk if it is not served; `small` gives the server a 64-block
     /// memtable, so it checkpoints and merges every few writes (and a `kill -9` often
     /// lands inside a checkpoint).
-    fn serve(&mut self, dir: &Path, small: bool) -> &mut Nbd {
+    fn serve(&mut self, dir: &Path, small: bool, refs: &Refs) -> &mut Nbd {
         if self.served.is_none() {
+            // A follower without writes of its own opens at its ref's newest version.
+            self.take_newest(refs);
             let env: &[(&str, &str)] = if small {
                 &[("MINDCASTLE_MEMTABLE_ENTRIES", "64")]
             } else {
@@ -67,6 +79,15 @@ impl Disk {
             self.served = Some((srv, c));
         }
         &mut self.served.as_mut().unwrap().1
+    }
+    fn take_newest(&mut self, refs: &Refs) {
+        if let (Some(r), false) = (&self.follows, self.own) {
+            self.model = refs[r].clone();
+        }
+    }
+    /// Marks a follower written (its writes keep it off newer versions).
+    fn written(&mut self) {
+        self.own = self.follows.is_some();
     }
     fn offline(&mut self) {
         if let Some((srv, c)) = self.served.take() {
@@ -100,7 +121,10 @@ fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
 
 /// Compares the disk (and its snapshots, when offline) with the model; returns the
 /// bytes compared.
-fn check(d: &mut Disk, fsck: bool, step: usize) -> u64 {
+fn check(d: &mut Disk, fsck: bool, step: usize, refs: &Refs) -> u64 {
+    if d.served.is_none() {
+        d.take_newest(refs);
+    }
     if let Some((_, c)) = &mut d.served {
         let got = c.read(0, SIZE as u32);
         assert!(
@@ -136,7 +160,7 @@ fn check(d: &mut Disk, fsck: bool, step: usize) -> u64 {
 /// With `MAX_DISKS` disks, stops following one (not `keep`) so clones and pushes go on
 /// being made; its files stay where they are (a pushed copy may read through them).
 /// Returns where `keep` is now.
-fn retire_one_if_full(disks: &mut Vec<Disk>, keep: usize, rng: &mut Rng) -> usize {
+fn retire_one_if_full(disks: &mut Vec<Disk>, keep: usize, rng: &mut Rng, refs: &Refs) -> usize {
     if disks.len() < MAX_DISKS {
         return keep;
     }
@@ -146,7 +170,7 @@ fn retire_one_if_full(disks: &mut Vec<Disk>, keep: usize, rng: &mut Rng) -> usiz
     }
     let mut d = disks.remove(k);
     d.offline();
-    check(&mut d, true, usize::MAX);
+    check(&mut d, true, usize::MAX, refs);
     if k < keep {
         keep - 1
     } else {
@@ -186,8 +210,15 @@ fn random_command_sequences_match_the_model() {
         model: vec![0u8; SIZE as usize],
         snaps: Vec::new(),
         served: None,
+        follows: None,
+        own: false,
     }];
+    let refs_dir = root.path().join("refs-pub");
+    let mut refs = Refs::new();
+    // The disk that pushes each ref (its key opens the versions' roots for `gc`).
+    let mut ref_sources: Vec<PathBuf> = Vec::new();
     let (mut kills, mut snapshots, mut clones, mut pushes, mut bytes_compared) = (0, 0, 0, 0, 0u64);
+    let (mut ref_pushes, mut followers, mut updates, mut ref_gcs) = (0, 0, 0, 0);
     for step in 0..steps {
         let mut i = rng.below(disks.len() as u64) as usize;
         let dir = root.path().to_path_buf();
@@ -195,7 +226,7 @@ fn random_command_sequences_match_the_model() {
         let small = rng.chance(50);
         let what;
         match roll {
-            0..=34 => {
+            0..=27 => {
                 // A write at any alignment, from a byte to 64 KiB.
                 let len = if rng.chance(30) {
                     1 + rng.below(4096)
@@ -205,7 +236,8 @@ fn random_command_sequences_match_the_model() {
                 let off = rng.below(SIZE - len);
                 let data = common::noise(rng.next(), len as usize);
                 let d = &mut disks[i];
-                d.serve(&dir, small).write(off, &data);
+                d.serve(&dir, small, &refs).write(off, &data);
+                d.written();
                 d.model[off as usize..(off + len) as usize].copy_from_slice(&data);
                 what = format!("write {off}+{len}");
             }
@@ -214,17 +246,18 @@ fn random_command_sequences_match_the_model() {
                 let off = rng.below(SIZE - len);
                 let trim = rng.chance(50);
                 let d = &mut disks[i];
-                let c = d.serve(&dir, small);
+                let c = d.serve(&dir, small, &refs);
                 if trim {
                     c.trim(off, len as u32);
                 } else {
                     c.zero(off, len as u32);
                 }
+                d.written();
                 d.model[off as usize..(off + len) as usize].fill(0);
                 what = format!("{} {off}+{len}", if trim { "trim" } else { "zero" });
             }
             43..=46 => {
-                disks[i].serve(&dir, small).flush();
+                disks[i].serve(&dir, small, &refs).flush();
                 what = "flush".into();
             }
             47..=56 => {
@@ -237,7 +270,8 @@ fn random_command_sequences_match_the_model() {
                     let len = 1 + rng.below(16384);
                     let off = rng.below(SIZE - len);
                     let data = common::noise(rng.next(), len as usize);
-                    d.serve(&dir, small).write(off, &data);
+                    d.serve(&dir, small, &refs).write(off, &data);
+                    d.written();
                     d.model[off as usize..(off + len) as usize].copy_from_slice(&data);
                 }
                 let (srv, c) = d.served.take().unwrap();
@@ -250,7 +284,7 @@ fn random_command_sequences_match_the_model() {
                 disks[i].offline();
                 what = "stop".into();
             }
-            60..=66 => {
+            60..=66 if disks[i].follows.is_none() => {
                 let d = &mut disks[i];
                 if d.snaps.len() >= MAX_SNAPS {
                     d.offline();
@@ -272,8 +306,8 @@ fn random_command_sequences_match_the_model() {
                     snapshots += 1;
                 }
             }
-            67..=72 => {
-                i = retire_one_if_full(&mut disks, i, &mut rng);
+            67..=72 if disks[i].follows.is_none() => {
+                i = retire_one_if_full(&mut disks, i, &mut rng, &refs);
                 let folder = &folders[rng.below(2) as usize];
                 let new = folder.join(format!("c{step}.swap"));
                 let d = &mut disks[i];
@@ -306,6 +340,8 @@ fn random_command_sequences_match_the_model() {
                         model: image,
                         snaps: Vec::new(),
                         served: None,
+                        follows: None,
+                        own: false,
                     });
                 }
             }
@@ -318,14 +354,14 @@ fn random_command_sequences_match_the_model() {
                 d.model = image;
                 what = format!("reset to {name}");
             }
-            78..=81 => {
+            78..=81 if disks[i].follows.is_none() => {
                 let d = &mut disks[i];
                 d.offline();
                 ok(&["gc", s(&d.swap)]);
                 what = "gc".into();
             }
-            82..=89 => {
-                i = retire_one_if_full(&mut disks, i, &mut rng);
+            82..=89 if disks[i].follows.is_none() => {
+                i = retire_one_if_full(&mut disks, i, &mut rng, &refs);
                 let d = &mut disks[i];
                 d.offline();
                 let dest = if s3.is_some() && rng.chance(35) {
@@ -348,11 +384,13 @@ fn random_command_sequences_match_the_model() {
                     model: d.model.clone(),
                     snaps: d.snaps.clone(),
                     served: None,
+                    follows: None,
+                    own: false,
                 };
                 pushes += 1;
                 disks.push(copy);
             }
-            90..=93 => {
+            90..=93 if disks[i].follows.is_none() => {
                 let d = &mut disks[i];
                 d.offline();
                 let text = std::fs::read_to_string(&d.swap).unwrap();
@@ -389,21 +427,108 @@ fn random_command_sequences_match_the_model() {
                 let _ = std::fs::remove_file(&delta);
                 what = format!("export --changed-since {name} | apply");
             }
+            28..=31 if disks[i].follows.is_none() => {
+                // push --ref of this disk's state to its own ref; sometimes a follower.
+                let d = &mut disks[i];
+                d.offline();
+                let name = format!("r-{}", d.swap.file_stem().unwrap().to_string_lossy());
+                let follower =
+                    (disks.len() < MAX_DISKS || !refs.contains_key(&name)) && rng.chance(60);
+                if follower {
+                    i = retire_one_if_full(&mut disks, i, &mut rng, &refs);
+                }
+                let d = &mut disks[i];
+                let out = folders[rng.below(2) as usize].join(format!("f{step}.swap"));
+                let mut args = vec!["push", "--ref", &name, s(&d.swap), s(&refs_dir)];
+                if follower {
+                    args.extend(["--swap-out", s(&out)]);
+                }
+                ok(&args);
+                if !ref_sources.contains(&d.swap) {
+                    ref_sources.push(d.swap.clone());
+                }
+                refs.insert(name.clone(), d.model.clone());
+                ref_pushes += 1;
+                followers += usize::from(follower);
+                what = format!(
+                    "push --ref {name}{}",
+                    if follower { " --swap-out" } else { "" }
+                );
+                if follower {
+                    let model = d.model.clone();
+                    disks.push(Disk {
+                        swap: out,
+                        model,
+                        snaps: Vec::new(),
+                        served: None,
+                        follows: Some(name),
+                        own: false,
+                    });
+                }
+            }
+            32..=33 if disks.iter().any(|d| d.follows.is_some()) => {
+                let followers: Vec<usize> = (0..disks.len())
+                    .filter(|&k| disks[k].follows.is_some())
+                    .collect();
+                i = followers[rng.below(followers.len() as u64) as usize];
+                let d = &mut disks[i];
+                d.offline();
+                let o = common::run(&["update", s(&d.swap)]);
+                updates += 1;
+                if d.own {
+                    assert_eq!(
+                        o.status.code(),
+                        Some(5),
+                        "step {step}: update of a follower with writes"
+                    );
+                } else {
+                    assert!(o.status.success(), "step {step}: update: {o:?}");
+                    d.take_newest(&refs);
+                }
+                what = format!(
+                    "update ({})",
+                    if d.own {
+                        "own writes: refused"
+                    } else {
+                        "moved"
+                    }
+                );
+            }
+            34 if !refs.is_empty() => {
+                // gc at the refs folder, keeping 2 versions of each ref with no grace:
+                // followers go offline, and those with writes of their own pull first
+                // (they read the rest from their version, which may go).
+                for d in disks.iter_mut().filter(|d| d.follows.is_some()) {
+                    d.offline();
+                    if d.own {
+                        ok(&["pull", s(&d.swap)]);
+                    }
+                }
+                let mut args = vec!["gc", "--keep", "2", "--grace", "0s"];
+                for k in &ref_sources {
+                    args.extend(["--key-from", s(k)]);
+                }
+                args.push(s(&refs_dir));
+                ok(&args);
+                ref_gcs += 1;
+                what = "gc of the refs folder".into();
+            }
             _ => what = "nothing".into(),
         }
         eprintln!("step {step}: {}: {what}", disks[i].swap.display());
         let fsck = step % 10 == 9;
         for d in &mut disks {
-            bytes_compared += check(d, fsck, step);
+            bytes_compared += check(d, fsck, step, &refs);
         }
     }
     for d in &mut disks {
         d.offline();
-        check(d, true, steps);
+        check(d, true, steps, &refs);
     }
     eprintln!(
         "cli model: {steps} steps, {kills} kill -9, {snapshots} snapshots, {clones} clones, \
-         {pushes} pushes, {} disks, {bytes_compared} bytes compared, 0 lost",
+         {pushes} pushes, {ref_pushes} ref pushes ({followers} followers), {updates} updates, \
+         {ref_gcs} gc of the refs folder, {} disks, {bytes_compared} bytes compared, 0 lost",
         disks.len()
     );
 }

@@ -249,7 +249,11 @@ pub fn follow(
                 ),
             ));
         }
-        tracing::warn!(disk = %path.display(), r#ref = %name, at = swap.ref_seq, newest = v.seq, "the disk has writes of its own; staying on them");
+        if v.seq > swap.ref_seq {
+            tracing::warn!(disk = %path.display(), r#ref = %name, at = swap.ref_seq, newest = v.seq, "the disk has writes of its own; staying on them");
+        } else {
+            tracing::debug!(disk = %path.display(), r#ref = %name, "the disk has writes of its own since its version, the newest");
+        }
         return Ok(Some(report));
     }
     // A disk at its version takes only a version it trusts.
