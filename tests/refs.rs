@@ -101,6 +101,20 @@ fn write_swap(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
+/// A follower `.swap` written by hand: `key_of`'s key, `fallback`, `ref=main`, a new
+/// uuid (a disk of its own).
+fn hand_follower(path: &Path, key_of: &Path, fallback: &str) {
+    let text = std::fs::read_to_string(key_of).unwrap();
+    let key = text.lines().find(|l| l.starts_with("key=")).unwrap();
+    write_swap(
+        path,
+        &format!(
+            "uuid={}\nsize={SIZE}\n{key}\nfallback={fallback}\nref=main\n",
+            uuid::Uuid::new_v4()
+        ),
+    );
+}
+
 fn swap_value(swap: &Path, key: &str) -> Option<String> {
     std::fs::read_to_string(swap)
         .unwrap()
@@ -359,16 +373,7 @@ fn pushers_racing_as_processes_leave_one_chain() {
     );
     // The newest version reads as the disk that pushed it last.
     let follower = dir.path().join("f.swap");
-    let text = std::fs::read_to_string(&a.swap).unwrap();
-    let key = text.lines().find(|l| l.starts_with("key=")).unwrap();
-    write_swap(
-        &follower,
-        &format!(
-            "uuid={}\nsize={SIZE}\n{key}\nfallback={}\nref=main\n",
-            uuid::Uuid::new_v4(),
-            s(&publ)
-        ),
-    );
+    hand_follower(&follower, &a.swap, s(&publ));
     let got = export(&follower);
     assert!(got == a.image || got == b.image);
 }
@@ -586,15 +591,7 @@ fn refs_at_s3_and_followers_through_nginx() {
     ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&web)]));
     let (_nginx, hport) = common::web::nginx(dir.path(), &web);
     let h = dir.path().join("h.swap");
-    let text = std::fs::read_to_string(&a.swap).unwrap();
-    let key = text.lines().find(|l| l.starts_with("key=")).unwrap();
-    write_swap(
-        &h,
-        &format!(
-            "uuid={}\nsize={SIZE}\n{key}\nfallback=http://127.0.0.1:{hport}/\nref=main\n",
-            uuid::Uuid::new_v4()
-        ),
-    );
+    hand_follower(&h, &a.swap, &format!("http://127.0.0.1:{hport}/"));
     assert_eq!(export(&h), a.image);
     a.write(3, 2 << 20, 4096);
     ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&web)]));
@@ -899,16 +896,7 @@ fn gc_at_a_remote_keeps_what_kept_versions_need() {
     );
     // A follower still reads the newest.
     let follower = dir.path().join("f.swap");
-    let text = std::fs::read_to_string(&a.swap).unwrap();
-    let key = text.lines().find(|l| l.starts_with("key=")).unwrap();
-    write_swap(
-        &follower,
-        &format!(
-            "uuid={}\nsize={SIZE}\n{key}\nfallback={}\nref=main\n",
-            uuid::Uuid::new_v4(),
-            s(&publ)
-        ),
-    );
+    hand_follower(&follower, &a.swap, s(&publ));
     assert_eq!(export(&follower), a.image);
 }
 
@@ -1076,16 +1064,7 @@ fn push_and_gc_killed_anywhere_leave_every_listed_version_whole() {
         s(&publ),
     ]));
     let follower = dir.path().join("f.swap");
-    let text = std::fs::read_to_string(&a.swap).unwrap();
-    let key = text.lines().find(|l| l.starts_with("key=")).unwrap();
-    write_swap(
-        &follower,
-        &format!(
-            "uuid={}\nsize={SIZE}\n{key}\nfallback={}\nref=main\n",
-            uuid::Uuid::new_v4(),
-            s(&publ)
-        ),
-    );
+    hand_follower(&follower, &a.swap, s(&publ));
     assert_eq!(export(&follower), a.image);
 }
 

@@ -226,6 +226,11 @@ impl Exports {
             size: r.size,
             read_only: true,
         };
+        self.offer(info, Behind::Snapshot(*root), None)
+    }
+
+    /// Adds an export; with `moves`, the alias and the empty name move to it.
+    fn offer(&self, info: ExportInfo, behind: Behind, moves: Option<&str>) -> Result<()> {
         let mut cat = self
             .catalog
             .write()
@@ -234,26 +239,23 @@ impl Exports {
             .roots
             .write()
             .map_err(|_| Error::internal("catalog lock"))?;
+        if let Some(alias) = moves {
+            for e in &mut cat.exports {
+                e.aliases.retain(|a| a != alias);
+            }
+        }
         cat.exports.push(info);
-        roots.push(Some(Behind::Snapshot(*root)));
+        roots.push(Some(behind));
+        if moves.is_some() {
+            cat.default = cat.exports.len() - 1;
+        }
         Ok(())
     }
 
     /// Offers version `v` of the followed ref as export `REF@SEQ`, and moves the empty
     /// name and `REF` to it (connections already open keep what they opened).
     fn add_version(&self, v: &crate::format::ref_version::RefVersion) -> Result<()> {
-        let mut cat = self
-            .catalog
-            .write()
-            .map_err(|_| Error::internal("catalog lock"))?;
-        let mut roots = self
-            .roots
-            .write()
-            .map_err(|_| Error::internal("catalog lock"))?;
-        for e in &mut cat.exports {
-            e.aliases.retain(|a| *a != v.name);
-        }
-        cat.exports.push(ExportInfo {
+        let info = ExportInfo {
             name: format!("{}@{}", v.name, v.seq),
             aliases: vec![v.name.clone()],
             description: format!(
@@ -262,10 +264,8 @@ impl Exports {
             ),
             size: v.disk_size,
             read_only: true,
-        });
-        roots.push(Some(Behind::Version(v.root)));
-        cat.default = cat.exports.len() - 1;
-        Ok(())
+        };
+        self.offer(info, Behind::Version(v.root), Some(&v.name))
     }
 
     fn catalog(&self) -> Option<Catalog> {
