@@ -36,6 +36,11 @@ pub trait RefStore: Send + Sync {
     fn list_meta(&self, dir: &str) -> Result<Vec<Listed>>;
     /// For messages: the folder or URL.
     fn describe(&self) -> String;
+    /// Removes temporary files older than `age` that killed writers left (a folder's
+    /// `.tmp-*`; object stores put whole objects and leave none). Returns how many.
+    fn remove_stale_temporaries(&self, _age: std::time::Duration) -> Result<usize> {
+        Ok(0)
+    }
 }
 
 /// An object as a listing shows it.
@@ -218,6 +223,36 @@ impl RefStore for FolderRefs {
     fn describe(&self) -> String {
         self.dir.display().to_string()
     }
+
+    fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<usize> {
+        let mut removed = 0;
+        let mut todo = vec![self.dir.join("refs"), self.dir.join("locks")];
+        while let Some(d) = todo.pop() {
+            let Ok(rd) = fs::read_dir(&d) else {
+                continue;
+            };
+            for ent in rd.flatten() {
+                let Ok(meta) = ent.metadata() else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    todo.push(ent.path());
+                    continue;
+                }
+                let old = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .is_some_and(|e| e >= age);
+                if old && ent.file_name().to_string_lossy().starts_with(".tmp-") {
+                    fs::remove_file(ent.path())
+                        .map_err(|e| Error::io(format!("removing {}", ent.path().display()), e))?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
 }
 
 /// True for an error that may have come after the service acted (a timeout, a
@@ -247,6 +282,15 @@ mod tests {
         refs.delete("refs/main/1")?;
         refs.delete("refs/main/1")?;
         assert_eq!(refs.get("refs/main/1")?, None);
+        // A killed writer's temporary goes once old enough, nothing else does.
+        fs::write(dir.path().join("refs/main/.tmp-1-x"), b"torn")
+            .map_err(|e| Error::io("tmp", e))?;
+        assert_eq!(
+            refs.remove_stale_temporaries(std::time::Duration::from_secs(3600))?,
+            0
+        );
+        assert_eq!(refs.remove_stale_temporaries(std::time::Duration::ZERO)?, 1);
+        assert_eq!(refs.get("refs/main/HEAD")?, Some(b"y".to_vec()));
         Ok(())
     }
 

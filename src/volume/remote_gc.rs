@@ -31,6 +31,9 @@ use crate::format::root::RootRef;
 use crate::format::swapfile::SwapFile;
 use crate::store::refs::Listed;
 
+/// A temporary file this old under `refs/` or `locks/` was left by a killed writer.
+const STALE_TEMPORARY: Duration = Duration::from_secs(3600);
+
 /// What `gc DEST` is told.
 pub struct RemoteGc {
     /// Keep this many newest versions of each ref (None: all).
@@ -62,6 +65,8 @@ pub struct RemoteGcReport {
     pub young_chunks: usize,
     /// Abandoned locks removed.
     pub stale_locks: usize,
+    /// Temporary files of killed pushers removed (a folder remote).
+    pub stale_temporaries: usize,
     /// False for a dry run.
     pub deleted: bool,
 }
@@ -251,6 +256,8 @@ pub fn collect(dest: &Destination, o: &RemoteGc) -> Result<RemoteGcReport> {
     for l in &stale_locks {
         refs.delete(l)?;
     }
+    // A pusher killed between writing a version's temporary file and linking it.
+    report.stale_temporaries = refs.remove_stale_temporaries(STALE_TEMPORARY)?;
     report.deleted = true;
     Ok(report)
 }
