@@ -94,6 +94,26 @@ fn export(swap: &Path) -> Vec<u8> {
     o.stdout
 }
 
+/// A writer `a` with `len` bytes written at 0, pushed as version 1 of `main` to
+/// `DIR/pub` with a follower at `DIR/FOLLOWER.swap`: (writer, remote, follower).
+fn published(dir: &Path, len: usize, follower: &str) -> (Writer, PathBuf, PathBuf) {
+    let publ = dir.join("pub");
+    let mut a = Writer::new(&dir.join("a"), "a");
+    a.write(1, 0, len);
+    let f = dir.join(format!("{follower}.swap"));
+    std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+    ok(&mut mc(&[
+        "push",
+        "--ref",
+        "main",
+        "--swap-out",
+        s(&f),
+        s(&a.swap),
+        s(&publ),
+    ]));
+    (a, publ, f)
+}
+
 /// A `.swap` written by hand (mode 0600, as it holds the key).
 fn write_swap(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
@@ -235,19 +255,7 @@ fn writes_in_a_followers_log_keep_it_off_a_newer_version() {
     // Writes acknowledged but not yet checkpointed (only in the log) are the disk's
     // own as much as checkpointed ones: a follower killed with them is not moved.
     let dir = tempfile::tempdir().unwrap();
-    let publ = dir.path().join("pub");
-    let mut a = Writer::new(&dir.path().join("a"), "a");
-    a.write(1, 0, 1 << 20);
-    let follower = dir.path().join("f.swap");
-    ok(&mut mc(&[
-        "push",
-        "--ref",
-        "main",
-        "--swap-out",
-        s(&follower),
-        s(&a.swap),
-        s(&publ),
-    ]));
+    let (mut a, publ, follower) = published(dir.path(), 1 << 20, "f");
     let mut model = a.image.clone();
     {
         // serve, write and flush, then kill -9: the writes are only in the log.
@@ -646,20 +654,7 @@ fn serve_follow_offers_each_version_and_open_connections_keep_theirs() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let publ = dir.path().join("pub");
-    let mut a = Writer::new(&dir.path().join("a"), "a");
-    a.write(1, 0, 1 << 20);
-    let follower = dir.path().join("b/f.swap");
-    std::fs::create_dir_all(follower.parent().unwrap()).unwrap();
-    ok(&mut mc(&[
-        "push",
-        "--ref",
-        "main",
-        "--swap-out",
-        s(&follower),
-        s(&a.swap),
-        s(&publ),
-    ]));
+    let (mut a, publ, follower) = published(dir.path(), 1 << 20, "b/f");
     // --follow needs --read-only and a .swap with ref=.
     let e = fails(&mut mc(&["serve", "--follow", s(&follower)]), 2);
     assert!(e.contains("--read-only"), "{e}");
@@ -906,19 +901,7 @@ fn gc_keeps_a_version_a_follower_reads_until_its_grace_ends() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let publ = dir.path().join("pub");
-    let mut a = Writer::new(&dir.path().join("a"), "a");
-    a.write(1, 0, 2 << 20);
-    let follower = dir.path().join("f.swap");
-    ok(&mut mc(&[
-        "push",
-        "--ref",
-        "main",
-        "--swap-out",
-        s(&follower),
-        s(&a.swap),
-        s(&publ),
-    ]));
+    let (mut a, publ, follower) = published(dir.path(), 2 << 20, "f");
     let v1 = a.image.clone();
     let srv = common::server::Server::start(
         dir.path(),
@@ -1245,20 +1228,8 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 fn a_follower_whose_version_was_collected_still_moves_and_one_with_writes_stays() {
     let dir = tempfile::tempdir().unwrap();
-    let publ = dir.path().join("pub");
-    let mut a = Writer::new(&dir.path().join("a"), "a");
-    a.write(1, 0, 1 << 20);
-    let clean = dir.path().join("clean.swap");
+    let (mut a, publ, clean) = published(dir.path(), 1 << 20, "clean");
     let busy = dir.path().join("busy.swap");
-    ok(&mut mc(&[
-        "push",
-        "--ref",
-        "main",
-        "--swap-out",
-        s(&clean),
-        s(&a.swap),
-        s(&publ),
-    ]));
     std::fs::copy(&clean, &busy).unwrap();
     let text = std::fs::read_to_string(&busy).unwrap();
     let uuid_line = text
