@@ -48,8 +48,11 @@ fn attach_through_the_kernel_nbd_driver_in_a_vm() {
         "ext4-open-checksums",
         "failing-open-script",
         "sigkill-releases-device",
-        "fifth-disk-falls-back-to-fuse",
+        "netlink-recover on /dev/nbd",
+        "past-the-timeout",
+        "fifth-disk-gets-a-new-device",
         "fuse-forced on /dev/loop",
+        "falls-back-to-fuse",
         "fsck-export",
     ] {
         assert!(

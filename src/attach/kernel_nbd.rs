@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use nbd_proto::flags;
 
+use super::nbd_netlink::{backend_id, device_of, NbdNetlink, Setup};
 use super::sys::{block_all_signals_in_this_thread, ioctl_arg};
 use crate::error::{Error, ErrorKind, Result};
 use crate::nbd::{serve_transmission, Negotiated, PayloadBudget};
@@ -79,19 +80,155 @@ fn in_use(n: u32) -> bool {
     Path::new(&format!("/sys/block/nbd{n}/pid")).exists()
 }
 
+/// How the device is driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Netlink (Linux 4.12+): the kernel keeps the device across a restart of this
+    /// process for the reconnect timeout.
+    Netlink,
+    /// The old ioctls: the device goes when this process does.
+    Ioctl,
+}
+
+/// Settings of a kernel nbd attach.
+#[derive(Debug, Clone)]
+pub struct NbdOptions {
+    /// Connections (1-16).
+    pub conns: usize,
+    pub control: Control,
+    /// How long the kernel holds I/O for a new server after this one dies (netlink).
+    pub reconnect_timeout: Duration,
+    /// Only take over a device this disk's killed attach left; never set up a new one.
+    pub recover_only: bool,
+}
+
+enum Driver {
+    Ioctl {
+        file: Arc<File>,
+        done: Option<mpsc::Receiver<std::io::Result<()>>>,
+    },
+    Netlink {
+        nl: NbdNetlink,
+        attached: bool,
+    },
+}
+
 /// One kernel nbd device while attached.
 pub struct KernelNbd {
     device: String,
     index: u32,
-    file: Arc<File>,
+    driver: Driver,
     runtime: Option<tokio::runtime::Runtime>,
-    done: Option<mpsc::Receiver<std::io::Result<()>>>,
+    sessions: Vec<tokio::task::JoinHandle<()>>,
+    recovered: bool,
+}
+
+/// What every connection of one device shares.
+struct Serving {
+    vol: Arc<Volume>,
+    trace: Option<Arc<ReadTrace>>,
+    neg: Negotiated,
+    budget: PayloadBudget,
+}
+
+impl Serving {
+    fn new(vol: &Arc<Volume>, trace: &Option<Arc<ReadTrace>>) -> Self {
+        Self {
+            vol: vol.clone(),
+            trace: trace.clone(),
+            neg: Negotiated {
+                export: 0,
+                structured: false,
+                base_allocation: false,
+                flags: server_flags(vol),
+            },
+            budget: PayloadBudget::new(crate::memory::Budget::process().request_bytes()),
+        }
+    }
+
+    /// Serves `ours` (our end of a socket pair whose other end the kernel took).
+    fn spawn(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        ours: UnixStream,
+    ) -> Result<tokio::task::JoinHandle<()>> {
+        ours.set_nonblocking(true)
+            .map_err(|e| Error::io("socket setup", e))?;
+        let (vol, neg, trace, budget) = (
+            self.vol.clone(),
+            self.neg.clone(),
+            self.trace.clone(),
+            self.budget.clone(),
+        );
+        let _guard = runtime.enter();
+        let stream =
+            tokio::net::UnixStream::from_std(ours).map_err(|e| Error::io("socket setup", e))?;
+        Ok(runtime.spawn(async move {
+            if let Err(e) = serve_transmission(stream, vol, neg, trace, budget).await {
+                tracing::warn!(error = %e, "kernel nbd connection ended");
+            }
+        }))
+    }
+}
+
+/// The transmission flags the kernel is given.
+fn server_flags(vol: &Volume) -> u16 {
+    let mut fl = flags::HAS_FLAGS
+        | flags::SEND_FLUSH
+        | flags::SEND_FUA
+        | flags::SEND_TRIM
+        | flags::SEND_WRITE_ZEROES
+        | flags::CAN_MULTI_CONN;
+    if !vol.writable() {
+        fl |= flags::READ_ONLY;
+    }
+    fl
+}
+
+fn new_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .max_blocking_threads(crate::nbd::BLOCKING_THREADS)
+        .thread_name("mindcastle-nbd")
+        .build()
+        .map_err(|e| Error::io("starting the runtime", e))
+}
+
+fn warn_unaligned(size: u64) {
+    if !size.is_multiple_of(BLOCK) {
+        tracing::warn!(
+            size,
+            "disk size is not a multiple of 512; the tail is not exposed"
+        );
+    }
 }
 
 impl KernelNbd {
-    /// Attaches `vol` to the first free `/dev/nbdN` with `conns` connections.
-    pub fn attach(vol: &Arc<Volume>, trace: Option<Arc<ReadTrace>>, conns: usize) -> Result<Self> {
-        let conns = conns.clamp(1, 16);
+    /// Attaches `vol` to a kernel nbd device: through netlink where the driver has it
+    /// (taking over the device a killed attach of this disk left), else through the
+    /// ioctls on the first free `/dev/nbdN`.
+    pub fn attach(
+        vol: &Arc<Volume>,
+        trace: Option<Arc<ReadTrace>>,
+        opts: &NbdOptions,
+    ) -> Result<Self> {
+        let conns = opts.conns.clamp(1, 16);
+        if opts.control == Control::Netlink {
+            match NbdNetlink::open() {
+                Ok(Some(nl)) => return Self::attach_netlink(vol, &trace, nl, conns, opts),
+                Ok(None) => tracing::info!("the nbd driver has no netlink interface; using ioctls"),
+                Err(e) => tracing::info!(error = %e, "nbd netlink not usable; using ioctls"),
+            }
+        }
+        if opts.recover_only {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "--recover needs the nbd driver's netlink interface (devices set up by ioctls \
+                 go when their process does)"
+                    .to_string(),
+            ));
+        }
         let mut last_err = None;
         for (n, path) in devices() {
             if in_use(n) {
@@ -111,6 +248,127 @@ impl KernelNbd {
                 "no free /dev/nbdN device".to_string(),
             )
         }))
+    }
+
+    /// True when this attach took over a device a killed attach of the disk left.
+    pub fn recovered(&self) -> bool {
+        self.recovered
+    }
+
+    fn attach_netlink(
+        vol: &Arc<Volume>,
+        trace: &Option<Arc<ReadTrace>>,
+        mut nl: NbdNetlink,
+        conns: usize,
+        opts: &NbdOptions,
+    ) -> Result<Self> {
+        let backend = backend_id(vol.uuid());
+        let serving = Serving::new(vol, trace);
+        let runtime = new_runtime()?;
+        warn_unaligned(vol.size());
+        if let Some(index) = device_of(&backend) {
+            // We hold the disk's lock, so whoever set this device up is gone.
+            match Self::take_over(&mut nl, index, &backend, opts, &serving, &runtime) {
+                Ok(sessions) => {
+                    tracing::info!(
+                        device = format!("/dev/nbd{index}"),
+                        conns = sessions.len(),
+                        "took over the device a killed attach of this disk left"
+                    );
+                    return Ok(Self {
+                        device: format!("/dev/nbd{index}"),
+                        index,
+                        driver: Driver::Netlink { nl, attached: true },
+                        runtime: Some(runtime),
+                        sessions,
+                        recovered: true,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        device = format!("/dev/nbd{index}"),
+                        error = %e,
+                        "could not take over this disk's device; disconnecting it and \
+                         setting up a new one"
+                    );
+                    let _ = nl.disconnect(index);
+                    wait_gone(index);
+                }
+            }
+        }
+        if opts.recover_only {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "--recover: no nbd device of disk {} to take over",
+                    vol.uuid()
+                ),
+            ));
+        }
+        let mut kernel_ends = Vec::with_capacity(conns);
+        let mut ours = Vec::with_capacity(conns);
+        for _ in 0..conns {
+            let (k, o) = UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
+            kernel_ends.push(k);
+            ours.push(o);
+        }
+        let setup = Setup {
+            size: vol.size() / BLOCK * BLOCK,
+            block: BLOCK,
+            server_flags: u64::from(serving.neg.flags),
+            dead_conn_timeout: opts.reconnect_timeout,
+            backend: &backend,
+        };
+        // Sessions first: the kernel reads the partition table as soon as it connects.
+        let mut sessions = Vec::with_capacity(conns);
+        for o in ours {
+            sessions.push(serving.spawn(&runtime, o)?);
+        }
+        let index = match nl.connect(&setup, &kernel_ends) {
+            Ok(i) => i,
+            Err(e) => {
+                drop(kernel_ends);
+                runtime.shutdown_timeout(Duration::from_secs(5));
+                return Err(Error::io("NBD_CMD_CONNECT", e));
+            }
+        };
+        // The kernel holds its own references to its ends.
+        drop(kernel_ends);
+        Ok(Self {
+            device: format!("/dev/nbd{index}"),
+            index,
+            driver: Driver::Netlink { nl, attached: true },
+            runtime: Some(runtime),
+            sessions,
+            recovered: false,
+        })
+    }
+
+    /// Hands device `index` a new socket for each of its dead connections.
+    fn take_over(
+        nl: &mut NbdNetlink,
+        index: u32,
+        backend: &str,
+        opts: &NbdOptions,
+        serving: &Serving,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+        let start = Instant::now();
+        let mut sessions = Vec::new();
+        while sessions.len() < 16 {
+            let (k, o) = UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
+            match nl.reconnect(index, backend, opts.reconnect_timeout, &k) {
+                Ok(()) => sessions.push(serving.spawn(runtime, o)?),
+                // No dead connection left: all are ours now.
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && !sessions.is_empty() => break,
+                // The old process's connections are not seen as dead yet.
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && start.elapsed() < SETTLE => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(Error::io(format!("NBD_CMD_RECONFIGURE of nbd{index}"), e)),
+            }
+        }
+        Ok(sessions)
     }
 
     fn try_device(
@@ -137,53 +395,24 @@ impl KernelNbd {
             ioctl(ioc::SET_SOCK, fd_arg(&kernel_end), "NBD_SET_SOCK")?;
             ours.push(our_end);
         }
-        let size = vol.size();
-        if !size.is_multiple_of(BLOCK) {
-            tracing::warn!(
-                size,
-                "disk size is not a multiple of 512; the tail is not exposed"
-            );
-        }
+        warn_unaligned(vol.size());
+        let serving = Serving::new(vol, trace);
         ioctl(ioc::SET_BLKSIZE, BLOCK, "NBD_SET_BLKSIZE")?;
-        ioctl(ioc::SET_SIZE_BLOCKS, size / BLOCK, "NBD_SET_SIZE_BLOCKS")?;
-        let mut fl = flags::HAS_FLAGS
-            | flags::SEND_FLUSH
-            | flags::SEND_FUA
-            | flags::SEND_TRIM
-            | flags::SEND_WRITE_ZEROES
-            | flags::CAN_MULTI_CONN;
-        if !vol.writable() {
-            fl |= flags::READ_ONLY;
-        }
-        ioctl(ioc::SET_FLAGS, u64::from(fl), "NBD_SET_FLAGS")?;
+        ioctl(
+            ioc::SET_SIZE_BLOCKS,
+            vol.size() / BLOCK,
+            "NBD_SET_SIZE_BLOCKS",
+        )?;
+        ioctl(
+            ioc::SET_FLAGS,
+            u64::from(serving.neg.flags),
+            "NBD_SET_FLAGS",
+        )?;
 
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .worker_threads(2)
-            .max_blocking_threads(crate::nbd::BLOCKING_THREADS)
-            .thread_name("mindcastle-nbd")
-            .build()
-            .map_err(|e| Error::io("starting the runtime", e))?;
-        let neg = Negotiated {
-            export: 0,
-            structured: false,
-            base_allocation: false,
-            flags: fl,
-        };
-        let budget = PayloadBudget::new(crate::memory::Budget::process().request_bytes());
+        let runtime = new_runtime()?;
+        let mut sessions = Vec::with_capacity(conns);
         for s in ours {
-            s.set_nonblocking(true)
-                .map_err(|e| Error::io("socket setup", e))?;
-            let (vol, neg, trace, budget) =
-                (vol.clone(), neg.clone(), trace.clone(), budget.clone());
-            let _guard = runtime.enter();
-            let stream =
-                tokio::net::UnixStream::from_std(s).map_err(|e| Error::io("socket setup", e))?;
-            runtime.spawn(async move {
-                if let Err(e) = serve_transmission(stream, vol, neg, trace, budget).await {
-                    tracing::warn!(error = %e, "kernel nbd connection ended");
-                }
-            });
+            sessions.push(serving.spawn(&runtime, s)?);
         }
 
         let file = Arc::new(file);
@@ -206,9 +435,13 @@ impl KernelNbd {
         let mut k = Self {
             device: dev,
             index,
-            file,
+            driver: Driver::Ioctl {
+                file,
+                done: Some(rx),
+            },
             runtime: Some(runtime),
-            done: Some(rx),
+            sessions,
+            recovered: false,
         };
         k.wait_running()?;
         Ok(k)
@@ -221,9 +454,9 @@ impl KernelNbd {
             if in_use(self.index) {
                 return Ok(());
             }
-            if let Some(rx) = &self.done {
-                if let Ok(r) = rx.try_recv() {
-                    self.done = None;
+            if let Driver::Ioctl { done, .. } = &mut self.driver {
+                if let Some(Ok(r)) = done.as_ref().map(|rx| rx.try_recv()) {
+                    *done = None;
                     let why = match r {
                         Ok(()) => "it stopped at once".to_string(),
                         Err(e) => e.to_string(),
@@ -248,27 +481,70 @@ impl KernelNbd {
         &self.device
     }
 
+    /// How the device is driven, for the user.
+    pub fn control(&self) -> &'static str {
+        match self.driver {
+            Driver::Ioctl { .. } => "ioctl",
+            Driver::Netlink { .. } => "netlink",
+        }
+    }
+
     /// Writes back what the kernel holds, disconnects and waits for the device to stop.
     pub fn detach(&mut self) {
-        let Some(rx) = self.done.take() else {
+        let connected = match &self.driver {
+            Driver::Ioctl { done, .. } => done.is_some(),
+            Driver::Netlink { attached, .. } => *attached,
+        };
+        if !connected {
             self.shutdown_runtime();
             return;
-        };
+        }
         // Dirty pages of the device (someone wrote it raw without fsync) go out first,
         // followed by a FLUSH, while the connection is still up.
         match File::open(&self.device).and_then(|f| f.sync_all()) {
             Ok(()) => {}
             Err(e) => tracing::warn!(device = %self.device, error = %e, "fsync before disconnect"),
         }
-        if let Err(e) = ioctl_arg(self.file.as_fd(), ioc::DISCONNECT, 0) {
-            tracing::warn!(device = %self.device, error = %e, "NBD_DISCONNECT");
-        }
-        match rx.recv_timeout(SETTLE) {
-            Ok(_) => {}
-            Err(_) => tracing::error!(
-                device = %self.device,
-                "the kernel did not release the device in time; leaving it"
-            ),
+        match &mut self.driver {
+            Driver::Ioctl { file, done } => {
+                if let Err(e) = ioctl_arg(file.as_fd(), ioc::DISCONNECT, 0) {
+                    tracing::warn!(device = %self.device, error = %e, "NBD_DISCONNECT");
+                }
+                if let Some(rx) = done.take() {
+                    if rx.recv_timeout(SETTLE).is_err() {
+                        tracing::error!(
+                            device = %self.device,
+                            "the kernel did not release the device in time; leaving it"
+                        );
+                    }
+                }
+            }
+            Driver::Netlink { nl, attached } => {
+                *attached = false;
+                if let Err(e) = nl.disconnect(self.index) {
+                    tracing::warn!(device = %self.device, error = %e, "NBD_CMD_DISCONNECT");
+                }
+                // The kernel sends DISC on each connection; each session answers what
+                // is in flight, flushes and ends.
+                if let Some(rt) = &self.runtime {
+                    let sessions = std::mem::take(&mut self.sessions);
+                    let all = async {
+                        for s in sessions {
+                            let _ = s.await;
+                        }
+                    };
+                    if rt
+                        .block_on(async { tokio::time::timeout(SETTLE, all).await })
+                        .is_err()
+                    {
+                        tracing::error!(
+                            device = %self.device,
+                            "connections did not end within {SETTLE:?} of the disconnect"
+                        );
+                    }
+                }
+                wait_gone(self.index);
+            }
         }
         self.shutdown_runtime();
     }
@@ -278,6 +554,20 @@ impl KernelNbd {
             // Sessions have flushed and closed by now; anything left is cut off.
             rt.shutdown_timeout(Duration::from_secs(5));
         }
+    }
+}
+
+/// Waits (up to SETTLE) until device `index` is no longer configured.
+fn wait_gone(index: u32) {
+    let start = Instant::now();
+    while in_use(index) && start.elapsed() < SETTLE {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if in_use(index) {
+        tracing::warn!(
+            device = format!("/dev/nbd{index}"),
+            "still configured after the disconnect (something holds it open)"
+        );
     }
 }
 

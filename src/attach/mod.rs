@@ -6,11 +6,16 @@
 //!
 //! The block device is the kernel nbd driver (`kernel_nbd`) where `/dev/nbd0` exists or
 //! `modprobe nbd` works, else a loop device over a FUSE single-file export (`fuse`,
-//! `loopdev`). Which one was used is logged; `--fuse` forces the second.
+//! `loopdev`). Which one was used, and why another was passed over, is logged;
+//! `--frontend` chooses. Kernel nbd is set up through netlink (`nbd_netlink`) with a
+//! reconnect timeout, so a killed attach's device waits for the next attach of the same
+//! disk, which takes it over and runs `recover` instead of `open`.
 
 pub mod fuse;
+mod genl;
 pub mod kernel_nbd;
 pub mod loopdev;
+mod nbd_netlink;
 pub(crate) mod sys;
 
 use std::os::unix::fs::MetadataExt;
@@ -40,10 +45,47 @@ pub struct AttachConfig {
     pub size_given: bool,
     /// Log every read here.
     pub trace: Option<PathBuf>,
-    /// Use the FUSE + loop path even where kernel nbd exists.
-    pub force_fuse: bool,
+    /// Which front end.
+    pub frontend: Frontend,
+    /// How long the kernel holds a kernel nbd device's I/O for a new process after
+    /// this one dies.
+    pub reconnect_timeout: std::time::Duration,
+    /// Only take over the device a killed attach of this disk left.
+    pub recover: bool,
     /// Warm the cache from this read trace on a thread beside the device.
     pub prefetch: Option<PathBuf>,
+}
+
+/// The front ends `--frontend` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frontend {
+    /// The best this kernel has: kernel nbd, else FUSE + loop.
+    Auto,
+    /// Kernel nbd (netlink, else ioctls).
+    Nbd,
+    /// Kernel nbd through the ioctls only (the device goes with this process).
+    NbdIoctl,
+    /// A loop device over a FUSE single-file export.
+    Fuse,
+}
+
+impl Frontend {
+    /// Parses `--frontend`; ublk is named and refused until it is built.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "nbd" => Ok(Self::Nbd),
+            "nbd-ioctl" => Ok(Self::NbdIoctl),
+            "fuse" => Ok(Self::Fuse),
+            "ublk" => Err(Error::new(
+                ErrorKind::Unavailable,
+                "--frontend ublk is not built yet (kernel nbd and FUSE + loop are)".to_string(),
+            )),
+            other => Err(Error::invalid(format!(
+                "--frontend {other}: expected auto, nbd, nbd-ioctl or fuse"
+            ))),
+        }
+    }
 }
 
 /// The block device while attached.
@@ -158,25 +200,45 @@ fn clear_stale_fuse_mounts() {
     }
 }
 
-/// Attaches through kernel nbd where it is there (unless `force_fuse`), else FUSE + loop.
+/// Attaches through the front end `cfg` asks for: with `auto`, kernel nbd where it is
+/// there, else FUSE + loop.
 fn attach_device(
     vol: &Arc<Volume>,
     trace: Option<Arc<ReadTrace>>,
-    force_fuse: bool,
+    cfg: &AttachConfig,
 ) -> Result<Attached> {
-    if !force_fuse && kernel_nbd::available() {
-        let conns = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
-        match kernel_nbd::KernelNbd::attach(vol, trace.clone(), conns) {
+    let nbd_wanted = cfg.frontend != Frontend::Fuse;
+    if nbd_wanted && kernel_nbd::available() {
+        let opts = kernel_nbd::NbdOptions {
+            conns: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
+            control: if cfg.frontend == Frontend::NbdIoctl {
+                kernel_nbd::Control::Ioctl
+            } else {
+                kernel_nbd::Control::Netlink
+            },
+            reconnect_timeout: cfg.reconnect_timeout,
+            recover_only: cfg.recover,
+        };
+        match kernel_nbd::KernelNbd::attach(vol, trace.clone(), &opts) {
             Ok(k) => {
-                tracing::info!(device = %k.device(), conns, "attached through the kernel nbd driver");
+                tracing::info!(
+                    device = %k.device(),
+                    conns = opts.conns,
+                    control = k.control(),
+                    recovered = k.recovered(),
+                    "attached through the kernel nbd driver (ublk is not built yet)"
+                );
                 return Ok(Attached::Kernel(k));
             }
+            Err(e) if cfg.frontend != Frontend::Auto || cfg.recover => return Err(e),
             Err(e) => tracing::warn!(error = %e, "kernel nbd failed; using FUSE + loop"),
         }
-    } else if !force_fuse {
-        tracing::info!(
-            "no kernel nbd driver (no /dev/nbd0, modprobe nbd failed); using FUSE + loop"
-        );
+    } else if nbd_wanted {
+        let why = "no kernel nbd driver (no /dev/nbd0, modprobe nbd failed)";
+        if cfg.frontend != Frontend::Auto || cfg.recover {
+            return Err(Error::new(ErrorKind::Unavailable, why.to_string()));
+        }
+        tracing::info!("{why}; using FUSE + loop");
     }
     clear_stale_fuse_mounts();
     attach_fuse(vol, trace).map(Attached::Fuse)
@@ -277,7 +339,11 @@ pub fn run(cfg: &AttachConfig) -> Result<u8> {
         None => None,
     };
     sys::harden_for_block_serving();
-    let mut att = attach_device(&vol, trace.clone(), cfg.force_fuse)?;
+    let mut att = attach_device(&vol, trace.clone(), cfg)?;
+    let event = match &att {
+        Attached::Kernel(k) if k.recovered() => Event::Recover,
+        _ => event,
+    };
     let uuid = vol.uuid().to_string();
     let pid = std::process::id();
     match script.run(event, att.device(), &uuid, None) {
@@ -301,10 +367,15 @@ pub fn run(cfg: &AttachConfig) -> Result<u8> {
         }
     }
     eprintln!(
-        "mindcastle: {} is {} ({}, uuid {uuid}); detach with Ctrl-C or kill -HUP {pid}",
+        "mindcastle: {} is {} ({}{}, uuid {uuid}); detach with Ctrl-C or kill -HUP {pid}",
         cfg.swap.display(),
         att.device(),
-        att.kind()
+        att.kind(),
+        if event == Event::Recover {
+            ", taken over from a killed attach"
+        } else {
+            ""
+        }
     );
     let mut closed = false;
     for sig in signals.forever() {

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use super::size_args::SizeArgs;
 use super::PathArg;
-use crate::attach::{run as attach, AttachConfig};
-use crate::error::Result;
+use crate::attach::{run as attach, AttachConfig, Frontend};
+use crate::error::{Error, Result};
 use crate::volume::DEFAULT_SIZE;
 
 /// Arguments of `attach` (also the two-argument form of the original).
@@ -16,9 +16,20 @@ pub struct Args {
     /// Log every read (offset, length, time in ns) to FILE.
     #[arg(short, long)]
     trace: Option<PathArg>,
-    /// Use the FUSE + loop path even where kernel nbd exists.
+    /// Use the FUSE + loop path even where kernel nbd exists (`--frontend fuse`).
     #[arg(long)]
     fuse: bool,
+    /// The block device front end: auto (kernel nbd, else FUSE + loop), nbd, nbd-ioctl
+    /// or fuse.
+    #[arg(long, default_value = "auto")]
+    frontend: String,
+    /// How long the kernel holds a kernel nbd device's I/O after this process dies, for
+    /// the next attach of the disk to take it over (then: I/O errors).
+    #[arg(long, default_value = "60s")]
+    reconnect_timeout: String,
+    /// Take over the device a killed attach of this disk left; fail if there is none.
+    #[arg(long)]
+    recover: bool,
     /// Warm the cache from a read trace (`--trace` output) beside the device (the
     /// `.swap` needs `cache=`).
     #[arg(long)]
@@ -32,13 +43,37 @@ pub struct Args {
 /// Runs `attach`.
 pub fn run(a: Args) -> Result<ExitCode> {
     let size = a.size.bytes_or(DEFAULT_SIZE)?;
+    let mut frontend = Frontend::parse(&a.frontend)?;
+    if a.fuse {
+        if !matches!(frontend, Frontend::Auto | Frontend::Fuse) {
+            return Err(Error::invalid(format!(
+                "--fuse and --frontend {} contradict each other",
+                a.frontend
+            )));
+        }
+        frontend = Frontend::Fuse;
+    }
+    if a.recover && frontend == Frontend::Fuse {
+        return Err(Error::invalid(
+            "--recover takes over a kernel nbd device; FUSE + loop devices go with their process",
+        ));
+    }
+    let reconnect_timeout = super::parse_duration(&a.reconnect_timeout, "--reconnect-timeout")?;
+    if reconnect_timeout.as_secs() == 0 || reconnect_timeout.subsec_nanos() != 0 {
+        return Err(Error::invalid(format!(
+            "--reconnect-timeout {}: whole seconds, at least 1s (the kernel counts seconds)",
+            a.reconnect_timeout
+        )));
+    }
     let cfg = AttachConfig {
         swap: a.swap,
         script: a.script,
         size,
         size_given: a.size.given(),
         trace: a.trace,
-        force_fuse: a.fuse,
+        frontend,
+        reconnect_timeout,
+        recover: a.recover,
         prefetch: a.prefetch,
     };
     Ok(ExitCode::from(attach(&cfg)?))

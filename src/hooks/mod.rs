@@ -18,6 +18,9 @@ pub enum Event {
     Snapshot,
     /// The disk is about to be detached.
     Close,
+    /// The disk was attached again to the device a killed attach left (kernel nbd
+    /// through netlink): whatever the script set up on `open` (a mount) is still there.
+    Recover,
 }
 
 impl Event {
@@ -28,6 +31,7 @@ impl Event {
             Event::Open => "open",
             Event::Snapshot => "snapshot",
             Event::Close => "close",
+            Event::Recover => "recover",
         }
     }
 }

@@ -42,12 +42,25 @@ pub fn capable(what: &str) -> bool {
 
 /// Builds an initramfs whose init runs `guest_script` (a file in tests/vm/).
 pub fn initrd(out: &Path, guest_script: &str, pattern: Option<&Path>) {
+    initrd_with(out, guest_script, pattern, &[]);
+}
+
+/// [`initrd`] with host programs (found in PATH) copied in with their libraries.
+pub fn initrd_with(out: &Path, guest_script: &str, pattern: Option<&Path>, programs: &[&str]) {
     let vm = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm");
     let mut cmd = Command::new(vm.join("build-initramfs.sh"));
     cmd.arg(dir())
         .arg(env!("CARGO_BIN_EXE_mindcastle"))
         .arg(out)
         .arg(vm.join(guest_script));
+    for p in programs {
+        let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .chain(["/usr/sbin".into(), "/sbin".into()])
+            .map(|d| d.join(p))
+            .find(|c| c.is_file())
+            .unwrap_or_else(|| panic!("{p} is not installed (scripts/install-deps.sh)"));
+        cmd.arg(found);
+    }
     if let Some(p) = pattern {
         cmd.env("PATTERN", p);
     }

@@ -95,9 +95,9 @@ grep -q "failed on open" fail.log || fail "no reason given for the failing scrip
 [ -e "/sys/block/nbd0/pid" ] && fail "nbd0 still running after a failed open"
 echo "MCVM ok failing-open-script"
 
-# 5b. SIGKILL while attached: the kernel releases the device by itself, and the next
-#     attach opens the disk with everything synced (state.sh compares on open).
-mindcastle attach disk.swap /work/state.sh >> attach.log 2>&1 &
+# 5b. Through the ioctls (--frontend nbd-ioctl) a SIGKILL releases the device by
+#     itself, and the next attach opens the disk with everything synced.
+mindcastle attach --frontend nbd-ioctl disk.swap /work/state.sh >> attach.log 2>&1 &
 pid=$!
 wait_ready kill-open "$pid"
 kdev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' events | tail -1)
@@ -115,8 +115,65 @@ kill -INT "$pid"
 wait_exit "$pid" "after SIGKILL and reattach"
 echo "MCVM ok sigkill-releases-device"
 
-# 5c. Four disks take the four nbd devices (first free each time); a fifth finds none
-#     free and falls back to FUSE + loop, saying so.
+# 5c. Through netlink (the default) a SIGKILL leaves the device waiting: a read
+#     started while no process serves it completes once the next attach of the disk
+#     takes the same device over and runs `recover`; a write acknowledged before the
+#     kill is there.
+mindcastle attach disk.swap /work/state.sh >> attach.log 2>&1 &
+pid=$!
+wait_ready netlink-open "$pid"
+kdev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' events | tail -1)
+grep -Eq "control=\"?netlink" attach.log || fail "the default attach did not use netlink"
+[ "$(cat "/sys/block/${kdev#/dev/}/backend")" = "mindcastle-$(sed -n 's/^uuid=//p' disk.swap)" ] ||
+    fail "backend of $kdev is $(cat "/sys/block/${kdev#/dev/}/backend")"
+dd if=/work/pattern of="$kdev" bs=4096 skip=40 seek=3000 count=16 oflag=direct 2>/dev/null || fail "direct write"
+dd if=/work/pattern of=expect.img bs=4096 skip=40 seek=3000 count=16 conv=notrunc 2>/dev/null
+kill -KILL "$pid"
+wait "$pid"
+sleep 1
+[ -e "/sys/block/${kdev#/dev/}/pid" ] || fail "$kdev was released after SIGKILL"
+dd if="$kdev" of=held.img bs=4096 skip=3000 count=16 iflag=direct 2>held.err &
+reader=$!
+sleep 1
+kill -0 "$reader" 2>/dev/null || fail "a read with no server did not wait: $(cat held.err)"
+mindcastle attach disk.swap /work/state.sh >> attach.log 2>&1 &
+pid=$!
+wait_ready recover "$pid"
+grep -q "state.sh recover DEVICE=$kdev " events || fail "no recover event on $kdev: $(tail -2 events)"
+grep -q "taken over from a killed attach" attach.log || fail "the take-over was not told"
+wait "$reader" || fail "the held read failed: $(cat held.err)"
+dd if=/work/pattern of=want.img bs=4096 skip=40 count=16 2>/dev/null
+cmp held.img want.img || fail "the held read returned other bytes"
+cmp "$kdev" expect.img || fail "the device after the take-over differs"
+kill -INT "$pid"
+wait_exit "$pid" "after recover"
+[ -e "/sys/block/${kdev#/dev/}/pid" ] && fail "$kdev still configured after SIGINT"
+echo "MCVM ok netlink-recover on $kdev"
+
+# 5d. Past the reconnect timeout the device fails I/O (EIO); the next attach takes it
+#     over and everything flushed is there.
+mindcastle attach --reconnect-timeout 2s disk.swap /work/state.sh >> attach.log 2>&1 &
+pid=$!
+wait_ready timeout-open "$pid"
+kdev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' events | tail -1)
+kill -KILL "$pid"
+wait "$pid"
+sleep 4
+dd if="$kdev" of=/dev/null bs=4096 count=1 skip=77 iflag=direct 2>timeout.err && fail "a read past the reconnect timeout succeeded"
+grep -qi "error" timeout.err || fail "no I/O error past the timeout: $(cat timeout.err)"
+mindcastle attach --recover disk.swap /work/state.sh >> attach.log 2>&1 &
+pid=$!
+wait_ready recover-after-timeout "$pid"
+cmp "$kdev" expect.img || fail "the device after a late take-over differs"
+kill -INT "$pid"
+wait_exit "$pid" "after a late recover"
+mindcastle attach --recover disk.swap /work/state.sh > norecover.log 2>&1 && fail "--recover with no device exited 0"
+grep -q "no nbd device of disk" norecover.log || fail "--recover with no device: $(cat norecover.log)"
+echo "MCVM ok past-the-timeout"
+
+# 5e. Four disks take the four nbd devices; through netlink the kernel adds a fifth
+#     device for a fifth disk, and the ioctls (which only take free devices) find none
+#     for a sixth and say so.
 printf '#!/bin/sh\necho "$1 $DEVICE" >> /work/multi-events\n[ "$1" = close ] && kill -INT "$PID"\ntouch /work/ready-multi\nexit 0\n' > /work/multi.sh
 chmod +x /work/multi.sh
 pids=
@@ -127,16 +184,14 @@ for k in 1 2 3 4 5; do
     wait_ready "multi-$k" "$p" /work/ready-multi
 done
 got=$(sed -n 's/^create //p' /work/multi-events | tr '\n' ' ')
-case "$got" in
-*"/dev/nbd0 "*) ;; *) fail "nbd0 not used by the four: $got" ;; esac
-for d in /dev/nbd1 /dev/nbd2 /dev/nbd3; do
-    case "$got" in *"$d "*) ;; *) fail "$d not used by the four: $got" ;; esac
+for d in /dev/nbd0 /dev/nbd1 /dev/nbd2 /dev/nbd3 /dev/nbd4; do
+    case "$got" in *"$d "*) ;; *) fail "$d not used by the five: $got" ;; esac
 done
-case "$got" in *"/dev/loop"*) ;; *) fail "the fifth did not fall back to a loop device: $got" ;; esac
-grep -q "using FUSE + loop" multi5.log || fail "the fallback was not logged"
+mindcastle attach --frontend nbd-ioctl --size 16M m6.swap /work/multi.sh > multi6.log 2>&1 && fail "a sixth disk through the ioctls exited 0"
+grep -q "no free /dev/nbdN" multi6.log || fail "the sixth did not say why: $(cat multi6.log)"
 for p in $pids; do kill -INT "$p"; done
 for p in $pids; do wait_exit "$p" "multi after SIGINT"; done
-echo "MCVM ok fifth-disk-falls-back-to-fuse"
+echo "MCVM ok fifth-disk-gets-a-new-device"
 
 # 6. --fuse forces FUSE + loop even where the nbd driver is there.
 mindcastle attach --fuse disk.swap /work/state.sh > fuse.log 2>&1 &
@@ -147,6 +202,18 @@ case "$fdev" in /dev/loop*) ;; *) fail "--fuse gave $fdev" ;; esac
 kill -INT "$pid"
 wait_exit "$pid" "--fuse after SIGINT"
 echo "MCVM ok fuse-forced on $fdev"
+
+# 6b. With the nbd driver gone, auto falls back to FUSE + loop and says so.
+rmmod nbd || fail "rmmod nbd"
+mindcastle attach disk.swap /work/state.sh > fallback.log 2>&1 &
+pid=$!
+wait_ready fallback-open "$pid"
+fdev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' events | tail -1)
+case "$fdev" in /dev/loop*) ;; *) fail "the fallback gave $fdev" ;; esac
+grep -q "using FUSE + loop" fallback.log || fail "the fallback was not logged: $(cat fallback.log)"
+kill -INT "$pid"
+wait_exit "$pid" "fallback after SIGINT"
+echo "MCVM ok falls-back-to-fuse"
 
 # 7. What reached the chunks: fsck clean, export equals what was written.
 mindcastle fsck disk.swap > fsck.log 2>&1 || fail "fsck"

@@ -1,0 +1,86 @@
+#!/bin/sh
+# Runs inside the test VM: XFS on a mindcastle disk attached through kernel nbd
+# (netlink), fio writing with verification on the mount, while mindcastle is killed
+# with SIGKILL and started again CYCLES times (1-3 s later). fio must see no I/O error
+# and no verify mismatch, the tree written before the kills must be intact,
+# `xfs_repair -n` clean, mindcastle's fsck clean. Prints "MCVM ok ..." per step and
+# "MCVM-RESULT pass" at the end.
+cd /work || exit 1
+CYCLES=${CYCLES:-20}
+fail() {
+    echo "MCVM-RESULT fail $*"
+    echo "--- events"; cat /work/events-xfs 2>/dev/null
+    echo "--- fio"; cat /work/fio-*.out 2>/dev/null | tail -40
+    echo "--- attach log"; tail -60 /work/attach.log 2>/dev/null
+    echo "--- dmesg"; dmesg | tail -30
+    exit 1
+}
+wait_ready() {
+    n=0
+    while [ ! -e /work/ready-xfs ]; do
+        n=$((n + 1)); [ $n -gt 600 ] && fail "no ready after 300 s ($1)"
+        kill -0 "$2" 2>/dev/null || fail "mindcastle exited before ready ($1)"
+        sleep 0.5
+    done
+    rm -f /work/ready-xfs
+}
+export MINDCASTLE_LOG=mindcastle=info
+mindcastle attach --size 1G x.swap /work/state-xfs.sh >> attach.log 2>&1 &
+pid=$!
+wait_ready create "$pid"
+dev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' events-xfs | head -1)
+echo "MCVM ok xfs-create on $dev"
+
+# fio jobs one after another until told to stop; each one's exit code is kept.
+rm -f /work/stop-fio
+(
+    j=0
+    while [ ! -e /work/stop-fio ]; do
+        j=$((j + 1))
+        fio --name="v$j" --directory=/mnt/xfs --size=32M --bsrange=4k-1m --rw=randwrite \
+            --iodepth=32 --ioengine=libaio --direct=1 --verify=crc32c --verify_fatal=1 \
+            --do_verify=1 --output="/work/fio-$j.out" > /dev/null 2>&1
+        echo "$j $?" >> /work/fio-results
+        rm -f "/mnt/xfs/v$j.0.0"
+    done
+) &
+runner=$!
+sleep 2
+i=0
+while [ $i -lt "$CYCLES" ]; do
+    i=$((i + 1))
+    sleep $((1 + RANDOM % 2))
+    kill -KILL "$pid"
+    wait "$pid" 2>/dev/null
+    sleep $((1 + RANDOM % 3))
+    mindcastle attach x.swap /work/state-xfs.sh >> attach.log 2>&1 &
+    pid=$!
+    wait_ready "recover $i" "$pid"
+    tail -1 events-xfs | grep -q "recover DEVICE=$dev " || fail "cycle $i: $(tail -1 events-xfs)"
+    echo "MCVM ok cycle $i ($(wc -l < /work/fio-results 2>/dev/null || echo 0) fio runs done)"
+done
+touch /work/stop-fio
+wait "$runner"
+[ -s /work/fio-results ] || fail "no fio run finished"
+awk '$2 != 0 {bad = 1} END {exit bad}' /work/fio-results || fail "a fio run failed: $(cat /work/fio-results)"
+grep -l "err= *[1-9]" /work/fio-*.out && fail "fio reported an error"
+grep -il "verify: bad" /work/fio-*.out && fail "fio reported a verify mismatch"
+echo "MCVM ok fio-under-kills ($(wc -l < /work/fio-results) runs, all exit 0)"
+
+(cd /mnt/xfs && sha256sum -c /work/sums-xfs) > check.log 2>&1 || fail "tree checksums: $(cat check.log)"
+umount /mnt/xfs || fail "umount"
+xfs_repair -n "$dev" > repair.log 2>&1 || fail "xfs_repair -n: $(tail -20 repair.log)"
+echo "MCVM ok xfs-repair-clean"
+kill -INT "$pid"
+wait "$pid" || fail "mindcastle exited $? after SIGINT"
+mindcastle fsck x.swap > fsck.log 2>&1 || fail "fsck: $(cat fsck.log)"
+echo "MCVM ok fsck-clean"
+# The tree again, after a clean detach and a fresh attach.
+mindcastle attach x.swap /work/state-xfs.sh >> attach.log 2>&1 &
+pid=$!
+wait_ready reopen "$pid"
+(cd /mnt/xfs && sha256sum -c /work/sums-xfs) > check.log 2>&1 || fail "tree after reopen: $(cat check.log)"
+kill -INT "$pid"
+wait "$pid" || fail "mindcastle exited $? at the end"
+echo "MCVM ok reopen-checksums"
+echo "MCVM-RESULT pass"
