@@ -24,6 +24,11 @@ case "$1" in
     mount "$DEVICE" "$MNT"
     echo "statechange: mounted at $MNT (detach: Ctrl-C or kill -HUP $PID)"
     ;;
+  recover)
+    # The same device, taken over from a killed mindcastle or handed over by an
+    # upgrade: the filesystem stayed mounted, so there is nothing to do.
+    echo "statechange: $DEVICE taken over by mindcastle $PID; still mounted at $MNT"
+    ;;
   snapshot) echo "statechange: snapshot $SNAPSHOT_UUID taken" ;;
   close)
     if mountpoint -q "$MNT"; then umount "$MNT"; fi

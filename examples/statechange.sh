@@ -1,6 +1,7 @@
 #!/bin/sh
 # Statechange script for `mindcastle NAME.swap ./examples/statechange.sh`.
-# mindcastle runs it with one argument, the event, and these variables set:
+# mindcastle runs it with one argument, the event (create, open, recover, snapshot,
+# close), and these variables set:
 #   DEVICE  the block device (/dev/loopN or /dev/nbdN)
 #   PID     the mindcastle process (send it signals: HUP = close, INT = exit, USR1 = snapshot)
 #   UUID    the disk's uuid
@@ -19,6 +20,11 @@ case "$1" in
     mkdir -p "$MNT"
     mount "$DEVICE" "$MNT"
     echo "statechange: mounted at $MNT (detach: Ctrl-C or kill -HUP $PID)"
+    ;;
+  recover)
+    # The same device, taken over from a killed mindcastle or handed over by an
+    # upgrade: the filesystem stayed mounted, so there is nothing to do.
+    echo "statechange: $DEVICE taken over by mindcastle $PID; still mounted at $MNT"
     ;;
   snapshot)
     echo "statechange: snapshot $SNAPSHOT_UUID taken"

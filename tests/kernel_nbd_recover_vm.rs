@@ -1,7 +1,8 @@
 //! A kernel nbd device outlives its server: in a qemu guest (Debian's kernel, its nbd
 //! and xfs modules), XFS on a disk attached through netlink, fio writing with
 //! verification on the mount while mindcastle is killed with SIGKILL and started again
-//! 20 times (`tests/vm/recover-cycles.sh`): fio must report no I/O error and no verify
+//! 20 times, then handed over from one running attach to a new one 5 times
+//! (`attach --hand-over`, `tests/vm/recover-cycles.sh`): fio must report no I/O error and no verify
 //! mismatch, the tree written first must be intact, `xfs_repair -n` and mindcastle's
 //! fsck clean. The single-kill steps (a held read completing after the take-over, I/O
 //! errors past the reconnect timeout, `--recover`) are in `kernel_nbd_vm`.
@@ -17,7 +18,7 @@ use std::time::Duration;
 use common::vm;
 
 #[test]
-fn xfs_and_fio_survive_twenty_kills_of_the_server() {
+fn xfs_and_fio_survive_twenty_kills_and_five_hand_overs_of_the_server() {
     if !vm::capable("the kernel nbd recovery VM test") {
         return;
     }
@@ -42,6 +43,7 @@ fn xfs_and_fio_survive_twenty_kills_of_the_server() {
     for step in [
         "xfs-create on /dev/nbd0",
         "cycle 20 ",
+        "hand-over 5 ",
         "fio-under-kills",
         "xfs-repair-clean",
         "fsck-clean",

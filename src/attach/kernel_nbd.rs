@@ -22,7 +22,7 @@ use nbd_proto::flags;
 use super::nbd_netlink::{backend_id, device_of, NbdNetlink, Setup};
 use super::sys::{block_all_signals_in_this_thread, ioctl_arg};
 use crate::error::{Error, ErrorKind, Result};
-use crate::nbd::{serve_transmission, Negotiated, PayloadBudget};
+use crate::nbd::{run_pausable, Negotiated, PauseSignal, Paused, PayloadBudget};
 use crate::trace::ReadTrace;
 use crate::volume::Volume;
 
@@ -119,9 +119,14 @@ pub struct KernelNbd {
     index: u32,
     driver: Driver,
     runtime: Option<tokio::runtime::Runtime>,
-    sessions: Vec<tokio::task::JoinHandle<()>>,
+    sessions: Vec<Session>,
+    serving: Serving,
+    pause: PauseSignal,
     recovered: bool,
 }
+
+/// A connection's task; it gives its stream back when paused for a hand-over.
+type Session = tokio::task::JoinHandle<Option<Paused<tokio::net::UnixStream>>>;
 
 /// What every connection of one device shares.
 struct Serving {
@@ -146,26 +151,34 @@ impl Serving {
         }
     }
 
-    /// Serves `ours` (our end of a socket pair whose other end the kernel took).
+    /// Serves `ours` (our end of a socket pair whose other end the kernel took),
+    /// starting with `unread` (bytes a paused session had read and not taken).
     fn spawn(
         &self,
         runtime: &tokio::runtime::Runtime,
         ours: UnixStream,
-    ) -> Result<tokio::task::JoinHandle<()>> {
+        unread: Vec<u8>,
+        pause: &PauseSignal,
+    ) -> Result<Session> {
         ours.set_nonblocking(true)
             .map_err(|e| Error::io("socket setup", e))?;
-        let (vol, neg, trace, budget) = (
+        let (vol, neg, trace, budget, pause) = (
             self.vol.clone(),
             self.neg.clone(),
             self.trace.clone(),
             self.budget.clone(),
+            pause.clone(),
         );
         let _guard = runtime.enter();
         let stream =
             tokio::net::UnixStream::from_std(ours).map_err(|e| Error::io("socket setup", e))?;
         Ok(runtime.spawn(async move {
-            if let Err(e) = serve_transmission(stream, vol, neg, trace, budget).await {
-                tracing::warn!(error = %e, "kernel nbd connection ended");
+            match run_pausable(stream, unread, vol, neg, trace, budget, Some(pause)).await {
+                Ok(paused) => paused,
+                Err(e) => {
+                    tracing::warn!(error = %e, "kernel nbd connection ended");
+                    None
+                }
             }
         }))
     }
@@ -265,10 +278,11 @@ impl KernelNbd {
         let backend = backend_id(vol.uuid());
         let serving = Serving::new(vol, trace);
         let runtime = new_runtime()?;
+        let pause = PauseSignal::default();
         warn_unaligned(vol.size());
         if let Some(index) = device_of(&backend) {
             // We hold the disk's lock, so whoever set this device up is gone.
-            match Self::take_over(&mut nl, index, &backend, opts, &serving, &runtime) {
+            match Self::take_over(&mut nl, index, &backend, opts, &serving, &runtime, &pause) {
                 Ok(sessions) => {
                     tracing::info!(
                         device = format!("/dev/nbd{index}"),
@@ -281,6 +295,8 @@ impl KernelNbd {
                         driver: Driver::Netlink { nl, attached: true },
                         runtime: Some(runtime),
                         sessions,
+                        serving,
+                        pause,
                         recovered: true,
                     });
                 }
@@ -322,7 +338,7 @@ impl KernelNbd {
         // Sessions first: the kernel reads the partition table as soon as it connects.
         let mut sessions = Vec::with_capacity(conns);
         for o in ours {
-            sessions.push(serving.spawn(&runtime, o)?);
+            sessions.push(serving.spawn(&runtime, o, Vec::new(), &pause)?);
         }
         let index = match nl.connect(&setup, &kernel_ends) {
             Ok(i) => i,
@@ -340,6 +356,8 @@ impl KernelNbd {
             driver: Driver::Netlink { nl, attached: true },
             runtime: Some(runtime),
             sessions,
+            serving,
+            pause,
             recovered: false,
         })
     }
@@ -352,13 +370,14 @@ impl KernelNbd {
         opts: &NbdOptions,
         serving: &Serving,
         runtime: &tokio::runtime::Runtime,
-    ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+        pause: &PauseSignal,
+    ) -> Result<Vec<Session>> {
         let start = Instant::now();
         let mut sessions = Vec::new();
         while sessions.len() < 16 {
             let (k, o) = UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
             match nl.reconnect(index, backend, opts.reconnect_timeout, &k) {
-                Ok(()) => sessions.push(serving.spawn(runtime, o)?),
+                Ok(()) => sessions.push(serving.spawn(runtime, o, Vec::new(), pause)?),
                 // No dead connection left: all are ours now.
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && !sessions.is_empty() => break,
                 // The old process's connections are not seen as dead yet.
@@ -410,9 +429,10 @@ impl KernelNbd {
         )?;
 
         let runtime = new_runtime()?;
+        let pause = PauseSignal::default();
         let mut sessions = Vec::with_capacity(conns);
         for s in ours {
-            sessions.push(serving.spawn(&runtime, s)?);
+            sessions.push(serving.spawn(&runtime, s, Vec::new(), &pause)?);
         }
 
         let file = Arc::new(file);
@@ -441,6 +461,8 @@ impl KernelNbd {
             },
             runtime: Some(runtime),
             sessions,
+            serving,
+            pause,
             recovered: false,
         };
         k.wait_running()?;
@@ -474,6 +496,107 @@ impl KernelNbd {
             ErrorKind::Unavailable,
             format!("{} did not come up within {SETTLE:?}", self.device),
         ))
+    }
+
+    /// Serves connections another attach of this disk handed over (see `handover`).
+    pub fn adopt(
+        vol: &Arc<Volume>,
+        trace: Option<Arc<ReadTrace>>,
+        handed: super::handover::Handed,
+    ) -> Result<Self> {
+        let nl = NbdNetlink::open()
+            .map_err(|e| Error::io("nbd netlink", e))?
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    "the nbd driver has no netlink interface".to_string(),
+                )
+            })?;
+        let serving = Serving::new(vol, &trace);
+        let runtime = new_runtime()?;
+        let pause = PauseSignal::default();
+        let mut sessions = Vec::with_capacity(handed.conns.len());
+        for (s, unread) in handed.conns {
+            sessions.push(serving.spawn(&runtime, s, unread, &pause)?);
+        }
+        Ok(Self {
+            device: format!("/dev/nbd{}", handed.index),
+            index: handed.index,
+            driver: Driver::Netlink { nl, attached: true },
+            runtime: Some(runtime),
+            sessions,
+            serving,
+            pause,
+            recovered: true,
+        })
+    }
+
+    /// Stops every connection between two requests (what is in flight answered) and
+    /// gives them back with the bytes read and not yet taken, for a hand-over. Only a
+    /// device set up through netlink outlives this process, so only such a one pauses.
+    pub fn pause_all(&mut self) -> Result<Vec<(UnixStream, Vec<u8>)>> {
+        if !matches!(self.driver, Driver::Netlink { attached: true, .. }) {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "only a kernel nbd device set up through netlink can be handed over".to_string(),
+            ));
+        }
+        let Some(rt) = &self.runtime else {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "not serving".to_string(),
+            ));
+        };
+        self.pause.pause();
+        let sessions = std::mem::take(&mut self.sessions);
+        let paused = rt.block_on(async {
+            let mut out = Vec::new();
+            for s in sessions {
+                if let Ok(Some(p)) = s.await {
+                    out.push(p);
+                }
+            }
+            out
+        });
+        self.pause = PauseSignal::default();
+        let mut conns = Vec::with_capacity(paused.len());
+        for p in paused {
+            let std = p
+                .stream
+                .into_std()
+                .map_err(|e| Error::io("taking a connection off the runtime", e))?;
+            std.set_nonblocking(false)
+                .map_err(|e| Error::io("socket setup", e))?;
+            conns.push((std, p.unread));
+        }
+        Ok(conns)
+    }
+
+    /// Serves paused connections again (a hand-over that failed).
+    pub fn resume(&mut self, conns: Vec<(UnixStream, Vec<u8>)>) -> Result<()> {
+        let Some(rt) = &self.runtime else {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "not serving".to_string(),
+            ));
+        };
+        for (s, unread) in conns {
+            self.sessions
+                .push(self.serving.spawn(rt, s, unread, &self.pause)?);
+        }
+        Ok(())
+    }
+
+    /// After a hand-over: the device is the new process's; detaching leaves it alone.
+    pub fn handed_over(&mut self) {
+        if let Driver::Netlink { attached, .. } = &mut self.driver {
+            *attached = false;
+        }
+    }
+
+    /// The device's index (`/dev/nbdN`).
+    pub fn index(&self) -> u32 {
+        self.index
     }
 
     /// The block device, `/dev/nbdN`.

@@ -13,6 +13,7 @@
 
 pub mod fuse;
 mod genl;
+mod handover;
 pub mod kernel_nbd;
 pub mod loopdev;
 mod nbd_netlink;
@@ -52,6 +53,8 @@ pub struct AttachConfig {
     pub reconnect_timeout: std::time::Duration,
     /// Only take over the device a killed attach of this disk left.
     pub recover: bool,
+    /// Take the device over from the running attach of this disk (an upgrade).
+    pub hand_over: bool,
     /// Warm the cache from this read trace on a thread beside the device.
     pub prefetch: Option<PathBuf>,
 }
@@ -299,6 +302,11 @@ pub fn run(cfg: &AttachConfig) -> Result<u8> {
         SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2, SIGQUIT, SIGPIPE, SIGALRM,
     ])
     .map_err(|e| Error::io("installing signal handlers", e))?;
+    let handed = if cfg.hand_over {
+        Some(ask_for_hand_over(&cfg.swap)?)
+    } else {
+        None
+    };
     let event = if cfg.swap.exists() {
         Event::Open
     } else {
@@ -315,6 +323,7 @@ pub fn run(cfg: &AttachConfig) -> Result<u8> {
             );
             v
         }
+        _ if handed.is_some() => open_after_hand_over(&cfg.swap)?,
         _ => {
             let v = Volume::open(&cfg.swap, &OpenOptions::default())?;
             if cfg.size_given && v.size() != cfg.size {
@@ -339,7 +348,10 @@ pub fn run(cfg: &AttachConfig) -> Result<u8> {
         None => None,
     };
     sys::harden_for_block_serving();
-    let mut att = attach_device(&vol, trace.clone(), cfg)?;
+    let mut att = match handed {
+        Some(h) => Attached::Kernel(kernel_nbd::KernelNbd::adopt(&vol, trace.clone(), h)?),
+        None => attach_device(&vol, trace.clone(), cfg)?,
+    };
     let event = match &att {
         Attached::Kernel(k) if k.recovered() => Event::Recover,
         _ => event,
@@ -377,7 +389,12 @@ pub fn run(cfg: &AttachConfig) -> Result<u8> {
             ""
         }
     );
+    let listener = match &att {
+        Attached::Kernel(k) if k.control() == "netlink" => Some(handover::Listener::start(&uuid)),
+        _ => None,
+    };
     let mut closed = false;
+    let mut handed_over = false;
     for sig in signals.forever() {
         match sig {
             SIGHUP => {
@@ -404,14 +421,112 @@ pub fn run(cfg: &AttachConfig) -> Result<u8> {
                     }
                 }
             }
+            SIGUSR2 => {
+                let Some(peer) = listener.as_ref().and_then(|l| l.take()) else {
+                    tracing::debug!("SIGUSR2 with no hand-over asked; ignored");
+                    continue;
+                };
+                match hand_over(&mut att, &vol, peer) {
+                    Ok(()) => {
+                        handed_over = true;
+                        break;
+                    }
+                    Err(e) => tracing::error!(error = %e, "hand-over failed; serving on"),
+                }
+            }
             other => tracing::debug!(signal = other, "ignored while attached"),
         }
+    }
+    if handed_over {
+        // The new process serves the device now: no close, no disconnect. Everything
+        // acknowledged was flushed and checkpointed before the connections went.
+        if let Some(t) = trace {
+            t.flush();
+        }
+        let dev = att.device().to_string();
+        drop(att);
+        drop(vol);
+        eprintln!("mindcastle: handed {dev} over to the new attach; exiting");
+        return Ok(0);
     }
     att.detach();
     drop(att);
     finish(vol, trace)?;
     eprintln!("mindcastle: detached");
     Ok(0)
+}
+
+/// The new side of a hand-over: the running attach's connections, asked for by the
+/// disk's uuid (read from the `.swap` file without opening the disk it holds).
+fn ask_for_hand_over(swap: &Path) -> Result<handover::Handed> {
+    let name = swap.display().to_string();
+    let text = std::fs::read_to_string(swap).map_err(|e| Error::io(&name, e))?;
+    let sf = crate::format::swapfile::SwapFile::parse(&text, &name)?;
+    handover::request(&sf.uuid)
+}
+
+/// Opens the disk once the attach that handed it over has let go of it (it exits right
+/// after sending). If this fails, the connections close and the device waits for the
+/// reconnect timeout: `attach --recover` takes it then.
+fn open_after_hand_over(swap: &Path) -> Result<Volume> {
+    let start = std::time::Instant::now();
+    loop {
+        match Volume::open(swap, &OpenOptions::default()) {
+            Err(e) if e.kind() == ErrorKind::Busy && start.elapsed() < HAND_OVER_OPEN => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}; the device was handed over and now waits for `attach --recover` \
+                         within its reconnect timeout"
+                    ),
+                ))
+            }
+            Ok(v) => return Ok(v),
+        }
+    }
+}
+
+/// How long the new side of a hand-over waits for the old one to let go of the disk.
+const HAND_OVER_OPEN: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The old side of a hand-over: pause every connection, flush and checkpoint, send the
+/// connections. On any failure the connections are served on here.
+fn hand_over(
+    att: &mut Attached,
+    vol: &Volume,
+    mut peer: std::os::unix::net::UnixStream,
+) -> Result<()> {
+    let Attached::Kernel(k) = att else {
+        let why = "FUSE + loop devices cannot be handed over";
+        handover::refuse(peer, why);
+        return Err(Error::new(ErrorKind::Unavailable, why.to_string()));
+    };
+    let conns = match k.pause_all() {
+        Ok(c) => c,
+        Err(e) => {
+            handover::refuse(peer, &e.to_string());
+            return Err(e);
+        }
+    };
+    tracing::info!(device = k.device(), conns = conns.len(), "handing over");
+    let sent = vol
+        .flush()
+        .and_then(|()| vol.checkpoint().map(|_| ()))
+        .and_then(|()| handover::send(&mut peer, k.index(), &conns));
+    match sent {
+        Ok(()) => {
+            k.handed_over();
+            Ok(())
+        }
+        Err(e) => {
+            handover::refuse(peer, &e.to_string());
+            k.resume(conns)?;
+            Err(e)
+        }
+    }
 }
 
 fn run_logged(script: &Script, ev: Event, dev: &str, uuid: &str, snap: Option<&str>) {

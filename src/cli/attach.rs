@@ -30,6 +30,10 @@ pub struct Args {
     /// Take over the device a killed attach of this disk left; fail if there is none.
     #[arg(long)]
     recover: bool,
+    /// Take the device over from the running attach of this disk (an upgrade): it hands
+    /// its connections to this process and exits; the device never goes away.
+    #[arg(long, conflicts_with = "recover")]
+    hand_over: bool,
     /// Warm the cache from a read trace (`--trace` output) beside the device (the
     /// `.swap` needs `cache=`).
     #[arg(long)]
@@ -58,6 +62,18 @@ pub fn run(a: Args) -> Result<ExitCode> {
             "--recover takes over a kernel nbd device; FUSE + loop devices go with their process",
         ));
     }
+    if a.hand_over && matches!(frontend, Frontend::Fuse | Frontend::NbdIoctl) {
+        return Err(Error::invalid(
+            "--hand-over takes a kernel nbd device set up through netlink; this front end \
+             cannot be handed over",
+        ));
+    }
+    if a.hand_over && !a.swap.exists() {
+        return Err(Error::invalid(format!(
+            "--hand-over: {} does not exist (nothing runs it)",
+            a.swap.display()
+        )));
+    }
     let reconnect_timeout = super::parse_duration(&a.reconnect_timeout, "--reconnect-timeout")?;
     if reconnect_timeout.as_secs() == 0 || reconnect_timeout.subsec_nanos() != 0 {
         return Err(Error::invalid(format!(
@@ -74,6 +90,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         frontend,
         reconnect_timeout,
         recover: a.recover,
+        hand_over: a.hand_over,
         prefetch: a.prefetch,
     };
     Ok(ExitCode::from(attach(&cfg)?))

@@ -11,6 +11,7 @@ mod tls;
 pub use access::AccessList;
 pub use server::{serve, Listen, ServeConfig};
 pub use session::run as serve_transmission;
+pub use session::{run_pausable, PauseSignal, Paused};
 pub use tls::Tls;
 
 /// Largest READ/WRITE payload accepted (also advertised as the maximum block size).

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use nbd_proto::{self as p, cmd, cmd_flags, errno, state};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::{Mutex, Semaphore};
 
 use super::{Negotiated, PayloadBudget, BASE_ALLOCATION_ID, MAX_IN_FLIGHT, MAX_PAYLOAD};
@@ -116,12 +116,61 @@ pub async fn run<S>(
     budget: PayloadBudget,
 ) -> std::io::Result<()>
 where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    run_pausable(stream, Vec::new(), vol, neg, trace, budget, None)
+        .await
+        .map(|_| ())
+}
+
+/// A connection stopped between two requests, to be served on by another process:
+/// every request read so far has been answered; `unread` holds the bytes read from the
+/// stream but not yet taken (the start of the next requests), to be served first.
+pub struct Paused<S> {
+    pub stream: S,
+    pub unread: Vec<u8>,
+}
+
+/// Asks sessions to pause (see [`run_pausable`]).
+#[derive(Clone, Default)]
+pub struct PauseSignal {
+    asked: Arc<std::sync::atomic::AtomicBool>,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl PauseSignal {
+    /// Asks every session sharing this signal to pause.
+    pub fn pause(&self) {
+        self.asked.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    fn asked(&self) -> bool {
+        self.asked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// [`run`], starting with `unread` (bytes a paused session had read and not taken)
+/// and, when `pause` is asked, stopping at the next request boundary: what is in
+/// flight is answered and the stream handed back with the bytes not yet taken. No
+/// flush is done on pausing (the caller flushes before handing the stream on).
+pub async fn run_pausable<S>(
+    stream: S,
+    unread: Vec<u8>,
+    vol: Arc<Volume>,
+    neg: Negotiated,
+    trace: Option<Arc<ReadTrace>>,
+    budget: PayloadBudget,
+    pause: Option<PauseSignal>,
+) -> std::io::Result<Option<Paused<S>>>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (rd, wr) = tokio::io::split(stream);
     // Buffered: a client with many requests in flight sends them in one go, and they
     // are taken in one read instead of two (header, payload) each.
-    let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER, rd);
+    let mut rd =
+        tokio::io::BufReader::with_capacity(READ_BUFFER, std::io::Cursor::new(unread).chain(rd));
     let wr: Writer<S> = Arc::new(Mutex::new(wr));
     let mut pending = Pending {
         out: Vec::new(),
@@ -132,10 +181,28 @@ where
     let neg = Arc::new(neg);
     let read_only = !vol.writable() || neg.flags & nbd_proto::flags::READ_ONLY != 0;
     let size = vol.size();
+    let mut paused = false;
     loop {
         // Replies held go out before this task could wait on the client.
         if rd.buffer().len() < p::REQUEST_LEN {
             pending.flush(&wr).await?;
+        }
+        if let Some(ps) = &pause {
+            // Between requests: wait for bytes or for a pause, whichever comes first
+            // (fill_buf takes nothing, so a pause loses no byte).
+            let asked = ps.notify.notified();
+            tokio::pin!(asked);
+            asked.as_mut().enable();
+            if ps.asked() {
+                paused = true;
+                break;
+            }
+            if rd.buffer().len() < p::REQUEST_LEN {
+                tokio::select! {
+                    r = rd.fill_buf() => { r?; }
+                    _ = &mut asked => { paused = true; break; }
+                }
+            }
         }
         let mut h = [0u8; p::REQUEST_LEN];
         match rd.read_exact(&mut h).await {
@@ -262,13 +329,28 @@ where
     // Replies held, and those of requests in flight, go out before we close.
     let _ = pending.flush(&wr).await;
     let _ = slots.acquire_many(MAX_IN_FLIGHT as u32).await;
+    if paused {
+        // Every reply is out and no task holds the writer any more.
+        pending.flush(&wr).await?;
+        let mut left = rd.buffer().to_vec();
+        let (cursor, rd) = rd.into_inner().into_inner();
+        let pos = (cursor.position() as usize).min(cursor.get_ref().len());
+        left.extend_from_slice(&cursor.get_ref()[pos..]);
+        let wr = Arc::try_unwrap(wr)
+            .map_err(|_| std::io::Error::other("a reply task still holds the connection"))?
+            .into_inner();
+        return Ok(Some(Paused {
+            stream: rd.unsplit(wr),
+            unread: left,
+        }));
+    }
     if !read_only {
         let v = vol.clone();
         let _ = tokio::task::spawn_blocking(move || v.flush()).await;
     }
     let mut w = wr.lock().await;
     let _ = w.shutdown().await;
-    Ok(())
+    Ok(None)
 }
 
 /// Largest write run inline on the connection's task.
@@ -677,5 +759,120 @@ mod tests {
             matches!(refused, Some((errno::EINVAL, m)) if m.contains("64 MiB")),
             "{refused:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod pause_tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn write_req(cookie: u64, offset: u64, data: &[u8]) -> Vec<u8> {
+        let mut out = p::Request {
+            flags: 0,
+            kind: cmd::WRITE,
+            cookie,
+            offset,
+            length: data.len() as u32,
+        }
+        .encode()
+        .to_vec();
+        out.extend_from_slice(data);
+        out
+    }
+
+    /// A session paused between requests and a second one started on the same stream
+    /// with the bytes the first had read and not taken: every request is answered once
+    /// and every write lands, wherever the pause fell.
+    #[test]
+    fn a_paused_session_hands_on_every_byte() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        for pause_after in [0usize, 1, 7, 30, 63] {
+            let dir = tempfile::tempdir().unwrap();
+            let vol = Arc::new(Volume::create(&dir.path().join("d.swap"), 4 << 20).unwrap());
+            let neg = Negotiated {
+                export: 0,
+                structured: false,
+                base_allocation: false,
+                flags: nbd_proto::flags::HAS_FLAGS | nbd_proto::flags::SEND_FLUSH,
+            };
+            let budget = PayloadBudget::new(64 << 20);
+            const N: u64 = 64;
+            // Writes of 1-3 blocks and sub-block ones, at their own offsets.
+            let mut all = Vec::new();
+            let mut want = vec![0u8; 4 << 20];
+            for i in 0..N {
+                let len = 512 * (1 + (i as usize * 7) % 24);
+                let data: Vec<u8> = (0..len).map(|b| (b as u64 * 31 + i) as u8).collect();
+                let off = i * 16384 + (i % 3) * 512;
+                want[off as usize..off as usize + len].copy_from_slice(&data);
+                all.extend(write_req(i + 1, off, &data));
+            }
+            let got = rt.block_on(async {
+                let (client, server) = tokio::net::UnixStream::pair().unwrap();
+                let (mut crd, mut cwr) = tokio::io::split(client);
+                // All requests at once, so the first session buffers past its pause.
+                let sender = tokio::spawn(async move {
+                    cwr.write_all(&all).await.unwrap();
+                    cwr
+                });
+                let pause = PauseSignal::default();
+                let first = tokio::spawn(run_pausable(
+                    server,
+                    Vec::new(),
+                    vol.clone(),
+                    neg.clone(),
+                    None,
+                    budget.clone(),
+                    Some(pause.clone()),
+                ));
+                let mut cookies = Vec::new();
+                let mut r = [0u8; 16];
+                for _ in 0..pause_after {
+                    crd.read_exact(&mut r).await.unwrap();
+                    cookies.push(u64::from_be_bytes(r[8..16].try_into().unwrap()));
+                }
+                pause.pause();
+                let paused = first.await.unwrap().unwrap().expect("paused");
+                let second = tokio::spawn(run_pausable(
+                    paused.stream,
+                    paused.unread,
+                    vol.clone(),
+                    neg,
+                    None,
+                    budget,
+                    None,
+                ));
+                while (cookies.len() as u64) < N {
+                    // A lost byte leaves a reply that never comes: fail, do not hang.
+                    tokio::time::timeout(
+                        std::time::Duration::from_secs(20),
+                        crd.read_exact(&mut r),
+                    )
+                    .await
+                    .expect("a reply after the pause never came")
+                    .unwrap();
+                    assert_eq!(&r[4..8], &[0, 0, 0, 0], "error reply");
+                    cookies.push(u64::from_be_bytes(r[8..16].try_into().unwrap()));
+                }
+                drop(sender.await.unwrap());
+                second.abort();
+                cookies
+            });
+            let mut sorted = got.clone();
+            sorted.sort_unstable();
+            assert_eq!(
+                sorted,
+                (1..=N).collect::<Vec<_>>(),
+                "pause after {pause_after}"
+            );
+            let mut back = vec![0u8; 4 << 20];
+            vol.read_at(0, &mut back).unwrap();
+            assert!(back == want, "data after a pause at {pause_after}");
+        }
     }
 }

@@ -4,7 +4,7 @@
 # with SIGKILL and started again CYCLES times (1-3 s later). fio must see no I/O error
 # and no verify mismatch, the tree written before the kills must be intact,
 # `xfs_repair -n` clean, mindcastle's fsck clean. Prints "MCVM ok ..." per step and
-# "MCVM-RESULT pass" at the end.
+# "MCVM-RESULT pass" at the end. Then HANDOVERS (5) hand-overs under the same load.
 cd /work || exit 1
 CYCLES=${CYCLES:-20}
 fail() {
@@ -24,6 +24,8 @@ wait_ready() {
     done
     rm -f /work/ready-xfs
 }
+# A random byte (busybox ash has $RANDOM, POSIX sh does not).
+rnd() { od -An -N1 -tu1 /dev/urandom | tr -d ' '; }
 export MINDCASTLE_LOG=mindcastle=info
 mindcastle attach --size 1G x.swap /work/state-xfs.sh >> attach.log 2>&1 &
 pid=$!
@@ -49,16 +51,32 @@ sleep 2
 i=0
 while [ $i -lt "$CYCLES" ]; do
     i=$((i + 1))
-    sleep $((1 + RANDOM % 2))
+    sleep $((1 + $(rnd) % 2))
     kill -KILL "$pid"
     wait "$pid" 2>/dev/null
-    sleep $((1 + RANDOM % 3))
+    sleep $((1 + $(rnd) % 3))
     mindcastle attach x.swap /work/state-xfs.sh >> attach.log 2>&1 &
     pid=$!
     wait_ready "recover $i" "$pid"
     tail -1 events-xfs | grep -q "recover DEVICE=$dev " || fail "cycle $i: $(tail -1 events-xfs)"
     echo "MCVM ok cycle $i ($(wc -l < /work/fio-results 2>/dev/null || echo 0) fio runs done)"
 done
+# Hand-overs under the same load: each new attach takes the connections from the
+# running one, which exits 0; the device never goes away.
+h=0
+while [ $h -lt "${HANDOVERS:-5}" ]; do
+    h=$((h + 1))
+    sleep 1
+    mindcastle attach --hand-over x.swap /work/state-xfs.sh >> attach.log 2>&1 &
+    new=$!
+    wait_ready "hand-over $h" "$new"
+    wait "$pid" || fail "hand-over $h: the old attach exited $?"
+    kill -0 "$new" 2>/dev/null || fail "hand-over $h: the new attach is gone"
+    pid=$new
+    tail -1 events-xfs | grep -q "recover DEVICE=$dev " || fail "hand-over $h: $(tail -1 events-xfs)"
+    echo "MCVM ok hand-over $h ($(wc -l < /work/fio-results 2>/dev/null || echo 0) fio runs done)"
+done
+grep -q "handed $dev over to the new attach" attach.log || fail "the old attach did not say it handed over"
 touch /work/stop-fio
 wait "$runner"
 [ -s /work/fio-results ] || fail "no fio run finished"
