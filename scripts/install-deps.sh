@@ -35,6 +35,8 @@ declare -A NEEDED_BY=(
   [qemu-system-x86]="tests/kernel_nbd_vm.rs, tests/power_cut_vm.rs"
   [busybox-static]="tests/kernel_nbd_vm.rs (guest initramfs)"
   [cpio]="tests/kernel_nbd_vm.rs (guest initramfs)"
+  [kmod]="tests/vm/fetch-kernel.sh (depmod: the guest kernel's module dependencies)"
+  [zstd]="tests/vm/fetch-kernel.sh (the guest kernel's modules)"
   [shellcheck]="scripts/test.sh (lint of every shell script)"
   [qemu-block-extra]="bench/remote.sh (qemu's curl driver as the peer)"
   [python3-azure]="tests/remote.rs (makes the Azurite container)"
@@ -46,7 +48,7 @@ declare -A NEEDED_BY=(
 PKGS=(ca-certificates coreutils util-linux strace build-essential pkg-config libssl-dev
   libnbd-bin python3-libnbd nbdfuse nbdkit qemu-utils fio
   fuse3 xfsprogs e2fsprogs shellcheck nginx-light python3-azure
-  busybox-static cpio binutils xz-utils openssl)
+  busybox-static cpio binutils xz-utils zstd kmod openssl)
 QEMU_SYS=(qemu-system-x86 qemu-block-extra)
 
 apt_install() { "${SUDO[@]}" apt-get install -y -q --no-install-recommends "$@"; }

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# fio on the raw block device of each attach front end against qemu-nbd -c + qcow2 on
+# the same kernel nbd driver, in one qemu guest running Debian's kernel (tests/vm),
+# the disks in the guest's RAM. Under software emulation (the default) the absolute
+# figures are an emulated CPU's: read the ratios. MINDCASTLE_VM_ACCEL=kvm where nested
+# KVM works. Needs scripts/install-deps.sh.
+# usage: bench/frontends-vm.sh [SECONDS_PER_RANDOM_JOB]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+vm=${MINDCASTLE_VM_DIR:-/opt/mindcastle-vm}
+cargo build --release -q
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+sed "s/^SECS=.*/SECS=$secs/" bench/vm/guest-frontends.sh > "$tmp/guest.sh"
+tests/vm/build-initramfs.sh "$vm" target/release/mindcastle "$tmp/initrd.gz" \
+    "$tmp/guest.sh" "$(command -v qemu-img)" "$(command -v qemu-nbd)" "$(command -v fio)"
+timeout 3600 qemu-system-x86_64 -accel "${MINDCASTLE_VM_ACCEL:-tcg}" -cpu max -smp 2 -m 4096 \
+    -nographic -no-reboot -kernel "$vm/vmlinuz" -initrd "$tmp/initrd.gz" \
+    -append "console=ttyS0 rdinit=/init panic=-1 quiet" < /dev/null > "$tmp/console.log" 2>&1 || true
+tr -d '\r' < "$tmp/console.log" | grep -a "MCVM" || true
+grep -aq "MCVM-RESULT pass" "$tmp/console.log" || { tail -60 "$tmp/console.log"; exit 1; }
+tr -d '\r' < "$tmp/console.log" | awk '
+/^MCVM fio /{ split($5, b, "="); split($6, i, "="); split($7, l, "=");
+  bw[$3, $4] = b[2]; iops[$3, $4] = i[2]; lat[$3, $4] = l[2]; jobs[$4] = 1 }
+END {
+  printf "| job | nbd | FUSE + loop | qemu-nbd qcow2 | nbd / qemu-nbd | FUSE / qemu-nbd |\n|---|---|---|---|---|---|\n"
+  n = split("seqwrite seqread randread-qd1 randread-qd32 randwrite-qd1 randwrite-qd32", js, " ")
+  for (k = 1; k <= n; k++) { j = js[k]
+    if (j ~ /^seq/) { u = "MB/s"; a = bw["nbd", j] * 1.024 / 1000; f = bw["fuse", j] * 1.024 / 1000; q = bw["qemu-nbd", j] * 1.024 / 1000 }
+    else { u = "IOPS"; a = iops["nbd", j]; f = iops["fuse", j]; q = iops["qemu-nbd", j] }
+    printf "| %s (%s) | %.0f | %.0f | %.0f | %.2f | %.2f |\n", j, u, a, f, q, (q > 0 ? a / q : 0), (q > 0 ? f / q : 0)
+  }
+  printf "\nmean latency, us (QD1): nbd read %s write %s; qemu-nbd read %s write %s; FUSE read %s write %s\n",
+    lat["nbd", "randread-qd1"], lat["nbd", "randwrite-qd1"], lat["qemu-nbd", "randread-qd1"],
+    lat["qemu-nbd", "randwrite-qd1"], lat["fuse", "randread-qd1"], lat["fuse", "randwrite-qd1"]
+}'

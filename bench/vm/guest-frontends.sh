@@ -1,0 +1,67 @@
+#!/bin/sh
+# Runs inside the bench VM (see bench/frontends-vm.sh): fio on the raw block device of
+# each front end, the disk in the guest's RAM: mindcastle on kernel nbd (netlink),
+# mindcastle on FUSE + loop, and qemu-nbd -c of a qcow2 on the same kernel nbd driver.
+# Jobs: 1 MiB sequential write then read at QD8 over 512 MiB, then 4 KiB random read
+# and write at QD1 and QD32 for $SECS s each. Prints one "MCVM fio FRONTEND JOB
+# bw_KiBps=N iops=N lat_us=N" line per job and "MCVM-RESULT pass".
+cd /work || exit 1
+mkdir -p /var/lock /run
+SECS=${SECS:-10}
+fail() { echo "MCVM-RESULT fail $*"; cat /work/*.log 2>/dev/null | tail -40; exit 1; }
+cat > /work/plain-state.sh <<'EOS'
+#!/bin/sh
+case "$1" in
+create|open) echo "$DEVICE" > /work/device; touch /work/ready ;;
+close) kill -INT "$PID" ;;
+esac
+EOS
+chmod +x /work/plain-state.sh
+# job NAME FRONTEND DEVICE fio-args...: runs one job, prints its figures (fio terse v3:
+# read bandwidth, IOPS, mean latency in fields 7, 8, 40; write in 48, 49, 81).
+job() {
+    name=$1 fe=$2 dev=$3
+    shift 3
+    fio --name="$name" --filename="$dev" --direct=1 --ioengine=libaio --minimal "$@" > "fio-$fe-$name.out" 2> fio.err ||
+        fail "fio $name on $fe: $(cat fio.err)"
+    awk -F';' -v fe="$fe" -v n="$name" '{
+        if ($8 + 0 > 0) { bw = $7; iops = $8; lat = $40 } else { bw = $48; iops = $49; lat = $81 }
+        printf "MCVM fio %s %s bw_KiBps=%d iops=%d lat_us=%.1f\n", fe, n, bw, iops, lat }' "fio-$fe-$name.out"
+}
+jobs() {
+    fe=$1 dev=$2
+    job seqwrite "$fe" "$dev" --rw=write --bs=1M --iodepth=8 --size=512M
+    job seqread "$fe" "$dev" --rw=read --bs=1M --iodepth=8 --size=512M
+    job randread-qd1 "$fe" "$dev" --rw=randread --bs=4k --iodepth=1 --size=512M --time_based --runtime="$SECS"
+    job randread-qd32 "$fe" "$dev" --rw=randread --bs=4k --iodepth=32 --size=512M --time_based --runtime="$SECS"
+    job randwrite-qd1 "$fe" "$dev" --rw=randwrite --bs=4k --iodepth=1 --size=512M --time_based --runtime="$SECS"
+    job randwrite-qd32 "$fe" "$dev" --rw=randwrite --bs=4k --iodepth=32 --size=512M --time_based --runtime="$SECS"
+}
+attached() {
+    fe=$1
+    shift
+    rm -f /work/ready
+    mindcastle attach --size 2G "$@" "$fe.swap" /work/plain-state.sh > "$fe.log" 2>&1 &
+    pid=$!
+    n=0
+    while [ ! -e /work/ready ]; do
+        n=$((n + 1)); [ $n -gt 1200 ] && fail "$fe not ready"
+        kill -0 $pid 2>/dev/null || fail "$fe exited"
+        sleep 0.1
+    done
+    jobs "$fe" "$(cat /work/device)"
+    kill -INT $pid
+    wait $pid || fail "$fe exit status"
+}
+attached nbd --frontend nbd
+attached fuse --frontend fuse
+qemu-img create -q -f qcow2 q.qcow2 2G || fail "qemu-img"
+qemu-nbd -c /dev/nbd3 -f qcow2 --cache=none --aio=native q.qcow2 > q.log 2>&1 ||
+    qemu-nbd -c /dev/nbd3 -f qcow2 q.qcow2 > q.log 2>&1 || fail "qemu-nbd -c"
+n=0
+while [ ! -e /sys/block/nbd3/pid ]; do
+    n=$((n + 1)); [ $n -gt 1200 ] && fail "qemu-nbd not up"; sleep 0.1
+done
+jobs qemu-nbd /dev/nbd3
+qemu-nbd -d /dev/nbd3 > /dev/null 2>&1
+echo "MCVM-RESULT pass"
