@@ -44,8 +44,9 @@ declare -A NEEDED_BY=(
   [python3-venv]="scripts/install-deps.sh (a venv for the GCS emulator of tests/remote.rs)"
   [openssl]="tests/nbd_tls.rs (makes the test's certificates)"
   [libssl-dev]="the build (serve --tls-psk uses OpenSSL, linked through pkg-config)"
+  [libclang-dev]="the build (libublk generates its kernel bindings with bindgen)"
 )
-PKGS=(ca-certificates coreutils util-linux strace build-essential pkg-config libssl-dev
+PKGS=(ca-certificates coreutils util-linux strace build-essential pkg-config libssl-dev libclang-dev
   libnbd-bin python3-libnbd nbdfuse nbdkit qemu-utils fio
   fuse3 xfsprogs e2fsprogs shellcheck nginx-light python3-azure
   busybox-static cpio binutils xz-utils zstd kmod openssl)

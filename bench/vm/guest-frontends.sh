@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs inside the bench VM (see bench/frontends-vm.sh): fio on the raw block device of
-# each front end, the disk in the guest's RAM: mindcastle on kernel nbd (netlink),
-# mindcastle on FUSE + loop, and qemu-nbd -c of a qcow2 on the same kernel nbd driver.
+# each front end, the disk in the guest's RAM: mindcastle on ublk, on kernel nbd
+# (netlink), on FUSE + loop, and qemu-nbd -c of a qcow2 on the same kernel nbd driver.
 # Jobs: 1 MiB sequential write then read at QD8 over 512 MiB, then 4 KiB random read
 # and write at QD1 and QD32 for $SECS s each. Prints one "MCVM fio FRONTEND JOB
 # bw_KiBps=N iops=N lat_us=N" line per job and "MCVM-RESULT pass".
@@ -53,6 +53,7 @@ attached() {
     kill -INT $pid
     wait $pid || fail "$fe exit status"
 }
+attached ublk --frontend ublk
 attached nbd --frontend nbd
 attached fuse --frontend fuse
 qemu-img create -q -f qcow2 q.qcow2 2G || fail "qemu-img"

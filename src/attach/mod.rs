@@ -18,6 +18,7 @@ pub mod kernel_nbd;
 pub mod loopdev;
 mod nbd_netlink;
 pub(crate) mod sys;
+pub mod ublk;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -70,6 +71,8 @@ pub enum Frontend {
     NbdIoctl,
     /// A loop device over a FUSE single-file export.
     Fuse,
+    /// ublk (Linux 6.0+, io_uring).
+    Ublk,
 }
 
 impl Frontend {
@@ -80,12 +83,9 @@ impl Frontend {
             "nbd" => Ok(Self::Nbd),
             "nbd-ioctl" => Ok(Self::NbdIoctl),
             "fuse" => Ok(Self::Fuse),
-            "ublk" => Err(Error::new(
-                ErrorKind::Unavailable,
-                "--frontend ublk is not built yet (kernel nbd and FUSE + loop are)".to_string(),
-            )),
+            "ublk" => Ok(Self::Ublk),
             other => Err(Error::invalid(format!(
-                "--frontend {other}: expected auto, nbd, nbd-ioctl or fuse"
+                "--frontend {other}: expected auto, ublk, nbd, nbd-ioctl or fuse"
             ))),
         }
     }
@@ -94,6 +94,7 @@ impl Frontend {
 /// The block device while attached.
 enum Attached {
     Kernel(kernel_nbd::KernelNbd),
+    Ublk(ublk::Ublk),
     Fuse(FuseLoop),
 }
 
@@ -101,6 +102,7 @@ impl Attached {
     fn device(&self) -> &str {
         match self {
             Attached::Kernel(k) => k.device(),
+            Attached::Ublk(u) => u.device(),
             Attached::Fuse(f) => &f.device,
         }
     }
@@ -109,6 +111,7 @@ impl Attached {
     fn kind(&self) -> &'static str {
         match self {
             Attached::Kernel(_) => "kernel nbd",
+            Attached::Ublk(_) => "ublk",
             Attached::Fuse(_) => "FUSE + loop",
         }
     }
@@ -116,6 +119,7 @@ impl Attached {
     fn detach(&mut self) {
         match self {
             Attached::Kernel(k) => k.detach(),
+            Attached::Ublk(u) => u.detach(),
             Attached::Fuse(f) => f.detach(),
         }
     }
@@ -210,6 +214,20 @@ fn attach_device(
     trace: Option<Arc<ReadTrace>>,
     cfg: &AttachConfig,
 ) -> Result<Attached> {
+    if cfg.frontend == Frontend::Ublk {
+        if !ublk::available() {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "--frontend ublk: no ublk driver (no /dev/ublk-control, modprobe ublk_drv \
+                 failed; it needs Linux 6.0+ built with CONFIG_BLK_DEV_UBLK)"
+                    .to_string(),
+            ));
+        }
+        let queues = std::thread::available_parallelism().map_or(2, |n| n.get().min(4)) as u16;
+        let u = ublk::Ublk::attach(vol, queues)?;
+        tracing::info!(device = %u.device(), queues, "attached through ublk");
+        return Ok(Attached::Ublk(u));
+    }
     let nbd_wanted = cfg.frontend != Frontend::Fuse;
     if nbd_wanted && kernel_nbd::available() {
         let opts = kernel_nbd::NbdOptions {

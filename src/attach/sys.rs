@@ -229,3 +229,15 @@ pub fn recv_with_fds(
     }
     Ok((n as usize, fds))
 }
+
+/// A new eventfd (close-on-exec), read and written as a file of 8-byte counters.
+pub fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: eventfd(2) takes integers only.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by eventfd(2) and is owned by nothing else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}

@@ -19,8 +19,8 @@ pub struct Args {
     /// Use the FUSE + loop path even where kernel nbd exists (`--frontend fuse`).
     #[arg(long)]
     fuse: bool,
-    /// The block device front end: auto (kernel nbd, else FUSE + loop), nbd, nbd-ioctl
-    /// or fuse.
+    /// The block device front end: auto (kernel nbd, else FUSE + loop), ublk, nbd,
+    /// nbd-ioctl or fuse.
     #[arg(long, default_value = "auto")]
     frontend: String,
     /// How long the kernel holds a kernel nbd device's I/O after this process dies, for
@@ -57,12 +57,18 @@ pub fn run(a: Args) -> Result<ExitCode> {
         }
         frontend = Frontend::Fuse;
     }
-    if a.recover && frontend == Frontend::Fuse {
+    if a.recover && matches!(frontend, Frontend::Fuse | Frontend::Ublk) {
         return Err(Error::invalid(
-            "--recover takes over a kernel nbd device; FUSE + loop devices go with their process",
+            "--recover takes over a kernel nbd device; FUSE + loop and ublk devices go with \
+             their process (ublk recovery is not built yet)",
         ));
     }
-    if a.hand_over && matches!(frontend, Frontend::Fuse | Frontend::NbdIoctl) {
+    if a.hand_over
+        && matches!(
+            frontend,
+            Frontend::Fuse | Frontend::NbdIoctl | Frontend::Ublk
+        )
+    {
         return Err(Error::invalid(
             "--hand-over takes a kernel nbd device set up through netlink; this front end \
              cannot be handed over",

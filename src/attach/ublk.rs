@@ -1,0 +1,363 @@
+//! The ublk front end (Linux 6.0+ with `ublk_drv`): `/dev/ublkbN` served through
+//! io_uring by the maintained `libublk` crate. One thread per queue runs the queue's
+//! ring; each tag (an I/O slot of the queue) is a task on it. A request's work on the
+//! disk (which may block: a chunk fetch, an fsync) runs on a blocking pool, and the
+//! task waits for it on the ring through an eventfd read, so one slow request holds
+//! only its own tag. Flush, FUA, discard and write-zeroes map as the NBD path maps them.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use libublk::ctrl::{UblkCtrl, UblkCtrlBuilder};
+use libublk::helpers::IoBuf;
+use libublk::io::{UblkDev, UblkQueue};
+use libublk::uring_async::ublk_submit_sqe_async;
+use libublk::{sys as ub, BufDesc, UblkError, UblkFlags, UblkUringData};
+
+use super::sys::eventfd;
+use crate::error::{Error, ErrorKind, Result};
+use crate::volume::Volume;
+
+/// Largest request the kernel sends (and each tag's buffer).
+const IO_BUF: u32 = 512 << 10;
+/// Requests in flight per queue, like the NBD path's `MAX_IN_FLIGHT`.
+const DEPTH: u16 = 64;
+/// How long to wait for the device to come up and go.
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// True when the ublk driver is there, loading it with `modprobe ublk_drv` if needed.
+pub fn available() -> bool {
+    let ctl = Path::new("/dev/ublk-control");
+    if ctl.exists() {
+        return true;
+    }
+    let loaded = std::process::Command::new("modprobe")
+        .arg("ublk_drv")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    loaded && ctl.exists()
+}
+
+fn ublk_err(what: &str, e: UblkError) -> Error {
+    Error::new(ErrorKind::Unavailable, format!("ublk: {what}: {e}"))
+}
+
+/// What the device thread reports while bringing the device up.
+enum Up {
+    Added(Arc<UblkCtrl>),
+    Started(u32),
+    Failed(UblkError),
+}
+
+/// The device's queue limits: 512-byte logical blocks (like the other front ends),
+/// 4 KiB physical, the disk's size, a volatile cache with FUA, discard and
+/// write-zeroes.
+fn params(size: u64, writable: bool) -> ub::ublk_params {
+    ub::ublk_params {
+        types: ub::UBLK_PARAM_TYPE_BASIC | ub::UBLK_PARAM_TYPE_DISCARD,
+        basic: ub::ublk_param_basic {
+            attrs: ub::UBLK_ATTR_VOLATILE_CACHE
+                | ub::UBLK_ATTR_FUA
+                | if writable { 0 } else { ub::UBLK_ATTR_READ_ONLY },
+            logical_bs_shift: 9,
+            physical_bs_shift: 12,
+            io_opt_shift: 12,
+            io_min_shift: 9,
+            max_sectors: IO_BUF >> 9,
+            dev_sectors: size >> 9,
+            ..Default::default()
+        },
+        discard: ub::ublk_param_discard {
+            discard_granularity: 4096,
+            max_discard_sectors: 1 << 21,
+            max_write_zeroes_sectors: 1 << 21,
+            max_discard_segments: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Gives the calling thread the control ring libublk sends its commands through.
+fn control_ring_here() -> Result<()> {
+    libublk::ctrl::ublk_init_ctrl_task_ring(|ring| {
+        if ring.is_none() {
+            *ring = Some(
+                io_uring::IoUring::<io_uring::squeue::Entry128>::builder()
+                    .build(32)
+                    .map_err(UblkError::IOError)?,
+            );
+        }
+        Ok(())
+    })
+    .map_err(|e| ublk_err("control ring", e))
+}
+
+/// A ublk device while attached.
+pub struct Ublk {
+    device: String,
+    ctrl: Arc<UblkCtrl>,
+    server: Option<std::thread::JoinHandle<()>>,
+    _pool: tokio::runtime::Runtime,
+}
+
+impl Ublk {
+    /// Adds a ublk device for `vol` with `queues` queues and starts serving it.
+    pub fn attach(vol: &Arc<Volume>, queues: u16) -> Result<Self> {
+        // The pool a request's work on the disk runs on (it may block).
+        let pool = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(crate::nbd::BLOCKING_THREADS)
+            .thread_name("mindcastle-ublk")
+            .build()
+            .map_err(|e| Error::io("starting the ublk pool", e))?;
+        let handle = pool.handle().clone();
+        let size = vol.size() / 512 * 512;
+        let writable = vol.writable();
+        let queues = queues.clamp(1, 16);
+        let (tx, rx) = mpsc::channel();
+        let v2 = vol.clone();
+        // libublk's control commands go through a ring of the calling thread, so the
+        // device is added and run on a thread of its own.
+        let server = std::thread::Builder::new()
+            .name("ublk-ctrl".into())
+            .spawn(move || {
+                let built = UblkCtrlBuilder::default()
+                    .name("mindcastle")
+                    .id(-1)
+                    .nr_queues(queues)
+                    .depth(DEPTH)
+                    .io_buf_bytes(IO_BUF)
+                    .dev_flags(UblkFlags::UBLK_DEV_F_ADD_DEV)
+                    .build();
+                let ctrl = match built {
+                    Ok(c) => Arc::new(c),
+                    Err(e) => {
+                        let _ = tx.send(Up::Failed(e));
+                        return;
+                    }
+                };
+                let _ = tx.send(Up::Added(ctrl.clone()));
+                let tgt_init = move |dev: &mut UblkDev| {
+                    dev.tgt.dev_size = size;
+                    dev.tgt.params = params(size, writable);
+                    Ok(())
+                };
+                let q_fn = move |qid: u16, dev: &UblkDev| serve_queue(qid, dev, &v2, &handle);
+                let tx2 = tx.clone();
+                let ready = move |c: &UblkCtrl| {
+                    let _ = tx2.send(Up::Started(c.dev_info().dev_id));
+                };
+                if let Err(e) = ctrl.run_target(tgt_init, q_fn, ready) {
+                    let _ = tx.send(Up::Failed(e));
+                }
+            })
+            .map_err(|e| Error::io("starting the ublk thread", e))?;
+        let fail = |what: String| Error::new(ErrorKind::Unavailable, what);
+        let ctrl = match rx.recv_timeout(SETTLE) {
+            Ok(Up::Added(c)) => c,
+            Ok(Up::Failed(e)) => return Err(ublk_err("adding a device", e)),
+            _ => return Err(fail("ublk: the device was not added".into())),
+        };
+        let id = match rx.recv_timeout(SETTLE) {
+            Ok(Up::Started(id)) => id,
+            other => {
+                // Dropping the control removes the device; that needs a ring here.
+                let _ = control_ring_here();
+                let _ = ctrl.kill_dev();
+                return Err(match other {
+                    Ok(Up::Failed(e)) => ublk_err("starting the device", e),
+                    _ => fail(format!("ublk: the device did not start within {SETTLE:?}")),
+                });
+            }
+        };
+        let device = format!("/dev/ublkb{id}");
+        let start = Instant::now();
+        while !Path::new(&device).exists() && start.elapsed() < SETTLE {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(Self {
+            device,
+            ctrl,
+            server: Some(server),
+            _pool: pool,
+        })
+    }
+
+    /// The block device, `/dev/ublkbN`.
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// Writes back what the kernel holds, stops and removes the device.
+    pub fn detach(&mut self) {
+        let Some(server) = self.server.take() else {
+            return;
+        };
+        match File::open(&self.device).and_then(|f| f.sync_all()) {
+            Ok(()) => {}
+            Err(e) => tracing::warn!(device = %self.device, error = %e, "fsync before stopping"),
+        }
+        if let Err(e) = control_ring_here() {
+            tracing::error!(device = %self.device, error = %e, "cannot stop the ublk device");
+            return;
+        }
+        if let Err(e) = self.ctrl.kill_dev() {
+            tracing::warn!(device = %self.device, error = %e, "stopping the ublk device");
+        }
+        if server.join().is_err() {
+            tracing::error!(device = %self.device, "the ublk server thread panicked");
+        }
+        if let Err(e) = self.ctrl.del_dev() {
+            tracing::debug!(device = %self.device, error = %e, "removing the ublk device");
+        }
+    }
+}
+
+impl Drop for Ublk {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+/// Runs one queue: a task per tag on this thread's ring until the queue goes down.
+fn serve_queue(qid: u16, dev: &UblkDev, vol: &Arc<Volume>, pool: &tokio::runtime::Handle) {
+    let q = match UblkQueue::new(qid, dev) {
+        Ok(q) => Rc::new(q),
+        Err(e) => {
+            tracing::error!(qid, error = %e, "ublk queue setup failed");
+            return;
+        }
+    };
+    let exe = Rc::new(smol::LocalExecutor::new());
+    let mut tasks = Vec::new();
+    for tag in q.tags() {
+        let (q, vol, pool) = (q.clone(), vol.clone(), pool.clone());
+        tasks.push(exe.spawn(async move {
+            match serve_tag(&q, tag, vol, pool).await {
+                Err(UblkError::QueueIsDown) | Ok(()) => {}
+                Err(e) => tracing::error!(qid, tag, error = %e, "ublk tag ended"),
+            }
+        }));
+    }
+    let e2 = exe.clone();
+    smol::block_on(exe.run(async move {
+        let run_ops = || while e2.try_tick() {};
+        let done = || tasks.iter().all(|t| t.is_finished());
+        if let Err(e) = libublk::wait_and_handle_io_events(&q, Some(20), run_ops, done).await {
+            tracing::error!(qid, error = %e, "ublk queue ended");
+        }
+    }));
+}
+
+/// What a request's work hands back to its tag: the result (bytes or -errno) and, for
+/// a read, the bytes.
+type Done = Arc<Mutex<Option<(i32, Vec<u8>)>>>;
+
+async fn serve_tag(
+    q: &UblkQueue<'_>,
+    tag: u16,
+    vol: Arc<Volume>,
+    pool: tokio::runtime::Handle,
+) -> std::result::Result<(), UblkError> {
+    let mut buf = IoBuf::<u8>::new(q.dev.dev_info.max_io_buf_bytes as usize);
+    let efd = Arc::new(File::from(eventfd().map_err(|e| {
+        UblkError::OtherError(-e.raw_os_error().unwrap_or(libc::EIO))
+    })?));
+    q.submit_io_prep_cmd(tag, BufDesc::Slice(buf.as_slice()), 0, Some(&buf))
+        .await?;
+    loop {
+        let iod = q.get_iod(tag);
+        let op = iod.op_flags & 0xff;
+        let fua = iod.op_flags & ub::UBLK_IO_F_FUA != 0;
+        let off = iod.start_sector << 9;
+        let bytes = (iod.nr_sectors as usize) << 9;
+        // Only reads and writes carry data in the tag's buffer; a discard or
+        // write-zeroes may span far more than it.
+        let carries = op == ub::UBLK_IO_OP_READ || op == ub::UBLK_IO_OP_WRITE;
+        let res = if carries && bytes > buf.len() {
+            -libc::EINVAL
+        } else {
+            let input = if op == ub::UBLK_IO_OP_WRITE {
+                buf.as_slice()[..bytes].to_vec()
+            } else {
+                Vec::new()
+            };
+            let done: Done = Arc::default();
+            let (d2, v2, e2) = (done.clone(), vol.clone(), efd.clone());
+            pool.spawn_blocking(move || {
+                let r = execute(&v2, op, off, bytes, fua, input);
+                if let Ok(mut d) = d2.lock() {
+                    *d = Some(r);
+                }
+                // Wakes the tag's read on the ring.
+                let _ = (&*e2).write_all(&1u64.to_ne_bytes());
+            });
+            let mut count = [0u8; 8];
+            let sqe = io_uring::opcode::Read::new(
+                io_uring::types::Fd(efd.as_raw_fd()),
+                count.as_mut_ptr(),
+                8,
+            )
+            .build();
+            let _ = ublk_submit_sqe_async(sqe, UblkUringData::Target as u64).await?;
+            let (res, data) = done
+                .lock()
+                .ok()
+                .and_then(|mut d| d.take())
+                .unwrap_or((-libc::EIO, Vec::new()));
+            if res > 0 && op == ub::UBLK_IO_OP_READ {
+                buf.as_mut_slice()[..data.len()].copy_from_slice(&data);
+            }
+            res
+        };
+        q.submit_io_commit_cmd(tag, BufDesc::Slice(buf.as_slice()), res)
+            .await?;
+    }
+}
+
+/// One request on the disk: the bytes done, or -errno.
+fn execute(
+    vol: &Volume,
+    op: u32,
+    off: u64,
+    bytes: usize,
+    fua: bool,
+    input: Vec<u8>,
+) -> (i32, Vec<u8>) {
+    let mut out = Vec::new();
+    let r = match op {
+        ub::UBLK_IO_OP_READ => {
+            out = vec![0u8; bytes];
+            vol.read_at(off, &mut out)
+        }
+        ub::UBLK_IO_OP_WRITE => vol.write_at(off, &input),
+        ub::UBLK_IO_OP_FLUSH => vol.flush(),
+        ub::UBLK_IO_OP_DISCARD | ub::UBLK_IO_OP_WRITE_ZEROES => vol.write_zeroes(off, bytes as u64),
+        _ => return (-libc::EINVAL, out),
+    };
+    let r = r.and_then(|()| {
+        if fua && op != ub::UBLK_IO_OP_FLUSH {
+            vol.flush()
+        } else {
+            Ok(())
+        }
+    });
+    match r {
+        // The kernel takes the byte count of a read or write (at most IO_BUF) and
+        // ignores it for the others.
+        Ok(()) if op == ub::UBLK_IO_OP_READ || op == ub::UBLK_IO_OP_WRITE => (bytes as i32, out),
+        Ok(()) => (0, out),
+        Err(e) => {
+            tracing::warn!(error = %e, op, off, "ublk request failed");
+            (-e.errno(), out)
+        }
+    }
+}

@@ -1,0 +1,91 @@
+#!/bin/sh
+# Runs inside the test VM (Debian's 6.12 kernel with ublk_drv): attach through ublk.
+# fio with verification on the raw device, sub-block overlapping writes and a discard
+# read back, XFS made and filled, a clean detach (the device goes), a second attach
+# with every file's sha256 equal, fsck. Prints "MCVM ok ..." per step and
+# "MCVM-RESULT pass".
+cd /work || exit 1
+mkdir -p /run /var/lock
+fail() {
+    echo "MCVM-RESULT fail $*"
+    echo "--- attach log"; tail -40 /work/ublk.log 2>/dev/null
+    echo "--- fio"; tail -30 /work/fio.out 2>/dev/null
+    echo "--- dmesg"; dmesg | tail -20
+    exit 1
+}
+cat > /work/ublk-state.sh <<'EOS'
+#!/bin/sh
+echo "ublk-state.sh $1 DEVICE=$DEVICE" >> /work/ublk-events
+case "$1" in
+create|open) touch /work/ready ;;
+close) kill -INT "$PID" ;;
+esac
+EOS
+chmod +x /work/ublk-state.sh
+wait_ready() {
+    n=0
+    while [ ! -e /work/ready ]; do
+        n=$((n + 1)); [ $n -gt 600 ] && fail "no ready after 300 s ($1)"
+        kill -0 "$2" 2>/dev/null || fail "mindcastle exited before ready ($1)"
+        sleep 0.5
+    done
+    rm -f /work/ready
+}
+export MINDCASTLE_LOG=mindcastle=info
+mindcastle attach --frontend ublk --size 1G u.swap /work/ublk-state.sh >> ublk.log 2>&1 &
+pid=$!
+wait_ready create "$pid"
+dev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' ublk-events | tail -1)
+case "$dev" in /dev/ublkb*) ;; *) fail "ublk gave $dev" ;; esac
+grep -q "is $dev (ublk, uuid" ublk.log || fail "attach did not tell the user the front end"
+echo "MCVM ok ublk-create on $dev"
+
+fio --name=v --filename="$dev" --size=256M --bsrange=4k-1m --rw=randwrite --iodepth=32 \
+    --ioengine=libaio --direct=1 --verify=crc32c --verify_fatal=1 --do_verify=1 \
+    --output=fio.out > /dev/null 2>&1 || fail "fio verify exited $?"
+grep -q "err= 0" fio.out || fail "fio reported an error"
+echo "MCVM ok fio-verify"
+
+# Overlapping writes smaller than a block, at odd offsets, through the page cache.
+truncate -s 8M expect.img
+dd if="$dev" of=expect.img bs=1M count=8 2>/dev/null || fail "reading the head"
+for t in "$dev" expect.img; do
+    dd if=/work/pattern of="$t" bs=1 skip=100 seek=4097 count=1000 conv=notrunc,fsync 2>/dev/null || fail "dd 1"
+    dd if=/work/pattern of="$t" bs=1 skip=7 seek=4500 count=3000 conv=notrunc,fsync 2>/dev/null || fail "dd 2"
+    dd if=/work/pattern of="$t" bs=512 seek=63 count=9 conv=notrunc,fsync 2>/dev/null || fail "dd 3"
+done
+blkdiscard -o 4194304 -l 1048576 "$dev" || fail "blkdiscard"
+dd if=/dev/zero of=expect.img bs=1M seek=4 count=1 conv=notrunc 2>/dev/null
+echo 3 > /proc/sys/vm/drop_caches
+dd if="$dev" of=head.img bs=1M count=8 iflag=direct 2>/dev/null || fail "reading back"
+cmp head.img expect.img || fail "sub-block writes or the discard read back wrong"
+echo "MCVM ok sub-block-and-discard"
+
+mkfs.xfs -q -f "$dev" || fail "mkfs.xfs"
+mkdir -p /mnt/u && mount -t xfs "$dev" /mnt/u || fail "mount"
+mkdir -p /mnt/u/tree
+i=0
+while [ $i -lt 40 ]; do head -c $((i * 4099 + 1)) /work/pattern > "/mnt/u/tree/f$i"; i=$((i + 1)); done
+(cd /mnt/u && find tree -type f | sort | xargs sha256sum) > sums || fail "sums"
+umount /mnt/u || fail "umount"
+kill -INT "$pid"
+wait "$pid" || fail "mindcastle exited $? after SIGINT"
+[ -e "$dev" ] && fail "$dev still there after detach"
+echo "MCVM ok xfs-detach"
+
+mindcastle attach --frontend ublk u.swap /work/ublk-state.sh >> ublk.log 2>&1 &
+pid=$!
+wait_ready open "$pid"
+dev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' ublk-events | tail -1)
+mount -t xfs "$dev" /mnt/u || fail "mount on reopen"
+(cd /mnt/u && sha256sum -c /work/sums) > check.log 2>&1 || fail "checksums: $(cat check.log)"
+umount /mnt/u || fail "umount on reopen"
+xfs_repair -n "$dev" > repair.log 2>&1 || fail "xfs_repair -n: $(tail -5 repair.log)"
+kill -INT "$pid"
+wait "$pid" || fail "mindcastle exited $? at the end"
+echo "MCVM ok reopen-checksums"
+mindcastle fsck u.swap > fsck.log 2>&1 || fail "fsck: $(cat fsck.log)"
+mindcastle attach --frontend ublk --recover u.swap /work/ublk-state.sh > rec.log 2>&1 && fail "--recover with ublk exited 0"
+grep -q "ublk recovery is not built yet" rec.log || fail "--recover with ublk: $(cat rec.log)"
+echo "MCVM ok fsck-clean"
+echo "MCVM-RESULT pass"
