@@ -10,13 +10,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 vm=${MINDCASTLE_VM_DIR:-/opt/mindcastle-vm}
+# KVM refuses some of -cpu max's MSRs; the host CPU model works there.
+cpu=max
+[ "${MINDCASTLE_VM_ACCEL:-tcg}" = kvm ] && cpu=host
 cargo build --release -q
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 sed "s/^SECS=.*/SECS=$secs/" bench/vm/guest-frontends.sh > "$tmp/guest.sh"
 tests/vm/build-initramfs.sh "$vm" target/release/mindcastle "$tmp/initrd.gz" \
     "$tmp/guest.sh" "$(command -v qemu-img)" "$(command -v qemu-nbd)" "$(command -v fio)"
-timeout 3600 qemu-system-x86_64 -accel "${MINDCASTLE_VM_ACCEL:-tcg}" -cpu max -smp 2 -m 4096 \
+timeout 3600 qemu-system-x86_64 -accel "${MINDCASTLE_VM_ACCEL:-tcg}" -cpu "$cpu" -smp 2 -m 4096 \
     -nographic -no-reboot -kernel "$vm/vmlinuz" -initrd "$tmp/initrd.gz" \
     -append "console=ttyS0 rdinit=/init panic=-1 quiet" < /dev/null > "$tmp/console.log" 2>&1 || true
 tr -d '\r' < "$tmp/console.log" | grep -a "MCVM" || true

@@ -2,7 +2,10 @@
 //! (its `ublk_drv` module; Debian 12's own 6.1 does not build ublk) runs
 //! `tests/vm/ublk-test.sh`: fio with verification on the raw device, sub-block
 //! overlapping writes and a discard read back, XFS made, filled, detached and checked
-//! file by file after a second attach, `xfs_repair -n`, fsck.
+//! file by file after a second attach, `xfs_repair -n`, fsck; then XFS with fio writing
+//! and verifying on it while mindcastle is killed with SIGKILL and started again 5
+//! times: each start recovers the quiesced device (`UBLK_F_USER_RECOVERY`), fio sees no
+//! error, the files are intact, `xfs_repair -n` and fsck clean.
 //!
 //! Needs what `kernel_nbd_vm` needs plus fio and xfsprogs; skips loudly without them,
 //! never under CI=true.
@@ -44,6 +47,8 @@ fn attach_through_ublk_in_a_vm() {
         "xfs-detach",
         "reopen-checksums",
         "fsck-clean",
+        "ublk-recover 5",
+        "ublk-kills-under-load",
     ] {
         assert!(
             out.contains(&format!("MCVM ok {step}")),

@@ -224,8 +224,8 @@ fn attach_device(
             ));
         }
         let queues = std::thread::available_parallelism().map_or(2, |n| n.get().min(4)) as u16;
-        let u = ublk::Ublk::attach(vol, queues)?;
-        tracing::info!(device = %u.device(), queues, "attached through ublk");
+        let u = ublk::Ublk::attach(vol, queues, cfg.recover)?;
+        tracing::info!(device = %u.device(), queues, recovered = u.recovered(), "attached through ublk");
         return Ok(Attached::Ublk(u));
     }
     let nbd_wanted = cfg.frontend != Frontend::Fuse;
@@ -372,6 +372,7 @@ pub fn run(cfg: &AttachConfig) -> Result<u8> {
     };
     let event = match &att {
         Attached::Kernel(k) if k.recovered() => Event::Recover,
+        Attached::Ublk(u) if u.recovered() => Event::Recover,
         _ => event,
     };
     let uuid = vol.uuid().to_string();

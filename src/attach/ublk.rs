@@ -4,6 +4,12 @@
 //! disk (which may block: a chunk fetch, an fsync) runs on a blocking pool, and the
 //! task waits for it on the ring through an eventfd read, so one slow request holds
 //! only its own tag. Flush, FUA, discard and write-zeroes map as the NBD path maps them.
+//!
+//! Devices are added with user recovery (`UBLK_F_USER_RECOVERY` and `_REISSUE`): when
+//! this process dies, the kernel quiesces the device and holds its I/O (requests the
+//! dead process had taken are issued again) until a new process recovers it. The
+//! device's libublk JSON (`/run/ublksrvd/ID.json`) carries the disk's uuid, which is
+//! how the next attach of the disk finds it.
 
 use std::fs::File;
 use std::io::Write;
@@ -106,11 +112,57 @@ pub struct Ublk {
     ctrl: Arc<UblkCtrl>,
     server: Option<std::thread::JoinHandle<()>>,
     _pool: tokio::runtime::Runtime,
+    recovered: bool,
+}
+
+/// The ublk device of disk `uuid` whose server died (quiesced, or about to be), if
+/// any. `start_user_recover` waits (up to 30 s) for the kernel to quiesce it.
+fn quiesced_device_of(uuid: &str) -> Option<u32> {
+    let dir = std::fs::read_dir(UblkCtrl::run_dir()).ok()?;
+    // libublk names them by id, zero-padded (`0000.json`).
+    let mut files: Vec<(u32, std::path::PathBuf)> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            Some((name.strip_suffix(".json")?.parse().ok()?, e.path()))
+        })
+        .collect();
+    files.sort_unstable();
+    files.into_iter().find_map(|(id, path)| {
+        let json = std::fs::read_to_string(&path).ok()?;
+        let v = serde_json::from_str::<serde_json::Value>(&json).ok()?;
+        if v["target_data"]["mindcastle"]["uuid"] != uuid {
+            return None;
+        }
+        let c = UblkCtrl::new_simple(i32::try_from(id).ok()?).ok()?;
+        let info = c.dev_info();
+        let state = u32::from(info.state);
+        tracing::debug!(
+            id,
+            state,
+            pid = info.ublksrv_pid,
+            "a ublk device of this disk"
+        );
+        // The kernel notices a dead server within a few seconds and quiesces the
+        // device; until then it still shows the dead server as live.
+        let dead = state == ub::UBLK_S_DEV_QUIESCED
+            || (state == ub::UBLK_S_DEV_LIVE
+                && !Path::new(&format!("/proc/{}", info.ublksrv_pid)).exists());
+        dead.then_some(id)
+    })
 }
 
 impl Ublk {
     /// Adds a ublk device for `vol` with `queues` queues and starts serving it.
-    pub fn attach(vol: &Arc<Volume>, queues: u16) -> Result<Self> {
+    pub fn attach(vol: &Arc<Volume>, queues: u16, recover_only: bool) -> Result<Self> {
+        let uuid = vol.uuid().to_string();
+        let recover = quiesced_device_of(&uuid);
+        if recover.is_none() && recover_only {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!("--recover: no ublk device of disk {uuid} to take over"),
+            ));
+        }
         // The pool a request's work on the disk runs on (it may block).
         let pool = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -129,13 +181,29 @@ impl Ublk {
         let server = std::thread::Builder::new()
             .name("ublk-ctrl".into())
             .spawn(move || {
+                if let Some(id) = recover {
+                    // The kernel hands the quiesced device to whoever starts recovery.
+                    let started = UblkCtrl::new_simple(id as i32)
+                        .and_then(|c| c.start_user_recover().map(|_| ()));
+                    if let Err(e) = started {
+                        let _ = tx.send(Up::Failed(e));
+                        return;
+                    }
+                }
                 let built = UblkCtrlBuilder::default()
                     .name("mindcastle")
-                    .id(-1)
+                    .id(recover.map_or(-1, |id| id as i32))
                     .nr_queues(queues)
                     .depth(DEPTH)
                     .io_buf_bytes(IO_BUF)
-                    .dev_flags(UblkFlags::UBLK_DEV_F_ADD_DEV)
+                    .ctrl_flags(u64::from(
+                        ub::UBLK_F_USER_RECOVERY | ub::UBLK_F_USER_RECOVERY_REISSUE,
+                    ))
+                    .dev_flags(if recover.is_some() {
+                        UblkFlags::UBLK_DEV_F_RECOVER_DEV
+                    } else {
+                        UblkFlags::UBLK_DEV_F_ADD_DEV
+                    })
                     .build();
                 let ctrl = match built {
                     Ok(c) => Arc::new(c),
@@ -148,6 +216,7 @@ impl Ublk {
                 let tgt_init = move |dev: &mut UblkDev| {
                     dev.tgt.dev_size = size;
                     dev.tgt.params = params(size, writable);
+                    dev.set_target_json(serde_json::json!({ "mindcastle": { "uuid": uuid } }));
                     Ok(())
                 };
                 let q_fn = move |qid: u16, dev: &UblkDev| serve_queue(qid, dev, &v2, &handle);
@@ -188,7 +257,13 @@ impl Ublk {
             ctrl,
             server: Some(server),
             _pool: pool,
+            recovered: recover.is_some(),
         })
+    }
+
+    /// True when this attach recovered a device a killed attach of the disk left.
+    pub fn recovered(&self) -> bool {
+        self.recovered
     }
 
     /// The block device, `/dev/ublkbN`.

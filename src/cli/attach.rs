@@ -57,10 +57,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
         }
         frontend = Frontend::Fuse;
     }
-    if a.recover && matches!(frontend, Frontend::Fuse | Frontend::Ublk) {
+    if a.recover && frontend == Frontend::Fuse {
         return Err(Error::invalid(
-            "--recover takes over a kernel nbd device; FUSE + loop and ublk devices go with \
-             their process (ublk recovery is not built yet)",
+            "--recover takes over a kernel nbd or ublk device; FUSE + loop devices go with \
+             their process",
         ));
     }
     if a.hand_over

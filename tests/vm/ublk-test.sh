@@ -2,7 +2,8 @@
 # Runs inside the test VM (Debian's 6.12 kernel with ublk_drv): attach through ublk.
 # fio with verification on the raw device, sub-block overlapping writes and a discard
 # read back, XFS made and filled, a clean detach (the device goes), a second attach
-# with every file's sha256 equal, fsck. Prints "MCVM ok ..." per step and
+# with every file's sha256 equal, fsck, then 5 kills with SIGKILL under fio on XFS,
+# each recovered by the next attach. Prints "MCVM ok ..." per step and
 # "MCVM-RESULT pass".
 cd /work || exit 1
 mkdir -p /run /var/lock
@@ -10,6 +11,7 @@ fail() {
     echo "MCVM-RESULT fail $*"
     echo "--- attach log"; tail -40 /work/ublk.log 2>/dev/null
     echo "--- fio"; tail -30 /work/fio.out 2>/dev/null
+    echo "--- ublksrvd"; ls -la /run/ublksrvd; head -c 600 /run/ublksrvd/*.json; echo
     echo "--- dmesg"; dmesg | tail -20
     exit 1
 }
@@ -17,7 +19,7 @@ cat > /work/ublk-state.sh <<'EOS'
 #!/bin/sh
 echo "ublk-state.sh $1 DEVICE=$DEVICE" >> /work/ublk-events
 case "$1" in
-create|open) touch /work/ready ;;
+create|open|recover) touch /work/ready ;;
 close) kill -INT "$PID" ;;
 esac
 EOS
@@ -85,7 +87,56 @@ kill -INT "$pid"
 wait "$pid" || fail "mindcastle exited $? at the end"
 echo "MCVM ok reopen-checksums"
 mindcastle fsck u.swap > fsck.log 2>&1 || fail "fsck: $(cat fsck.log)"
-mindcastle attach --frontend ublk --recover u.swap /work/ublk-state.sh > rec.log 2>&1 && fail "--recover with ublk exited 0"
-grep -q "ublk recovery is not built yet" rec.log || fail "--recover with ublk: $(cat rec.log)"
+mindcastle attach --frontend ublk --recover u.swap /work/ublk-state.sh > rec.log 2>&1 && fail "--recover with no device exited 0"
+grep -q "no ublk device of disk" rec.log || fail "--recover with no device: $(cat rec.log)"
 echo "MCVM ok fsck-clean"
+
+# Kills under load: XFS mounted, fio writing and verifying on it, mindcastle killed
+# with SIGKILL and started again CYCLES times; the quiesced device is recovered
+# (event recover), fio sees no error, the tree is intact.
+mindcastle attach --frontend ublk u.swap /work/ublk-state.sh >> ublk.log 2>&1 &
+pid=$!
+wait_ready kill-open "$pid"
+dev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' ublk-events | tail -1)
+mount -t xfs "$dev" /mnt/u || fail "mount before the kills"
+# fio runs one after another until told to stop, so every kill lands in one.
+rm -f /work/stop-fio
+(
+    j=0
+    while [ ! -e /work/stop-fio ]; do
+        j=$((j + 1))
+        fio --name="k$j" --directory=/mnt/u --size=32M --bsrange=4k-1m --rw=randwrite \
+            --iodepth=32 --ioengine=libaio --direct=1 --verify=crc32c --verify_fatal=1 \
+            --do_verify=1 --output="/work/fio-kill-$j.out" > /dev/null 2>&1
+        echo "$j $?" >> /work/fio-kill-results
+        rm -f "/mnt/u/k$j.0.0"
+    done
+) &
+fiopid=$!
+i=0
+while [ $i -lt "${CYCLES:-5}" ]; do
+    i=$((i + 1))
+    sleep 2
+    kill -KILL "$pid"
+    wait "$pid" 2>/dev/null
+    sleep 1
+    MINDCASTLE_LOG=mindcastle=debug mindcastle attach --frontend ublk u.swap /work/ublk-state.sh >> ublk.log 2>&1 &
+    pid=$!
+    wait_ready "recover $i" "$pid"
+    tail -1 ublk-events | grep -q "recover DEVICE=$dev" || fail "cycle $i: $(tail -1 ublk-events)"
+    echo "MCVM ok ublk-recover $i ($(wc -l < /work/fio-kill-results 2>/dev/null || echo 0) fio runs done)"
+done
+touch /work/stop-fio
+wait "$fiopid"
+[ -s /work/fio-kill-results ] || fail "no fio run finished under the kills"
+awk '$2 != 0 {bad = 1} END {exit bad}' /work/fio-kill-results || fail "a fio run failed: $(cat /work/fio-kill-results)"
+grep -l "err= *[1-9]" /work/fio-kill-*.out && fail "fio under kills reported an error"
+(cd /mnt/u && sha256sum -c /work/sums) > check.log 2>&1 || fail "checksums after the kills: $(cat check.log)"
+umount /mnt/u || fail "umount after the kills"
+xfs_repair -n "$dev" > repair.log 2>&1 || fail "xfs_repair -n after the kills: $(tail -5 repair.log)"
+kill -INT "$pid"
+wait "$pid" || fail "mindcastle exited $? after the kills"
+[ -e "$dev" ] && fail "$dev still there after the last detach"
+mindcastle fsck u.swap > fsck.log 2>&1 || fail "fsck after the kills: $(cat fsck.log)"
+echo "MCVM ok ublk-kills-under-load ($(wc -l < /work/fio-kill-results) fio runs, all exit 0)"
 echo "MCVM-RESULT pass"
