@@ -267,3 +267,71 @@ fn serve_never_deletes_what_is_not_a_stale_socket() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("already listening"));
     assert!(live.exists());
 }
+
+/// Attach's front-end flags are checked before anything is opened or attached: a
+/// flag that would do nothing with the front end chosen is refused, not ignored.
+#[test]
+fn attach_front_end_flags_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let swap = dir.path().join("f.swap");
+    let o = common::run(&["create", "--size", "16M", s(&swap)]);
+    assert!(o.status.success(), "{o:?}");
+    let script = dir.path().join("s.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let refused: &[(&[&str], &str)] = &[
+        (
+            &["--frontend", "bogus"],
+            "expected auto, ublk, nbd, nbd-ioctl or fuse",
+        ),
+        (&["--frontend", "nbd", "--fuse"], "contradict"),
+        (
+            &["--fuse", "--recover"],
+            "FUSE + loop devices go with their process",
+        ),
+        (
+            &["--frontend", "ublk", "--hand-over"],
+            "cannot be handed over",
+        ),
+        (
+            &["--frontend", "nbd-ioctl", "--hand-over"],
+            "cannot be handed over",
+        ),
+        (&["--recover", "--hand-over"], "cannot be used with"),
+        (
+            &["--frontend", "fuse", "--reconnect-timeout", "5s"],
+            "not to --frontend fuse",
+        ),
+        (
+            &["--frontend", "ublk", "--reconnect-timeout", "5s"],
+            "not to --frontend ublk",
+        ),
+        (&["--reconnect-timeout", "0s"], "at least 1s"),
+        (&["--reconnect-timeout", "1500ms"], "whole seconds"),
+        (&["--reconnect-timeout", "soon"], "not a duration"),
+    ];
+    for (flags, why) in refused {
+        let mut args = vec!["attach"];
+        args.extend_from_slice(flags);
+        args.extend([s(&swap), s(&script)]);
+        let o = common::run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.contains(why), "{flags:?}: {err}");
+    }
+    // --hand-over of a disk that does not exist, and of one nothing serves.
+    let o = common::run(&[
+        "attach",
+        "--hand-over",
+        s(&dir.path().join("none.swap")),
+        s(&script),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
+    let o = common::run(&["attach", "--hand-over", s(&swap), s(&script)]);
+    assert_eq!(o.status.code(), Some(5), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no running attach of disk"));
+    // Nothing of it touched the disk.
+    let o = common::run(&["fsck", s(&swap)]);
+    assert!(o.status.success(), "{o:?}");
+}

@@ -359,6 +359,22 @@ async fn serve_tag(
         let carries = op == ub::UBLK_IO_OP_READ || op == ub::UBLK_IO_OP_WRITE;
         let res = if carries && bytes > buf.len() {
             -libc::EINVAL
+        } else if runs_inline(&vol, op, off, bytes, fua) {
+            // Microseconds of work: done here, without the two thread switches of the
+            // pool (as the NBD session runs them on its task).
+            if op == ub::UBLK_IO_OP_WRITE {
+                let (res, _) = execute(&vol, op, off, bytes, fua, buf.as_slice()[..bytes].to_vec());
+                res
+            } else {
+                let mut out = vec![0u8; bytes];
+                match vol.read_at(off, &mut out) {
+                    Ok(()) => {
+                        buf.as_mut_slice()[..bytes].copy_from_slice(&out);
+                        bytes as i32
+                    }
+                    Err(e) => -e.errno(),
+                }
+            }
         } else {
             let input = if op == ub::UBLK_IO_OP_WRITE {
                 buf.as_slice()[..bytes].to_vec()
@@ -396,6 +412,26 @@ async fn serve_tag(
         q.submit_io_commit_cmd(tag, BufDesc::Slice(buf.as_slice()), res)
             .await?;
     }
+}
+
+/// Largest read or write run on the queue's own thread.
+const INLINE_MAX: usize = 64 << 10;
+
+/// Whether a request is small work that cannot wait long: a read of a disk with no
+/// remote to fetch from, or a write of whole blocks without FUA (no read-modify-write,
+/// no fsync) while no checkpoint holds writers back.
+fn runs_inline(vol: &Volume, op: u32, off: u64, bytes: usize, fua: bool) -> bool {
+    let block = crate::format::BLOCK_SIZE;
+    bytes <= INLINE_MAX
+        && match op {
+            ub::UBLK_IO_OP_READ => vol.local_only(),
+            ub::UBLK_IO_OP_WRITE => {
+                !fua && off.is_multiple_of(block as u64)
+                    && bytes.is_multiple_of(block)
+                    && !vol.write_may_wait()
+            }
+            _ => false,
+        }
 }
 
 /// One request on the disk: the bytes done, or -errno.

@@ -25,8 +25,9 @@ pub struct Args {
     frontend: String,
     /// How long the kernel holds a kernel nbd device's I/O after this process dies, for
     /// the next attach of the disk to take it over (then: I/O errors).
-    #[arg(long, default_value = "60s")]
-    reconnect_timeout: String,
+    /// (Default 60s; kernel nbd through netlink only.)
+    #[arg(long)]
+    reconnect_timeout: Option<String>,
     /// Take over the device a killed attach of this disk left; fail if there is none.
     #[arg(long)]
     recover: bool,
@@ -80,11 +81,23 @@ pub fn run(a: Args) -> Result<ExitCode> {
             a.swap.display()
         )));
     }
-    let reconnect_timeout = super::parse_duration(&a.reconnect_timeout, "--reconnect-timeout")?;
+    let given = a.reconnect_timeout.as_deref();
+    if given.is_some()
+        && matches!(
+            frontend,
+            Frontend::Fuse | Frontend::NbdIoctl | Frontend::Ublk
+        )
+    {
+        return Err(Error::invalid(format!(
+            "--reconnect-timeout applies to kernel nbd through netlink, not to --frontend {}",
+            if a.fuse { "fuse" } else { a.frontend.as_str() }
+        )));
+    }
+    let text = given.unwrap_or("60s");
+    let reconnect_timeout = super::parse_duration(text, "--reconnect-timeout")?;
     if reconnect_timeout.as_secs() == 0 || reconnect_timeout.subsec_nanos() != 0 {
         return Err(Error::invalid(format!(
-            "--reconnect-timeout {}: whole seconds, at least 1s (the kernel counts seconds)",
-            a.reconnect_timeout
+            "--reconnect-timeout {text}: whole seconds, at least 1s (the kernel counts seconds)"
         )));
     }
     let cfg = AttachConfig {
