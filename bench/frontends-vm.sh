@@ -25,8 +25,8 @@ timeout 3600 qemu-system-x86_64 -accel "${MINDCASTLE_VM_ACCEL:-tcg}" -cpu "$cpu"
 tr -d '\r' < "$tmp/console.log" | grep -a "MCVM" || true
 grep -aq "MCVM-RESULT pass" "$tmp/console.log" || { tail -60 "$tmp/console.log"; exit 1; }
 tr -d '\r' < "$tmp/console.log" | awk '
-/^MCVM fio /{ split($5, b, "="); split($6, i, "="); split($7, l, "=");
-  bw[$3, $4] = b[2]; iops[$3, $4] = i[2]; lat[$3, $4] = l[2]; jobs[$4] = 1 }
+/^MCVM fio /{ split($5, fb, "="); split($6, fi, "="); split($7, fl, "=");
+  bw[$3, $4] = fb[2]; iops[$3, $4] = fi[2]; lat[$3, $4] = fl[2] }
 END {
   printf "| job | ublk | nbd | FUSE + loop | qemu-nbd qcow2 | ublk / nbd | nbd / qemu-nbd | FUSE / qemu-nbd |\n|---|---|---|---|---|---|---|---|\n"
   n = split("seqwrite seqread randread-qd1 randread-qd32 randwrite-qd1 randwrite-qd32", js, " ")

@@ -19,39 +19,19 @@ use common::vm;
 
 #[test]
 fn xfs_and_fio_survive_twenty_kills_and_five_hand_overs_of_the_server() {
-    if !vm::capable("the kernel nbd recovery VM test") {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let initrd = tmp.path().join("initrd.gz");
-    vm::initrd_with(
-        &initrd,
+    vm::run_guest_script(
+        "the kernel nbd recovery VM test",
         "recover-cycles.sh",
-        None,
         &["fio", "mkfs.xfs", "xfs_repair"],
+        Duration::from_secs(1500),
+        &[
+            "xfs-create on /dev/nbd0",
+            "cycle 20 ",
+            "hand-over 5 ",
+            "fio-under-kills",
+            "xfs-repair-clean",
+            "fsck-clean",
+            "reopen-checksums",
+        ],
     );
-    let mut g = vm::Guest::boot(&initrd, &tmp.path().join("console.log"), "", None);
-    let finished = g.wait_until(Duration::from_secs(1500), |c| c.contains("MCVM-RESULT"));
-    let out = g.power_cut();
-    let report: Vec<&str> = out.lines().filter(|l| l.contains("MCVM")).collect();
-    eprintln!("{}", report.join("\n"));
-    assert!(finished, "the VM did not finish in 1500 s:\n{out}");
-    assert!(
-        out.contains("MCVM-RESULT pass"),
-        "the guest test failed:\n{out}"
-    );
-    for step in [
-        "xfs-create on /dev/nbd0",
-        "cycle 20 ",
-        "hand-over 5 ",
-        "fio-under-kills",
-        "xfs-repair-clean",
-        "fsck-clean",
-        "reopen-checksums",
-    ] {
-        assert!(
-            out.contains(&format!("MCVM ok {step}")),
-            "step {step} missing:\n{out}"
-        );
-    }
 }

@@ -22,42 +22,27 @@ use common::vm;
 
 #[test]
 fn attach_through_the_kernel_nbd_driver_in_a_vm() {
-    if !vm::capable("the kernel nbd VM test") {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let initrd = tmp.path().join("initrd.gz");
-    vm::initrd(&initrd, "guest-test.sh", None);
-    let mut g = vm::Guest::boot(&initrd, &tmp.path().join("console.log"), "", None);
-    let finished = g.wait_until(Duration::from_secs(900), |c| c.contains("MCVM-RESULT"));
-    let out = g.power_cut();
-    let report: Vec<&str> = out.lines().filter(|l| l.contains("MCVM")).collect();
-    eprintln!("{}", report.join("\n"));
-    assert!(finished, "the VM did not finish in 900 s:\n{out}");
-    assert!(
-        out.contains("MCVM-RESULT pass"),
-        "the guest test failed:\n{out}"
+    vm::run_guest_script(
+        "the kernel nbd VM test",
+        "guest-test.sh",
+        &[],
+        Duration::from_secs(900),
+        &[
+            "create on /dev/nbd0",
+            "read-back",
+            "sighup-close",
+            "open-compare on /dev/nbd0",
+            "ext4-create on /dev/nbd1",
+            "sigint-exit",
+            "ext4-open-checksums",
+            "failing-open-script",
+            "sigkill-releases-device",
+            "netlink-recover on /dev/nbd",
+            "past-the-timeout",
+            "fifth-disk-gets-a-new-device",
+            "fuse-forced on /dev/loop",
+            "falls-back-to-fuse",
+            "fsck-export",
+        ],
     );
-    for step in [
-        "create on /dev/nbd0",
-        "read-back",
-        "sighup-close",
-        "open-compare on /dev/nbd0",
-        "ext4-create on /dev/nbd1",
-        "sigint-exit",
-        "ext4-open-checksums",
-        "failing-open-script",
-        "sigkill-releases-device",
-        "netlink-recover on /dev/nbd",
-        "past-the-timeout",
-        "fifth-disk-gets-a-new-device",
-        "fuse-forced on /dev/loop",
-        "falls-back-to-fuse",
-        "fsck-export",
-    ] {
-        assert!(
-            out.contains(&format!("MCVM ok {step}")),
-            "step {step} missing:\n{out}"
-        );
-    }
 }

@@ -19,40 +19,20 @@ use common::vm;
 
 #[test]
 fn attach_through_ublk_in_a_vm() {
-    if !vm::capable("the ublk VM test") {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let initrd = tmp.path().join("initrd.gz");
-    vm::initrd_with(
-        &initrd,
+    vm::run_guest_script(
+        "the ublk VM test",
         "ublk-test.sh",
-        None,
         &["fio", "mkfs.xfs", "xfs_repair", "blkdiscard"],
+        Duration::from_secs(900),
+        &[
+            "ublk-create on /dev/ublkb",
+            "fio-verify",
+            "sub-block-and-discard",
+            "xfs-detach",
+            "reopen-checksums",
+            "fsck-clean",
+            "ublk-recover 5",
+            "ublk-kills-under-load",
+        ],
     );
-    let mut g = vm::Guest::boot(&initrd, &tmp.path().join("console.log"), "", None);
-    let finished = g.wait_until(Duration::from_secs(900), |c| c.contains("MCVM-RESULT"));
-    let out = g.power_cut();
-    let report: Vec<&str> = out.lines().filter(|l| l.contains("MCVM")).collect();
-    eprintln!("{}", report.join("\n"));
-    assert!(finished, "the VM did not finish in 900 s:\n{out}");
-    assert!(
-        out.contains("MCVM-RESULT pass"),
-        "the guest test failed:\n{out}"
-    );
-    for step in [
-        "ublk-create on /dev/ublkb",
-        "fio-verify",
-        "sub-block-and-discard",
-        "xfs-detach",
-        "reopen-checksums",
-        "fsck-clean",
-        "ublk-recover 5",
-        "ublk-kills-under-load",
-    ] {
-        assert!(
-            out.contains(&format!("MCVM ok {step}")),
-            "step {step} missing:\n{out}"
-        );
-    }
 }

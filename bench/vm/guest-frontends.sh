@@ -52,6 +52,8 @@ attached() {
     jobs "$fe" "$(cat /work/device)"
     kill -INT $pid
     wait $pid || fail "$fe exit status"
+    # The guest's RAM holds every disk: free this one's for the next.
+    rm -rf "$fe.swap" swapdata-*
 }
 attached ublk --frontend ublk
 attached nbd --frontend nbd

@@ -46,16 +46,7 @@ const SETTLE: Duration = Duration::from_secs(20);
 
 /// True when the kernel nbd driver is there, loading it with `modprobe nbd` if needed.
 pub fn available() -> bool {
-    if Path::new("/dev/nbd0").exists() {
-        return true;
-    }
-    let loaded = std::process::Command::new("modprobe")
-        .arg("nbd")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    loaded && Path::new("/dev/nbd0").exists()
+    super::driver_loaded(Path::new("/dev/nbd0"), "nbd")
 }
 
 /// `/dev/nbdN` devices in order of N.
@@ -218,6 +209,28 @@ fn warn_unaligned(size: u64) {
 }
 
 impl KernelNbd {
+    /// A device set up through netlink, served by `sessions`.
+    fn on_netlink(
+        index: u32,
+        nl: NbdNetlink,
+        runtime: tokio::runtime::Runtime,
+        sessions: Vec<Session>,
+        serving: Serving,
+        pause: PauseSignal,
+        recovered: bool,
+    ) -> Self {
+        Self {
+            device: format!("/dev/nbd{index}"),
+            index,
+            driver: Driver::Netlink { nl, attached: true },
+            runtime: Some(runtime),
+            sessions,
+            serving,
+            pause,
+            recovered,
+        }
+    }
+
     /// Attaches `vol` to a kernel nbd device: through netlink where the driver has it
     /// (taking over the device a killed attach of this disk left), else through the
     /// ioctls on the first free `/dev/nbdN`.
@@ -289,16 +302,9 @@ impl KernelNbd {
                         conns = sessions.len(),
                         "took over the device a killed attach of this disk left"
                     );
-                    return Ok(Self {
-                        device: format!("/dev/nbd{index}"),
-                        index,
-                        driver: Driver::Netlink { nl, attached: true },
-                        runtime: Some(runtime),
-                        sessions,
-                        serving,
-                        pause,
-                        recovered: true,
-                    });
+                    return Ok(Self::on_netlink(
+                        index, nl, runtime, sessions, serving, pause, true,
+                    ));
                 }
                 Err(e) => {
                     tracing::warn!(
@@ -350,16 +356,10 @@ impl KernelNbd {
         };
         // The kernel holds its own references to its ends.
         drop(kernel_ends);
-        Ok(Self {
-            device: format!("/dev/nbd{index}"),
-            index,
-            driver: Driver::Netlink { nl, attached: true },
-            runtime: Some(runtime),
-            sessions,
-            serving,
-            pause,
-            recovered: false,
-        })
+        wait_size(index, setup.size);
+        Ok(Self::on_netlink(
+            index, nl, runtime, sessions, serving, pause, false,
+        ))
     }
 
     /// Hands device `index` a new socket for each of its dead connections.
@@ -465,15 +465,17 @@ impl KernelNbd {
             pause,
             recovered: false,
         };
-        k.wait_running()?;
+        k.wait_running(vol.size() / BLOCK * BLOCK)?;
         Ok(k)
     }
 
     /// Waits until the driver shows the device as running, or NBD_DO_IT gives up.
-    fn wait_running(&mut self) -> Result<()> {
+    fn wait_running(&mut self, bytes: u64) -> Result<()> {
         let start = Instant::now();
         while start.elapsed() < SETTLE {
-            if in_use(self.index) {
+            // The driver shows the pid before it sets the size: a reader let in
+            // between would see an empty device.
+            if in_use(self.index) && has_size(self.index, bytes) {
                 return Ok(());
             }
             if let Driver::Ioctl { done, .. } = &mut self.driver {
@@ -519,16 +521,15 @@ impl KernelNbd {
         for (s, unread) in handed.conns {
             sessions.push(serving.spawn(&runtime, s, unread, &pause)?);
         }
-        Ok(Self {
-            device: format!("/dev/nbd{}", handed.index),
-            index: handed.index,
-            driver: Driver::Netlink { nl, attached: true },
-            runtime: Some(runtime),
+        Ok(Self::on_netlink(
+            handed.index,
+            nl,
+            runtime,
             sessions,
             serving,
             pause,
-            recovered: true,
-        })
+            true,
+        ))
     }
 
     /// Stops every connection between two requests (what is in flight answered) and
@@ -677,6 +678,22 @@ impl KernelNbd {
             // Sessions have flushed and closed by now; anything left is cut off.
             rt.shutdown_timeout(Duration::from_secs(5));
         }
+    }
+}
+
+/// True when device `index` shows `bytes` as its size.
+fn has_size(index: u32, bytes: u64) -> bool {
+    std::fs::read_to_string(format!("/sys/block/nbd{index}/size"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .is_some_and(|sectors| sectors.saturating_mul(512) == bytes)
+}
+
+/// Waits (up to SETTLE) until device `index` shows `bytes` as its size.
+fn wait_size(index: u32, bytes: u64) {
+    let start = Instant::now();
+    while !has_size(index, bytes) && start.elapsed() < SETTLE {
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -60,6 +60,20 @@ pub struct AttachConfig {
     pub prefetch: Option<PathBuf>,
 }
 
+/// True when `node` exists, after `modprobe MODULE` if it did not.
+fn driver_loaded(node: &Path, module: &str) -> bool {
+    if node.exists() {
+        return true;
+    }
+    let loaded = std::process::Command::new("modprobe")
+        .arg(module)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    loaded && node.exists()
+}
+
 /// The front ends `--frontend` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Frontend {

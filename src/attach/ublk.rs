@@ -38,17 +38,7 @@ const SETTLE: Duration = Duration::from_secs(20);
 
 /// True when the ublk driver is there, loading it with `modprobe ublk_drv` if needed.
 pub fn available() -> bool {
-    let ctl = Path::new("/dev/ublk-control");
-    if ctl.exists() {
-        return true;
-    }
-    let loaded = std::process::Command::new("modprobe")
-        .arg("ublk_drv")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    loaded && ctl.exists()
+    super::driver_loaded(Path::new("/dev/ublk-control"), "ublk_drv")
 }
 
 fn ublk_err(what: &str, e: UblkError) -> Error {

@@ -146,3 +146,37 @@ impl Drop for Guest {
         let _ = self.child.wait();
     }
 }
+
+/// Boots a guest whose init runs `script` (a file in tests/vm/, with `programs` copied
+/// in), waits up to `limit` for its verdict, prints its `MCVM` lines, and asserts that
+/// it passed and printed `MCVM ok STEP` for every step. Skips as [`capable`] says.
+pub fn run_guest_script(
+    what: &str,
+    script: &str,
+    programs: &[&str],
+    limit: Duration,
+    steps: &[&str],
+) {
+    if !capable(what) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let initrd_path = tmp.path().join("initrd.gz");
+    initrd_with(&initrd_path, script, None, programs);
+    let mut g = Guest::boot(&initrd_path, &tmp.path().join("console.log"), "", None);
+    let finished = g.wait_until(limit, |c| c.contains("MCVM-RESULT"));
+    let out = g.power_cut();
+    let report: Vec<&str> = out.lines().filter(|l| l.contains("MCVM")).collect();
+    eprintln!("{}", report.join("\n"));
+    assert!(finished, "the VM did not finish in {limit:?}:\n{out}");
+    assert!(
+        out.contains("MCVM-RESULT pass"),
+        "the guest test failed:\n{out}"
+    );
+    for step in steps {
+        assert!(
+            out.contains(&format!("MCVM ok {step}")),
+            "step {step} missing:\n{out}"
+        );
+    }
+}

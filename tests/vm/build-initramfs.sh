@@ -31,7 +31,7 @@ for lib in $(ldd "$bin" "$mkfs" "$losetup_bin" "$fusermount_bin" "$@" | awk '/=>
 done
 cp -r "$vm/modules" "$root/modules"
 cp "$here/init" "$root/init"
-cp "$here/state.sh" "$here/state-ext4.sh" "$here/state-xfs.sh" "$here/power-cut.sh" "$root/work/"
+cp "$here/state.sh" "$here/state-ext4.sh" "$here/state-xfs.sh" "$here/power-cut.sh" "$here/fio-loop.sh" "$root/work/"
 cp "$guest" "$root/work/guest-test.sh"
 chmod +x "$root/init" "$root/work/state.sh" "$root/work/state-ext4.sh" "$root/work/state-xfs.sh"
 # PATTERN=FILE gives the caller's bytes (to check them from outside); else random.

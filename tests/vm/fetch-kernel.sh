@@ -35,6 +35,8 @@ cp "$work"/x/boot/vmlinuz-* "$dir/vmlinuz"
 add() {
     name=$(basename "$1"); name=${name%%.ko*}
     grep -qx "$name" "$dir/modules/order" && return 0
+    # modules.dep lists a module's dependencies as words on its line.
+    # shellcheck disable=SC2013
     for d in $(sed -n "s|^$1: *||p" "$mods/modules.dep"); do add "$d"; done
     name=$(basename "$1"); name=${name%%.ko*}
     case "$1" in

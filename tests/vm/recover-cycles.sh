@@ -10,7 +10,7 @@ CYCLES=${CYCLES:-20}
 fail() {
     echo "MCVM-RESULT fail $*"
     echo "--- events"; cat /work/events-xfs 2>/dev/null
-    echo "--- fio"; cat /work/fio-*.out 2>/dev/null | tail -40
+    echo "--- fio"; cat /work/fio-v-*.out 2>/dev/null | tail -40
     echo "--- attach log"; tail -60 /work/attach.log 2>/dev/null
     echo "--- dmesg"; dmesg | tail -30
     exit 1
@@ -35,17 +35,7 @@ echo "MCVM ok xfs-create on $dev"
 
 # fio jobs one after another until told to stop; each one's exit code is kept.
 rm -f /work/stop-fio
-(
-    j=0
-    while [ ! -e /work/stop-fio ]; do
-        j=$((j + 1))
-        fio --name="v$j" --directory=/mnt/xfs --size=32M --bsrange=4k-1m --rw=randwrite \
-            --iodepth=32 --ioengine=libaio --direct=1 --verify=crc32c --verify_fatal=1 \
-            --do_verify=1 --output="/work/fio-$j.out" > /dev/null 2>&1
-        echo "$j $?" >> /work/fio-results
-        rm -f "/mnt/xfs/v$j.0.0"
-    done
-) &
+sh /work/fio-loop.sh /mnt/xfs v &
 runner=$!
 sleep 2
 i=0
@@ -59,7 +49,7 @@ while [ $i -lt "$CYCLES" ]; do
     pid=$!
     wait_ready "recover $i" "$pid"
     tail -1 events-xfs | grep -q "recover DEVICE=$dev " || fail "cycle $i: $(tail -1 events-xfs)"
-    echo "MCVM ok cycle $i ($(wc -l < /work/fio-results 2>/dev/null || echo 0) fio runs done)"
+    echo "MCVM ok cycle $i ($(wc -l < /work/fio-v-results 2>/dev/null || echo 0) fio runs done)"
 done
 # Hand-overs under the same load: each new attach takes the connections from the
 # running one, which exits 0; the device never goes away.
@@ -74,16 +64,16 @@ while [ $h -lt "${HANDOVERS:-5}" ]; do
     kill -0 "$new" 2>/dev/null || fail "hand-over $h: the new attach is gone"
     pid=$new
     tail -1 events-xfs | grep -q "recover DEVICE=$dev " || fail "hand-over $h: $(tail -1 events-xfs)"
-    echo "MCVM ok hand-over $h ($(wc -l < /work/fio-results 2>/dev/null || echo 0) fio runs done)"
+    echo "MCVM ok hand-over $h ($(wc -l < /work/fio-v-results 2>/dev/null || echo 0) fio runs done)"
 done
 grep -q "handed $dev over to the new attach" attach.log || fail "the old attach did not say it handed over"
 touch /work/stop-fio
 wait "$runner"
-[ -s /work/fio-results ] || fail "no fio run finished"
-awk '$2 != 0 {bad = 1} END {exit bad}' /work/fio-results || fail "a fio run failed: $(cat /work/fio-results)"
-grep -l "err= *[1-9]" /work/fio-*.out && fail "fio reported an error"
-grep -il "verify: bad" /work/fio-*.out && fail "fio reported a verify mismatch"
-echo "MCVM ok fio-under-kills ($(wc -l < /work/fio-results) runs, all exit 0)"
+[ -s /work/fio-v-results ] || fail "no fio run finished"
+awk '$2 != 0 {bad = 1} END {exit bad}' /work/fio-v-results || fail "a fio run failed: $(cat /work/fio-v-results)"
+grep -l "err= *[1-9]" /work/fio-v-*.out && fail "fio reported an error"
+grep -il "verify: bad" /work/fio-v-*.out && fail "fio reported a verify mismatch"
+echo "MCVM ok fio-under-kills ($(wc -l < /work/fio-v-results) runs, all exit 0)"
 
 (cd /mnt/xfs && sha256sum -c /work/sums-xfs) > check.log 2>&1 || fail "tree checksums: $(cat check.log)"
 umount /mnt/xfs || fail "umount"

@@ -101,17 +101,7 @@ dev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' ublk-events | tail -1)
 mount -t xfs "$dev" /mnt/u || fail "mount before the kills"
 # fio runs one after another until told to stop, so every kill lands in one.
 rm -f /work/stop-fio
-(
-    j=0
-    while [ ! -e /work/stop-fio ]; do
-        j=$((j + 1))
-        fio --name="k$j" --directory=/mnt/u --size=32M --bsrange=4k-1m --rw=randwrite \
-            --iodepth=32 --ioengine=libaio --direct=1 --verify=crc32c --verify_fatal=1 \
-            --do_verify=1 --output="/work/fio-kill-$j.out" > /dev/null 2>&1
-        echo "$j $?" >> /work/fio-kill-results
-        rm -f "/mnt/u/k$j.0.0"
-    done
-) &
+sh /work/fio-loop.sh /mnt/u k &
 fiopid=$!
 i=0
 while [ $i -lt "${CYCLES:-5}" ]; do
@@ -124,13 +114,13 @@ while [ $i -lt "${CYCLES:-5}" ]; do
     pid=$!
     wait_ready "recover $i" "$pid"
     tail -1 ublk-events | grep -q "recover DEVICE=$dev" || fail "cycle $i: $(tail -1 ublk-events)"
-    echo "MCVM ok ublk-recover $i ($(wc -l < /work/fio-kill-results 2>/dev/null || echo 0) fio runs done)"
+    echo "MCVM ok ublk-recover $i ($(wc -l < /work/fio-k-results 2>/dev/null || echo 0) fio runs done)"
 done
 touch /work/stop-fio
 wait "$fiopid"
-[ -s /work/fio-kill-results ] || fail "no fio run finished under the kills"
-awk '$2 != 0 {bad = 1} END {exit bad}' /work/fio-kill-results || fail "a fio run failed: $(cat /work/fio-kill-results)"
-grep -l "err= *[1-9]" /work/fio-kill-*.out && fail "fio under kills reported an error"
+[ -s /work/fio-k-results ] || fail "no fio run finished under the kills"
+awk '$2 != 0 {bad = 1} END {exit bad}' /work/fio-k-results || fail "a fio run failed: $(cat /work/fio-k-results)"
+grep -l "err= *[1-9]" /work/fio-k-*.out && fail "fio under kills reported an error"
 (cd /mnt/u && sha256sum -c /work/sums) > check.log 2>&1 || fail "checksums after the kills: $(cat check.log)"
 umount /mnt/u || fail "umount after the kills"
 xfs_repair -n "$dev" > repair.log 2>&1 || fail "xfs_repair -n after the kills: $(tail -5 repair.log)"
@@ -138,5 +128,5 @@ kill -INT "$pid"
 wait "$pid" || fail "mindcastle exited $? after the kills"
 [ -e "$dev" ] && fail "$dev still there after the last detach"
 mindcastle fsck u.swap > fsck.log 2>&1 || fail "fsck after the kills: $(cat fsck.log)"
-echo "MCVM ok ublk-kills-under-load ($(wc -l < /work/fio-kill-results) fio runs, all exit 0)"
+echo "MCVM ok ublk-kills-under-load ($(wc -l < /work/fio-k-results) fio runs, all exit 0)"
 echo "MCVM-RESULT pass"
