@@ -41,6 +41,8 @@ mod ioc {
 /// Logical block size given to the kernel: 512 like a loop device, so a filesystem made
 /// through either path mounts through the other.
 const BLOCK: u64 = 512;
+/// How long a take-over waits for the kernel to see the old connections dead.
+const TAKE_OVER_WAIT: Duration = Duration::from_secs(5);
 /// How long to wait for the device to come up, and for it to go after DISCONNECT.
 const SETTLE: Duration = Duration::from_secs(20);
 
@@ -288,7 +290,7 @@ impl KernelNbd {
         conns: usize,
         opts: &NbdOptions,
     ) -> Result<Self> {
-        let backend = backend_id(vol.uuid());
+        let backend = backend_id(vol.uuid(), vol.data_dir());
         let serving = Serving::new(vol, trace);
         let runtime = new_runtime()?;
         let pause = PauseSignal::default();
@@ -307,14 +309,13 @@ impl KernelNbd {
                     ));
                 }
                 Err(e) => {
+                    // Never disconnect it: whatever holds it may still be serving.
                     tracing::warn!(
                         device = format!("/dev/nbd{index}"),
                         error = %e,
-                        "could not take over this disk's device; disconnecting it and \
-                         setting up a new one"
+                        "could not take over this disk's device; leaving it and setting up \
+                         a new one"
                     );
-                    let _ = nl.disconnect(index);
-                    wait_gone(index);
                 }
             }
         }
@@ -380,8 +381,12 @@ impl KernelNbd {
                 Ok(()) => sessions.push(serving.spawn(runtime, o, Vec::new(), pause)?),
                 // No dead connection left: all are ours now.
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && !sessions.is_empty() => break,
-                // The old process's connections are not seen as dead yet.
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && start.elapsed() < SETTLE => {
+                // The old process's connections are not seen as dead yet (the kernel
+                // sees a closed socket at once; a few seconds is ample).
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ENOSPC)
+                        && start.elapsed() < TAKE_OVER_WAIT =>
+                {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(e) => return Err(Error::io(format!("NBD_CMD_RECONFIGURE of nbd{index}"), e)),

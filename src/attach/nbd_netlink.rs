@@ -27,9 +27,20 @@ const SOCK_ITEM: u16 = 1;
 const SOCK_FD: u16 = 1;
 
 /// The backend identifier this disk's device carries (shown in
-/// `/sys/block/nbdN/backend`), which lets a restarted process find its device.
-pub fn backend_id(uuid: &str) -> String {
-    format!("mindcastle-{uuid}")
+/// `/sys/block/nbdN/backend`), which lets a restarted process find its device: the
+/// uuid, and a hash of the data folder's path, since a copy of a disk (a pulled or
+/// pushed `.swap` beside its source) has the same uuid but a folder of its own, and
+/// must never take its source's device.
+pub fn backend_id(uuid: &str, data_dir: &Path) -> String {
+    format!("mindcastle-{uuid}-{}", instance(data_dir))
+}
+
+/// 12 hex digits of the SHA-256 of the data folder's canonical path.
+pub fn instance(data_dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let path = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let h = Sha256::digest(path.as_os_str().as_encoded_bytes());
+    h.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
 /// What a device is set up with.

@@ -107,7 +107,7 @@ pub struct Ublk {
 
 /// The ublk device of disk `uuid` whose server died (quiesced, or about to be), if
 /// any. `start_user_recover` waits (up to 30 s) for the kernel to quiesce it.
-fn quiesced_device_of(uuid: &str) -> Option<u32> {
+fn quiesced_device_of(uuid: &str, instance: &str) -> Option<u32> {
     let dir = std::fs::read_dir(UblkCtrl::run_dir()).ok()?;
     // libublk names them by id, zero-padded (`0000.json`).
     let mut files: Vec<(u32, std::path::PathBuf)> = dir
@@ -121,7 +121,8 @@ fn quiesced_device_of(uuid: &str) -> Option<u32> {
     files.into_iter().find_map(|(id, path)| {
         let json = std::fs::read_to_string(&path).ok()?;
         let v = serde_json::from_str::<serde_json::Value>(&json).ok()?;
-        if v["target_data"]["mindcastle"]["uuid"] != uuid {
+        let ours = &v["target_data"]["mindcastle"];
+        if ours["uuid"] != uuid || ours["instance"] != instance {
             return None;
         }
         let c = UblkCtrl::new_simple(i32::try_from(id).ok()?).ok()?;
@@ -145,8 +146,10 @@ fn quiesced_device_of(uuid: &str) -> Option<u32> {
 impl Ublk {
     /// Adds a ublk device for `vol` with `queues` queues and starts serving it.
     pub fn attach(vol: &Arc<Volume>, queues: u16, recover_only: bool) -> Result<Self> {
+        // As for kernel nbd, the data folder tells a copy of the disk from the disk.
         let uuid = vol.uuid().to_string();
-        let recover = quiesced_device_of(&uuid);
+        let instance = super::nbd_netlink::instance(vol.data_dir());
+        let recover = quiesced_device_of(&uuid, &instance);
         if recover.is_none() && recover_only {
             return Err(Error::new(
                 ErrorKind::Unavailable,
@@ -206,7 +209,9 @@ impl Ublk {
                 let tgt_init = move |dev: &mut UblkDev| {
                     dev.tgt.dev_size = size;
                     dev.tgt.params = params(size, writable);
-                    dev.set_target_json(serde_json::json!({ "mindcastle": { "uuid": uuid } }));
+                    dev.set_target_json(serde_json::json!({
+                        "mindcastle": { "uuid": uuid, "instance": instance }
+                    }));
                     Ok(())
                 };
                 let q_fn = move |qid: u16, dev: &UblkDev| serve_queue(qid, dev, &v2, &handle);

@@ -124,8 +124,10 @@ pid=$!
 wait_ready netlink-open "$pid"
 kdev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' events | tail -1)
 grep -Eq "control=\"?netlink" attach.log || fail "the default attach did not use netlink"
-[ "$(cat "/sys/block/${kdev#/dev/}/backend")" = "mindcastle-$(sed -n 's/^uuid=//p' disk.swap)" ] ||
-    fail "backend of $kdev is $(cat "/sys/block/${kdev#/dev/}/backend")"
+case "$(cat "/sys/block/${kdev#/dev/}/backend")" in
+"mindcastle-$(sed -n 's/^uuid=//p' disk.swap)-"????????????) ;;
+*) fail "backend of $kdev is $(cat "/sys/block/${kdev#/dev/}/backend")" ;;
+esac
 dd if=/work/pattern of="$kdev" bs=4096 skip=40 seek=3000 count=16 oflag=direct 2>/dev/null || fail "direct write"
 dd if=/work/pattern of=expect.img bs=4096 skip=40 seek=3000 count=16 conv=notrunc 2>/dev/null
 kill -KILL "$pid"
@@ -149,6 +151,32 @@ kill -INT "$pid"
 wait_exit "$pid" "after recover"
 [ -e "/sys/block/${kdev#/dev/}/pid" ] && fail "$kdev still configured after SIGINT"
 echo "MCVM ok netlink-recover on $kdev"
+
+# 5c2. A copy of the disk (same uuid, a data folder of its own) never takes the
+#      disk's device: with the disk's attach killed, the copy's attach gets a device of
+#      its own (event open), and the disk's next attach takes its device back.
+mkdir -p /work/copy && cp disk.swap /work/copy/ && cp -r /work/swapdata-* /work/copy/
+mindcastle attach disk.swap /work/state.sh >> attach.log 2>&1 &
+pid=$!
+wait_ready copy-source "$pid"
+kdev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' events | tail -1)
+kill -KILL "$pid"
+wait "$pid"
+(cd /work/copy && exec mindcastle attach disk.swap /work/state.sh) >> attach.log 2>&1 &
+cpid=$!
+wait_ready copy-open "$cpid"
+cdev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' events | tail -1)
+[ "$cdev" != "$kdev" ] || fail "the copy took the disk's device $kdev"
+tail -1 events | grep -q "state.sh open" || fail "the copy did not open: $(tail -1 events)"
+mindcastle attach disk.swap /work/state.sh >> attach.log 2>&1 &
+pid=$!
+wait_ready copy-source-back "$pid"
+grep -q "state.sh recover DEVICE=$kdev " events || fail "the disk did not take $kdev back"
+kill -INT "$cpid"
+wait_exit "$cpid" "copy after SIGINT"
+kill -INT "$pid"
+wait_exit "$pid" "disk after the copy"
+echo "MCVM ok copy-never-takes-the-device"
 
 # 5d. Past the reconnect timeout the device fails I/O (EIO); the next attach takes it
 #     over and everything flushed is there.
