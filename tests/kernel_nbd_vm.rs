@@ -38,7 +38,7 @@ fn attach_through_the_kernel_nbd_driver_in_a_vm() {
             "failing-open-script",
             "sigkill-releases-device",
             "netlink-recover on /dev/nbd",
-        "copy-never-takes-the-device",
+            "copy-never-takes-the-device",
             "past-the-timeout",
             "fifth-disk-gets-a-new-device",
             "fuse-forced on /dev/loop",
