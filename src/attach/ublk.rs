@@ -233,9 +233,13 @@ impl Ublk {
         let id = match rx.recv_timeout(SETTLE) {
             Ok(Up::Started(id)) => id,
             other => {
-                // Dropping the control removes the device; that needs a ring here.
+                // A device this attach added is removed (dropping the control does
+                // that too, and needs a ring here). A device it was recovering holds
+                // a file system's queued I/O: it stays quiesced for the next try.
                 let _ = control_ring_here();
-                let _ = ctrl.kill_dev();
+                if recover.is_none() {
+                    let _ = ctrl.kill_dev();
+                }
                 return Err(match other {
                     Ok(Up::Failed(e)) => ublk_err("starting the device", e),
                     _ => fail(format!("ublk: the device did not start within {SETTLE:?}")),
