@@ -3,7 +3,7 @@
 //! `tests/vm/ublk-test.sh`: fio with verification on the raw device, sub-block
 //! overlapping writes and a discard read back, XFS made, filled, detached and checked
 //! file by file after a second attach, `xfs_repair -n`, fsck; then XFS with fio writing
-//! and verifying on it while mindcastle is killed with SIGKILL and started again 5
+//! and verifying on it while mindcastle is killed with SIGKILL and started again 20
 //! times: each start recovers the quiesced device (`UBLK_F_USER_RECOVERY`), fio sees no
 //! error, the files are intact, `xfs_repair -n` and fsck clean.
 //!
@@ -31,7 +31,7 @@ fn attach_through_ublk_in_a_vm() {
             "xfs-detach",
             "reopen-checksums",
             "fsck-clean",
-            "ublk-recover 5",
+            "ublk-recover 20",
             "ublk-kills-under-load",
         ],
     );

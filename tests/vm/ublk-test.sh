@@ -2,7 +2,7 @@
 # Runs inside the test VM (Debian's 6.12 kernel with ublk_drv): attach through ublk.
 # fio with verification on the raw device, sub-block overlapping writes and a discard
 # read back, XFS made and filled, a clean detach (the device goes), a second attach
-# with every file's sha256 equal, fsck, then 5 kills with SIGKILL under fio on XFS,
+# with every file's sha256 equal, fsck, then 20 kills with SIGKILL under fio on XFS,
 # each recovered by the next attach. Prints "MCVM ok ..." per step and
 # "MCVM-RESULT pass".
 cd /work || exit 1
@@ -104,7 +104,7 @@ rm -f /work/stop-fio
 sh /work/fio-loop.sh /mnt/u k &
 fiopid=$!
 i=0
-while [ $i -lt "${CYCLES:-5}" ]; do
+while [ $i -lt "${CYCLES:-20}" ]; do
     i=$((i + 1))
     sleep 2
     kill -KILL "$pid"
