@@ -51,6 +51,16 @@ fn mc(args: &[&str]) -> Command {
     c
 }
 
+/// Gives `swap` writes of its own: `base` with the 4 KiB block at `at` replaced by
+/// noise of `seed`, imported through `scratch`; returns the image it now holds.
+fn write_own(swap: &Path, base: &[u8], at: usize, seed: u64, scratch: &Path) -> Vec<u8> {
+    let mut own = base.to_vec();
+    own[at..at + 4096].copy_from_slice(&common::noise(seed, 4096));
+    std::fs::write(scratch, &own).unwrap();
+    ok(&mut mc(&["import", s(swap), s(scratch)]));
+    own
+}
+
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap()
 }
@@ -218,12 +228,7 @@ fn a_follower_takes_each_version_and_keeps_writes_of_its_own() {
     assert_eq!(log[4]["message"], "first");
 
     // The follower writes: its writes stay, even when a newer version appears.
-    let mine = common::noise(9, 4096);
-    let img = dir.path().join("b/img");
-    let mut own = a.image.clone();
-    own[0..4096].copy_from_slice(&mine);
-    std::fs::write(&img, &own).unwrap();
-    ok(&mut mc(&["import", s(&follower), s(&img)]));
+    let own = write_own(&follower, &a.image, 0, 9, &dir.path().join("b/img"));
     a.write(5, 6 << 20, 4096);
     ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]));
     assert_eq!(
@@ -1242,14 +1247,7 @@ fn a_follower_whose_version_was_collected_still_moves_and_one_with_writes_stays(
         &text.replace(&uuid_line, &format!("uuid={}", uuid::Uuid::new_v4())),
     );
     // busy writes (a checkpointed state of its own).
-    let mut own = a.image.clone();
-    own[8192..12288].copy_from_slice(&common::noise(4, 4096));
-    std::fs::write(dir.path().join("own.img"), &own).unwrap();
-    ok(&mut mc(&[
-        "import",
-        s(&busy),
-        s(&dir.path().join("own.img")),
-    ]));
+    let own = write_own(&busy, &a.image, 8192, 4, &dir.path().join("own.img"));
     for v in 2..=3 {
         a.write(v, 2 << 20, 4096);
         ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]));
@@ -1277,14 +1275,7 @@ fn a_follower_whose_version_was_collected_still_moves_and_one_with_writes_stays(
 fn a_follower_with_writes_of_its_own_opens_them_whatever_the_remote_offers() {
     let dir = tempfile::tempdir().unwrap();
     let (mut a, publ, follower, _key) = signed_setup(dir.path());
-    let mut own = a.image.clone();
-    own[0..4096].copy_from_slice(&common::noise(8, 4096));
-    std::fs::write(dir.path().join("own.img"), &own).unwrap();
-    ok(&mut mc(&[
-        "import",
-        s(&follower),
-        s(&dir.path().join("own.img")),
-    ]));
+    let own = write_own(&follower, &a.image, 0, 8, &dir.path().join("own.img"));
     // An unsigned version lands (pushed with --force by a holder of bucket access).
     a.write(2, 1 << 20, 4096);
     ok(&mut mc(&[
