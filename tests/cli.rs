@@ -289,10 +289,7 @@ fn attach_front_end_flags_are_checked() {
             &["--fuse", "--recover"],
             "FUSE + loop devices go with their process",
         ),
-        (
-            &["--frontend", "ublk", "--hand-over"],
-            "cannot be handed over",
-        ),
+        (&["--fuse", "--hand-over"], "cannot be handed over"),
         (
             &["--frontend", "nbd-ioctl", "--hand-over"],
             "cannot be handed over",
@@ -303,8 +300,8 @@ fn attach_front_end_flags_are_checked() {
             "not to --frontend fuse",
         ),
         (
-            &["--frontend", "ublk", "--reconnect-timeout", "5s"],
-            "not to --frontend ublk",
+            &["--frontend", "nbd-ioctl", "--reconnect-timeout", "5s"],
+            "not to --frontend nbd-ioctl",
         ),
         (&["--reconnect-timeout", "0s"], "at least 1s"),
         (&["--reconnect-timeout", "1500ms"], "whole seconds"),

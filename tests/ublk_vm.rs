@@ -4,8 +4,12 @@
 //! overlapping writes and a discard read back, XFS made, filled, detached and checked
 //! file by file after a second attach, `xfs_repair -n`, fsck; then XFS with fio writing
 //! and verifying on it while mindcastle is killed with SIGKILL and started again 20
-//! times: each start recovers the quiesced device (`UBLK_F_USER_RECOVERY`), fio sees no
-//! error, the files are intact, `xfs_repair -n` and fsck clean.
+//! times: each start recovers the quiesced device (`UBLK_F_USER_RECOVERY`), then 5
+//! hand-overs (`attach --hand-over`) under the same load: fio sees no error, the files
+//! are intact, `xfs_repair -n` and fsck clean, no watchdog left after the detach. Last,
+//! the reconnect timeout: a killed attach's device nobody recovers within 3 s is
+//! removed by its watchdog, a read held on it fails, and the write flushed before the
+//! kill is on the next attach's new device.
 //!
 //! Needs what `kernel_nbd_vm` needs plus fio and xfsprogs; skips loudly without them,
 //! never under CI=true.
@@ -32,7 +36,10 @@ fn attach_through_ublk_in_a_vm() {
             "reopen-checksums",
             "fsck-clean",
             "ublk-recover 20",
-            "ublk-kills-under-load",
+            "ublk-hand-over 5",
+            "ublk-kills-and-hand-overs-under-load",
+            "no-watchdog-left",
+            "ublk-reconnect-timeout",
         ],
     );
 }

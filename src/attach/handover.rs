@@ -1,12 +1,14 @@
-//! Hand-over: a new `attach --hand-over` of a disk takes its kernel nbd device from the
-//! running attach (say, after an upgrade of the binary) without the kernel seeing a
-//! disconnect. The running one stops each connection between two requests, answers
+//! Hand-over: a new `attach --hand-over` of a disk takes its device from the running
+//! attach (say, after an upgrade of the binary) without the kernel seeing it go.
+//! For kernel nbd, the running one stops each connection between two requests, answers
 //! what is in flight, flushes and checkpoints, and passes its ends of the connections
 //! (with the request bytes it had read and not yet taken) to the new process, then
 //! exits without closing the device. The new one opens the disk once the old one has
 //! let go of it, serves those bytes first and then the connections, and runs the
 //! statechange script with `recover`. Requests the kernel sends meanwhile wait in the
-//! sockets.
+//! sockets. For ublk, the running one stops taking requests, flushes, checkpoints,
+//! names its device and exits; the kernel holds the device's I/O until the new one
+//! recovers it (`ublk`).
 //!
 //! Wire format, version 1, on the abstract Unix socket `mindcastle-handover-UUID`
 //! (only a peer of this process's user id is answered):
@@ -16,6 +18,7 @@
 //!                      n x u32 LE unread length            (one message carrying the
 //!                                                           n descriptors, SCM_RIGHTS)
 //!                      then the n unread byte strings, in descriptor order
+//! ublk     old -> new  b"MCHUBLK1" | u32 LE device id, then EOF (the old one exits)
 //! refusal  old -> new  b"MCHNO1\n" | UTF-8 reason, then EOF
 //! ```
 
@@ -32,6 +35,7 @@ use crate::error::{Error, ErrorKind, Result};
 const REQUEST: &[u8] = b"MCHANDOVER1\n";
 const ANSWER: &[u8] = b"MCHOVER1";
 const REFUSAL: &[u8] = b"MCHNO1\n";
+const UBLK_ANSWER: &[u8] = b"MCHUBLK1";
 /// How long the new process waits for the old one to stop, flush and checkpoint.
 const ANSWER_WITHIN: Duration = Duration::from_secs(300);
 
@@ -39,11 +43,16 @@ fn address(uuid: &str) -> std::io::Result<SocketAddr> {
     SocketAddr::from_abstract_name(format!("mindcastle-handover-{uuid}"))
 }
 
-/// Connections handed over: the device and, per connection, our end of it and the
-/// bytes read from it and not yet taken.
-pub struct Handed {
-    pub index: u32,
-    pub conns: Vec<(UnixStream, Vec<u8>)>,
+/// What a hand-over gives the new process.
+pub enum Handed {
+    /// A kernel nbd device and, per connection, our end of it and the bytes read from
+    /// it and not yet taken.
+    Nbd {
+        index: u32,
+        conns: Vec<(UnixStream, Vec<u8>)>,
+    },
+    /// A ublk device to recover once the old process is gone.
+    Ublk { id: u32 },
 }
 
 /// The old side: waits for a hand-over request and keeps it for the attach loop, which
@@ -138,6 +147,14 @@ pub fn send(peer: &mut UnixStream, index: u32, conns: &[(UnixStream, Vec<u8>)]) 
     Ok(())
 }
 
+/// Names the ublk device handed over; the caller exits right after.
+pub fn send_ublk(peer: &mut UnixStream, id: u32) -> Result<()> {
+    let mut msg = UBLK_ANSWER.to_vec();
+    msg.extend_from_slice(&id.to_le_bytes());
+    peer.write_all(&msg)
+        .map_err(|e| Error::io("handing over", e))
+}
+
 /// The new side: asks the running attach of disk `uuid` for its connections.
 pub fn request(uuid: &str) -> Result<Handed> {
     let unavailable = |why: String| Error::new(ErrorKind::Unavailable, why);
@@ -160,6 +177,14 @@ pub fn request(uuid: &str) -> Result<Handed> {
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest);
         buf.extend_from_slice(&rest);
+        if let Some(id) = buf.strip_prefix(UBLK_ANSWER) {
+            let id: [u8; 4] = id.try_into().map_err(|_| {
+                unavailable("--hand-over: the running attach sent a bad ublk answer".into())
+            })?;
+            return Ok(Handed::Ublk {
+                id: u32::from_le_bytes(id),
+            });
+        }
         return Err(unavailable(match buf.strip_prefix(REFUSAL) {
             Some(why) => format!(
                 "--hand-over refused by the running attach: {}",
@@ -216,5 +241,5 @@ pub fn request(uuid: &str) -> Result<Handed> {
         unread.extend_from_slice(&rest);
         conns.push((UnixStream::from(fd), unread));
     }
-    Ok(Handed { index, conns })
+    Ok(Handed::Nbd { index, conns })
 }

@@ -46,6 +46,12 @@ const TAKE_OVER_WAIT: Duration = Duration::from_secs(5);
 /// How long to wait for the device to come up, and for it to go after DISCONNECT.
 const SETTLE: Duration = Duration::from_secs(20);
 
+/// True when a killed attach of disk `vol` left a kernel nbd device (set up through
+/// netlink, still configured) for the next one to take over.
+pub fn has_device_to_recover(vol: &Volume) -> bool {
+    device_of(&backend_id(vol.uuid(), vol.data_dir())).is_some()
+}
+
 /// True when the kernel nbd driver is there, loading it with `modprobe nbd` if needed.
 pub fn available() -> bool {
     super::driver_loaded(Path::new("/dev/nbd0"), "nbd")
@@ -509,7 +515,8 @@ impl KernelNbd {
     pub fn adopt(
         vol: &Arc<Volume>,
         trace: Option<Arc<ReadTrace>>,
-        handed: super::handover::Handed,
+        index: u32,
+        conns: Vec<(UnixStream, Vec<u8>)>,
     ) -> Result<Self> {
         let nl = NbdNetlink::open()
             .map_err(|e| Error::io("nbd netlink", e))?
@@ -522,18 +529,12 @@ impl KernelNbd {
         let serving = Serving::new(vol, &trace);
         let runtime = new_runtime()?;
         let pause = PauseSignal::default();
-        let mut sessions = Vec::with_capacity(handed.conns.len());
-        for (s, unread) in handed.conns {
+        let mut sessions = Vec::with_capacity(conns.len());
+        for (s, unread) in conns {
             sessions.push(serving.spawn(&runtime, s, unread, &pause)?);
         }
         Ok(Self::on_netlink(
-            handed.index,
-            nl,
-            runtime,
-            sessions,
-            serving,
-            pause,
-            true,
+            index, nl, runtime, sessions, serving, pause, true,
         ))
     }
 

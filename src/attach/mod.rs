@@ -4,12 +4,14 @@
 //! `close` if it has not run yet, then flush, checkpoint, detach and exit 0; SIGUSR1
 //! flushes, takes a snapshot and runs `snapshot`. Other signals are ignored.
 //!
-//! The block device is the kernel nbd driver (`kernel_nbd`) where `/dev/nbd0` exists or
-//! `modprobe nbd` works, else a loop device over a FUSE single-file export (`fuse`,
-//! `loopdev`). Which one was used, and why another was passed over, is logged;
+//! The block device is ublk (`ublk`) where `/dev/ublk-control` exists or `modprobe
+//! ublk_drv` works, else the kernel nbd driver (`kernel_nbd`) where `/dev/nbd0` exists
+//! or `modprobe nbd` works, else a loop device over a FUSE single-file export (`fuse`,
+//! `loopdev`). Which one was used, and why the others were passed over, is logged;
 //! `--frontend` chooses. Kernel nbd is set up through netlink (`nbd_netlink`) with a
-//! reconnect timeout, so a killed attach's device waits for the next attach of the same
-//! disk, which takes it over and runs `recover` instead of `open`.
+//! reconnect timeout, ublk with user recovery and a watchdog (`ublk_watchdog`), so a
+//! killed attach's device waits for the next attach of the same disk, which takes it
+//! over and runs `recover` instead of `open`.
 
 pub mod fuse;
 mod genl;
@@ -19,6 +21,7 @@ pub mod loopdev;
 mod nbd_netlink;
 pub(crate) mod sys;
 pub mod ublk;
+pub mod ublk_watchdog;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -49,8 +52,8 @@ pub struct AttachConfig {
     pub trace: Option<PathBuf>,
     /// Which front end.
     pub frontend: Frontend,
-    /// How long the kernel holds a kernel nbd device's I/O for a new process after
-    /// this one dies.
+    /// How long a kernel nbd or ublk device's I/O waits for a new process after this
+    /// one dies.
     pub reconnect_timeout: std::time::Duration,
     /// Only take over the device a killed attach of this disk left.
     pub recover: bool,
@@ -77,7 +80,7 @@ fn driver_loaded(node: &Path, module: &str) -> bool {
 /// The front ends `--frontend` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Frontend {
-    /// The best this kernel has: kernel nbd, else FUSE + loop.
+    /// The best this kernel has: ublk, else kernel nbd, else FUSE + loop.
     Auto,
     /// Kernel nbd (netlink, else ioctls).
     Nbd,
@@ -90,7 +93,7 @@ pub enum Frontend {
 }
 
 impl Frontend {
-    /// Parses `--frontend`; ublk is named and refused until it is built.
+    /// Parses `--frontend`.
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             "auto" => Ok(Self::Auto),
@@ -221,62 +224,113 @@ fn clear_stale_fuse_mounts() {
     }
 }
 
-/// Attaches through the front end `cfg` asks for: with `auto`, kernel nbd where it is
-/// there, else FUSE + loop.
+/// Attaches through the front end `cfg` asks for. With `auto`: the device a killed
+/// attach of this disk left, whichever front end made it; else a new one through ublk,
+/// kernel nbd or FUSE + loop, the first that works, logging why the others were passed
+/// over.
 fn attach_device(
     vol: &Arc<Volume>,
     trace: Option<Arc<ReadTrace>>,
     cfg: &AttachConfig,
 ) -> Result<Attached> {
-    if cfg.frontend == Frontend::Ublk {
-        if !ublk::available() {
-            return Err(Error::new(
-                ErrorKind::Unavailable,
-                "--frontend ublk: no ublk driver (no /dev/ublk-control, modprobe ublk_drv \
-                 failed; it needs Linux 6.0+ built with CONFIG_BLK_DEV_UBLK)"
-                    .to_string(),
-            ));
+    let unavailable = |why: &str| Error::new(ErrorKind::Unavailable, why.to_string());
+    let take = if cfg.recover {
+        ublk::Take::RecoverOnly
+    } else {
+        ublk::Take::Any
+    };
+    match cfg.frontend {
+        Frontend::Ublk if !ublk::available() => Err(unavailable(NO_UBLK)),
+        Frontend::Ublk => attach_ublk(vol, cfg, take).map(Attached::Ublk),
+        Frontend::Nbd | Frontend::NbdIoctl if !kernel_nbd::available() => Err(unavailable(NO_NBD)),
+        Frontend::Nbd | Frontend::NbdIoctl => attach_nbd(vol, trace, cfg).map(Attached::Kernel),
+        Frontend::Fuse => {
+            clear_stale_fuse_mounts();
+            attach_fuse(vol, trace).map(Attached::Fuse)
         }
-        let queues = std::thread::available_parallelism().map_or(2, |n| n.get().min(4)) as u16;
-        let u = ublk::Ublk::attach(vol, queues, cfg.recover)?;
-        tracing::info!(device = %u.device(), queues, recovered = u.recovered(), "attached through ublk");
-        return Ok(Attached::Ublk(u));
-    }
-    let nbd_wanted = cfg.frontend != Frontend::Fuse;
-    if nbd_wanted && kernel_nbd::available() {
-        let opts = kernel_nbd::NbdOptions {
-            conns: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
-            control: if cfg.frontend == Frontend::NbdIoctl {
-                kernel_nbd::Control::Ioctl
-            } else {
-                kernel_nbd::Control::Netlink
-            },
-            reconnect_timeout: cfg.reconnect_timeout,
-            recover_only: cfg.recover,
-        };
-        match kernel_nbd::KernelNbd::attach(vol, trace.clone(), &opts) {
-            Ok(k) => {
-                tracing::info!(
-                    device = %k.device(),
-                    conns = opts.conns,
-                    control = k.control(),
-                    recovered = k.recovered(),
-                    "attached through the kernel nbd driver (ublk is not built yet)"
-                );
-                return Ok(Attached::Kernel(k));
+        Frontend::Auto => {
+            let (has_ublk, has_nbd) = (ublk::available(), kernel_nbd::available());
+            // A file system may be waiting on the device a killed attach left: that
+            // device, never a new one beside it.
+            if has_ublk && ublk::has_device_to_recover(vol) {
+                return attach_ublk(vol, cfg, take).map(Attached::Ublk);
             }
-            Err(e) if cfg.frontend != Frontend::Auto || cfg.recover => return Err(e),
-            Err(e) => tracing::warn!(error = %e, "kernel nbd failed; using FUSE + loop"),
+            if has_nbd && kernel_nbd::has_device_to_recover(vol) {
+                return attach_nbd(vol, trace, cfg).map(Attached::Kernel);
+            }
+            if cfg.recover {
+                return Err(unavailable(&format!(
+                    "--recover: no ublk or kernel nbd device of disk {} to take over",
+                    vol.uuid()
+                )));
+            }
+            let mut passed = Vec::new();
+            if !has_ublk {
+                passed.push(format!("ublk: {NO_UBLK}"));
+            } else {
+                match attach_ublk(vol, cfg, take) {
+                    Ok(u) => return Ok(Attached::Ublk(u)),
+                    Err(e) => passed.push(format!("ublk: {e}")),
+                }
+            }
+            if !has_nbd {
+                passed.push(format!("kernel nbd: {NO_NBD}"));
+            } else {
+                match attach_nbd(vol, trace.clone(), cfg) {
+                    Ok(k) => {
+                        tracing::info!(passed_over = ?passed, "front end: kernel nbd");
+                        return Ok(Attached::Kernel(k));
+                    }
+                    Err(e) => passed.push(format!("kernel nbd: {e}")),
+                }
+            }
+            tracing::info!(passed_over = ?passed, "front end: FUSE + loop");
+            clear_stale_fuse_mounts();
+            attach_fuse(vol, trace).map(Attached::Fuse)
         }
-    } else if nbd_wanted {
-        let why = "no kernel nbd driver (no /dev/nbd0, modprobe nbd failed)";
-        if cfg.frontend != Frontend::Auto || cfg.recover {
-            return Err(Error::new(ErrorKind::Unavailable, why.to_string()));
-        }
-        tracing::info!("{why}; using FUSE + loop");
     }
-    clear_stale_fuse_mounts();
-    attach_fuse(vol, trace).map(Attached::Fuse)
+}
+
+const NO_UBLK: &str = "no ublk driver (no /dev/ublk-control, modprobe ublk_drv failed; it \
+                       needs Linux 6.0+ built with CONFIG_BLK_DEV_UBLK)";
+const NO_NBD: &str = "no kernel nbd driver (no /dev/nbd0, modprobe nbd failed)";
+
+fn attach_ublk(vol: &Arc<Volume>, cfg: &AttachConfig, take: ublk::Take) -> Result<ublk::Ublk> {
+    let queues = std::thread::available_parallelism().map_or(2, |n| n.get().min(4)) as u16;
+    let u = ublk::Ublk::attach(vol, queues, take, cfg.reconnect_timeout)?;
+    tracing::info!(
+        device = %u.device(),
+        queues,
+        recovered = u.recovered(),
+        "front end: ublk"
+    );
+    Ok(u)
+}
+
+fn attach_nbd(
+    vol: &Arc<Volume>,
+    trace: Option<Arc<ReadTrace>>,
+    cfg: &AttachConfig,
+) -> Result<kernel_nbd::KernelNbd> {
+    let opts = kernel_nbd::NbdOptions {
+        conns: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
+        control: if cfg.frontend == Frontend::NbdIoctl {
+            kernel_nbd::Control::Ioctl
+        } else {
+            kernel_nbd::Control::Netlink
+        },
+        reconnect_timeout: cfg.reconnect_timeout,
+        recover_only: cfg.recover,
+    };
+    let k = kernel_nbd::KernelNbd::attach(vol, trace, &opts)?;
+    tracing::info!(
+        device = %k.device(),
+        conns = opts.conns,
+        control = k.control(),
+        recovered = k.recovered(),
+        "attached through the kernel nbd driver"
+    );
+    Ok(k)
 }
 
 fn attach_fuse(vol: &Arc<Volume>, trace: Option<Arc<ReadTrace>>) -> Result<FuseLoop> {
@@ -381,7 +435,12 @@ pub fn run(cfg: &AttachConfig) -> Result<u8> {
     };
     sys::harden_for_block_serving();
     let mut att = match handed {
-        Some(h) => Attached::Kernel(kernel_nbd::KernelNbd::adopt(&vol, trace.clone(), h)?),
+        Some(handover::Handed::Nbd { index, conns }) => Attached::Kernel(
+            kernel_nbd::KernelNbd::adopt(&vol, trace.clone(), index, conns)?,
+        ),
+        Some(handover::Handed::Ublk { id }) => {
+            Attached::Ublk(attach_ublk(&vol, cfg, ublk::Take::HandedOver(id))?)
+        }
         None => attach_device(&vol, trace.clone(), cfg)?,
     };
     let event = match &att {
@@ -424,6 +483,7 @@ pub fn run(cfg: &AttachConfig) -> Result<u8> {
     );
     let listener = match &att {
         Attached::Kernel(k) if k.control() == "netlink" => Some(handover::Listener::start(&uuid)),
+        Attached::Ublk(_) => Some(handover::Listener::start(&uuid)),
         _ => None,
     };
     let mut closed = false;
@@ -525,42 +585,66 @@ fn open_after_hand_over(swap: &Path) -> Result<Volume> {
 /// How long the new side of a hand-over waits for the old one to let go of the disk.
 const HAND_OVER_OPEN: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// The old side of a hand-over: pause every connection, flush and checkpoint, send the
-/// connections. On any failure the connections are served on here.
+/// The old side of a hand-over: stop taking requests, flush and checkpoint, then give
+/// the new process the device (kernel nbd: the connections; ublk: the device's id, and
+/// the kernel holds its I/O until the new process recovers it). On any failure this
+/// process serves on.
 fn hand_over(
     att: &mut Attached,
     vol: &Volume,
     mut peer: std::os::unix::net::UnixStream,
 ) -> Result<()> {
-    let Attached::Kernel(k) = att else {
-        let why = "FUSE + loop devices cannot be handed over";
-        handover::refuse(peer, why);
-        return Err(Error::new(ErrorKind::Unavailable, why.to_string()));
-    };
-    let conns = match k.pause_all() {
-        Ok(c) => c,
-        Err(e) => {
-            handover::refuse(peer, &e.to_string());
-            return Err(e);
+    let settle = |vol: &Volume| vol.flush().and_then(|()| vol.checkpoint().map(|_| ()));
+    match att {
+        Attached::Fuse(_) => {
+            let why = "FUSE + loop devices cannot be handed over";
+            handover::refuse(peer, why);
+            Err(Error::new(ErrorKind::Unavailable, why.to_string()))
         }
-    };
-    tracing::info!(device = k.device(), conns = conns.len(), "handing over");
-    let sent = vol
-        .flush()
-        .and_then(|()| vol.checkpoint().map(|_| ()))
-        .and_then(|()| handover::send(&mut peer, k.index(), &conns));
-    match sent {
-        Ok(()) => {
-            k.handed_over();
-            Ok(())
+        Attached::Ublk(u) => {
+            if let Err(e) = u.pause(UBLK_PAUSE_WITHIN) {
+                handover::refuse(peer, &e.to_string());
+                return Err(e);
+            }
+            tracing::info!(device = u.device(), "handing over");
+            match settle(vol).and_then(|()| handover::send_ublk(&mut peer, u.id())) {
+                Ok(()) => {
+                    u.handed_over();
+                    Ok(())
+                }
+                Err(e) => {
+                    handover::refuse(peer, &e.to_string());
+                    u.resume();
+                    Err(e)
+                }
+            }
         }
-        Err(e) => {
-            handover::refuse(peer, &e.to_string());
-            k.resume(conns)?;
-            Err(e)
+        Attached::Kernel(k) => {
+            let conns = match k.pause_all() {
+                Ok(c) => c,
+                Err(e) => {
+                    handover::refuse(peer, &e.to_string());
+                    return Err(e);
+                }
+            };
+            tracing::info!(device = k.device(), conns = conns.len(), "handing over");
+            match settle(vol).and_then(|()| handover::send(&mut peer, k.index(), &conns)) {
+                Ok(()) => {
+                    k.handed_over();
+                    Ok(())
+                }
+                Err(e) => {
+                    handover::refuse(peer, &e.to_string());
+                    k.resume(conns)?;
+                    Err(e)
+                }
+            }
         }
     }
 }
+
+/// How long a ublk hand-over waits for the requests being worked on to finish.
+const UBLK_PAUSE_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn run_logged(script: &Script, ev: Event, dev: &str, uuid: &str, snap: Option<&str>) {
     match script.run(ev, dev, uuid, snap) {

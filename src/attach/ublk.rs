@@ -9,13 +9,21 @@
 //! this process dies, the kernel quiesces the device and holds its I/O (requests the
 //! dead process had taken are issued again) until a new process recovers it. The
 //! device's libublk JSON (`/run/ublksrvd/ID.json`) carries the disk's uuid, which is
-//! how the next attach of the disk finds it.
+//! how the next attach of the disk finds it. A watchdog process (`ublk_watchdog`)
+//! removes a device nobody recovered within the reconnect timeout, so its I/O fails
+//! rather than waiting forever, as kernel nbd's dead-connection timeout does.
+//!
+//! A hand-over (an upgrade) is a planned recovery: the running attach stops taking
+//! requests between two of them, flushes and checkpoints, and exits without removing
+//! the device; the kernel quiesces it and holds what comes meanwhile (the requests it
+//! had handed the old process are issued again) until the new process recovers it.
 
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,7 +90,7 @@ fn params(size: u64, writable: bool) -> ub::ublk_params {
 }
 
 /// Gives the calling thread the control ring libublk sends its commands through.
-fn control_ring_here() -> Result<()> {
+pub(super) fn control_ring_here() -> Result<()> {
     libublk::ctrl::ublk_init_ctrl_task_ring(|ring| {
         if ring.is_none() {
             *ring = Some(
@@ -98,11 +106,50 @@ fn control_ring_here() -> Result<()> {
 
 /// A ublk device while attached.
 pub struct Ublk {
+    id: u32,
     device: String,
     ctrl: Arc<UblkCtrl>,
     server: Option<std::thread::JoinHandle<()>>,
     _pool: tokio::runtime::Runtime,
     recovered: bool,
+    gate: Arc<Gate>,
+}
+
+/// Holds requests back for a hand-over: each tag counts itself active while it works on
+/// a request, and parks before starting one while `stopping` is set.
+#[derive(Default)]
+struct Gate {
+    stopping: AtomicBool,
+    active: AtomicUsize,
+}
+
+/// Which device an attach serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// The device a killed attach of this disk left, else a new one.
+    Any,
+    /// Only the device a killed attach of this disk left (`--recover`).
+    RecoverOnly,
+    /// Device `N`, handed over by the running attach (which is exiting).
+    HandedOver(u32),
+}
+
+/// True when a killed attach of disk `vol` left a ublk device for the next one to take.
+pub fn has_device_to_recover(vol: &Volume) -> bool {
+    let instance = super::nbd_netlink::instance(vol.data_dir());
+    quiesced_device_of(vol.uuid(), &instance).is_some()
+}
+
+/// The uuid and instance (data folder hash) a device's JSON names, if it is ours.
+pub(super) fn owner_of(id: u32) -> Option<(String, String)> {
+    let path = Path::new(&UblkCtrl::run_dir()).join(format!("{id:04}.json"));
+    let json = std::fs::read_to_string(path).ok()?;
+    let v = serde_json::from_str::<serde_json::Value>(&json).ok()?;
+    let ours = &v["target_data"]["mindcastle"];
+    Some((
+        ours["uuid"].as_str()?.to_string(),
+        ours["instance"].as_str()?.to_string(),
+    ))
 }
 
 /// The ublk device of disk `uuid` whose server died (quiesced, or about to be), if
@@ -110,19 +157,16 @@ pub struct Ublk {
 fn quiesced_device_of(uuid: &str, instance: &str) -> Option<u32> {
     let dir = std::fs::read_dir(UblkCtrl::run_dir()).ok()?;
     // libublk names them by id, zero-padded (`0000.json`).
-    let mut files: Vec<(u32, std::path::PathBuf)> = dir
+    let mut ids: Vec<u32> = dir
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            Some((name.strip_suffix(".json")?.parse().ok()?, e.path()))
+            name.strip_suffix(".json")?.parse().ok()
         })
         .collect();
-    files.sort_unstable();
-    files.into_iter().find_map(|(id, path)| {
-        let json = std::fs::read_to_string(&path).ok()?;
-        let v = serde_json::from_str::<serde_json::Value>(&json).ok()?;
-        let ours = &v["target_data"]["mindcastle"];
-        if ours["uuid"] != uuid || ours["instance"] != instance {
+    ids.sort_unstable();
+    ids.into_iter().find_map(|id| {
+        if owner_of(id)? != (uuid.to_string(), instance.to_string()) {
             return None;
         }
         let c = UblkCtrl::new_simple(i32::try_from(id).ok()?).ok()?;
@@ -144,18 +188,38 @@ fn quiesced_device_of(uuid: &str, instance: &str) -> Option<u32> {
 }
 
 impl Ublk {
-    /// Adds a ublk device for `vol` with `queues` queues and starts serving it.
-    pub fn attach(vol: &Arc<Volume>, queues: u16, recover_only: bool) -> Result<Self> {
+    /// Serves `vol` on a ublk device with `queues` queues: the one `take` names, else a
+    /// new one. A watchdog removes the device if this process dies and no attach
+    /// recovers it within `reconnect_timeout`.
+    pub fn attach(
+        vol: &Arc<Volume>,
+        queues: u16,
+        take: Take,
+        reconnect_timeout: Duration,
+    ) -> Result<Self> {
         // As for kernel nbd, the data folder tells a copy of the disk from the disk.
         let uuid = vol.uuid().to_string();
         let instance = super::nbd_netlink::instance(vol.data_dir());
-        let recover = quiesced_device_of(&uuid, &instance);
-        if recover.is_none() && recover_only {
+        let recover = match take {
+            Take::HandedOver(id) => {
+                if owner_of(id) != Some((uuid.clone(), instance.clone())) {
+                    return Err(Error::new(
+                        ErrorKind::Unavailable,
+                        format!("--hand-over: ublk device {id} is not this disk's"),
+                    ));
+                }
+                Some(id)
+            }
+            Take::Any | Take::RecoverOnly => quiesced_device_of(&uuid, &instance),
+        };
+        if recover.is_none() && take == Take::RecoverOnly {
             return Err(Error::new(
                 ErrorKind::Unavailable,
                 format!("--recover: no ublk device of disk {uuid} to take over"),
             ));
         }
+        let gate = Arc::new(Gate::default());
+        let gate2 = gate.clone();
         // The pool a request's work on the disk runs on (it may block).
         let pool = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -214,7 +278,8 @@ impl Ublk {
                     }));
                     Ok(())
                 };
-                let q_fn = move |qid: u16, dev: &UblkDev| serve_queue(qid, dev, &v2, &handle);
+                let q_fn =
+                    move |qid: u16, dev: &UblkDev| serve_queue(qid, dev, &v2, &handle, &gate2);
                 let tx2 = tx.clone();
                 let ready = move |c: &UblkCtrl| {
                     let _ = tx2.send(Up::Started(c.dev_info().dev_id));
@@ -251,13 +316,52 @@ impl Ublk {
         while !Path::new(&device).exists() && start.elapsed() < SETTLE {
             std::thread::sleep(Duration::from_millis(10));
         }
+        super::ublk_watchdog::spawn(id, vol.data_dir(), reconnect_timeout);
         Ok(Self {
+            id,
             device,
             ctrl,
             server: Some(server),
             _pool: pool,
             recovered: recover.is_some(),
+            gate,
         })
+    }
+
+    /// The device's id (`N` of `/dev/ublkbN`).
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Stops taking requests (each tag parks before its next one) and waits until none
+    /// is being worked on, so a flush after this covers everything the kernel was told
+    /// is done. Fails, serving on, if requests are still busy after `within`.
+    pub fn pause(&self, within: Duration) -> Result<()> {
+        self.gate.stopping.store(true, Ordering::SeqCst);
+        let start = Instant::now();
+        while self.gate.active.load(Ordering::SeqCst) != 0 {
+            if start.elapsed() > within {
+                self.resume();
+                return Err(Error::new(
+                    ErrorKind::Busy,
+                    format!("ublk requests still busy after {within:?}"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    /// Takes requests again after `pause`.
+    pub fn resume(&self) {
+        self.gate.stopping.store(false, Ordering::SeqCst);
+    }
+
+    /// After a hand-over: leaves the device to the new process. This process exits
+    /// without removing it; the kernel quiesces it and issues again what was parked.
+    pub fn handed_over(&mut self) {
+        self.ctrl.disown();
+        self.server = None;
     }
 
     /// True when this attach recovered a device a killed attach of the disk left.
@@ -302,7 +406,13 @@ impl Drop for Ublk {
 }
 
 /// Runs one queue: a task per tag on this thread's ring until the queue goes down.
-fn serve_queue(qid: u16, dev: &UblkDev, vol: &Arc<Volume>, pool: &tokio::runtime::Handle) {
+fn serve_queue(
+    qid: u16,
+    dev: &UblkDev,
+    vol: &Arc<Volume>,
+    pool: &tokio::runtime::Handle,
+    gate: &Arc<Gate>,
+) {
     let q = match UblkQueue::new(qid, dev) {
         Ok(q) => Rc::new(q),
         Err(e) => {
@@ -313,9 +423,9 @@ fn serve_queue(qid: u16, dev: &UblkDev, vol: &Arc<Volume>, pool: &tokio::runtime
     let exe = Rc::new(smol::LocalExecutor::new());
     let mut tasks = Vec::new();
     for tag in q.tags() {
-        let (q, vol, pool) = (q.clone(), vol.clone(), pool.clone());
+        let (q, vol, pool, gate) = (q.clone(), vol.clone(), pool.clone(), gate.clone());
         tasks.push(exe.spawn(async move {
-            match serve_tag(&q, tag, vol, pool).await {
+            match serve_tag(&q, tag, vol, pool, &gate).await {
                 Err(UblkError::QueueIsDown) | Ok(()) => {}
                 Err(e) => tracing::error!(qid, tag, error = %e, "ublk tag ended"),
             }
@@ -340,6 +450,7 @@ async fn serve_tag(
     tag: u16,
     vol: Arc<Volume>,
     pool: tokio::runtime::Handle,
+    gate: &Gate,
 ) -> std::result::Result<(), UblkError> {
     let mut buf = IoBuf::<u8>::new(q.dev.dev_info.max_io_buf_bytes as usize);
     let efd = Arc::new(File::from(eventfd().map_err(|e| {
@@ -348,6 +459,14 @@ async fn serve_tag(
     q.submit_io_prep_cmd(tag, BufDesc::Slice(buf.as_slice()), 0, Some(&buf))
         .await?;
     loop {
+        // A hand-over waits for `active` to reach 0 after setting `stopping`; counting
+        // before looking (both SeqCst) means one of the two always sees the other.
+        gate.active.fetch_add(1, Ordering::SeqCst);
+        while gate.stopping.load(Ordering::SeqCst) {
+            gate.active.fetch_sub(1, Ordering::SeqCst);
+            nap_on_ring(Duration::from_millis(20)).await?;
+            gate.active.fetch_add(1, Ordering::SeqCst);
+        }
         let iod = q.get_iod(tag);
         let op = iod.op_flags & 0xff;
         let fua = iod.op_flags & ub::UBLK_IO_F_FUA != 0;
@@ -408,9 +527,20 @@ async fn serve_tag(
             }
             res
         };
+        gate.active.fetch_sub(1, Ordering::SeqCst);
         q.submit_io_commit_cmd(tag, BufDesc::Slice(buf.as_slice()), res)
             .await?;
     }
+}
+
+/// Sleeps a tag for `d` with a timeout on the queue's ring (the queue thread must keep
+/// handling the ring's other completions meanwhile).
+async fn nap_on_ring(d: Duration) -> std::result::Result<(), UblkError> {
+    let ts = io_uring::types::Timespec::from(d);
+    let sqe = io_uring::opcode::Timeout::new(&ts).build();
+    // Ends with -ETIME, which is the point.
+    let _ = ublk_submit_sqe_async(sqe, UblkUringData::Target as u64).await?;
+    Ok(())
 }
 
 /// Largest read or write run on the queue's own thread.

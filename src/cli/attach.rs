@@ -19,13 +19,13 @@ pub struct Args {
     /// Use the FUSE + loop path even where kernel nbd exists (`--frontend fuse`).
     #[arg(long)]
     fuse: bool,
-    /// The block device front end: auto (kernel nbd, else FUSE + loop), ublk, nbd,
-    /// nbd-ioctl or fuse.
+    /// The block device front end: auto (ublk, else kernel nbd, else FUSE + loop), ublk,
+    /// nbd, nbd-ioctl or fuse.
     #[arg(long, default_value = "auto")]
     frontend: String,
-    /// How long the kernel holds a kernel nbd device's I/O after this process dies, for
-    /// the next attach of the disk to take it over (then: I/O errors).
-    /// (Default 60s; kernel nbd through netlink only.)
+    /// How long a ublk or kernel nbd device's I/O waits after this process dies, for the
+    /// next attach of the disk to take it over (then: I/O errors).
+    /// (Default 60s; not for fuse or nbd-ioctl.)
     #[arg(long)]
     reconnect_timeout: Option<String>,
     /// Take over the device a killed attach of this disk left; fail if there is none.
@@ -64,15 +64,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
              their process",
         ));
     }
-    if a.hand_over
-        && matches!(
-            frontend,
-            Frontend::Fuse | Frontend::NbdIoctl | Frontend::Ublk
-        )
-    {
+    if a.hand_over && matches!(frontend, Frontend::Fuse | Frontend::NbdIoctl) {
         return Err(Error::invalid(
-            "--hand-over takes a kernel nbd device set up through netlink; this front end \
-             cannot be handed over",
+            "--hand-over takes a ublk device or a kernel nbd device set up through netlink; \
+             this front end cannot be handed over",
         ));
     }
     if a.hand_over && !a.swap.exists() {
@@ -82,14 +77,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
         )));
     }
     let given = a.reconnect_timeout.as_deref();
-    if given.is_some()
-        && matches!(
-            frontend,
-            Frontend::Fuse | Frontend::NbdIoctl | Frontend::Ublk
-        )
-    {
+    if given.is_some() && matches!(frontend, Frontend::Fuse | Frontend::NbdIoctl) {
         return Err(Error::invalid(format!(
-            "--reconnect-timeout applies to kernel nbd through netlink, not to --frontend {}",
+            "--reconnect-timeout applies to ublk and kernel nbd through netlink, not to \
+             --frontend {}",
             if a.fuse { "fuse" } else { a.frontend.as_str() }
         )));
     }
@@ -113,4 +104,27 @@ pub fn run(a: Args) -> Result<ExitCode> {
         prefetch: a.prefetch,
     };
     Ok(ExitCode::from(attach(&cfg)?))
+}
+
+/// Arguments of the hidden `ublk-watchdog` command (`attach::ublk_watchdog`).
+#[derive(clap::Args, Debug)]
+pub struct WatchdogArgs {
+    /// The ublk device id (`N` of `/dev/ublkbN`).
+    #[arg(long)]
+    device: u32,
+    /// The attach serving it.
+    #[arg(long)]
+    server_pid: i32,
+    /// How long the device may go unserved.
+    #[arg(long)]
+    timeout: String,
+    /// The disk's data folder.
+    data_dir: PathArg,
+}
+
+/// Runs `ublk-watchdog`.
+pub fn watchdog(a: WatchdogArgs) -> Result<ExitCode> {
+    let timeout = super::parse_duration(&a.timeout, "--timeout")?;
+    crate::attach::ublk_watchdog::run(a.device, a.server_pid, &a.data_dir, timeout)?;
+    Ok(ExitCode::SUCCESS)
 }

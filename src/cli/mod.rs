@@ -92,6 +92,9 @@ enum Command {
     /// Copy a disk written by the original C Mindcastle into a new disk in this
     /// version's format (the old disk is only read).
     Convert(convert::Args),
+    /// (Internal) the reconnect timeout of a ublk device: started by `attach`.
+    #[command(hide = true)]
+    UblkWatchdog(attach::WatchdogArgs),
 }
 
 pub use crate::format::size::parse_size;
@@ -148,6 +151,7 @@ pub fn run() -> ExitCode {
         Command::Reset(a) => history::reset(a),
         Command::Forget(a) => history::forget(a),
         Command::Gc(a) => history::gc(a),
+        Command::UblkWatchdog(a) => attach::watchdog(a),
     };
     match r {
         Ok(code) => code,

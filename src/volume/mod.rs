@@ -5,7 +5,7 @@
 
 pub mod convert;
 pub mod delta;
-mod disk_files;
+pub(crate) mod disk_files;
 pub mod follow;
 pub mod history;
 mod io;

@@ -28,11 +28,34 @@ wait_exit() {
 export MINDCASTLE_LOG=mindcastle=info
 truncate -s 64M /work/expect.img
 
+# 0. auto prefers ublk where its driver is there, takes a killed attach's ublk device
+# back, and with the driver gone picks kernel nbd, saying why (the rest of this script).
+printf '#!/bin/sh\necho "$1 $DEVICE" >> /work/auto-events\n[ "$1" = close ] && kill -INT "$PID"\ntouch /work/ready-auto\nexit 0\n' > /work/auto.sh
+chmod +x /work/auto.sh
+mindcastle attach --size 16M a.swap /work/auto.sh > auto.log 2>&1 &
+pid=$!
+wait_ready auto-ublk "$pid" /work/ready-auto
+grep -q "^create /dev/ublkb" auto-events || fail "auto did not pick ublk: $(cat auto-events auto.log)"
+grep -q "front end: ublk" auto.log || fail "auto did not log its choice: $(cat auto.log)"
+udev=$(sed -n 's/^create //p' auto-events)
+kill -KILL "$pid"
+wait "$pid" 2>/dev/null
+mindcastle attach a.swap /work/auto.sh >> auto.log 2>&1 &
+pid=$!
+wait_ready auto-recover "$pid" /work/ready-auto
+tail -1 auto-events | grep -q "^recover $udev$" || fail "auto did not take $udev back: $(cat auto-events)"
+kill -INT "$pid"
+wait_exit "$pid" "auto ublk after SIGINT"
+[ -e "$udev" ] && fail "$udev still there after detach"
+rmmod ublk_drv || fail "rmmod ublk_drv"
+echo "MCVM ok auto-picks-ublk-then-recovers-it"
+
 # 1. create: the script writes through /dev/nbdN; read back while attached; SIGHUP.
 mindcastle attach --size 64M -t /work/trace disk.swap /work/state.sh >> attach.log 2>&1 &
 pid=$!
 wait_ready create "$pid"
 grep -q "kernel nbd driver" attach.log || fail "attach did not log the kernel nbd path"
+grep "front end: kernel nbd" attach.log | grep -q "ublk: no ublk driver" || fail "auto did not say why ublk was passed over: $(cat attach.log)"
 grep -q "is /dev/nbd0 (kernel nbd, uuid" attach.log || fail "attach did not tell the user the path"
 dev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' events | head -1)
 echo "MCVM ok create on $dev"
@@ -238,7 +261,7 @@ pid=$!
 wait_ready fallback-open "$pid"
 fdev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' events | tail -1)
 case "$fdev" in /dev/loop*) ;; *) fail "the fallback gave $fdev" ;; esac
-grep -q "using FUSE + loop" fallback.log || fail "the fallback was not logged: $(cat fallback.log)"
+grep "front end: FUSE + loop" fallback.log | grep -q "kernel nbd: no kernel nbd driver" || fail "the fallback was not logged: $(cat fallback.log)"
 kill -INT "$pid"
 wait_exit "$pid" "fallback after SIGINT"
 echo "MCVM ok falls-back-to-fuse"

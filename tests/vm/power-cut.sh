@@ -1,7 +1,7 @@
 #!/bin/sh
 # Power-cut test, inside the VM (see tests/power_cut_vm.rs). The data disk /dev/vda holds
 # an ext4 filesystem made by the host. Mode from the kernel command line:
-#   mcmode=write  attach /data/p.swap through kernel nbd and write 256 KiB pieces, each
+#   mcmode=write  attach /data/p.swap (auto: ublk on this kernel) and write 256 KiB pieces, each
 #                 with an fsync (a FLUSH to mindcastle); print "MCVM ack I" after each
 #                 one returns, until the host cuts the power (kills qemu).
 #   mcmode=check  mount /data again (ext4 replays its journal), fsck the disk, print

@@ -27,7 +27,7 @@ wait_ready() {
 # A random byte (busybox ash has $RANDOM, POSIX sh does not).
 rnd() { od -An -N1 -tu1 /dev/urandom | tr -d ' '; }
 export MINDCASTLE_LOG=mindcastle=info
-mindcastle attach --size 1G x.swap /work/state-xfs.sh >> attach.log 2>&1 &
+mindcastle attach --frontend nbd --size 1G x.swap /work/state-xfs.sh >> attach.log 2>&1 &
 pid=$!
 wait_ready create "$pid"
 dev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' events-xfs | head -1)

@@ -3,8 +3,9 @@
 # fio with verification on the raw device, sub-block overlapping writes and a discard
 # read back, XFS made and filled, a clean detach (the device goes), a second attach
 # with every file's sha256 equal, fsck, then 20 kills with SIGKILL under fio on XFS,
-# each recovered by the next attach. Prints "MCVM ok ..." per step and
-# "MCVM-RESULT pass".
+# each recovered by the next attach, and 5 hand-overs under the same load; then the
+# reconnect timeout (the device removed, I/O errors, the flushed write kept). Prints
+# "MCVM ok ..." per step and "MCVM-RESULT pass".
 cd /work || exit 1
 mkdir -p /run /var/lock
 fail() {
@@ -116,6 +117,22 @@ while [ $i -lt "${CYCLES:-20}" ]; do
     tail -1 ublk-events | grep -q "recover DEVICE=$dev" || fail "cycle $i: $(tail -1 ublk-events)"
     echo "MCVM ok ublk-recover $i ($(wc -l < /work/fio-k-results 2>/dev/null || echo 0) fio runs done)"
 done
+# Hand-overs under the same load: the new attach (no --frontend: it gets what the
+# running one has) asks the running one to stop, flush and exit; it recovers the device.
+h=0
+while [ $h -lt "${HANDOVERS:-5}" ]; do
+    h=$((h + 1))
+    sleep 2
+    mindcastle attach --hand-over u.swap /work/ublk-state.sh >> ublk.log 2>&1 &
+    new=$!
+    wait_ready "hand-over $h" "$new"
+    wait "$pid" || fail "hand-over $h: the old attach exited $?"
+    kill -0 "$new" 2>/dev/null || fail "hand-over $h: the new attach is gone"
+    pid=$new
+    tail -1 ublk-events | grep -q "recover DEVICE=$dev" || fail "hand-over $h: $(tail -1 ublk-events)"
+    echo "MCVM ok ublk-hand-over $h ($(wc -l < /work/fio-k-results 2>/dev/null || echo 0) fio runs done)"
+done
+grep -q "handed $dev over to the new attach" ublk.log || fail "the old attach did not say it handed over"
 touch /work/stop-fio
 wait "$fiopid"
 [ -s /work/fio-k-results ] || fail "no fio run finished under the kills"
@@ -128,5 +145,41 @@ kill -INT "$pid"
 wait "$pid" || fail "mindcastle exited $? after the kills"
 [ -e "$dev" ] && fail "$dev still there after the last detach"
 mindcastle fsck u.swap > fsck.log 2>&1 || fail "fsck after the kills: $(cat fsck.log)"
-echo "MCVM ok ublk-kills-under-load ($(wc -l < /work/fio-k-results) fio runs, all exit 0)"
+echo "MCVM ok ublk-kills-and-hand-overs-under-load ($(wc -l < /work/fio-k-results) fio runs, all exit 0)"
+sleep 1
+watchdogs() { ps | grep "[u]blk-watchdog" | wc -l; }
+[ "$(watchdogs)" = 0 ] || fail "watchdogs left after the last detach: $(ps | grep ublk-watchdog)"
+echo "MCVM ok no-watchdog-left"
+
+# The reconnect timeout: a flushed write, a kill, a read waiting on the device; nobody
+# recovers it within 3 s, so the watchdog removes it, the read fails, and the next
+# attach makes a new device that has the write.
+mindcastle attach --frontend ublk --reconnect-timeout 3s u.swap /work/ublk-state.sh >> ublk.log 2>&1 &
+pid=$!
+wait_ready timeout-open "$pid"
+dev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' ublk-events | tail -1)
+dd if=/work/pattern of="$dev" bs=4096 seek=1000 count=16 oflag=direct conv=fsync 2>/dev/null || fail "the write before the kill"
+dd if=/work/pattern of=want.img bs=4096 count=16 2>/dev/null
+kill -KILL "$pid"
+wait "$pid" 2>/dev/null
+dd if="$dev" of=/dev/null bs=4096 skip=5000 count=1 iflag=direct 2>/dev/null &
+reader=$!
+n=0
+while [ -e "$dev" ]; do
+    n=$((n + 1)); [ $n -gt 60 ] && fail "$dev still there 30 s after a kill with a 3 s timeout"
+    sleep 0.5
+done
+wait "$reader" && fail "a read held past the timeout succeeded"
+grep -q "not recovered within 3s; removed" ublk.log || fail "the watchdog did not say why: $(tail -5 ublk.log)"
+mindcastle attach --frontend ublk u.swap /work/ublk-state.sh >> ublk.log 2>&1 &
+pid=$!
+wait_ready after-timeout "$pid"
+tail -1 ublk-events | grep -q "open DEVICE=" || fail "after the timeout: $(tail -1 ublk-events)"
+dev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' ublk-events | tail -1)
+dd if="$dev" of=got.img bs=4096 skip=1000 count=16 iflag=direct 2>/dev/null || fail "reading after the timeout"
+cmp got.img want.img || fail "the write flushed before the kill is not there after the timeout"
+kill -INT "$pid"
+wait "$pid" || fail "mindcastle exited $? after the timeout test"
+mindcastle fsck u.swap > fsck.log 2>&1 || fail "fsck after the timeout: $(cat fsck.log)"
+echo "MCVM ok ublk-reconnect-timeout"
 echo "MCVM-RESULT pass"
