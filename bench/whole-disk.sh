@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Whole-disk commands (fsck, push to a folder, pull from it, gc) of a disk made by
+# Whole-disk commands (fsck, push to a folder, pull from it, gc; convert on the
+# original's fixture disk) of a disk made by
 # random writes, against reading its data folder once (sha512sum of every chunk) in
 # the same run: a SIZE_MIB import of a half-compressible image, then WRITES random
 # 4 KiB writes (half noise, half zeros) through `serve` and nbdsh. With OTHER_BIN,
@@ -49,3 +50,14 @@ if [ -n "$OTHER" ]; then
   t0=$(now); "$OTHER" fsck "$DIR/d.swap" >/dev/null; t1=$(now)
   row "fsck by $OTHER" "$(secs "$t0" "$t1")"
 fi
+# convert reads disks of the original's format, which random writes through this
+# version cannot make: timed on the original's own 64 MiB disk (tests/fixtures/legacy-c)
+# against sha512sum of that disk's folder.
+cp -r tests/fixtures/legacy-c "$DIR/legacy" && chmod -R u+w "$DIR/legacy"
+sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+t0=$(now); find "$DIR"/legacy/swapdata-* -type f -exec sha512sum {} + >/dev/null; t1=$(now)
+lsha=$(secs "$t0" "$t1")
+sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+t0=$(now); "$M" convert "$DIR/legacy/legacy.swap" "$DIR/converted.swap" >/dev/null; t1=$(now)
+lconv=$(secs "$t0" "$t1")
+echo "| convert of the original's 64 MiB disk ($(du -sb "$DIR"/legacy/swapdata-* | cut -f1) bytes) | $lconv s | $(python3 -c "print(round($lconv / $lsha, 2))") (of its folder's sha512sum, $lsha s) |"

@@ -1,9 +1,10 @@
 //! A power cut loses nothing a FLUSH acknowledged. In a qemu guest (Debian's kernel,
 //! software emulation), mindcastle keeps its disk on an ext4 filesystem on a virtio
 //! disk and is attached through the default front end (ublk on that kernel); a shell
-//! loop writes 256 KiB pieces with `dd conv=fsync` (each fsync reaches mindcastle as a FLUSH) and prints an ack on the
-//! serial console after each returns. The host then kills qemu outright, so the guest's
-//! page cache and every write its kernel had not flushed to the virtual disk vanish,
+//! loop writes 256 KiB pieces with `dd conv=fsync` (each fsync reaches mindcastle as a
+//! FLUSH) and prints an ack on the serial console after each returns. The host then
+//! kills qemu outright, so the guest's page cache and every write its kernel had not
+//! flushed to the virtual disk vanish,
 //! at a moment that varies: 0 to 300 acks after the first log rotation shows on the
 //! console (the first 64 MiB memtable frozen), so a background checkpoint is under way or
 //! done. (A fixed count of acks was flaky: the first rotation lands anywhere from about

@@ -302,6 +302,7 @@ fn attach_ublk(vol: &Arc<Volume>, cfg: &AttachConfig, take: ublk::Take) -> Resul
         device = %u.device(),
         queues,
         recovered = u.recovered(),
+        user_copy = u.user_copy(),
         "front end: ublk"
     );
     Ok(u)

@@ -4,7 +4,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 /// `mlockall` flag: lock pages as they are touched, not the whole mapping at once
 /// (Linux 4.4+; not in every libc crate release).
@@ -240,4 +240,53 @@ pub fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
     }
     // SAFETY: fd was just returned by eventfd(2) and is owned by nothing else.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reads exactly `buf.len()` bytes at `pos` of `fd` (ublk's user copy: `pos` names a
+/// request's buffer in the ublk char device, which the caller keeps open).
+pub fn pread_exact_at(fd: RawFd, buf: &mut [u8], pos: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = libc::off_t::try_from(pos + done as u64)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let rest = &mut buf[done..];
+        // SAFETY: `rest` is valid for writes of `rest.len()` bytes for the call; a bad
+        // `fd` only makes the call fail.
+        let n = unsafe { libc::pread(fd, rest.as_mut_ptr().cast(), rest.len(), at) };
+        match n {
+            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            n => done += n as usize,
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `buf` at `pos` of `fd` (ublk's user copy, as `pread_exact_at`).
+pub fn pwrite_all_at(fd: RawFd, buf: &[u8], pos: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = libc::off_t::try_from(pos + done as u64)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let rest = &buf[done..];
+        // SAFETY: `rest` is valid for reads of `rest.len()` bytes for the call; a bad
+        // `fd` only makes the call fail.
+        let n = unsafe { libc::pwrite(fd, rest.as_ptr().cast(), rest.len(), at) };
+        match n {
+            0 => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            n if n < 0 => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            n => done += n as usize,
+        }
+    }
+    Ok(())
 }

@@ -247,15 +247,20 @@ impl Ublk {
                         return;
                     }
                 }
+                // User copy where the driver has it (Linux 6.5+); a recovered device
+                // keeps the flags it was added with, whatever is asked here.
+                let user_copy =
+                    UblkCtrl::get_features().map_or(0, |f| f & u64::from(ub::UBLK_F_USER_COPY));
                 let built = UblkCtrlBuilder::default()
                     .name("mindcastle")
                     .id(recover.map_or(-1, |id| id as i32))
                     .nr_queues(queues)
                     .depth(DEPTH)
                     .io_buf_bytes(IO_BUF)
-                    .ctrl_flags(u64::from(
-                        ub::UBLK_F_USER_RECOVERY | ub::UBLK_F_USER_RECOVERY_REISSUE,
-                    ))
+                    .ctrl_flags(
+                        u64::from(ub::UBLK_F_USER_RECOVERY | ub::UBLK_F_USER_RECOVERY_REISSUE)
+                            | user_copy,
+                    )
                     .dev_flags(if recover.is_some() {
                         UblkFlags::UBLK_DEV_F_RECOVER_DEV
                     } else {
@@ -326,6 +331,11 @@ impl Ublk {
             recovered: recover.is_some(),
             gate,
         })
+    }
+
+    /// True when the device moves request bytes by user copy (`UBLK_F_USER_COPY`).
+    pub fn user_copy(&self) -> bool {
+        self.ctrl.dev_info().flags & u64::from(ub::UBLK_F_USER_COPY) != 0
     }
 
     /// The device's id (`N` of `/dev/ublkbN`).
@@ -452,11 +462,21 @@ async fn serve_tag(
     pool: tokio::runtime::Handle,
     gate: &Gate,
 ) -> std::result::Result<(), UblkError> {
-    let mut buf = IoBuf::<u8>::new(q.dev.dev_info.max_io_buf_bytes as usize);
+    // With user copy (the device's flags say, as the kernel set them) a request's bytes
+    // move between the kernel's pages and our buffers by pread/pwrite on the char
+    // device; else through a buffer per tag, one more copy each way.
+    let mut data = if q.dev.dev_info.flags & u64::from(ub::UBLK_F_USER_COPY) != 0 {
+        TagData::UserCopy {
+            cdev: q.dev.tgt.fds[0],
+            pos: libublk::io::UblkIOCtx::ublk_user_copy_pos(q.get_qid(), tag, 0),
+        }
+    } else {
+        TagData::Buffer(IoBuf::<u8>::new(q.dev.dev_info.max_io_buf_bytes as usize))
+    };
     let efd = Arc::new(File::from(eventfd().map_err(|e| {
         UblkError::OtherError(-e.raw_os_error().unwrap_or(libc::EIO))
     })?));
-    q.submit_io_prep_cmd(tag, BufDesc::Slice(buf.as_slice()), 0, Some(&buf))
+    q.submit_io_prep_cmd(tag, data.desc(), 0, data.buf())
         .await?;
     loop {
         // A hand-over waits for `active` to reach 0 after setting `stopping`; counting
@@ -472,33 +492,25 @@ async fn serve_tag(
         let fua = iod.op_flags & ub::UBLK_IO_F_FUA != 0;
         let off = iod.start_sector << 9;
         let bytes = (iod.nr_sectors as usize) << 9;
-        // Only reads and writes carry data in the tag's buffer; a discard or
-        // write-zeroes may span far more than it.
+        // Only reads and writes carry data; a discard or write-zeroes may span far more
+        // than a request's buffer.
         let carries = op == ub::UBLK_IO_OP_READ || op == ub::UBLK_IO_OP_WRITE;
-        let res = if carries && bytes > buf.len() {
+        let input = if op == ub::UBLK_IO_OP_WRITE && bytes <= IO_BUF as usize {
+            data.take(bytes)
+        } else {
+            Ok(Vec::new())
+        };
+        let res = if carries && bytes > IO_BUF as usize {
             -libc::EINVAL
+        } else if let Err(errno) = input {
+            -errno
         } else if runs_inline(&vol, op, off, bytes, fua) {
             // Microseconds of work: done here, without the two thread switches of the
             // pool (as the NBD session runs them on its task).
-            if op == ub::UBLK_IO_OP_WRITE {
-                let (res, _) = execute(&vol, op, off, bytes, fua, buf.as_slice()[..bytes].to_vec());
-                res
-            } else {
-                let mut out = vec![0u8; bytes];
-                match vol.read_at(off, &mut out) {
-                    Ok(()) => {
-                        buf.as_mut_slice()[..bytes].copy_from_slice(&out);
-                        bytes as i32
-                    }
-                    Err(e) => -e.errno(),
-                }
-            }
+            let (res, out) = execute(&vol, op, off, bytes, fua, input.unwrap_or_default());
+            data.give(res, &out)
         } else {
-            let input = if op == ub::UBLK_IO_OP_WRITE {
-                buf.as_slice()[..bytes].to_vec()
-            } else {
-                Vec::new()
-            };
+            let input = input.unwrap_or_default();
             let done: Done = Arc::default();
             let (d2, v2, e2) = (done.clone(), vol.clone(), efd.clone());
             pool.spawn_blocking(move || {
@@ -517,19 +529,75 @@ async fn serve_tag(
             )
             .build();
             let _ = ublk_submit_sqe_async(sqe, UblkUringData::Target as u64).await?;
-            let (res, data) = done
+            let (res, out) = done
                 .lock()
                 .ok()
                 .and_then(|mut d| d.take())
                 .unwrap_or((-libc::EIO, Vec::new()));
-            if res > 0 && op == ub::UBLK_IO_OP_READ {
-                buf.as_mut_slice()[..data.len()].copy_from_slice(&data);
-            }
-            res
+            data.give(res, &out)
         };
         gate.active.fetch_sub(1, Ordering::SeqCst);
-        q.submit_io_commit_cmd(tag, BufDesc::Slice(buf.as_slice()), res)
-            .await?;
+        q.submit_io_commit_cmd(tag, data.desc(), res).await?;
+    }
+}
+
+/// Where a tag's request bytes are.
+enum TagData {
+    /// A buffer of the tag's own, which the kernel copies to and from.
+    Buffer(IoBuf<u8>),
+    /// None: pread/pwrite at `pos` of the char device `cdev` (`UBLK_F_USER_COPY`).
+    UserCopy { cdev: std::os::fd::RawFd, pos: u64 },
+}
+
+impl TagData {
+    fn desc(&self) -> BufDesc<'_> {
+        match self {
+            TagData::Buffer(b) => BufDesc::Slice(b.as_slice()),
+            TagData::UserCopy { .. } => BufDesc::Slice(&[]),
+        }
+    }
+
+    fn buf(&self) -> Option<&IoBuf<u8>> {
+        match self {
+            TagData::Buffer(b) => Some(b),
+            TagData::UserCopy { .. } => None,
+        }
+    }
+
+    /// A write's `bytes` bytes, or an errno.
+    fn take(&self, bytes: usize) -> std::result::Result<Vec<u8>, i32> {
+        match self {
+            TagData::Buffer(b) => Ok(b.as_slice()[..bytes].to_vec()),
+            TagData::UserCopy { cdev, pos } => {
+                let mut v = vec![0u8; bytes];
+                super::sys::pread_exact_at(*cdev, &mut v, *pos)
+                    .map(|()| v)
+                    .map_err(|e| {
+                        tracing::warn!(error = %e, "ublk user copy of a write");
+                        e.raw_os_error().unwrap_or(libc::EIO)
+                    })
+            }
+        }
+    }
+
+    /// Hands a read's bytes to the kernel; the result to commit.
+    fn give(&mut self, res: i32, out: &[u8]) -> i32 {
+        if res <= 0 || out.is_empty() {
+            return res;
+        }
+        match self {
+            TagData::Buffer(b) => {
+                b.as_mut_slice()[..out.len()].copy_from_slice(out);
+                res
+            }
+            TagData::UserCopy { cdev, pos } => match super::sys::pwrite_all_at(*cdev, out, *pos) {
+                Ok(()) => res,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ublk user copy of a read");
+                    -e.raw_os_error().unwrap_or(libc::EIO)
+                }
+            },
+        }
     }
 }
 

@@ -41,6 +41,8 @@ wait_ready create "$pid"
 dev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' ublk-events | tail -1)
 case "$dev" in /dev/ublkb*) ;; *) fail "ublk gave $dev" ;; esac
 grep -q "is $dev (ublk, uuid" ublk.log || fail "attach did not tell the user the front end"
+# Debian's 6.12 has user copy: request bytes move by pread/pwrite on the char device.
+grep -q "user_copy=true" ublk.log || fail "no user copy on 6.12: $(grep 'front end' ublk.log)"
 echo "MCVM ok ublk-create on $dev"
 
 fio --name=v --filename="$dev" --size=256M --bsrange=4k-1m --rw=randwrite --iodepth=32 \
