@@ -24,7 +24,7 @@ timeout 3600 qemu-system-x86_64 -accel "${MINDCASTLE_VM_ACCEL:-tcg}" -cpu "$cpu"
     -append "console=ttyS0 rdinit=/init panic=-1 quiet" < /dev/null > "$tmp/console.log" 2>&1 || true
 tr -d '\r' < "$tmp/console.log" | grep -a "MCVM" || true
 grep -aq "MCVM-RESULT pass" "$tmp/console.log" || { tail -60 "$tmp/console.log"; exit 1; }
-tr -d '\r' < "$tmp/console.log" | awk '
+tr -d '\r' < "$tmp/console.log" | sed 's/^.*MCVM /MCVM /' | awk '
 /^MCVM fio /{ split($5, fb, "="); split($6, fi, "="); split($7, fl, "=");
   bw[$3, $4] = fb[2]; iops[$3, $4] = fi[2]; lat[$3, $4] = fl[2] }
 END {
