@@ -268,7 +268,7 @@ fn has_zero_page(buf: &[u8], from: usize, to: usize) -> bool {
     while p + PAGE <= to {
         if buf
             .get(p..p + PAGE)
-            .is_some_and(|b| b.iter().all(|&x| x == 0))
+            .is_some_and(crate::format::record::is_zero)
         {
             return true;
         }

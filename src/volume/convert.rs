@@ -139,7 +139,7 @@ pub fn convert(
             report.blocks += (j - i) as u64;
             report.zero_blocks += run
                 .chunks(BS as usize)
-                .filter(|b| b.iter().all(|&x| x == 0))
+                .filter(|b| crate::format::record::is_zero(b))
                 .count() as u64;
             dst.write_at((lba + i as u64) * BS, run)?;
             i = j;
