@@ -9,21 +9,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
-vm=${MINDCASTLE_VM_DIR:-/opt/mindcastle-vm}
-# KVM refuses some of -cpu max's MSRs; the host CPU model works there.
-cpu=max
-[ "${MINDCASTLE_VM_ACCEL:-tcg}" = kvm ] && cpu=host
+. bench/vm/boot.sh
 cargo build --release -q
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 sed "s/^SECS=.*/SECS=$secs/" bench/vm/guest-frontends.sh > "$tmp/guest.sh"
 tests/vm/build-initramfs.sh "$vm" target/release/mindcastle "$tmp/initrd.gz" \
-    "$tmp/guest.sh" "$(command -v qemu-img)" "$(command -v qemu-nbd)" "$(command -v fio)"
-timeout 3600 qemu-system-x86_64 -accel "${MINDCASTLE_VM_ACCEL:-tcg}" -cpu "$cpu" -smp 2 -m 4096 \
-    -nographic -no-reboot -kernel "$vm/vmlinuz" -initrd "$tmp/initrd.gz" \
-    -append "console=ttyS0 rdinit=/init panic=-1 quiet" < /dev/null > "$tmp/console.log" 2>&1 || true
-tr -d '\r' < "$tmp/console.log" | grep -a "MCVM" || true
-grep -aq "MCVM-RESULT pass" "$tmp/console.log" || { tail -60 "$tmp/console.log"; exit 1; }
+    "$tmp/guest.sh" "$(command -v qemu-img)" "$(command -v qemu-nbd)" "$(command -v fio)" \
+    bench/vm/guest-lib.sh
+boot_guest "$tmp/initrd.gz" "$tmp/console.log"
+guest_lines "$tmp/console.log"
 tr -d '\r' < "$tmp/console.log" | sed 's/^.*MCVM /MCVM /' | awk '
 /^MCVM fio /{ split($5, fb, "="); split($6, fi, "="); split($7, fl, "=");
   bw[$3, $4] = fb[2]; iops[$3, $4] = fi[2]; lat[$3, $4] = fl[2] }

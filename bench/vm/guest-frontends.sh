@@ -5,18 +5,8 @@
 # Jobs: 1 MiB sequential write then read at QD8 over 512 MiB, then 4 KiB random read
 # and write at QD1 and QD32 for $SECS s each. Prints one "MCVM fio FRONTEND JOB
 # bw_KiBps=N iops=N lat_us=N" line per job and "MCVM-RESULT pass".
-cd /work || exit 1
-mkdir -p /var/lock /run
+. /usr/local/bin/guest-lib.sh
 SECS=${SECS:-10}
-fail() { echo "MCVM-RESULT fail $*"; cat /work/*.log 2>/dev/null | tail -40; exit 1; }
-cat > /work/plain-state.sh <<'EOS'
-#!/bin/sh
-case "$1" in
-create|open) echo "$DEVICE" > /work/device; touch /work/ready ;;
-close) kill -INT "$PID" ;;
-esac
-EOS
-chmod +x /work/plain-state.sh
 # job NAME FRONTEND DEVICE fio-args...: runs one job, prints its figures (fio terse v3:
 # read bandwidth, IOPS, mean latency in fields 7, 8, 40; write in 48, 49, 81).
 job() {
@@ -40,16 +30,8 @@ jobs() {
 attached() {
     fe=$1
     shift
-    rm -f /work/ready
-    mindcastle attach --size 2G "$@" "$fe.swap" /work/plain-state.sh > "$fe.log" 2>&1 &
-    pid=$!
-    n=0
-    while [ ! -e /work/ready ]; do
-        n=$((n + 1)); [ $n -gt 1200 ] && fail "$fe not ready"
-        kill -0 $pid 2>/dev/null || fail "$fe exited"
-        sleep 0.1
-    done
-    jobs "$fe" "$(cat /work/device)"
+    attach_plain "$fe" mindcastle --size 2G "$@"
+    jobs "$fe" "$dev"
     kill -INT $pid
     wait $pid || fail "$fe exit status"
     # The guest's RAM holds every disk: free this one's for the next.

@@ -245,16 +245,39 @@ pub fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
 /// Reads exactly `buf.len()` bytes at `pos` of `fd` (ublk's user copy: `pos` names a
 /// request's buffer in the ublk char device, which the caller keeps open).
 pub fn pread_exact_at(fd: RawFd, buf: &mut [u8], pos: u64) -> io::Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        let at = libc::off_t::try_from(pos + done as u64)
-            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let len = buf.len();
+    all_at(len, pos, io::ErrorKind::UnexpectedEof, |done, at| {
         let rest = &mut buf[done..];
         // SAFETY: `rest` is valid for writes of `rest.len()` bytes for the call; a bad
         // `fd` only makes the call fail.
-        let n = unsafe { libc::pread(fd, rest.as_mut_ptr().cast(), rest.len(), at) };
-        match n {
-            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+        unsafe { libc::pread(fd, rest.as_mut_ptr().cast(), rest.len(), at) }
+    })
+}
+
+/// Writes all of `buf` at `pos` of `fd` (ublk's user copy, as `pread_exact_at`).
+pub fn pwrite_all_at(fd: RawFd, buf: &[u8], pos: u64) -> io::Result<()> {
+    all_at(buf.len(), pos, io::ErrorKind::WriteZero, |done, at| {
+        let rest = &buf[done..];
+        // SAFETY: `rest` is valid for reads of `rest.len()` bytes for the call; a bad
+        // `fd` only makes the call fail.
+        unsafe { libc::pwrite(fd, rest.as_ptr().cast(), rest.len(), at) }
+    })
+}
+
+/// Calls `op(done, offset)` until `len` bytes are done, retrying EINTR; a call that
+/// moves nothing is `short`.
+fn all_at(
+    len: usize,
+    pos: u64,
+    short: io::ErrorKind,
+    mut op: impl FnMut(usize, libc::off_t) -> isize,
+) -> io::Result<()> {
+    let mut done = 0;
+    while done < len {
+        let at = libc::off_t::try_from(pos + done as u64)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        match op(done, at) {
+            0 => return Err(io::Error::from(short)),
             n if n < 0 => {
                 let e = io::Error::last_os_error();
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -267,26 +290,22 @@ pub fn pread_exact_at(fd: RawFd, buf: &mut [u8], pos: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes all of `buf` at `pos` of `fd` (ublk's user copy, as `pread_exact_at`).
-pub fn pwrite_all_at(fd: RawFd, buf: &[u8], pos: u64) -> io::Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        let at = libc::off_t::try_from(pos + done as u64)
-            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        let rest = &buf[done..];
-        // SAFETY: `rest` is valid for reads of `rest.len()` bytes for the call; a bad
-        // `fd` only makes the call fail.
-        let n = unsafe { libc::pwrite(fd, rest.as_ptr().cast(), rest.len(), at) };
-        match n {
-            0 => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-            n if n < 0 => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-            n => done += n as usize,
+/// Lets the calling thread run on every CPU (undoing a pinning to a few).
+pub fn allow_every_cpu() -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain bits, for which all-zero is valid; CPU_SET writes
+    // within it for indices below CPU_SETSIZE, and sched_setaffinity reads
+    // `size_of::<cpu_set_t>()` bytes of it. Bits of CPUs that do not exist are ignored
+    // by the kernel.
+    let r = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in 0..libc::CPU_SETSIZE as usize {
+            libc::CPU_SET(cpu, &mut set);
         }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
-    Ok(())
 }

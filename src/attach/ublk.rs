@@ -18,6 +18,7 @@
 //! the device; the kernel quiesces it and holds what comes meanwhile (the requests it
 //! had handed the old process are issued again) until the new process recovers it.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -431,11 +432,23 @@ fn serve_queue(
         }
     };
     let exe = Rc::new(smol::LocalExecutor::new());
+    let load = Rc::new(QueueLoad {
+        pending: Cell::new(0),
+        offloaded: Cell::new(0),
+        unpinned: Cell::new(false),
+        cap: std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
+    });
     let mut tasks = Vec::new();
     for tag in q.tags() {
-        let (q, vol, pool, gate) = (q.clone(), vol.clone(), pool.clone(), gate.clone());
+        let (q, vol, pool, gate, load) = (
+            q.clone(),
+            vol.clone(),
+            pool.clone(),
+            gate.clone(),
+            load.clone(),
+        );
         tasks.push(exe.spawn(async move {
-            match serve_tag(&q, tag, vol, pool, &gate).await {
+            match serve_tag(&q, tag, vol, pool, &gate, &load).await {
                 Err(UblkError::QueueIsDown) | Ok(()) => {}
                 Err(e) => tracing::error!(qid, tag, error = %e, "ublk tag ended"),
             }
@@ -451,6 +464,21 @@ fn serve_queue(
     }));
 }
 
+/// How busy one queue's thread is, for choosing where a small request runs. The kernel
+/// puts a submitter's requests on its CPU's queue, so one busy process fills one queue:
+/// done all on the queue's thread they would leave the other cores idle, and all on
+/// the pool they would each pay two thread switches.
+struct QueueLoad {
+    /// Requests this queue's tags hold (received, not yet answered).
+    pending: Cell<usize>,
+    /// Of those, the ones on the pool now.
+    offloaded: Cell<usize>,
+    /// At most this many on the pool at once (the other cores).
+    cap: usize,
+    /// Whether the queue's thread may run on every CPU yet (see `serve_tag`).
+    unpinned: Cell<bool>,
+}
+
 /// What a request's work hands back to its tag: the result (bytes or -errno) and, for
 /// a read, the bytes.
 type Done = Arc<Mutex<Option<(i32, Vec<u8>)>>>;
@@ -461,6 +489,7 @@ async fn serve_tag(
     vol: Arc<Volume>,
     pool: tokio::runtime::Handle,
     gate: &Gate,
+    load: &QueueLoad,
 ) -> std::result::Result<(), UblkError> {
     // With user copy (the device's flags say, as the kernel set them) a request's bytes
     // move between the kernel's pages and our buffers by pread/pwrite on the char
@@ -487,6 +516,16 @@ async fn serve_tag(
             nap_on_ring(Duration::from_millis(20)).await?;
             gate.active.fetch_add(1, Ordering::SeqCst);
         }
+        load.pending.set(load.pending.get() + 1);
+        if !load.unpinned.replace(true) {
+            // libublk pins a queue's thread to the CPUs whose requests it gets (once
+            // the thread runs, so undone at the first request): one busy submitter
+            // then shares its CPU with the thread serving it while the others idle.
+            // Unpinned, the scheduler spreads them, as it does the NBD path's threads.
+            if let Err(e) = super::sys::allow_every_cpu() {
+                tracing::debug!(error = %e, "the ublk queue thread stays pinned");
+            }
+        }
         let iod = q.get_iod(tag);
         let op = iod.op_flags & 0xff;
         let fua = iod.op_flags & ub::UBLK_IO_F_FUA != 0;
@@ -504,13 +543,19 @@ async fn serve_tag(
             -libc::EINVAL
         } else if let Err(errno) = input {
             -errno
-        } else if runs_inline(&vol, op, off, bytes, fua) {
+        } else if runs_inline(&vol, op, off, bytes, fua) && {
+            // Let the other requests that came with this one count themselves first;
+            // while more wait here, up to `cap` of them go to the other cores.
+            smol::future::yield_now().await;
+            load.pending.get() <= 1 || load.offloaded.get() >= load.cap
+        } {
             // Microseconds of work: done here, without the two thread switches of the
             // pool (as the NBD session runs them on its task).
             let (res, out) = execute(&vol, op, off, bytes, fua, input.unwrap_or_default());
             data.give(res, &out)
         } else {
             let input = input.unwrap_or_default();
+            load.offloaded.set(load.offloaded.get() + 1);
             let done: Done = Arc::default();
             let (d2, v2, e2) = (done.clone(), vol.clone(), efd.clone());
             pool.spawn_blocking(move || {
@@ -528,7 +573,9 @@ async fn serve_tag(
                 8,
             )
             .build();
-            let _ = ublk_submit_sqe_async(sqe, UblkUringData::Target as u64).await?;
+            let woke = ublk_submit_sqe_async(sqe, UblkUringData::Target as u64).await;
+            load.offloaded.set(load.offloaded.get().saturating_sub(1));
+            woke?;
             let (res, out) = done
                 .lock()
                 .ok()
@@ -537,6 +584,7 @@ async fn serve_tag(
             data.give(res, &out)
         };
         gate.active.fetch_sub(1, Ordering::SeqCst);
+        load.pending.set(load.pending.get().saturating_sub(1));
         q.submit_io_commit_cmd(tag, data.desc(), res).await?;
     }
 }

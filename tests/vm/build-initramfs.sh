@@ -15,7 +15,8 @@ root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root/bin" "$root/proc" "$root/sys" "$root/dev" "$root/tmp" "$root/work"
 cp /bin/busybox "$root/bin/busybox"
-strip -o "$root/bin/mindcastle" "$bin"
+# NO_STRIP=1 keeps the symbols (for perf in the guest).
+if [ -n "${NO_STRIP:-}" ]; then cp "$bin" "$root/bin/mindcastle"; else strip -o "$root/bin/mindcastle" "$bin"; fi
 mkfs=$(command -v mkfs.ext4)
 cp "$mkfs" "$root/bin/mkfs.ext4"
 # util-linux's losetup and fuse3's fusermount3 for the `--fuse` path, ahead of busybox
