@@ -30,7 +30,7 @@ chmod +x /work/bench-state.sh
 
 # mindcastle, kernel nbd path
 t0=$(now)
-mindcastle attach --size 10G mc.swap /work/bench-state.sh > mc.log 2>&1 &
+mindcastle attach --frontend nbd --size 10G mc.swap /work/bench-state.sh > mc.log 2>&1 &
 pid=$!
 n=0
 while [ ! -e /work/ready ]; do
