@@ -241,7 +241,7 @@ fn attach_device(
     };
     match cfg.frontend {
         Frontend::Ublk if !ublk::available() => Err(unavailable(NO_UBLK)),
-        Frontend::Ublk => attach_ublk(vol, cfg, take).map(Attached::Ublk),
+        Frontend::Ublk => attach_ublk(vol, trace, cfg, take).map(Attached::Ublk),
         Frontend::Nbd | Frontend::NbdIoctl if !kernel_nbd::available() => Err(unavailable(NO_NBD)),
         Frontend::Nbd | Frontend::NbdIoctl => attach_nbd(vol, trace, cfg).map(Attached::Kernel),
         Frontend::Fuse => {
@@ -253,7 +253,7 @@ fn attach_device(
             // A file system may be waiting on the device a killed attach left: that
             // device, never a new one beside it.
             if has_ublk && ublk::has_device_to_recover(vol) {
-                return attach_ublk(vol, cfg, take).map(Attached::Ublk);
+                return attach_ublk(vol, trace, cfg, take).map(Attached::Ublk);
             }
             if has_nbd && kernel_nbd::has_device_to_recover(vol) {
                 return attach_nbd(vol, trace, cfg).map(Attached::Kernel);
@@ -268,7 +268,7 @@ fn attach_device(
             if !has_ublk {
                 passed.push(format!("ublk: {NO_UBLK}"));
             } else {
-                match attach_ublk(vol, cfg, take) {
+                match attach_ublk(vol, trace.clone(), cfg, take) {
                     Ok(u) => return Ok(Attached::Ublk(u)),
                     Err(e) => passed.push(format!("ublk: {e}")),
                 }
@@ -295,9 +295,14 @@ const NO_UBLK: &str = "no ublk driver (no /dev/ublk-control, modprobe ublk_drv f
                        needs Linux 6.0+ built with CONFIG_BLK_DEV_UBLK)";
 const NO_NBD: &str = "no kernel nbd driver (no /dev/nbd0, modprobe nbd failed)";
 
-fn attach_ublk(vol: &Arc<Volume>, cfg: &AttachConfig, take: ublk::Take) -> Result<ublk::Ublk> {
+fn attach_ublk(
+    vol: &Arc<Volume>,
+    trace: Option<Arc<ReadTrace>>,
+    cfg: &AttachConfig,
+    take: ublk::Take,
+) -> Result<ublk::Ublk> {
     let queues = std::thread::available_parallelism().map_or(2, |n| n.get().min(4)) as u16;
-    let u = ublk::Ublk::attach(vol, queues, take, cfg.reconnect_timeout)?;
+    let u = ublk::Ublk::attach(vol, trace, queues, take, cfg.reconnect_timeout)?;
     tracing::info!(
         device = %u.device(),
         queues,
@@ -439,9 +444,12 @@ pub fn run(cfg: &AttachConfig) -> Result<u8> {
         Some(handover::Handed::Nbd { index, conns }) => Attached::Kernel(
             kernel_nbd::KernelNbd::adopt(&vol, trace.clone(), index, conns)?,
         ),
-        Some(handover::Handed::Ublk { id }) => {
-            Attached::Ublk(attach_ublk(&vol, cfg, ublk::Take::HandedOver(id))?)
-        }
+        Some(handover::Handed::Ublk { id }) => Attached::Ublk(attach_ublk(
+            &vol,
+            trace.clone(),
+            cfg,
+            ublk::Take::HandedOver(id),
+        )?),
         None => attach_device(&vol, trace.clone(), cfg)?,
     };
     let event = match &att {

@@ -36,6 +36,7 @@ use libublk::{sys as ub, BufDesc, UblkError, UblkFlags, UblkUringData};
 
 use super::sys::eventfd;
 use crate::error::{Error, ErrorKind, Result};
+use crate::trace::ReadTrace;
 use crate::volume::Volume;
 
 /// Largest request the kernel sends (and each tag's buffer).
@@ -194,6 +195,7 @@ impl Ublk {
     /// recovers it within `reconnect_timeout`.
     pub fn attach(
         vol: &Arc<Volume>,
+        trace: Option<Arc<ReadTrace>>,
         queues: u16,
         take: Take,
         reconnect_timeout: Duration,
@@ -284,8 +286,9 @@ impl Ublk {
                     }));
                     Ok(())
                 };
-                let q_fn =
-                    move |qid: u16, dev: &UblkDev| serve_queue(qid, dev, &v2, &handle, &gate2);
+                let q_fn = move |qid: u16, dev: &UblkDev| {
+                    serve_queue(qid, dev, &v2, &handle, &gate2, trace.clone())
+                };
                 let tx2 = tx.clone();
                 let ready = move |c: &UblkCtrl| {
                     let _ = tx2.send(Up::Started(c.dev_info().dev_id));
@@ -423,6 +426,7 @@ fn serve_queue(
     vol: &Arc<Volume>,
     pool: &tokio::runtime::Handle,
     gate: &Arc<Gate>,
+    trace: Option<Arc<ReadTrace>>,
 ) {
     let q = match UblkQueue::new(qid, dev) {
         Ok(q) => Rc::new(q),
@@ -440,15 +444,16 @@ fn serve_queue(
     });
     let mut tasks = Vec::new();
     for tag in q.tags() {
-        let (q, vol, pool, gate, load) = (
+        let (q, vol, pool, gate, load, trace) = (
             q.clone(),
             vol.clone(),
             pool.clone(),
             gate.clone(),
             load.clone(),
+            trace.clone(),
         );
         tasks.push(exe.spawn(async move {
-            match serve_tag(&q, tag, vol, pool, &gate, &load).await {
+            match serve_tag(&q, tag, vol, pool, &gate, &load, trace.as_deref()).await {
                 Err(UblkError::QueueIsDown) | Ok(()) => {}
                 Err(e) => tracing::error!(qid, tag, error = %e, "ublk tag ended"),
             }
@@ -490,6 +495,7 @@ async fn serve_tag(
     pool: tokio::runtime::Handle,
     gate: &Gate,
     load: &QueueLoad,
+    trace: Option<&ReadTrace>,
 ) -> std::result::Result<(), UblkError> {
     // With user copy (the device's flags say, as the kernel set them) a request's bytes
     // move between the kernel's pages and our buffers by pread/pwrite on the char
@@ -531,6 +537,9 @@ async fn serve_tag(
         let fua = iod.op_flags & ub::UBLK_IO_F_FUA != 0;
         let off = iod.start_sector << 9;
         let bytes = (iod.nr_sectors as usize) << 9;
+        if let (Some(t), ub::UBLK_IO_OP_READ) = (trace, op) {
+            t.record(off, bytes as u64);
+        }
         // Only reads and writes carry data; a discard or write-zeroes may span far more
         // than a request's buffer.
         let carries = op == ub::UBLK_IO_OP_READ || op == ub::UBLK_IO_OP_WRITE;

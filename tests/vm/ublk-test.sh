@@ -35,7 +35,7 @@ wait_ready() {
     rm -f /work/ready
 }
 export MINDCASTLE_LOG=mindcastle=info
-mindcastle attach --frontend ublk --size 1G u.swap /work/ublk-state.sh >> ublk.log 2>&1 &
+mindcastle attach --frontend ublk --size 1G -t /work/utrace u.swap /work/ublk-state.sh >> ublk.log 2>&1 &
 pid=$!
 wait_ready create "$pid"
 dev=$(sed -n 's/.*DEVICE=\([^ ]*\).*/\1/p' ublk-events | tail -1)
@@ -76,6 +76,8 @@ umount /mnt/u || fail "umount"
 kill -INT "$pid"
 wait "$pid" || fail "mindcastle exited $? after SIGINT"
 [ -e "$dev" ] && fail "$dev still there after detach"
+# --trace: one "offset length nanos" line per read the device served.
+[ "$(awk 'NF != 3' utrace | wc -l)" = 0 ] && [ "$(wc -l < utrace)" -gt 10 ] || fail "read trace: $(head -3 utrace)"
 echo "MCVM ok xfs-detach"
 
 mindcastle attach --frontend ublk u.swap /work/ublk-state.sh >> ublk.log 2>&1 &
