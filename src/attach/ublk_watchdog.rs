@@ -74,14 +74,20 @@ enum Seen {
     Served,
     /// Its server is dead and nobody has recovered it.
     Orphaned,
+    /// Cannot tell this time.
+    Unsure,
 }
 
 fn look(id: u32, server: i32, owner: &(String, String)) -> Seen {
     let Ok(ctrl) = UblkCtrl::new_simple(id as i32) else {
         return Seen::Gone;
     };
-    if super::ublk::owner_of(id).as_ref() != Some(owner) {
-        return Seen::Gone;
+    match super::ublk::owner_of(id) {
+        Some(o) if &o == owner => {}
+        Some(_) => return Seen::Gone,
+        // Its JSON is being rewritten (a recovery does that) or is unreadable: look
+        // again next tick.
+        None => return Seen::Unsure,
     }
     let info = ctrl.dev_info();
     let pid = info.ublksrv_pid;
@@ -107,6 +113,7 @@ pub fn run(id: u32, server: i32, data_dir: &Path, timeout: Duration) -> Result<(
         match look(id, server, &owner) {
             Seen::Gone | Seen::Recovered => return Ok(()),
             Seen::Served => dead_since = None,
+            Seen::Unsure => {}
             Seen::Orphaned => {
                 let since = *dead_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= timeout {
