@@ -1,10 +1,12 @@
 #!/bin/sh
+# shellcheck disable=SC2154  # pid and dev are set by attach_plain (guest-lib.sh)
 # Runs inside the bench VM (see bench/frontends-vm.sh): fio on the raw block device of
 # each front end, the disk in the guest's RAM: mindcastle on ublk, on kernel nbd
 # (netlink), on FUSE + loop, and qemu-nbd -c of a qcow2 on the same kernel nbd driver.
 # Jobs: 1 MiB sequential write then read at QD8 over 512 MiB, then 4 KiB random read
 # and write at QD1 and QD32 for $SECS s each. Prints one "MCVM fio FRONTEND JOB
 # bw_KiBps=N iops=N lat_us=N" line per job and "MCVM-RESULT pass".
+# shellcheck disable=SC1091  # copied into the initramfs; sets fail, attach_plain
 . /usr/local/bin/guest-lib.sh
 SECS=${SECS:-10}
 # job NAME FRONTEND DEVICE fio-args...: runs one job, prints its figures (fio terse v3:
@@ -32,8 +34,8 @@ attached() {
     shift
     attach_plain "$fe" mindcastle --size 2G "$@"
     jobs "$fe" "$dev"
-    kill -INT $pid
-    wait $pid || fail "$fe exit status"
+    kill -INT "$pid"
+    wait "$pid" || fail "$fe exit status"
     # The guest's RAM holds every disk: free this one's for the next.
     rm -rf "$fe.swap" swapdata-*
 }

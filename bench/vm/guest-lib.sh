@@ -26,5 +26,6 @@ attach_plain() {
         kill -0 $pid 2>/dev/null || fail "$name exited"
         sleep 0.1
     done
+    # shellcheck disable=SC2034  # read by the scripts that source this one
     dev=$(cat /work/device)
 }

@@ -1,10 +1,12 @@
 #!/bin/sh
+# shellcheck disable=SC2154  # pid and dev are set by attach_plain (guest-lib.sh)
 # Runs inside the profile VM (see bench/profile-vm.sh): fio 4 KiB random reads at QD32
 # on the raw device of mindcastle on ublk and on kernel nbd, with `perf record -e
 # cpu-clock -a -g` around each, and perf's report of the symbols where the guest spent
 # its samples; then QD1 random reads (IOPS and mean latency, not profiled). With a
 # second build, an A/B of the two on ublk. Prints "MCVM perf FRONTEND ..." lines and
 # "MCVM-RESULT pass".
+# shellcheck disable=SC1091  # copied into the initramfs; sets fail, attach_plain
 . /usr/local/bin/guest-lib.sh
 SECS=${SECS:-10}
 # profiled NAME BINARY attach-args...
@@ -27,8 +29,8 @@ profiled() {
         grep -E '^ +[0-9.]+%' | head -40 | sed "s/^/MCVM perf $fe /"
     perf report -i "perf-$fe.data" --no-children --sort comm --stdio 2>/dev/null |
         grep -E '^ +[0-9.]+%' | head -10 | sed "s/^/MCVM perf $fe comm /"
-    kill -INT $pid
-    wait $pid || fail "$fe exit status"
+    kill -INT "$pid"
+    wait "$pid" || fail "$fe exit status"
     rm -rf "$fe.swap" swapdata-* "perf-$fe.data"
 }
 # With a second build (bench/profile-vm.sh SECONDS OTHER_BIN) as /usr/local/bin/other:
