@@ -12,6 +12,7 @@
 //! - [`original`]: disks written by the original C Mindcastle (read only, for `convert`).
 
 pub mod attach;
+pub mod buffers;
 pub mod cli;
 pub mod cpus;
 pub mod error;

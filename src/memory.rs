@@ -8,7 +8,8 @@
 //! | decoded index nodes (LRU, by bytes) | 1/8 | reads of hot index levels |
 //! | NBD request payloads in flight, all connections together | 1/16 | eight 1 MiB requests; a 32 MiB one runs alone |
 //! | chunks cut and not yet stored | 1/32 | the chunker's batch (a few chunks hashed in parallel) |
-//! | the rest | 17/32 | code, thread stacks, runtime, the allocator's own overhead |
+//! | large buffers kept for reuse (`crate::buffers`) | 1/16 | no memset and page faults per 1 MiB request |
+//! | the rest | 15/32 | code, thread stacks, runtime, the allocator's own overhead |
 
 use crate::error::{Error, Result};
 use crate::format::size::parse_size;
@@ -88,6 +89,11 @@ impl Budget {
 
     /// Bytes of NBD request payloads in flight across every connection.
     pub fn request_bytes(self) -> usize {
+        to_usize(self.0 / 16)
+    }
+
+    /// Bytes of large buffers kept for reuse when no request holds them.
+    pub fn reuse_bytes(self) -> usize {
         to_usize(self.0 / 16)
     }
 

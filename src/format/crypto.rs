@@ -140,17 +140,40 @@ impl Keys {
             .len()
             .checked_sub(TAG_LEN)
             .ok_or_else(|| Error::corrupt("sealed item shorter than its tag"))?;
+        let mut buf = vec![0u8; split];
+        self.open_into(p, aad, stored, expected, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// [`Keys::open`] into `out`, which must be exactly the plaintext's length: no
+    /// allocation and no copy of the stored bytes (reads open each record straight
+    /// into the reply). On an error `out` holds unauthenticated bytes: never use them.
+    pub fn open_into(
+        &self,
+        p: Purpose,
+        aad: &[u8],
+        stored: &[u8],
+        expected: Option<&[u8; 16]>,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let split = stored
+            .len()
+            .checked_sub(TAG_LEN)
+            .ok_or_else(|| Error::corrupt("sealed item shorter than its tag"))?;
+        let (ciphertext, tag) = stored.split_at(split);
         if let Some(e) = expected {
-            if &stored[split..] != e {
+            if tag != e {
                 return Err(Error::corrupt("tag does not match its reference"));
             }
         }
-        let mut buf = stored.to_vec();
+        if out.len() != split {
+            return Err(Error::internal(
+                "open_into: output is not the plaintext's length",
+            ));
+        }
         self.cipher(p)
-            .open_in_place(zero_nonce(), Aad::from(aad), &mut buf)
-            .map_err(|_| Error::corrupt("authentication failed (wrong key or corrupted bytes)"))?;
-        buf.truncate(split);
-        Ok(buf)
+            .open_separate_gather(zero_nonce(), Aad::from(aad), ciphertext, tag, out)
+            .map_err(|_| Error::corrupt("authentication failed (wrong key or corrupted bytes)"))
     }
 }
 

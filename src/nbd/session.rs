@@ -12,6 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::sync::{Mutex, Semaphore};
 
 use super::{Negotiated, PayloadBudget, BASE_ALLOCATION_ID, MAX_IN_FLIGHT, MAX_PAYLOAD};
+use crate::buffers::{self, BufferPool};
 use crate::error::Error;
 use crate::trace::ReadTrace;
 use crate::volume::Volume;
@@ -178,6 +179,7 @@ where
         held: false,
     };
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let pool = buffers::shared();
     let neg = Arc::new(neg);
     let read_only = !vol.writable() || neg.flags & nbd_proto::flags::READ_ONLY != 0;
     let size = vol.size();
@@ -250,12 +252,12 @@ where
                     &wr,
                     &neg,
                     req.cookie,
-                    Outcome::Err(errno::EOVERFLOW, "too large".into()),
+                    &Outcome::Err(errno::EOVERFLOW, "too large".into()),
                 )
                 .await;
                 break;
             }
-            payload = vec![0u8; req.length as usize];
+            payload = pool.take(req.length as usize);
             if rd.buffer().len() < payload.len() {
                 pending.flush(&wr).await?;
             }
@@ -280,7 +282,7 @@ where
         }
         if let Some((code, why)) = validate(&req, size, read_only, &neg) {
             pending
-                .add(&wr, &neg, req.cookie, Outcome::Err(code, why.into()))
+                .add(&wr, &neg, req.cookie, &Outcome::Err(code, why.into()))
                 .await?;
             continue;
         }
@@ -300,10 +302,14 @@ where
             // network, goes to the pool, so this task never blocks for long.
             // A write's log ops stay buffered until the held replies go out: one
             // write(2) hands the whole batch to the kernel before any is acknowledged.
-            let outcome = execute(&vol, &req, payload, &neg, true);
+            let outcome = execute(&vol, &req, &payload, &neg, true, pool);
             pending.held |= req.kind == cmd::WRITE;
             drop(share);
-            pending.add(&wr, &neg, req.cookie, outcome).await?;
+            pending.add(&wr, &neg, req.cookie, &outcome).await?;
+            pool.give(payload);
+            if let Outcome::Data(r) = outcome {
+                pool.give(r.buf);
+            }
             continue;
         }
         pending.flush(&wr).await?;
@@ -315,12 +321,21 @@ where
         tokio::spawn(async move {
             let cookie = req.cookie;
             let n = neg.clone();
-            let outcome =
-                tokio::task::spawn_blocking(move || execute(&vol, &req, payload, &n, false))
-                    .await
-                    .unwrap_or_else(|_| Outcome::Err(errno::EIO, "request task failed".into()));
-            if let Err(e) = send(&wr, &neg, cookie, outcome).await {
+            let outcome = match tokio::task::spawn_blocking(move || {
+                let o = execute(&vol, &req, &payload, &n, false, pool);
+                pool.give(payload);
+                o
+            })
+            .await
+            {
+                Ok(o) => o,
+                Err(_) => Outcome::Err(errno::EIO, "request task failed".into()),
+            };
+            if let Err(e) = send(&wr, &neg, cookie, &outcome).await {
                 tracing::debug!(error = %e, "reply not delivered");
+            }
+            if let Outcome::Data(r) = outcome {
+                pool.give(r.buf);
             }
             drop(share);
             drop(permit);
@@ -372,15 +387,16 @@ fn inline(r: &p::Request) -> bool {
 fn execute(
     vol: &Volume,
     r: &p::Request,
-    payload: Vec<u8>,
+    payload: &[u8],
     neg: &Negotiated,
     held: bool,
+    pool: &BufferPool,
 ) -> Outcome {
     let len = u64::from(r.length);
     let fua = r.flags & cmd_flags::FUA != 0;
     let res = match r.kind {
         cmd::READ => {
-            let mut buf = vec![0u8; r.length as usize];
+            let mut buf = pool.take(r.length as usize);
             return match vol.read_at(r.offset, &mut buf) {
                 Ok(()) => Outcome::Data(ReadReply {
                     buf,
@@ -388,13 +404,16 @@ fn execute(
                     dont_fragment: r.flags & cmd_flags::DF != 0,
                 }),
                 Err(e) => {
+                    // Partly filled: handed back, never sent (the next user fills it
+                    // whole before sending).
+                    pool.give(buf);
                     tracing::warn!(error = %e, offset = r.offset, "read failed");
                     Outcome::Err(errno_of(&e), e.to_string())
                 }
             };
         }
-        cmd::WRITE if held => vol.write_held(r.offset, &payload),
-        cmd::WRITE => vol.write_at(r.offset, &payload),
+        cmd::WRITE if held => vol.write_held(r.offset, payload),
+        cmd::WRITE => vol.write_at(r.offset, payload),
         cmd::FLUSH => vol.flush(),
         cmd::TRIM | cmd::WRITE_ZEROES => vol.write_zeroes(r.offset, len),
         cmd::CACHE => {
@@ -458,11 +477,11 @@ async fn send<S: AsyncWrite>(
     wr: &Writer<S>,
     neg: &Negotiated,
     cookie: u64,
-    o: Outcome,
+    o: &Outcome,
 ) -> std::io::Result<()> {
     let mut pieces = Pieces::default();
-    encode(&mut pieces, neg, cookie, &o);
-    let data: &[u8] = match &o {
+    encode(&mut pieces, neg, cookie, o);
+    let data: &[u8] = match o {
         Outcome::Data(r) => &r.buf,
         _ => &[],
     };
@@ -557,9 +576,9 @@ impl Pending {
         wr: &Writer<S>,
         neg: &Negotiated,
         cookie: u64,
-        o: Outcome,
+        o: &Outcome,
     ) -> std::io::Result<()> {
-        encode(&mut self.out, neg, cookie, &o);
+        encode(&mut self.out, neg, cookie, o);
         if self.out.len() >= Self::LIMIT {
             self.flush(wr).await?;
         }

@@ -208,6 +208,22 @@ impl LocalStore {
             Error::io(format!("writing chunk {}", path.display()), e)
         })
     }
+
+    /// Fills `buf` from the chunk's bytes at `offset`; a chunk too short is corrupt.
+    fn read_range_into(&self, id: &ChunkId, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let f = self.file(id)?;
+        f.read_exact_at(buf, offset).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::corrupt(format!(
+                    "chunk {}: truncated (wanted {} bytes at {offset})",
+                    self.path_of(id).display(),
+                    buf.len()
+                ))
+            } else {
+                Error::io(format!("reading chunk {}", self.path_of(id).display()), e)
+            }
+        })
+    }
 }
 
 impl ChunkStore for LocalStore {
@@ -217,19 +233,27 @@ impl ChunkStore for LocalStore {
     }
 
     fn get_range(&self, id: &ChunkId, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let f = self.file(id)?;
         let mut buf = vec![0u8; len];
-        f.read_exact_at(&mut buf, offset).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                Error::corrupt(format!(
-                    "chunk {}: truncated (wanted {len} bytes at {offset})",
-                    self.path_of(id).display()
-                ))
-            } else {
-                Error::io(format!("reading chunk {}", self.path_of(id).display()), e)
-            }
-        })?;
+        self.read_range_into(id, offset, &mut buf)?;
         Ok(buf)
+    }
+
+    fn read_verified(
+        &self,
+        id: &ChunkId,
+        offset: u64,
+        len: usize,
+        accept: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        // A buffer from the process's pool: a fresh one per read cost a memset and
+        // page faults on every 1 MiB of a sequential read.
+        let pool = crate::buffers::shared();
+        let mut buf = pool.take(len);
+        let r = self
+            .read_range_into(id, offset, &mut buf)
+            .and_then(|()| accept(&buf));
+        pool.give(buf);
+        r
     }
 
     fn put(&self, bytes: &[u8]) -> Result<ChunkId> {

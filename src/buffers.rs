@@ -1,0 +1,105 @@
+//! Large byte buffers reused across requests, process-wide.
+//!
+//! A fresh 1 MiB `Vec` per request (a read's reply, a write's payload, the bytes of a
+//! chunk range read from disk) costs a zeroing memset and, once the allocator has handed
+//! the pages back, a page fault per 4 KiB. Buffers finished with are kept here, up to
+//! the budget's share for them ([`crate::memory::Budget::reuse_bytes`]), and taken
+//! again. A buffer is always filled whole before its bytes are used (a read fills every
+//! byte of its reply or fails and is not sent; a write's payload and a chunk range are
+//! read whole or the request fails), so reuse without zeroing returns nothing stale.
+
+use std::sync::{Mutex, OnceLock};
+
+/// Larger buffers are not kept (rare requests of up to 32 MiB).
+const KEEP_MAX_BYTES: usize = 2 << 20;
+
+/// Buffers finished with, and how many bytes they hold at most.
+pub struct BufferPool {
+    free: Mutex<Kept>,
+    cap_bytes: usize,
+}
+
+#[derive(Default)]
+struct Kept {
+    buffers: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+/// The process's pool, sized by its memory budget.
+pub fn shared() -> &'static BufferPool {
+    static POOL: OnceLock<BufferPool> = OnceLock::new();
+    POOL.get_or_init(|| BufferPool::new(crate::memory::Budget::process().reuse_bytes()))
+}
+
+impl BufferPool {
+    /// A pool keeping at most `cap_bytes` (by capacity).
+    pub fn new(cap_bytes: usize) -> Self {
+        Self {
+            free: Mutex::new(Kept::default()),
+            cap_bytes,
+        }
+    }
+
+    /// A buffer of exactly `len` bytes, reused when one large enough is free. Its bytes
+    /// are whatever the last user left (zeros only where it grew): fill it whole.
+    pub fn take(&self, len: usize) -> Vec<u8> {
+        let reused = self.free.lock().ok().and_then(|mut k| {
+            let at = k.buffers.iter().position(|b| b.capacity() >= len)?;
+            let b = k.buffers.swap_remove(at);
+            k.bytes -= b.capacity();
+            Some(b)
+        });
+        let mut buf = reused.unwrap_or_default();
+        buf.resize(len, 0);
+        buf
+    }
+
+    /// Hands a buffer back for a later [`BufferPool::take`]; dropped when the pool is
+    /// full or the buffer too large to keep.
+    pub fn give(&self, buf: Vec<u8>) {
+        let cap = buf.capacity();
+        if cap == 0 || cap > KEEP_MAX_BYTES {
+            return;
+        }
+        if let Ok(mut k) = self.free.lock() {
+            if k.bytes + cap <= self.cap_bytes {
+                k.bytes += cap;
+                k.buffers.push(buf);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_come_back_at_the_length_asked_and_are_reused() {
+        let pool = BufferPool::new(4 << 20);
+        let mut a = pool.take(1 << 20);
+        assert_eq!(a.len(), 1 << 20);
+        a.fill(7);
+        let ptr = a.as_ptr();
+        pool.give(a);
+        let b = pool.take(4096);
+        assert_eq!(
+            (b.len(), b.as_ptr()),
+            (4096, ptr),
+            "the same allocation again"
+        );
+        pool.give(b);
+        // Grown back: the part that was cut off reads as zeros, not stale bytes.
+        let c = pool.take(8192);
+        assert_eq!(c.as_ptr(), ptr);
+        assert!(c[..4096].iter().all(|&x| x == 7));
+        assert!(c[4096..].iter().all(|&x| x == 0));
+        // Too large to keep; past the cap, buffers are dropped.
+        pool.give(vec![0; KEEP_MAX_BYTES + 1]);
+        for _ in 0..6 {
+            pool.give(vec![0; 1 << 20]);
+        }
+        let kept = pool.free.lock().map(|k| (k.buffers.len(), k.bytes));
+        assert_eq!(kept.unwrap_or_default(), (4, 4 << 20));
+    }
+}
