@@ -12,6 +12,9 @@ use std::sync::{Mutex, OnceLock};
 
 /// Larger buffers are not kept (rare requests of up to 32 MiB).
 const KEEP_MAX_BYTES: usize = 2 << 20;
+/// Smaller ones are not worth a lock: the allocator's per-thread caches serve them
+/// (random 4 KiB reads take and give two buffers each).
+const KEEP_MIN_BYTES: usize = 64 << 10;
 
 /// Buffers finished with, and how many bytes they hold at most.
 pub struct BufferPool {
@@ -43,6 +46,9 @@ impl BufferPool {
     /// A buffer of exactly `len` bytes, reused when one large enough is free. Its bytes
     /// are whatever the last user left (zeros only where it grew): fill it whole.
     pub fn take(&self, len: usize) -> Vec<u8> {
+        if len < KEEP_MIN_BYTES {
+            return vec![0; len];
+        }
         let reused = self.free.lock().ok().and_then(|mut k| {
             let at = k.buffers.iter().position(|b| b.capacity() >= len)?;
             let b = k.buffers.swap_remove(at);
@@ -58,7 +64,7 @@ impl BufferPool {
     /// full or the buffer too large to keep.
     pub fn give(&self, buf: Vec<u8>) {
         let cap = buf.capacity();
-        if cap == 0 || cap > KEEP_MAX_BYTES {
+        if !(KEEP_MIN_BYTES..=KEEP_MAX_BYTES).contains(&cap) {
             return;
         }
         if let Ok(mut k) = self.free.lock() {
@@ -82,18 +88,19 @@ mod tests {
         a.fill(7);
         let ptr = a.as_ptr();
         pool.give(a);
-        let b = pool.take(4096);
-        assert_eq!(
-            (b.len(), b.as_ptr()),
-            (4096, ptr),
-            "the same allocation again"
-        );
+        let b = pool.take(KEEP_MIN_BYTES);
+        assert_eq!(b.len(), KEEP_MIN_BYTES);
+        assert_eq!(b.as_ptr(), ptr, "the same allocation again");
         pool.give(b);
         // Grown back: the part that was cut off reads as zeros, not stale bytes.
-        let c = pool.take(8192);
+        let c = pool.take(2 * KEEP_MIN_BYTES);
         assert_eq!(c.as_ptr(), ptr);
-        assert!(c[..4096].iter().all(|&x| x == 7));
-        assert!(c[4096..].iter().all(|&x| x == 0));
+        assert!(c[..KEEP_MIN_BYTES].iter().all(|&x| x == 7));
+        assert!(c[KEEP_MIN_BYTES..].iter().all(|&x| x == 0));
+        // Small ones are fresh zeroed allocations, and not kept.
+        let small = pool.take(4096);
+        assert!(small.iter().all(|&x| x == 0));
+        pool.give(small);
         // Too large to keep; past the cap, buffers are dropped.
         pool.give(vec![0; KEEP_MAX_BYTES + 1]);
         for _ in 0..6 {
