@@ -1,5 +1,6 @@
 //! The few system calls attach needs that std does not wrap: the nbd ioctls, a thread
-//! signal mask, and the memory settings of a process that serves its own block device.
+//! signal mask, the memory settings of a process that serves its own block device, and
+//! a filesystem's free space.
 //! All `unsafe` of the crate lives here, each block with its reason.
 #![allow(unsafe_code)]
 
@@ -308,4 +309,24 @@ pub fn allow_every_cpu() -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Bytes free to an unprivileged writer, and bytes in all, of the filesystem under `path`.
+pub fn free_space(path: &std::path::Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `st` points to writable memory the size
+    // of a statvfs, which the call fills whole when it returns 0.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so every field was written.
+    let st = unsafe { st.assume_init() };
+    let unit = st.f_frsize;
+    Ok((
+        st.f_bavail.saturating_mul(unit),
+        st.f_blocks.saturating_mul(unit),
+    ))
 }

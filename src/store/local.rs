@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,7 +42,24 @@ pub struct LocalStore {
     /// another runs waits for it, so it returns only when every file put before it
     /// began is durable.
     sync_lock: Mutex<()>,
+    /// Deleted chunk files kept to be written over by new chunks (see `recycle`).
+    recycled: Mutex<Recycled>,
+    /// Whether deleted chunks' files are recycled (the disk's own data folder only).
+    recycling: bool,
+    /// Test hook: recycle whatever the filesystem's free space.
+    ignore_free_space: bool,
 }
+
+/// Files of deleted chunks, renamed to temporary names, waiting to be written over.
+#[derive(Default)]
+struct Recycled {
+    files: Vec<(PathBuf, u64)>,
+    bytes: u64,
+}
+
+/// At most this many bytes of deleted chunks are kept for recycling: disk space the
+/// collector gives back late, about what a few checkpoints of sequential writes store.
+const RECYCLE_BYTES: u64 = 256 << 20;
 
 #[derive(Default)]
 struct Pending {
@@ -71,6 +88,15 @@ impl LocalStore {
         Ok(store)
     }
 
+    /// Opens a disk's own data folder like `open`, with the files of deleted chunks
+    /// written over by new ones (see `recycle`). Not for a folder other processes
+    /// share (a cache, a push destination): a reader there may hold a file open.
+    pub fn open_recycling(dir: &Path) -> Result<Self> {
+        let mut store = Self::open(dir)?;
+        store.recycling = true;
+        Ok(store)
+    }
+
     /// Opens `dir` for reading only (a fallback folder, or a disk opened read-only).
     pub fn open_read_only(dir: &Path) -> Self {
         Self::new(dir, false)
@@ -86,6 +112,9 @@ impl LocalStore {
             tmp_seq: AtomicU64::new(0),
             pending: Mutex::new(Pending::default()),
             sync_lock: Mutex::new(()),
+            recycled: Mutex::new(Recycled::default()),
+            recycling: false,
+            ignore_free_space: false,
         }
     }
 
@@ -191,16 +220,130 @@ impl LocalStore {
         Ok(())
     }
 
+    fn tmp_path(&self, what: &str) -> PathBuf {
+        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        self.dir
+            .join(format!("{TMP_PREFIX}{}-{what}{seq}", std::process::id()))
+    }
+
+    /// Moves a deleted chunk's file aside to be written over by a later chunk, when
+    /// this store recycles and its pool has room; `Ok(false)` when the caller is to
+    /// unlink it instead.
+    ///
+    /// Why: on a machine that hands freed memory back to its host (a VM with free page
+    /// reporting), every page of a new file is a host fault, 8-10x the cost of writing
+    /// into a page the guest still caches, and a deleted chunk's cached pages are such
+    /// pages. Only the disk's own data folder recycles, and the engine deletes only
+    /// chunks no root, kept snapshot or write under way reaches, so writing over one
+    /// loses what unlinking it would. Two differences are handled: a file with another
+    /// link (a clone's) is never written over, and a reader of this process that
+    /// opened the file before reads other bytes, which fail their record tag (never
+    /// returned as data) and are resolved again against the newer state
+    /// (`Engine::retrying`).
+    fn recycle(&self, path: &Path) -> Result<bool> {
+        if !self.recycling {
+            return Ok(false);
+        }
+        let mut pool = self.recycled.lock().map_err(|_| lock_err())?;
+        if pool.bytes >= RECYCLE_BYTES || !(self.ignore_free_space || room_to_spare(&self.dir)) {
+            return Ok(false);
+        }
+        let aside = self.tmp_path("free-");
+        match fs::rename(path, &aside) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+            Err(_) => return Ok(false),
+        }
+        // Renamed first, counted after: no link can be made through the chunk's name
+        // any more, so a count of one stays one.
+        match fs::symlink_metadata(&aside) {
+            Ok(m) if m.nlink() == 1 && m.is_file() => {
+                pool.bytes += m.len();
+                pool.files.push((aside, m.len()));
+            }
+            _ => {
+                // Another name holds these bytes (a clone's link): only ours goes.
+                let _ = fs::remove_file(&aside);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Writes `bytes` over a recycled file and renames it to `path`; `None` when the
+    /// pool is empty or the file could not be reused (it is then removed).
+    fn write_recycled(&self, path: &Path, bytes: &[u8]) -> Option<File> {
+        let aside = {
+            let mut pool = self.recycled.lock().ok()?;
+            let (aside, len) = pool.files.pop()?;
+            pool.bytes -= len;
+            aside
+        };
+        let write = || -> std::io::Result<File> {
+            let f = OpenOptions::new().write(true).open(&aside)?;
+            f.write_all_at(bytes, 0)?;
+            f.set_len(bytes.len() as u64)?;
+            fs::rename(&aside, path)?;
+            Ok(f)
+        };
+        match write() {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not reuse a deleted chunk's file");
+                let _ = fs::remove_file(&aside);
+                None
+            }
+        }
+    }
+
+    /// Unlinks every file kept for recycling (their space is the user's again).
+    fn drain_recycled(&self) {
+        let files = match self.recycled.lock() {
+            Ok(mut pool) => {
+                pool.bytes = 0;
+                std::mem::take(&mut pool.files)
+            }
+            Err(_) => return,
+        };
+        for (path, _) in files {
+            let _ = fs::remove_file(path);
+        }
+    }
+
+    /// Test hook: recycle even on a filesystem with little room to spare.
+    #[doc(hidden)]
+    pub fn recycle_whatever_the_free_space(mut self) -> Self {
+        self.ignore_free_space = true;
+        self
+    }
+
+    /// Test hook: how many deleted chunks' files wait to be written over.
+    #[doc(hidden)]
+    pub fn recycled_files(&self) -> usize {
+        self.recycled.lock().map(|p| p.files.len()).unwrap_or(0)
+    }
+
     fn write_new(&self, id: &ChunkId, bytes: &[u8]) -> Result<File> {
         let path = self.path_of(id);
-        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .dir
-            .join(format!("{TMP_PREFIX}{}-{seq}", std::process::id()));
+        if let Some(f) = self.write_recycled(&path, bytes) {
+            return Ok(f);
+        }
+        match self.write_fresh(&path, bytes) {
+            Err(e) if self.recycled_files() > 0 => {
+                // A full disk, say: give back what the pool holds and try once more.
+                tracing::debug!(error = %e, "writing a chunk failed; freeing recycled files");
+                self.drain_recycled();
+                self.write_fresh(&path, bytes)
+            }
+            r => r,
+        }
+    }
+
+    fn write_fresh(&self, path: &Path, bytes: &[u8]) -> Result<File> {
+        let tmp = self.tmp_path("");
         let write = || -> std::io::Result<File> {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(bytes)?;
-            fs::rename(&tmp, &path)?;
+            fs::rename(&tmp, path)?;
             Ok(f)
         };
         write().map_err(|e| {
@@ -347,6 +490,9 @@ impl ChunkStore for LocalStore {
         if let Ok(mut p) = self.pending.lock() {
             p.known.remove(id);
         }
+        if self.recycle(&self.path_of(id))? {
+            return Ok(());
+        }
         match fs::remove_file(self.path_of(id)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -377,6 +523,20 @@ impl ChunkStore for LocalStore {
     }
 }
 
+impl Drop for LocalStore {
+    /// Deleted chunks kept for recycling go now: their space is the user's again.
+    fn drop(&mut self) {
+        self.drain_recycled();
+    }
+}
+
+/// Whether the filesystem under `dir` has room to keep deleted files for a while: at
+/// least a tenth of it and 1 GiB free. A filling disk gets its space back at once.
+fn room_to_spare(dir: &Path) -> bool {
+    crate::attach::sys::free_space(dir)
+        .is_ok_and(|(free, total)| free >= 1 << 30 && free.saturating_mul(10) >= total)
+}
+
 /// fsyncs a directory so renames and creations in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -388,6 +548,89 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    fn temporaries(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(TMP_PREFIX))
+            .collect()
+    }
+
+    #[test]
+    fn a_deleted_chunks_file_is_written_over_by_the_next_put() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open_recycling(dir.path())
+            .unwrap()
+            .recycle_whatever_the_free_space();
+        let old = vec![7u8; 300 << 10];
+        let a = s.put(&old).unwrap();
+        s.sync().unwrap();
+        let inode = fs::metadata(s.path_of(&a)).unwrap().ino();
+        s.delete(&a).unwrap();
+        assert!(!s.path_of(&a).exists(), "a deleted chunk keeps its name");
+        assert_eq!(s.recycled_files(), 1);
+        // Shorter than the file it reuses: the tail must go.
+        let new = vec![9u8; 100 << 10];
+        let b = s.put(&new).unwrap();
+        s.sync().unwrap();
+        assert_eq!(s.recycled_files(), 0);
+        assert_eq!(fs::metadata(s.path_of(&b)).unwrap().ino(), inode);
+        let on_disk = fs::read(s.path_of(&b)).unwrap();
+        assert!(on_disk == new, "the recycled file holds other bytes");
+        assert_eq!(ChunkId::of(&on_disk), b);
+        // A put of the deleted bytes writes them again (the id is not "known").
+        assert_eq!(s.put(&old).unwrap(), a);
+        assert!(fs::read(s.path_of(&a)).unwrap() == old);
+        // Kept files go when the store does.
+        s.delete(&a).unwrap();
+        assert_eq!(temporaries(dir.path()).len(), 1);
+        drop(s);
+        assert!(
+            temporaries(dir.path()).is_empty(),
+            "recycled files outlive the store"
+        );
+    }
+
+    #[test]
+    fn a_chunk_file_with_another_link_is_never_written_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let clone = tempfile::tempdir_in(dir.path()).unwrap();
+        let s = LocalStore::open_recycling(dir.path())
+            .unwrap()
+            .recycle_whatever_the_free_space();
+        let old = vec![7u8; 200 << 10];
+        let a = s.put(&old).unwrap();
+        s.sync().unwrap();
+        // A clone links the chunk into its own folder, as `clone` does.
+        let linked = clone.path().join(a.file_name());
+        fs::hard_link(s.path_of(&a), &linked).unwrap();
+        s.delete(&a).unwrap();
+        assert_eq!(
+            s.recycled_files(),
+            0,
+            "a linked file was kept for recycling"
+        );
+        assert!(!s.path_of(&a).exists());
+        s.put(&[5u8; 200 << 10]).unwrap();
+        assert!(
+            fs::read(&linked).unwrap() == old,
+            "the clone's chunk changed"
+        );
+        assert!(temporaries(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn only_a_recycling_store_keeps_deleted_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        let a = s.put(&[1u8; 4096]).unwrap();
+        s.sync().unwrap();
+        s.delete(&a).unwrap();
+        assert_eq!(s.recycled_files(), 0);
+        assert!(temporaries(dir.path()).is_empty());
+        assert!(!s.path_of(&a).exists());
+    }
 
     #[test]
     fn a_failed_chunk_fsync_is_never_forgotten() {

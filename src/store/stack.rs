@@ -69,7 +69,7 @@ pub fn classify(value: &str, base_dir: &Path) -> FallbackKind {
 /// Opens the stack.
 pub fn open(spec: &StackSpec<'_>) -> Result<Arc<dyn ChunkStore>> {
     let local: Arc<dyn ChunkStore> = if spec.writable {
-        Arc::new(LocalStore::open(spec.data_dir)?)
+        Arc::new(LocalStore::open_recycling(spec.data_dir)?)
     } else {
         Arc::new(LocalStore::open_read_only(spec.data_dir))
     };

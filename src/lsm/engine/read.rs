@@ -113,11 +113,12 @@ impl Engine {
     ) -> Result<T> {
         let mut attempt = 0;
         loop {
-            let (found, tree) = {
+            let (found, tree, root) = {
                 let st = self.core.state.read().map_err(|_| lock_err())?;
                 (
                     mem_slots(&st.mem, st.frozen.as_deref(), lba, count),
                     st.tree.clone(),
+                    st.root.map(|r| r.id),
                 )
             };
             match f(found, &tree) {
@@ -125,9 +126,31 @@ impl Engine {
                     attempt += 1;
                     tracing::debug!(error = %e, lba, "a chunk went while it was read; resolving again");
                 }
+                // The collector writes new chunks over the files of dead ones (see
+                // `LocalStore::recycle`): bytes read from a file opened before a newer
+                // root made it dead fail their tag. Resolved again only when a root
+                // came meanwhile; bytes that fail under the same root are corrupt.
+                Err(e)
+                    if e.kind() == crate::error::ErrorKind::Corrupt
+                        && attempt < 3
+                        && self.root_id()? != root =>
+                {
+                    attempt += 1;
+                    tracing::debug!(error = %e, lba, "a chunk was recycled while it was read; resolving again");
+                }
                 other => return other,
             }
         }
+    }
+
+    fn root_id(&self) -> Result<Option<crate::format::chunk_id::ChunkId>> {
+        Ok(self
+            .core
+            .state
+            .read()
+            .map_err(|_| lock_err())?
+            .root
+            .map(|r| r.id))
     }
 
     /// Reads the index nodes that resolving `lba..lba+count` needs into the node cache,
