@@ -120,3 +120,61 @@ fn large_writes_come_back_from_a_log_of_references() {
     assert!(head == small);
     vol.close().unwrap();
 }
+
+/// Eight writers, each with its own 2 MiB region, put 256 KiB pieces there over and
+/// over while checkpoints run: writes in flight together share chunks (one stores
+/// them all). Every region reads back its writer's last pieces, before and after the
+/// disk is dropped without closing (the log of references alone), and `fsck` passes.
+#[test]
+fn concurrent_large_writes_sharing_chunks_each_keep_their_blocks() {
+    const WRITERS: u64 = 8;
+    const REGION: usize = 2 << 20;
+    const ROUNDS: u64 = 24;
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::new_disk(dir.path(), SIZE);
+    let mut opts = common::small();
+    opts.tuning.memtable_entries = 4096;
+    let vol = Arc::new(Volume::open(&path, &opts).unwrap());
+    let start = Arc::new(std::sync::Barrier::new(WRITERS as usize));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let (vol, start) = (vol.clone(), start.clone());
+            std::thread::spawn(move || {
+                let mut region = vec![0u8; REGION];
+                start.wait();
+                for round in 0..ROUNDS {
+                    let at = (round as usize * PIECE) % REGION;
+                    let piece = common::data(w * 1000 + round, PIECE);
+                    vol.write_at(w * REGION as u64 + at as u64, &piece).unwrap();
+                    region[at..at + PIECE].copy_from_slice(&piece);
+                    if round == ROUNDS / 2 && w == 0 {
+                        vol.checkpoint().unwrap();
+                    }
+                }
+                region
+            })
+        })
+        .collect();
+    let model: Vec<Vec<u8>> = writers.into_iter().map(|h| h.join().unwrap()).collect();
+    let check = |vol: &Volume, when: &str| {
+        let mut back = vec![0u8; REGION];
+        for (w, region) in model.iter().enumerate() {
+            vol.read_at(w as u64 * REGION as u64, &mut back).unwrap();
+            assert!(back == *region, "writer {w}'s region is wrong {when}");
+        }
+    };
+    check(&vol, "while open");
+    vol.flush().unwrap();
+    drop(Arc::into_inner(vol).unwrap());
+    let vol = Volume::open(&path, &OpenOptions::default()).unwrap();
+    check(&vol, "after the log's replay");
+    vol.close().unwrap();
+    let out = common::run(&["fsck", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    // Not asserted (it depends on timing): how many chunk files the writes made.
+    eprintln!(
+        "{} chunk files for {} large writes",
+        common::chunk_files(&path).len(),
+        WRITERS * ROUNDS
+    );
+}

@@ -156,26 +156,29 @@ impl Volume {
         }
         // A large write's records go straight into data chunks, and the log names them.
         let data_blocks = full.iter().filter(|r| r.is_some()).count();
+        let mut full = full;
+        // Which blocks hold data: a stored write's records move into its chunks.
+        let is_data: Vec<bool> = full.iter().map(Option::is_some).collect();
         let stored = if data_blocks >= DIRECT_MIN_BLOCKS {
-            let records: Vec<(u64, &SealedRecord)> = full
-                .iter()
+            let records: Vec<(u64, SealedRecord)> = full
+                .iter_mut()
                 .enumerate()
-                .filter_map(|(i, r)| r.as_ref().map(|r| (first_full + i as u64, r)))
+                .filter_map(|(i, r)| r.take().map(|r| (first_full + i as u64, r)))
                 .collect();
-            Some(engine.store_records(&records)?)
+            Some(engine.store_records(records)?)
         } else {
             None
         };
         let update = |batch: &mut crate::lsm::engine::Batch<'_>| -> Result<()> {
-            let direct = stored.is_some();
             if let Some(w) = stored {
                 batch.put_stored(w)?;
             }
             for (i, rec) in full.into_iter().enumerate() {
                 let lba = first_full + i as u64;
                 match rec {
-                    Some(_) if direct => {}
                     Some(r) => batch.put(lba, r)?,
+                    // Stored in a chunk above.
+                    None if is_data.get(i) == Some(&true) => {}
                     None => batch.zero(lba, 1)?,
                 }
             }

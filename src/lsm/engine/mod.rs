@@ -17,6 +17,7 @@
 //! fresh memtable fills before the frozen one is done.
 
 mod background;
+mod combine;
 mod commit;
 mod fsck;
 mod gc;
@@ -293,6 +294,8 @@ struct Core {
     /// it, and exclusively by garbage collection: a chunk stored (or found already
     /// there) for a write is never deleted before the memtable makes it live.
     direct_gate: RwLock<()>,
+    /// Large writes waiting to share a chunk, and which of them stores it.
+    combiner: combine::Combiner,
     /// A large write stored a chunk that no sync has covered yet: the next log sync
     /// syncs the store first, so the log never names a chunk a power cut can lose.
     direct_unsynced: AtomicBool,
@@ -405,6 +408,7 @@ impl Engine {
             last_write_ms: AtomicU64::new(0),
             opened: std::time::Instant::now(),
             direct_gate: RwLock::new(()),
+            combiner: combine::Combiner::default(),
             direct_unsynced: AtomicBool::new(false),
         };
         let replayed = replay.as_ref().is_some_and(|r| !r.ops.is_empty());

@@ -113,27 +113,58 @@ impl Engine {
     /// block order) straight into data chunks cut as a checkpoint cuts them, so the log
     /// holds references instead of the records and no checkpoint copies them again.
     /// The chunks are synced by the next log sync (a flush) or checkpoint.
-    pub fn store_records(&self, records: &[(u64, &SealedRecord)]) -> Result<StoredWrite<'_>> {
+    pub fn store_records(&self, records: Vec<(u64, SealedRecord)>) -> Result<StoredWrite<'_>> {
         self.core.check_writable()?;
         let gate = self.core.direct_gate.read().map_err(|_| lock_err())?;
-        let mut chunker = Chunker::new(self.core.ctx.store.as_ref())
-            .with_pending_limit(self.core.tuning.pending_chunk_bytes);
-        for (lba, rec) in records {
-            chunker.push(*lba, rec)?;
-        }
-        let placed = chunker
-            .finish()?
-            .into_iter()
-            .map(|(lba, loc)| match loc {
-                Loc::Data(d) => Ok((lba, d)),
-                Loc::Zero => Err(Error::internal("the chunker placed a zero block")),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        // Large writes in flight together share chunks (`combine`): fewer files. One
+        // that fills half a chunk by itself stores alone, on its own thread.
+        let bytes: usize = records.iter().map(|(_, r)| r.bytes.len()).sum();
+        let placed = if bytes >= combine::ALONE_BYTES {
+            self.store_group(std::slice::from_ref(&records))?
+                .pop()
+                .ok_or_else(|| Error::internal("a stored write has no places"))?
+        } else {
+            self.core
+                .combiner
+                .store(records, |groups| self.store_group(groups))?
+        };
         self.core.direct_unsynced.store(true, Ordering::SeqCst);
         Ok(StoredWrite {
             placed,
             _gate: gate,
         })
+    }
+
+    /// Packs several writes' records into data chunks through one chunker; returns
+    /// each write's places, in the order given.
+    fn store_group(&self, groups: &[Vec<(u64, SealedRecord)>]) -> Result<Vec<Vec<(u64, DataRef)>>> {
+        let mut chunker = Chunker::new(self.core.ctx.store.as_ref())
+            .with_pending_limit(self.core.tuning.pending_chunk_bytes);
+        for (lba, rec) in groups.iter().flatten() {
+            chunker.push(*lba, rec)?;
+        }
+        // Entries come back in the order pushed: each write's, one after another.
+        let mut entries = chunker.finish()?.into_iter();
+        groups
+            .iter()
+            .map(|g| {
+                let placed = entries
+                    .by_ref()
+                    .take(g.len())
+                    .map(|(lba, loc)| match loc {
+                        Loc::Data(d) => Ok((lba, d)),
+                        Loc::Zero => Err(Error::internal("the chunker placed a zero block")),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                if placed.len() == g.len() {
+                    Ok(placed)
+                } else {
+                    Err(Error::internal(
+                        "the chunker placed fewer blocks than pushed",
+                    ))
+                }
+            })
+            .collect()
     }
 
     pub fn update<T>(&self, f: impl FnOnce(&mut Batch<'_>) -> Result<T>) -> Result<T> {

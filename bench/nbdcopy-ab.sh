@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# A/B of two mindcastle builds on `nbdcopy --flush` of an image into a new disk (the
+# first fill: every chunk a new file), interleaved over rounds. Prints MB/s, the
+# server's CPU ticks (utime+stime over the copy and its close) and the files in the
+# data folder. The image defaults to bench/make-image.py's half-compressible one.
+# Usage: bench/nbdcopy-ab.sh BIN_A BIN_B [SIZE_MIB] [ROUNDS]
+set -euo pipefail
+export PATH="/usr/bin:$PATH"
+A=$1 B=$2 SIZE_MIB="${3:-1024}" ROUNDS="${4:-4}"
+DIR="${BENCH_DIR:-/tmp/mindcastle-nbdcopy-ab}"
+rm -rf "$DIR" && mkdir -p "$DIR"
+IMG="$DIR/image.raw"
+python3 "$(dirname "$0")/make-image.py" "$IMG" "$SIZE_MIB"
+pid=""
+cleanup() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; }
+trap cleanup EXIT
+echo "round side MB/s cpu_ticks files"
+for round in $(seq "$ROUNDS"); do
+  for side in A B; do
+    bin=$A; [ "$side" = B ] && bin=$B
+    rm -rf "$DIR/d" && mkdir -p "$DIR/d"
+    "$bin" create --size "${SIZE_MIB}M" "$DIR/d/d.swap" >/dev/null
+    "$bin" serve "$DIR/d/d.swap" --socket "$DIR/s.sock" >/dev/null 2>&1 & pid=$!
+    for _ in $(seq 100); do [ -S "$DIR/s.sock" ] && break; sleep 0.1; done
+    t0=$(date +%s.%N)
+    nbdcopy --flush "$IMG" "nbd+unix:///?socket=$DIR/s.sock"
+    t1=$(date +%s.%N)
+    ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""; rm -f "$DIR/s.sock"
+    files=$(find "$DIR"/d/swapdata-*/ -maxdepth 1 -type f | wc -l)
+    mbs=$(python3 -c "print(round($SIZE_MIB * 1048576 / 1e6 / ($t1 - $t0), 1))")
+    echo "$round $side $mbs $ticks $files"
+  done
+done
