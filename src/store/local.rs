@@ -414,7 +414,15 @@ impl ChunkStore for LocalStore {
         // Written and renamed now, fsynced in `sync` (before any root names it).
         let file = match self.verified_existing(&id) {
             Some(f) => f,
-            None => self.write_new(&id, bytes)?,
+            None => {
+                let f = self.write_new(&id, bytes)?;
+                // Its writeback starts now, so the fsync before the next root (which
+                // writers may wait on) has little left to write.
+                if let Err(e) = crate::attach::sys::start_writeback(&f) {
+                    tracing::debug!(error = %e, "could not start a chunk's writeback");
+                }
+                f
+            }
         };
         let mut p = self.pending.lock().map_err(|_| lock_err())?;
         p.unsynced.push(file);
