@@ -4,8 +4,6 @@
 
 use std::fmt;
 
-use sha2::{Digest, Sha512};
-
 use crate::error::{Error, Result};
 
 /// File name suffix of every chunk.
@@ -18,7 +16,9 @@ pub struct ChunkId(pub [u8; 32]);
 impl ChunkId {
     /// The id of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
-        let digest = Sha512::digest(bytes);
+        // OpenSSL's SHA-512 (already linked for TLS): 1.5-1.8x the `sha2` crate's on
+        // 4 MiB here, and hashing chunk bytes was a third of a sequential write's CPU.
+        let digest = openssl::sha::sha512(bytes);
         let mut id = [0u8; 32];
         id.copy_from_slice(&digest[..32]);
         Self(id)
@@ -73,5 +73,19 @@ mod tests {
         assert!(id.to_hex().starts_with("ddaf35a193617abacc417349ae204131"));
         assert_eq!(ChunkId::from_file_name(&id.file_name()), Some(id));
         assert_eq!(ChunkId::from_file_name("wal"), None);
+    }
+
+    #[test]
+    fn ids_match_another_sha512_at_every_length_around_its_block_size() {
+        use sha2::Digest;
+        // Lengths across SHA-512's 128-byte blocks and its 112-byte padding edge, and
+        // a chunk's size, against the `sha2` crate's digest.
+        let data: Vec<u8> = (0..(1u32 << 20) + 300)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for len in (0..=400).chain([4095, 4096, 65_537, 1 << 20, (1 << 20) + 300]) {
+            let want = sha2::Sha512::digest(&data[..len]);
+            assert_eq!(ChunkId::of(&data[..len]).0[..], want[..32], "length {len}");
+        }
     }
 }
