@@ -19,6 +19,8 @@ rm -rf "$DIR" && mkdir -p "$DIR"
 pid=""
 cleanup() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; }
 trap cleanup EXIT
+# shellcheck source=bench/ab-lib.sh
+source "$(dirname "$0")/ab-lib.sh"
 
 # MB/s, IOPS and MB moved of one job.
 run_fio() {
@@ -26,7 +28,6 @@ run_fio() {
       --runtime="$RUNTIME" --time_based=1 --output-format=json "$@" 2>/dev/null |
     python3 -c 'import json,sys; t=sys.stdin.read(); j=json.loads(t[t.index("{"):])["jobs"][0]; r=j["read"]; w=j["write"]; d=r if r["io_bytes"]>0 else w; print("%.1f %.0f %.0f" % (d["bw_bytes"]/1e6, d["iops"], d["io_bytes"]/1e6))'
 }
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 if [ $# -gt 0 ]; then
   JOBS=("job:$*")
 else
@@ -42,10 +43,7 @@ echo "round side job MB/s IOPS MB cpu_ticks"
 for round in $(seq "$ROUNDS"); do
   for side in A B; do
     bin=$A; [ "$side" = B ] && bin=$B
-    rm -rf "$DIR/d" && mkdir -p "$DIR/d"
-    "$bin" create --size "${SIZE_MIB}M" "$DIR/d/d.swap" >/dev/null
-    "$bin" serve "$DIR/d/d.swap" --socket "$DIR/s.sock" >/dev/null 2>&1 & pid=$!
-    for _ in $(seq 100); do [ -S "$DIR/s.sock" ] && break; sleep 0.1; done
+    serve_fresh "$bin" "$SIZE_MIB"
     fio --name=fill --ioengine=nbd --uri="nbd+unix:///?socket=$DIR/s.sock" --size="${SIZE_MIB}M" --rw=write --bs=1M --iodepth=8 >/dev/null 2>&1
     for j in "${JOBS[@]}"; do
       name=${j%%:*}; args=${j#*:}
@@ -55,7 +53,7 @@ for round in $(seq "$ROUNDS"); do
       c1=$(ticks "$pid")
       echo "$round $side $name $r $((c1 - c0))" | tee -a "$DIR/results"
     done
-    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""; rm -f "$DIR/s.sock"
+    stop_served
   done
 done
 python3 - "$DIR/results" <<'PY'

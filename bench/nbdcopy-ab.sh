@@ -14,19 +14,18 @@ python3 "$(dirname "$0")/make-image.py" "$IMG" "$SIZE_MIB"
 pid=""
 cleanup() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; }
 trap cleanup EXIT
+# shellcheck source=bench/ab-lib.sh
+source "$(dirname "$0")/ab-lib.sh"
 echo "round side MB/s cpu_ticks files"
 for round in $(seq "$ROUNDS"); do
   for side in A B; do
     bin=$A; [ "$side" = B ] && bin=$B
-    rm -rf "$DIR/d" && mkdir -p "$DIR/d"
-    "$bin" create --size "${SIZE_MIB}M" "$DIR/d/d.swap" >/dev/null
-    "$bin" serve "$DIR/d/d.swap" --socket "$DIR/s.sock" >/dev/null 2>&1 & pid=$!
-    for _ in $(seq 100); do [ -S "$DIR/s.sock" ] && break; sleep 0.1; done
+    serve_fresh "$bin" "$SIZE_MIB"
     t0=$(date +%s.%N)
     nbdcopy --flush "$IMG" "nbd+unix:///?socket=$DIR/s.sock"
     t1=$(date +%s.%N)
-    ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
-    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=""; rm -f "$DIR/s.sock"
+    ticks=$(ticks "$pid")
+    stop_served
     files=$(find "$DIR"/d/swapdata-*/ -maxdepth 1 -type f | wc -l)
     mbs=$(python3 -c "print(round($SIZE_MIB * 1048576 / 1e6 / ($t1 - $t0), 1))")
     echo "$round $side $mbs $ticks $files"
