@@ -122,7 +122,7 @@ impl Volume {
         let first_full = offset.div_ceil(BS);
         let end_full = end / BS;
         // Seal whole blocks before taking the lock.
-        let full: Vec<Option<SealedRecord>> = if first_full < end_full {
+        let mut full: Vec<Option<SealedRecord>> = if first_full < end_full {
             let start = (first_full * BS - offset) as usize;
             let bytes = data
                 .get(start..start + ((end_full - first_full) * BS) as usize)
@@ -155,10 +155,9 @@ impl Volume {
             heads.push((lba, block, seen));
         }
         // A large write's records go straight into data chunks, and the log names them.
-        let data_blocks = full.iter().filter(|r| r.is_some()).count();
-        let mut full = full;
         // Which blocks hold data: a stored write's records move into its chunks.
         let is_data: Vec<bool> = full.iter().map(Option::is_some).collect();
+        let data_blocks = is_data.iter().filter(|d| **d).count();
         let stored = if data_blocks >= DIRECT_MIN_BLOCKS {
             let records: Vec<(u64, SealedRecord)> = full
                 .iter_mut()

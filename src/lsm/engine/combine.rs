@@ -86,15 +86,16 @@ impl Drop for Leading<'_> {
 }
 
 impl Combiner {
-    /// Stores `records` (in increasing block order), alone or with other writes queued
-    /// meanwhile; returns where each went, in the same order.
+    /// Stores `records` (in increasing block order, `bytes` of records in all), alone
+    /// or with other writes queued meanwhile; returns where each went, in the same order.
     pub(super) fn store(
         &self,
         records: Records,
+        bytes: usize,
         store_group: impl Fn(&[Records]) -> Result<Vec<Places>>,
     ) -> Result<Places> {
         let slot = Arc::new(Slot {
-            bytes: records.iter().map(|(_, r)| r.bytes.len()).sum(),
+            bytes,
             records: Mutex::new(Some(records)),
             placed: Mutex::new(None),
         });
@@ -229,12 +230,12 @@ mod tests {
         let store = &store_fn;
         let c = &c;
         std::thread::scope(|s| {
-            let first = s.spawn(move || c.store(vec![rec(1), rec(2)], store));
+            let first = s.spawn(move || c.store(vec![rec(1), rec(2)], 16, store));
             while batches.lock().unwrap().is_empty() {
                 std::thread::yield_now();
             }
             let others: Vec<_> = (10..13u64)
-                .map(|w| s.spawn(move || c.store(vec![rec(w * 10), rec(w * 10 + 1)], store)))
+                .map(|w| s.spawn(move || c.store(vec![rec(w * 10), rec(w * 10 + 1)], 16, store)))
                 .collect();
             while waiting(c) < 3 {
                 std::thread::yield_now();
@@ -265,7 +266,7 @@ mod tests {
     fn a_failed_store_fails_each_write_of_its_batch_and_the_next_stores() {
         let c = Combiner::default();
         let err = c
-            .store(vec![rec(1)], |_| {
+            .store(vec![rec(1)], 8, |_| {
                 Err(Error::io(
                     "chunk write",
                     std::io::Error::from_raw_os_error(libc::ENOSPC),
@@ -274,7 +275,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), crate::error::ErrorKind::Io);
         assert!(err.to_string().contains("chunk write"), "{err}");
-        let got = c.store(vec![rec(5)], |g| Ok(place(g))).unwrap();
+        let got = c.store(vec![rec(5)], 8, |g| Ok(place(g))).unwrap();
         assert_eq!(got[0].0, 5);
     }
 
@@ -284,7 +285,7 @@ mod tests {
         let started = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
             let leader = s.spawn(|| {
-                c.store(vec![rec(1)], |_| {
+                c.store(vec![rec(1)], 8, |_| {
                     started.store(true, std::sync::atomic::Ordering::SeqCst);
                     while waiting(&c) < 1 {
                         std::thread::yield_now();
@@ -295,7 +296,7 @@ mod tests {
             while !started.load(std::sync::atomic::Ordering::SeqCst) {
                 std::thread::yield_now();
             }
-            let follower = s.spawn(|| c.store(vec![rec(2)], |g| Ok(place(g))));
+            let follower = s.spawn(|| c.store(vec![rec(2)], 8, |g| Ok(place(g))));
             assert!(leader.join().is_err(), "the leader did not panic");
             // The follower leads next and stores its own write.
             let got = follower.join().unwrap().unwrap();

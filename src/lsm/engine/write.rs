@@ -126,7 +126,7 @@ impl Engine {
         } else {
             self.core
                 .combiner
-                .store(records, |groups| self.store_group(groups))?
+                .store(records, bytes, |groups| self.store_group(groups))?
         };
         self.core.direct_unsynced.store(true, Ordering::SeqCst);
         Ok(StoredWrite {
