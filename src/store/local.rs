@@ -391,10 +391,13 @@ impl ChunkStore for LocalStore {
         // A buffer from the process's pool: a fresh one per read cost a memset and
         // page faults on every 1 MiB of a sequential read.
         let pool = crate::buffers::shared();
-        let mut buf = pool.take(len);
-        let r = self
-            .read_range_into(id, offset, &mut buf)
-            .and_then(|()| accept(&buf));
+        let mut buf = pool.take_at_least(len);
+        let r = match buf.get_mut(..len) {
+            Some(range) => self
+                .read_range_into(id, offset, range)
+                .and_then(|()| accept(range)),
+            None => Err(Error::internal("a pooled buffer shorter than asked")),
+        };
         pool.give(buf);
         r
     }
