@@ -119,3 +119,61 @@ fn an_idle_disk_compacts_by_itself() {
     vol.read_at(0, &mut back).unwrap();
     assert!(back == model);
 }
+
+/// A tree of one run is what random writes leave when their last checkpoint merged into
+/// the bottom level: that merge rewrote only chunks less than half live, so an idle
+/// compaction still has the ones between a half and three quarters to give back.
+#[test]
+fn an_idle_disk_of_one_run_compacts_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 16u64 << 20;
+    let path = common::new_disk(dir.path(), size);
+    // Level 0 never fills, so every checkpoint merges into it, the bottom level.
+    let mut opts = common::small();
+    opts.tuning.level_base = 1 << 40;
+    let vol = Volume::open(&path, &opts).unwrap();
+    let mut model = common::data(3, size as usize);
+    vol.write_at(0, &model).unwrap();
+    vol.checkpoint().unwrap();
+    // Overwrite two blocks in five, six times (enough entries written for an idle
+    // compaction): every first-written chunk stays about 60% live.
+    let blocks = size / 4096;
+    for round in 0..6u64 {
+        for lba in (0..blocks).filter(|b| b % 5 == 0 || b % 5 == 2) {
+            let d = common::data(1_000_000 + round * blocks + lba, 4096);
+            vol.write_at(lba * 4096, &d).unwrap();
+            model[(lba * 4096) as usize..(lba * 4096 + 4096) as usize].copy_from_slice(&d);
+        }
+        vol.checkpoint().unwrap();
+    }
+    let levels = vol.info().unwrap().levels.len();
+    assert_eq!(levels, 1, "the test needs a tree of one run");
+    let amp = || ratio(&vol.info().unwrap());
+    let before = amp();
+    assert!(
+        before > 1.3,
+        "expected 60%-live chunks, amplification {before:.2}"
+    );
+    let t = std::time::Instant::now();
+    while amp() >= 1.15 {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "no compaction of a one-run tree after 30 s idle ({before:.2} -> {:.2})",
+            amp()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    eprintln!(
+        "idle compaction of one run: {before:.2} -> {:.2} after {:?}",
+        amp(),
+        t.elapsed()
+    );
+    let mut back = vec![0u8; size as usize];
+    vol.read_at(0, &mut back).unwrap();
+    assert!(back == model);
+    vol.close().unwrap();
+    let vol = Volume::open(&path, &common::small()).unwrap();
+    vol.read_at(0, &mut back).unwrap();
+    assert!(back == model);
+    assert!(vol.fsck(&|_| {}).unwrap().problems.is_empty());
+}

@@ -16,6 +16,9 @@ pub struct Ctx {
     pub store: Arc<dyn ChunkStore>,
     /// Ciphers of the disk key.
     pub keys: Keys,
+    /// Bytes of cut chunks a chunker holds before storing them (a share of the memory
+    /// budget): merges that rewrite sparse chunks keep to it as checkpoints do.
+    pub pending_chunk_bytes: usize,
     cache: Mutex<NodeCache>,
 }
 
@@ -42,11 +45,18 @@ impl NodeCache {
 }
 
 impl Ctx {
-    /// A context over `store` with `keys`, keeping up to `cache_bytes` of decoded nodes.
-    pub fn new(store: Arc<dyn ChunkStore>, keys: Keys, cache_bytes: usize) -> Self {
+    /// A context over `store` with `keys`, keeping up to `cache_bytes` of decoded nodes
+    /// and `pending_chunk_bytes` of cut chunks per chunker.
+    pub fn new(
+        store: Arc<dyn ChunkStore>,
+        keys: Keys,
+        cache_bytes: usize,
+        pending_chunk_bytes: usize,
+    ) -> Self {
         Self {
             store,
             keys,
+            pending_chunk_bytes,
             cache: Mutex::new(NodeCache {
                 lru: LruCache::unbounded(),
                 bytes: 0,

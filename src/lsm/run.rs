@@ -267,6 +267,13 @@ impl<'a> RunWriter<'a> {
             len: stored.len() as u32,
             tag,
         };
+        let need = self.buf.len() + stored.len();
+        if need > self.buf.capacity() {
+            // Doubling, but never past what one index chunk holds: a doubled 4 MiB
+            // buffer held 8 MiB through every large merge.
+            let grown = (self.buf.capacity() * 2).clamp(need, INDEX_CHUNK_TARGET.max(need));
+            self.buf.reserve_exact(grown - self.buf.len());
+        }
         self.buf.extend_from_slice(&stored);
         Ok(r)
     }

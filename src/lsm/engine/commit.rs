@@ -129,7 +129,7 @@ impl Core {
         });
         if let Some(mem) = frozen.as_ref().filter(|m| !m.is_empty()) {
             let mut chunker = Chunker::new(self.ctx.store.as_ref())
-                .with_pending_limit(self.tuning.pending_chunk_bytes);
+                .with_pending_limit(self.ctx.pending_chunk_bytes);
             let mut zeros = Vec::new();
             for (lba, e) in mem.range(0, u64::MAX) {
                 match e {

@@ -348,7 +348,12 @@ impl Engine {
         mode: Mode,
     ) -> Result<Self> {
         let recorder = Arc::new(RecordingStore::new(store));
-        let ctx = Arc::new(Ctx::new(recorder.clone(), keys, tuning.node_cache_bytes));
+        let ctx = Arc::new(Ctx::new(
+            recorder.clone(),
+            keys,
+            tuning.node_cache_bytes,
+            tuning.pending_chunk_bytes,
+        ));
         let tree = Tree::open(&ctx, &start.root.runs)?;
         let mut candidates = HashSet::new();
         tree.live_chunks(&mut candidates);
