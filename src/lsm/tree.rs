@@ -106,27 +106,39 @@ impl Tree {
         batch + sizes.iter().take(k + 1).sum::<u64>()
     }
 
-    /// Merges a sorted batch into the levels.
-    pub fn insert(&mut self, ctx: &Ctx, base: u64, batch: Vec<(u64, Loc)>) -> Result<MergeStats> {
+    /// Merges a sorted batch into the levels. Chunks in `pinned` (what kept snapshots
+    /// reach) are never rewritten: copying their live records would free nothing.
+    /// With `pinned` unknown (None), no chunk is.
+    pub fn insert(
+        &mut self,
+        ctx: &Ctx,
+        base: u64,
+        batch: Vec<(u64, Loc)>,
+        pinned: Option<&HashSet<ChunkId>>,
+    ) -> Result<MergeStats> {
         let sizes: Vec<u64> = self
             .levels
             .iter()
             .map(|l| l.as_ref().map_or(0, |r| r.desc.entries))
             .collect();
         let k = policy::choose(base, &sizes, batch.len() as u64);
-        self.merge_into(ctx, k, batch, SPARSE_AT_MERGE)
+        self.merge_into(ctx, k, batch, SPARSE_AT_MERGE, pinned)
     }
 
     /// Merges every level into the bottom one: entries overwritten in upper levels stop
     /// naming their chunks (which garbage collection then frees), and data chunks less
     /// than seven eighths live are rewritten (up to `REWRITE_BUDGET` bytes). None when
-    /// there is nothing to merge.
-    pub fn compact(&mut self, ctx: &Ctx) -> Result<Option<MergeStats>> {
+    /// there is nothing to merge. Chunks in `pinned` are left, as in [`Tree::insert`].
+    pub fn compact(
+        &mut self,
+        ctx: &Ctx,
+        pinned: Option<&HashSet<ChunkId>>,
+    ) -> Result<Option<MergeStats>> {
         if self.levels.iter().all(Option::is_none) {
             return Ok(None);
         }
         let k = self.levels.len() - 1;
-        self.merge_into(ctx, k, Vec::new(), SPARSE_AT_COMPACTION)
+        self.merge_into(ctx, k, Vec::new(), SPARSE_AT_COMPACTION, pinned)
             .map(Some)
     }
 
@@ -137,12 +149,13 @@ impl Tree {
         k: usize,
         batch: Vec<(u64, Loc)>,
         sparse: (u64, u64),
+        pinned: Option<&HashSet<ChunkId>>,
     ) -> Result<MergeStats> {
         let bottom = self.levels.iter().skip(k + 1).all(Option::is_none);
         // At the bottom the output is the only run naming its chunks, so chunks that
         // mostly hold overwritten records can be rewritten to give their space back.
         let (moved, sparse_left) = if bottom {
-            self.rewrite_sparse_chunks(ctx, k, &batch, sparse)?
+            self.rewrite_sparse_chunks(ctx, k, &batch, sparse, pinned)?
         } else {
             (Vec::new(), false)
         };
@@ -207,7 +220,11 @@ impl Tree {
         k: usize,
         batch: &[(u64, Loc)],
         (num, den): (u64, u64),
+        pinned: Option<&HashSet<ChunkId>>,
     ) -> Result<(Vec<(u64, Loc)>, bool)> {
+        let Some(pinned) = pinned else {
+            return Ok((Vec::new(), false));
+        };
         let mut live: HashMap<ChunkId, (u32, u64)> = HashMap::new();
         let mut merge = Merge::new(self.sources(ctx, k, batch.to_vec())?)?;
         while let Some((_, loc)) = merge.next_entry()? {
@@ -218,7 +235,7 @@ impl Tree {
         drop(merge);
         let mut sparse: Vec<(ChunkId, u32, u64)> = live
             .into_iter()
-            .filter(|(_, (size, l))| l * den < u64::from(*size) * num)
+            .filter(|(id, (size, l))| l * den < u64::from(*size) * num && !pinned.contains(id))
             .map(|(id, (size, l))| (id, size, l))
             .collect();
         if sparse.is_empty() {

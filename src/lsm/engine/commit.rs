@@ -119,6 +119,19 @@ impl Core {
             )
         };
         let started = std::time::Instant::now();
+        // What kept snapshots reach stays whatever the head does: merges must not copy
+        // it (cached per snapshot, as the collector uses it). When a snapshot's index
+        // cannot be read now (a fallback out of reach), this checkpoint rewrites nothing
+        // rather than fail: the space comes back at a later one.
+        let mut pinned = Some(HashSet::new());
+        for k in &kept {
+            let Some(set) = pinned.as_mut() else { break };
+            if let Err(e) = self.add_kept_live(ck, k, set) {
+                tracing::warn!(error = %e, snapshot = %k.id, "reading a kept snapshot's index failed; no chunk is rewritten at this checkpoint");
+                pinned = None;
+            }
+        }
+        let pinned = pinned.as_ref();
         // What the replaced root reached may become garbage.
         tree.live_chunks(&mut ck.candidates);
         ck.candidates.extend(parent.map(|r| r.id));
@@ -144,7 +157,7 @@ impl Core {
             self.pacer.chunked();
             batch.extend(zeros);
             batch.sort_unstable_by_key(|e| e.0);
-            let stats = tree.insert(&self.ctx, self.tuning.level_base, batch)?;
+            let stats = tree.insert(&self.ctx, self.tuning.level_base, batch, pinned)?;
             tracing::debug!(
                 level = stats.level,
                 entries = stats.entries,
@@ -155,7 +168,7 @@ impl Core {
         }
         if compact {
             let before = started.elapsed();
-            let left = match tree.compact(&self.ctx)? {
+            let left = match tree.compact(&self.ctx, pinned)? {
                 Some(stats) => {
                     tracing::debug!(
                         level = stats.level,
