@@ -557,7 +557,10 @@ pub fn serve(vol: Volume, prefetch: Option<Vec<(u64, u64)>>, cfg: ServeConfig) -
                 loop {
                     tokio::select! {
                         a = l.accept() => match a {
-                            Ok((s, _)) => spawn_conn(s, &v2, &cfg.tls, &limits, "unix".into()),
+                            Ok((s, _)) => {
+                                widen_send_buffer(&s);
+                                spawn_conn(s, &v2, &cfg.tls, &limits, "unix".into())
+                            }
                             Err(e) => accept_failed(e).await,
                         },
                         ev = signals.next() => match ev {
@@ -655,6 +658,36 @@ async fn follow_versions(
             Ok(Err(e)) => tracing::warn!(error = %e, "following: looking for a new version failed"),
             Err(e) => tracing::warn!(error = %e, "following: the look-up task failed"),
         }
+    }
+}
+
+/// Bytes of replies a connection's socket queues before a send waits for the client:
+/// one 1 MiB reply (4 MiB measured no faster, 1.02x, and costs the kernel more per
+/// connection a client does not read from).
+const SEND_BUFFER: libc::c_int = 1 << 20;
+
+/// Lets the kernel queue a whole large reply on a Unix socket, so sending one takes one
+/// wake-up of the reader instead of one per 208 KiB (the default); capped by
+/// `net.core.wmem_max`. 1 MiB reads at queue depth 8: 1.11x and 1.25x in two
+/// `bench/ab.sh` runs of 4 rounds (4 MiB in the second); 256 KiB reads at depth 1:
+/// 1.18x. Not for TCP, whose send buffer the kernel sizes by itself (setting it turns
+/// that off). Best effort: the default works.
+fn widen_send_buffer(s: &impl std::os::fd::AsRawFd) {
+    let v = SEND_BUFFER;
+    #[allow(unsafe_code)]
+    // SAFETY: `s` is an open socket for the duration of the call, and the option value
+    // is a c_int read from a live stack variable of the length passed.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            std::ptr::addr_of!(v).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "could not widen a socket's send buffer");
     }
 }
 
