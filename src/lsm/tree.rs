@@ -138,6 +138,17 @@ impl Tree {
             return Ok(None);
         }
         let k = self.levels.len() - 1;
+        // One run has nothing to merge: only sparse chunks make rewriting it pay (an
+        // imported disk's index is not rewritten for nothing at every idle moment).
+        if self.runs().count() == 1 {
+            let sparse = match pinned {
+                Some(p) => self.sparse_chunks(ctx, k, &[], SPARSE_AT_COMPACTION, p)?,
+                None => Vec::new(),
+            };
+            if sparse.is_empty() {
+                return Ok(None);
+            }
+        }
         self.merge_into(ctx, k, Vec::new(), SPARSE_AT_COMPACTION, pinned)
             .map(Some)
     }
@@ -210,6 +221,30 @@ impl Tree {
         Ok(sources)
     }
 
+    /// Data chunks outside `pinned` whose live fraction in the merge of `batch` with
+    /// levels `0..=k` is below `num/den`: (id, size, live bytes).
+    fn sparse_chunks(
+        &self,
+        ctx: &Ctx,
+        k: usize,
+        batch: &[(u64, Loc)],
+        (num, den): (u64, u64),
+        pinned: &HashSet<ChunkId>,
+    ) -> Result<Vec<(ChunkId, u32, u64)>> {
+        let mut live: HashMap<ChunkId, (u32, u64)> = HashMap::new();
+        let mut merge = Merge::new(self.sources(ctx, k, batch.to_vec())?)?;
+        while let Some((_, loc)) = merge.next_entry()? {
+            if let Loc::Data(d) = loc {
+                live.entry(d.chunk).or_insert((d.chunk_size, 0)).1 += u64::from(d.len);
+            }
+        }
+        Ok(live
+            .into_iter()
+            .filter(|(id, (size, l))| l * den < u64::from(*size) * num && !pinned.contains(id))
+            .map(|(id, (size, l))| (id, size, l))
+            .collect())
+    }
+
     /// Finds data chunks whose live fraction is below `num/den` in the merged output
     /// and copies their live
     /// records (at most `REWRITE_BUDGET` bytes per merge, sparsest chunks first) into new
@@ -225,19 +260,7 @@ impl Tree {
         let Some(pinned) = pinned else {
             return Ok((Vec::new(), false));
         };
-        let mut live: HashMap<ChunkId, (u32, u64)> = HashMap::new();
-        let mut merge = Merge::new(self.sources(ctx, k, batch.to_vec())?)?;
-        while let Some((_, loc)) = merge.next_entry()? {
-            if let Loc::Data(d) = loc {
-                live.entry(d.chunk).or_insert((d.chunk_size, 0)).1 += u64::from(d.len);
-            }
-        }
-        drop(merge);
-        let mut sparse: Vec<(ChunkId, u32, u64)> = live
-            .into_iter()
-            .filter(|(id, (size, l))| l * den < u64::from(*size) * num && !pinned.contains(id))
-            .map(|(id, (size, l))| (id, size, l))
-            .collect();
+        let mut sparse = self.sparse_chunks(ctx, k, batch, (num, den), pinned)?;
         if sparse.is_empty() {
             return Ok((Vec::new(), false));
         }
