@@ -234,3 +234,99 @@ fn compaction_never_copies_what_a_kept_snapshot_holds() {
     assert!(back == model);
     assert!(vol.fsck(&|_| {}).unwrap().problems.is_empty());
 }
+
+/// Writes `original` to a new disk in `dir`, compacts it to one run, then overwrites
+/// three blocks in ten of `vol` (every chunk of the original 70% live afterwards);
+/// returns the model of `vol`.
+fn overwrite_three_in_ten(vol: &Volume, original: &[u8]) -> Vec<u8> {
+    let mut model = original.to_vec();
+    let blocks = model.len() as u64 / 4096;
+    for lba in (0..blocks).filter(|b| b % 10 < 3) {
+        let d = common::data(3_000_000 + lba, 4096);
+        vol.write_at(lba * 4096, &d).unwrap();
+        model[(lba * 4096) as usize..(lba * 4096 + 4096) as usize].copy_from_slice(&d);
+    }
+    vol.checkpoint().unwrap();
+    model
+}
+
+/// A clone's chunks are hard links to its source's: rewriting them in the clone frees
+/// nothing while the source keeps its name, so compaction leaves them.
+#[test]
+fn compaction_never_copies_chunks_a_clone_shares() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 16u64 << 20;
+    let path = common::new_disk(dir.path(), size);
+    let src = Volume::open(&path, &common::small()).unwrap();
+    let original = common::data(11, size as usize);
+    src.write_at(0, &original).unwrap();
+    src.compact().unwrap();
+    let clone = dir.path().join("clone.swap");
+    src.clone_to(&src.root_ref().unwrap().unwrap(), &clone)
+        .unwrap();
+    let vol = Volume::open(&clone, &common::small()).unwrap();
+    let model = overwrite_three_in_ten(&vol, &original);
+    // What the two folders take on the file system: each file once, however many names.
+    let on_disk = || {
+        use std::os::unix::fs::MetadataExt;
+        let mut seen = std::collections::HashSet::new();
+        [src.data_dir(), vol.data_dir()]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(d).unwrap().filter_map(|e| e.ok()))
+            .filter(|e| e.file_name().len() >= 64)
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file() && seen.insert(m.ino()))
+            .map(|m| m.len())
+            .sum::<u64>()
+    };
+    let before = on_disk();
+    vol.compact().unwrap();
+    let after = on_disk();
+    eprintln!("source and clone together: {before} -> {after} bytes at the clone's compaction");
+    assert!(
+        after <= before + before / 20,
+        "compaction copied chunks the source still holds: {before} -> {after} bytes"
+    );
+    let mut back = vec![0u8; size as usize];
+    vol.read_at(0, &mut back).unwrap();
+    assert!(back == model);
+    src.read_at(0, &mut back).unwrap();
+    assert!(back == original, "the source changed");
+    assert!(vol.fsck(&|_| {}).unwrap().problems.is_empty());
+}
+
+/// A disk read through `fallback=` (a published folder) does not own the published
+/// chunks: compaction must not copy them into its own folder.
+#[test]
+fn compaction_never_copies_a_fallbacks_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 16u64 << 20;
+    let a = common::new_disk(dir.path(), size);
+    let vol = Volume::open(&a, &common::small()).unwrap();
+    let original = common::data(13, size as usize);
+    vol.write_at(0, &original).unwrap();
+    vol.compact().unwrap();
+    vol.close().unwrap();
+    let data = mindcastle::volume::data_dir(&a, &mindcastle::volume::read_swap(&a).unwrap());
+    std::fs::rename(&data, dir.path().join("published")).unwrap();
+    let b = dir.path().join("b.swap");
+    let text = std::fs::read_to_string(&a).unwrap();
+    std::fs::write(&b, format!("{text}fallback=published\n")).unwrap();
+    let vol = Volume::open(&b, &common::small()).unwrap();
+    let model = overwrite_three_in_ten(&vol, &original);
+    let before = folder_bytes(&vol);
+    vol.compact().unwrap();
+    let after = folder_bytes(&vol);
+    eprintln!("local data folder over a fallback: {before} -> {after} bytes at compaction");
+    assert!(
+        after <= before + (size / 20),
+        "compaction copied the fallback's chunks: {before} -> {after} bytes"
+    );
+    let mut back = vec![0u8; size as usize];
+    vol.read_at(0, &mut back).unwrap();
+    assert!(back == model);
+    vol.close().unwrap();
+    let vol = Volume::open(&b, &common::small()).unwrap();
+    vol.read_at(0, &mut back).unwrap();
+    assert!(back == model);
+}

@@ -222,7 +222,9 @@ impl Tree {
     }
 
     /// Data chunks outside `pinned` whose live fraction in the merge of `batch` with
-    /// levels `0..=k` is below `num/den`: (id, size, live bytes).
+    /// levels `0..=k` is below `num/den` and whose space is this disk's to free
+    /// (`ChunkStore::owns`: not a fallback's, not shared with a clone): (id, size, live
+    /// bytes).
     fn sparse_chunks(
         &self,
         ctx: &Ctx,
@@ -241,6 +243,8 @@ impl Tree {
         Ok(live
             .into_iter()
             .filter(|(id, (size, l))| l * den < u64::from(*size) * num && !pinned.contains(id))
+            // Last: a file system call per chunk that passed the rest.
+            .filter(|(id, _)| ctx.store.owns(id))
             .map(|(id, (size, l))| (id, size, l))
             .collect())
     }

@@ -110,6 +110,10 @@ impl ChunkStore for FallbackStore {
     fn delete(&self, id: &ChunkId) -> Result<()> {
         self.first()?.delete(id)
     }
+    /// Only the first store's chunks are this disk's to free.
+    fn owns(&self, id: &ChunkId) -> bool {
+        self.first().is_ok_and(|s| s.owns(id))
+    }
     /// The chunks of the first store (the ones this disk may delete).
     fn list(&self) -> Result<Vec<ChunkId>> {
         self.first()?.list()

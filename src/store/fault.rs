@@ -253,6 +253,10 @@ impl ChunkStore for FaultStore {
         self.inner.delete(id)
     }
 
+    fn owns(&self, id: &ChunkId) -> bool {
+        self.inner.owns(id)
+    }
+
     fn list(&self) -> Result<Vec<ChunkId>> {
         let mut f = self.faults()?;
         self.op(&mut f)?;

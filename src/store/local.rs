@@ -493,6 +493,11 @@ impl ChunkStore for LocalStore {
             .map_err(|e| Error::io(format!("chunk {}", path.display()), e))
     }
 
+    fn owns(&self, id: &ChunkId) -> bool {
+        self.writable
+            && fs::symlink_metadata(self.path_of(id)).is_ok_and(|m| m.is_file() && m.nlink() == 1)
+    }
+
     fn delete(&self, id: &ChunkId) -> Result<()> {
         self.check_writable()?;
         if let Ok(mut cache) = self.files.lock() {

@@ -70,6 +70,9 @@ impl ChunkStore for MemoryStore {
         self.map()?.remove(id);
         Ok(())
     }
+    fn owns(&self, id: &ChunkId) -> bool {
+        self.map().is_ok_and(|m| m.contains_key(id))
+    }
     fn list(&self) -> Result<Vec<ChunkId>> {
         Ok(self.map()?.keys().copied().collect())
     }

@@ -73,6 +73,13 @@ pub trait ChunkStore: Send + Sync {
     fn size(&self, id: &ChunkId) -> Result<u64>;
     /// Removes a chunk (absent is fine).
     fn delete(&self, id: &ChunkId) -> Result<()>;
+    /// True when deleting the chunk here would give its space back: this store holds it
+    /// in its own writable storage and nothing else shares that copy (a clone's hard
+    /// link, a fallback's folder or URL). Merges copy only such chunks' live records
+    /// to free their dead ones; copying any other would store the live part twice.
+    fn owns(&self, _id: &ChunkId) -> bool {
+        false
+    }
     /// Every chunk present.
     fn list(&self) -> Result<Vec<ChunkId>>;
     /// A short name for logs and errors (a folder path or URL).

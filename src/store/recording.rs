@@ -95,6 +95,9 @@ impl ChunkStore for RecordingStore {
     fn size(&self, id: &ChunkId) -> Result<u64> {
         self.inner.size(id)
     }
+    fn owns(&self, id: &ChunkId) -> bool {
+        self.inner.owns(id)
+    }
     fn delete(&self, id: &ChunkId) -> Result<()> {
         self.inner.delete(id)
     }

@@ -69,6 +69,9 @@ impl ChunkStore for VerifyStore {
     fn size(&self, id: &ChunkId) -> Result<u64> {
         self.inner.size(id)
     }
+    fn owns(&self, id: &ChunkId) -> bool {
+        self.inner.owns(id)
+    }
     fn delete(&self, id: &ChunkId) -> Result<()> {
         self.inner.delete(id)
     }

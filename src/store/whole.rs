@@ -99,6 +99,9 @@ impl ChunkStore for WholeChunkStore {
     fn size(&self, id: &ChunkId) -> Result<u64> {
         self.inner.size(id)
     }
+    fn owns(&self, id: &ChunkId) -> bool {
+        self.inner.owns(id)
+    }
     fn delete(&self, id: &ChunkId) -> Result<()> {
         self.inner.delete(id)
     }
