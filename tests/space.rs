@@ -23,9 +23,12 @@ fn random_overwrites_do_not_grow_the_disk_without_bound() {
             x ^= x >> 7;
             x ^= x << 17;
             let lba = x % (size / 4096);
-            let d = common::data(round * 10_000 + i, 4096);
-            vol.write_at(lba * 4096, &d).unwrap();
-            model[(lba * 4096) as usize..(lba * 4096 + 4096) as usize].copy_from_slice(&d);
+            write_block(
+                &vol,
+                &mut model,
+                lba,
+                &common::data(round * 10_000 + i, 4096),
+            );
         }
         vol.checkpoint().unwrap();
     }
@@ -33,9 +36,7 @@ fn random_overwrites_do_not_grow_the_disk_without_bound() {
     let amp = info.bytes_on_disk as f64 / info.stored_record_bytes as f64;
     eprintln!("bytes on disk / live record bytes after 12 overwrite rounds: {amp:.2}");
     assert!(amp < 2.0, "space amplification {amp:.2}");
-    let mut back = vec![0u8; size as usize];
-    vol.read_at(0, &mut back).unwrap();
-    assert!(back == model);
+    assert_reads(&vol, &model);
     assert!(vol.fsck(&|_| {}).unwrap().problems.is_empty());
 }
 
@@ -62,6 +63,49 @@ fn ratio(i: &mindcastle::volume::stats::Info) -> f64 {
     i.bytes_on_disk as f64 / i.stored_record_bytes as f64
 }
 
+/// Writes `d` to block `lba` of the disk and of its model.
+fn write_block(vol: &Volume, model: &mut [u8], lba: u64, d: &[u8]) {
+    vol.write_at(lba * 4096, d).unwrap();
+    model[(lba * 4096) as usize..(lba * 4096 + 4096) as usize].copy_from_slice(d);
+}
+
+/// Overwrites the blocks `pick` chooses with data numbered from `seed`, then checkpoints.
+fn overwrite_blocks(vol: &Volume, model: &mut [u8], seed: u64, pick: impl Fn(u64) -> bool) {
+    let blocks = model.len() as u64 / 4096;
+    for lba in (0..blocks).filter(|&b| pick(b)) {
+        write_block(vol, model, lba, &common::data(seed + lba, 4096));
+    }
+    vol.checkpoint().unwrap();
+}
+
+/// Asserts the whole disk reads back as `model`.
+fn assert_reads(vol: &Volume, model: &[u8]) {
+    let mut back = vec![0u8; model.len()];
+    vol.read_at(0, &mut back).unwrap();
+    assert!(back == model, "the disk does not read back as its model");
+}
+
+/// Waits, 30 s at most, for the idle background compaction to bring bytes on disk per
+/// live byte under `below`; says how it went.
+fn wait_for_idle_compaction(vol: &Volume, below: f64, what: &str) {
+    let amp = || ratio(&vol.info().unwrap());
+    let before = amp();
+    let t = std::time::Instant::now();
+    while amp() >= below {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "no compaction of {what} after 30 s idle ({before:.2} -> {:.2})",
+            amp()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    eprintln!(
+        "idle compaction of {what}: {before:.2} -> {:.2} after {:?}",
+        amp(),
+        t.elapsed()
+    );
+}
+
 #[test]
 fn compaction_gives_back_the_space_of_overwritten_data() {
     let dir = tempfile::tempdir().unwrap();
@@ -80,15 +124,12 @@ fn compaction_gives_back_the_space_of_overwritten_data() {
     );
     assert!(amp(&after) < 1.1, "after compaction {:.2}", amp(&after));
     assert!(after.bytes_on_disk < before.bytes_on_disk);
-    let mut back = vec![0u8; size as usize];
-    vol.read_at(0, &mut back).unwrap();
-    assert!(back == model);
+    assert_reads(&vol, &model);
     assert!(vol.fsck(&|_| {}).unwrap().problems.is_empty());
     // And after reopening.
     vol.close().unwrap();
     let vol = Volume::open(&path, &common::small()).unwrap();
-    vol.read_at(0, &mut back).unwrap();
-    assert!(back == model);
+    assert_reads(&vol, &model);
 }
 
 #[test]
@@ -98,26 +139,9 @@ fn an_idle_disk_compacts_by_itself() {
     let path = common::new_disk(dir.path(), size);
     let vol = Volume::open(&path, &common::small()).unwrap();
     let model = overwrite_four_times(&vol, size, 7);
-    let amp = || ratio(&vol.info().unwrap());
-    let before = amp();
     // Writes have stopped: within a few idle seconds the background thread merges.
-    let t = std::time::Instant::now();
-    while amp() >= 1.1 {
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(30),
-            "no compaction after 30 s idle (amplification {before:.2} -> {:.2})",
-            amp()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    eprintln!(
-        "idle compaction: {before:.2} -> {:.2} after {:?}",
-        amp(),
-        t.elapsed()
-    );
-    let mut back = vec![0u8; size as usize];
-    vol.read_at(0, &mut back).unwrap();
-    assert!(back == model);
+    wait_for_idle_compaction(&vol, 1.1, "levels");
+    assert_reads(&vol, &model);
 }
 
 /// A tree of one run is what random writes leave when their last checkpoint merged into
@@ -139,42 +163,22 @@ fn an_idle_disk_of_one_run_compacts_too() {
     // compaction): every first-written chunk stays about 60% live.
     let blocks = size / 4096;
     for round in 0..6u64 {
-        for lba in (0..blocks).filter(|b| b % 5 == 0 || b % 5 == 2) {
-            let d = common::data(1_000_000 + round * blocks + lba, 4096);
-            vol.write_at(lba * 4096, &d).unwrap();
-            model[(lba * 4096) as usize..(lba * 4096 + 4096) as usize].copy_from_slice(&d);
-        }
-        vol.checkpoint().unwrap();
+        overwrite_blocks(&vol, &mut model, 1_000_000 + round * blocks, |b| {
+            b % 5 == 0 || b % 5 == 2
+        });
     }
     let levels = vol.info().unwrap().levels.len();
     assert_eq!(levels, 1, "the test needs a tree of one run");
-    let amp = || ratio(&vol.info().unwrap());
-    let before = amp();
+    let before = ratio(&vol.info().unwrap());
     assert!(
         before > 1.3,
         "expected 60%-live chunks, amplification {before:.2}"
     );
-    let t = std::time::Instant::now();
-    while amp() >= 1.15 {
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(30),
-            "no compaction of a one-run tree after 30 s idle ({before:.2} -> {:.2})",
-            amp()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    eprintln!(
-        "idle compaction of one run: {before:.2} -> {:.2} after {:?}",
-        amp(),
-        t.elapsed()
-    );
-    let mut back = vec![0u8; size as usize];
-    vol.read_at(0, &mut back).unwrap();
-    assert!(back == model);
+    wait_for_idle_compaction(&vol, 1.15, "a one-run tree");
+    assert_reads(&vol, &model);
     vol.close().unwrap();
     let vol = Volume::open(&path, &common::small()).unwrap();
-    vol.read_at(0, &mut back).unwrap();
-    assert!(back == model);
+    assert_reads(&vol, &model);
     assert!(vol.fsck(&|_| {}).unwrap().problems.is_empty());
 }
 
@@ -204,14 +208,7 @@ fn compaction_never_copies_what_a_kept_snapshot_holds() {
     vol.compact().unwrap();
     // Overwrite three blocks in ten: every chunk of the original is 70% live in the
     // head (rewritten at a compaction if nothing else held it) and whole in the snapshot.
-    let mut model = original.clone();
-    let blocks = size / 4096;
-    for lba in (0..blocks).filter(|b| b % 10 < 3) {
-        let d = common::data(2_000_000 + lba, 4096);
-        vol.write_at(lba * 4096, &d).unwrap();
-        model[(lba * 4096) as usize..(lba * 4096 + 4096) as usize].copy_from_slice(&d);
-    }
-    vol.checkpoint().unwrap();
+    let model = overwrite_three_in_ten(&vol, &original);
     let before = folder_bytes(&vol);
     vol.compact().unwrap();
     let after = folder_bytes(&vol);
@@ -220,9 +217,7 @@ fn compaction_never_copies_what_a_kept_snapshot_holds() {
         after <= before + before / 20,
         "compaction copied what the snapshot holds: {before} -> {after} bytes"
     );
-    let mut back = vec![0u8; size as usize];
-    vol.read_at(0, &mut back).unwrap();
-    assert!(back == model);
+    assert_reads(&vol, &model);
     assert!(vol.fsck(&|_| {}).unwrap().problems.is_empty());
     // Without the snapshot the same compaction gives the overwritten space back.
     vol.forget_snapshot(&snap.id).unwrap();
@@ -230,23 +225,15 @@ fn compaction_never_copies_what_a_kept_snapshot_holds() {
     let freed = folder_bytes(&vol);
     eprintln!("after forgetting it: {freed} bytes");
     assert!(freed < before * 9 / 10, "{before} -> {freed} bytes");
-    vol.read_at(0, &mut back).unwrap();
-    assert!(back == model);
+    assert_reads(&vol, &model);
     assert!(vol.fsck(&|_| {}).unwrap().problems.is_empty());
 }
 
-/// Writes `original` to a new disk in `dir`, compacts it to one run, then overwrites
-/// three blocks in ten of `vol` (every chunk of the original 70% live afterwards);
-/// returns the model of `vol`.
+/// Overwrites three blocks in ten of `vol`, which holds `original` (every chunk of the
+/// original 70% live afterwards); returns the model of `vol`.
 fn overwrite_three_in_ten(vol: &Volume, original: &[u8]) -> Vec<u8> {
     let mut model = original.to_vec();
-    let blocks = model.len() as u64 / 4096;
-    for lba in (0..blocks).filter(|b| b % 10 < 3) {
-        let d = common::data(3_000_000 + lba, 4096);
-        vol.write_at(lba * 4096, &d).unwrap();
-        model[(lba * 4096) as usize..(lba * 4096 + 4096) as usize].copy_from_slice(&d);
-    }
-    vol.checkpoint().unwrap();
+    overwrite_blocks(vol, &mut model, 3_000_000, |b| b % 10 < 3);
     model
 }
 
@@ -287,11 +274,8 @@ fn compaction_never_copies_chunks_a_clone_shares() {
         after <= before + before / 20,
         "compaction copied chunks the source still holds: {before} -> {after} bytes"
     );
-    let mut back = vec![0u8; size as usize];
-    vol.read_at(0, &mut back).unwrap();
-    assert!(back == model);
-    src.read_at(0, &mut back).unwrap();
-    assert!(back == original, "the source changed");
+    assert_reads(&vol, &model);
+    assert_reads(&src, &original);
     assert!(vol.fsck(&|_| {}).unwrap().problems.is_empty());
 }
 
@@ -322,11 +306,8 @@ fn compaction_never_copies_a_fallbacks_chunks() {
         after <= before + (size / 20),
         "compaction copied the fallback's chunks: {before} -> {after} bytes"
     );
-    let mut back = vec![0u8; size as usize];
-    vol.read_at(0, &mut back).unwrap();
-    assert!(back == model);
+    assert_reads(&vol, &model);
     vol.close().unwrap();
     let vol = Volume::open(&b, &common::small()).unwrap();
-    vol.read_at(0, &mut back).unwrap();
-    assert!(back == model);
+    assert_reads(&vol, &model);
 }
