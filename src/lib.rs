@@ -22,6 +22,7 @@ pub mod lsm;
 pub mod memory;
 pub mod nbd;
 pub mod original;
+pub mod prehashed;
 pub mod store;
 pub mod trace;
 pub mod volume;

@@ -11,8 +11,6 @@
 //! yet stored) are stored once. A batch's last chunk, when shorter than half of
 //! `MIN_CHUNK`, is joined to the one before it (see `Chunker::join_short_tail`).
 
-use std::collections::HashMap;
-
 use crate::error::{Error, Result};
 use crate::format::chunk_id::ChunkId;
 use crate::format::record::SealedRecord;
@@ -48,7 +46,7 @@ pub struct Chunker<'a> {
     /// Every entry pushed, in lba order: (lba, place, tag).
     entries: Vec<(u64, Place, [u8; 16])>,
     /// First copy of each record, by tag (while its bytes are still in memory).
-    seen: HashMap<[u8; 16], Place>,
+    seen: crate::prehashed::Map<[u8; 16], Place>,
     /// Bytes of pending cuts that make them be stored.
     pending_limit: usize,
 }
@@ -61,7 +59,7 @@ impl<'a> Chunker<'a> {
             buf: Vec::with_capacity(MIN_CHUNK * 2),
             cuts: Vec::new(),
             entries: Vec::new(),
-            seen: HashMap::new(),
+            seen: crate::prehashed::Map::default(),
             pending_limit: usize::MAX,
         }
     }

@@ -1,7 +1,6 @@
 //! Sorted runs: writing one as a B+tree of sealed nodes packed into index chunks, and
 //! reading it back with a cursor (seek, then iterate in block order).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -171,7 +170,7 @@ pub struct RunWriter<'a> {
     leaf: Vec<LeafEntry>,
     parents: Vec<InnerEntry>,
     table: Vec<TableEntry>,
-    table_pos: HashMap<ChunkId, u32>,
+    table_pos: crate::prehashed::Map<ChunkId, u32>,
     entries: u64,
     data_entries: u64,
     record_bytes: u64,
@@ -189,7 +188,7 @@ impl<'a> RunWriter<'a> {
             leaf: Vec::with_capacity(LEAF_ENTRIES),
             parents: Vec::new(),
             table: Vec::new(),
-            table_pos: HashMap::new(),
+            table_pos: crate::prehashed::Map::default(),
             entries: 0,
             data_entries: 0,
             record_bytes: 0,

@@ -1,7 +1,7 @@
 //! The levels of sorted runs: lookups newest first, and inserting a batch by merging it
 //! into the level the policy chooses.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -233,7 +233,7 @@ impl Tree {
         (num, den): (u64, u64),
         pinned: &HashSet<ChunkId>,
     ) -> Result<Vec<(ChunkId, u32, u64)>> {
-        let mut live: HashMap<ChunkId, (u32, u64)> = HashMap::new();
+        let mut live: crate::prehashed::Map<ChunkId, (u32, u64)> = Default::default();
         let mut merge = Merge::new(self.sources(ctx, k, batch.to_vec())?)?;
         while let Some((_, loc)) = merge.next_entry()? {
             if let Loc::Data(d) = loc {
