@@ -227,8 +227,11 @@ impl Root {
 
     /// Compresses and seals; returns stored bytes and tag.
     pub fn seal(&self, keys: &Keys) -> Result<(Vec<u8>, [u8; 16])> {
-        let packed = lz4_flex::block::compress_prepend_size(&self.encode());
-        keys.seal(Purpose::Index, AAD_ROOT, packed)
+        keys.seal(
+            Purpose::Index,
+            AAD_ROOT,
+            crate::format::node::pack(&self.encode()),
+        )
     }
 
     /// Opens a stored root, checking its tag.
