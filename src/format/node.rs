@@ -235,7 +235,9 @@ impl Node {
 
     /// Compresses and seals; returns stored bytes and tag.
     pub fn seal(&self, keys: &Keys) -> Result<(Vec<u8>, [u8; 16])> {
-        keys.seal(Purpose::Index, AAD_NODE, pack(&self.encode()))
+        let plain = self.encode();
+        let packed = lz4_flex::block::compress_prepend_size(&plain);
+        keys.seal(Purpose::Index, AAD_NODE, packed)
     }
 
     /// Opens stored bytes, checking the tag against the parent's reference.
@@ -246,42 +248,7 @@ impl Node {
     }
 }
 
-/// Largest plaintext packed through a thread's scratch; larger ones (rare: nodes are
-/// tens of KiB) allocate their own, so no thread keeps more than this.
-const PACK_SCRATCH_MAX: usize = 256 << 10;
-
-/// `u32 plain_len || lz4(plain)` (what `lz4_flex::block::compress_prepend_size`
-/// gives), in a Vec with room for exactly the seal's tag: LZ4 writes into this
-/// thread's scratch, so no worst-case Vec is zeroed per node and `Keys::seal` copies
-/// nothing (both were most of a node's sealing, 2.7% of a sequential write's samples).
-pub fn pack(plain: &[u8]) -> Vec<u8> {
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    let room = lz4_flex::block::get_maximum_output_size(plain.len());
-    let exact = |lz4: &[u8]| {
-        let mut v = Vec::with_capacity(4 + lz4.len() + crate::format::crypto::TAG_LEN);
-        v.extend_from_slice(&(plain.len() as u32).to_le_bytes());
-        v.extend_from_slice(lz4);
-        v
-    };
-    let via_scratch = (plain.len() <= PACK_SCRATCH_MAX)
-        .then(|| {
-            SCRATCH.with(|cell| {
-                let mut scratch = cell.try_borrow_mut().ok()?;
-                if scratch.len() < room {
-                    scratch.resize(room, 0);
-                }
-                let out = scratch.get_mut(..room)?;
-                let n = lz4_flex::block::compress_into(plain, out).ok()?;
-                Some(exact(out.get(..n)?))
-            })
-        })
-        .flatten();
-    via_scratch.unwrap_or_else(|| lz4_flex::block::compress_prepend_size(plain))
-}
-
-/// Undoes `compress_prepend_size` (and [`pack`]), refusing sizes above `max`.
+/// Undoes `compress_prepend_size`, refusing sizes above `max`.
 pub fn unpack(packed: &[u8], max: usize) -> Result<Vec<u8>> {
     let mut r = Reader::new(packed, "compressed item");
     let n = r.u32()? as usize;
@@ -296,46 +263,6 @@ pub fn unpack(packed: &[u8], max: usize) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::format::crypto::DiskKey;
-
-    /// [`pack`] gives exactly what `compress_prepend_size` gives (the stored format),
-    /// through the scratch and past it, with no spare capacity but the tag's.
-    #[test]
-    fn pack_is_compress_prepend_size() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for len in [
-            0usize,
-            1,
-            36,
-            4096,
-            37_000,
-            200_000,
-            PACK_SCRATCH_MAX,
-            300_000,
-        ] {
-            let plain: Vec<u8> = (0..len)
-                .map(|i| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    if i % 64 < 24 {
-                        x as u8
-                    } else {
-                        (i / 64) as u8
-                    }
-                })
-                .collect();
-            let packed = pack(&plain);
-            assert_eq!(
-                packed,
-                lz4_flex::block::compress_prepend_size(&plain),
-                "{len}"
-            );
-            if len <= PACK_SCRATCH_MAX {
-                assert_eq!(packed.capacity(), packed.len() + 16, "{len}");
-            }
-            assert_eq!(unpack(&packed, MAX_NODE_PLAIN).unwrap(), plain);
-        }
-    }
 
     #[test]
     fn nodes_round_trip() -> Result<()> {

@@ -227,11 +227,8 @@ impl Root {
 
     /// Compresses and seals; returns stored bytes and tag.
     pub fn seal(&self, keys: &Keys) -> Result<(Vec<u8>, [u8; 16])> {
-        keys.seal(
-            Purpose::Index,
-            AAD_ROOT,
-            crate::format::node::pack(&self.encode()),
-        )
+        let packed = lz4_flex::block::compress_prepend_size(&self.encode());
+        keys.seal(Purpose::Index, AAD_ROOT, packed)
     }
 
     /// Opens a stored root, checking its tag.
