@@ -6,13 +6,11 @@
 //! the key's bytes with one multiply per 8 bytes. A key chosen to collide slows a map
 //! down, nothing more, and these keys come from this disk's own writes and index.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// A map keyed by a tag or chunk id.
 pub type Map<K, V> = HashMap<K, V, BuildHasherDefault<PrehashedHasher>>;
-/// A set of tags or chunk ids.
-pub type Set<K> = HashSet<K, BuildHasherDefault<PrehashedHasher>>;
 
 /// Folds the key's bytes, 8 at a time (see the module doc).
 #[derive(Clone, Copy)]
