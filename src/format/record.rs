@@ -134,6 +134,14 @@ mod tests {
     use super::*;
     use crate::format::crypto::DiskKey;
 
+    /// Marsaglia's xorshift64: the tests' pseudo-random bytes.
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
     /// Both ways a record is opened (a raw one straight into the block, an LZ4 one
     /// through the scratch block) refuse a flipped bit anywhere and a tag that is not
     /// the reference's (the caller then never uses the block).
@@ -141,14 +149,7 @@ mod tests {
     fn raw_and_compressed_records_refuse_any_flipped_bit() -> Result<()> {
         let keys = Keys::new(&DiskKey([5; 32]))?;
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let random: Vec<u8> = (0..BLOCK_SIZE)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let random: Vec<u8> = (0..BLOCK_SIZE).map(|_| xorshift(&mut x) as u8).collect();
         let mut half = random.clone();
         half[BLOCK_SIZE / 2..].fill(0);
         for (block, raw) in [(random, true), (half, false)] {
@@ -195,11 +196,9 @@ mod tests {
             // `fill` random bytes, then a run of one byte value.
             let block: Vec<u8> = (0..BLOCK_SIZE)
                 .map(|i| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
+                    let r = xorshift(&mut x);
                     if i < fill {
-                        x as u8
+                        r as u8
                     } else {
                         7
                     }
@@ -235,11 +234,9 @@ mod tests {
             let alphabet = 1 + (i * 37) % 256;
             let block: Vec<u8> = (0..BLOCK_SIZE)
                 .map(|j| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
+                    let r = xorshift(&mut x);
                     if j < fill {
-                        (x % alphabet as u64) as u8
+                        (r % alphabet as u64) as u8
                     } else {
                         (i % 3) as u8
                     }
