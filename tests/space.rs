@@ -237,17 +237,24 @@ fn overwrite_three_in_ten(vol: &Volume, original: &[u8]) -> Vec<u8> {
     model
 }
 
+/// A new 16 MiB disk in `dir` written whole with data numbered `seed`, then compacted
+/// to one run: (its `.swap` path, the open disk, what it holds).
+fn one_run_disk(dir: &std::path::Path, seed: u64) -> (std::path::PathBuf, Volume, Vec<u8>) {
+    let size = 16u64 << 20;
+    let path = common::new_disk(dir, size);
+    let vol = Volume::open(&path, &common::small()).unwrap();
+    let original = common::data(seed, size as usize);
+    vol.write_at(0, &original).unwrap();
+    vol.compact().unwrap();
+    (path, vol, original)
+}
+
 /// A clone's chunks are hard links to its source's: rewriting them in the clone frees
 /// nothing while the source keeps its name, so compaction leaves them.
 #[test]
 fn compaction_never_copies_chunks_a_clone_shares() {
     let dir = tempfile::tempdir().unwrap();
-    let size = 16u64 << 20;
-    let path = common::new_disk(dir.path(), size);
-    let src = Volume::open(&path, &common::small()).unwrap();
-    let original = common::data(11, size as usize);
-    src.write_at(0, &original).unwrap();
-    src.compact().unwrap();
+    let (_, src, original) = one_run_disk(dir.path(), 11);
     let clone = dir.path().join("clone.swap");
     src.clone_to(&src.root_ref().unwrap().unwrap(), &clone)
         .unwrap();
@@ -284,12 +291,8 @@ fn compaction_never_copies_chunks_a_clone_shares() {
 #[test]
 fn compaction_never_copies_a_fallbacks_chunks() {
     let dir = tempfile::tempdir().unwrap();
-    let size = 16u64 << 20;
-    let a = common::new_disk(dir.path(), size);
-    let vol = Volume::open(&a, &common::small()).unwrap();
-    let original = common::data(13, size as usize);
-    vol.write_at(0, &original).unwrap();
-    vol.compact().unwrap();
+    let (a, vol, original) = one_run_disk(dir.path(), 13);
+    let size = original.len() as u64;
     vol.close().unwrap();
     let data = mindcastle::volume::data_dir(&a, &mindcastle::volume::read_swap(&a).unwrap());
     std::fs::rename(&data, dir.path().join("published")).unwrap();
