@@ -3,10 +3,13 @@
 # first fill: every chunk a new file), interleaved over rounds. Prints MB/s, the
 # server's CPU ticks (utime+stime over the copy and its close) and the files in the
 # data folder. The image defaults to bench/make-image.py's half-compressible one.
-# Usage: bench/nbdcopy-ab.sh BIN_A BIN_B [SIZE_MIB] [ROUNDS]
+# With MODE=out, each round then copies the disk out to `null:` three times (as
+# peers.sh does once; three for a longer measure) and prints those copies' MB/s and
+# server CPU ticks instead.
+# Usage: [MODE=in|out] bench/nbdcopy-ab.sh BIN_A BIN_B [SIZE_MIB] [ROUNDS]
 set -euo pipefail
 export PATH="/usr/bin:$PATH"
-A=$1 B=$2 SIZE_MIB="${3:-1024}" ROUNDS="${4:-4}"
+A=$1 B=$2 SIZE_MIB="${3:-1024}" ROUNDS="${4:-4}" MODE="${MODE:-in}"
 DIR="${BENCH_DIR:-/tmp/mindcastle-nbdcopy-ab}"
 rm -rf "$DIR" && mkdir -p "$DIR"
 IMG="$DIR/image.raw"
@@ -25,9 +28,16 @@ for round in $(seq "$ROUNDS"); do
     nbdcopy --flush "$IMG" "nbd+unix:///?socket=$DIR/s.sock"
     t1=$(date +%s.%N)
     ticks=$(ticks "$pid")
+    if [ "$MODE" = out ]; then
+      t0=$(date +%s.%N)
+      for _ in 1 2 3; do nbdcopy "nbd+unix:///?socket=$DIR/s.sock" null:; done
+      t1=$(date +%s.%N)
+      ticks=$(( $(ticks "$pid") - ticks ))
+    fi
     stop_served
     files=$(find "$DIR"/d/swapdata-*/ -maxdepth 1 -type f | wc -l)
-    mbs=$(python3 -c "print(round($SIZE_MIB * 1048576 / 1e6 / ($t1 - $t0), 1))")
+    copies=1; [ "$MODE" = out ] && copies=3
+    mbs=$(python3 -c "print(round($copies * $SIZE_MIB * 1048576 / 1e6 / ($t1 - $t0), 1))")
     echo "$round $side $mbs $ticks $files"
   done
 done
