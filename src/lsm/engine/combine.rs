@@ -1,6 +1,7 @@
 //! One chunk for several concurrent large writes: each writer queues its sealed
-//! records; whoever finds no writer storing becomes the leader, takes every write
-//! queued by then, packs them all through one chunker and hands each its places.
+//! records; whoever finds no writer storing (or, up to one leader per core, a whole
+//! batch waiting) becomes a leader, takes the writes queued by then, packs them all
+//! through one chunker and hands each its places.
 //!
 //! Why: a large write used to store chunks of its own, so a client with many 256 KiB
 //! writes in flight (`nbdcopy`) made a file per write; creating files was 15% of the
@@ -54,14 +55,37 @@ impl Slot {
 #[derive(Default)]
 struct Queue {
     waiting: Vec<Arc<Slot>>,
-    leading: bool,
+    /// Writers storing a batch now.
+    leaders: usize,
 }
 
-/// The queue of large writes waiting to be stored, and the leader's hand-over.
-#[derive(Default)]
+impl Queue {
+    /// Whether a waiting writer may lead now: when nobody does, or, up to one leader
+    /// per core, when a whole batch is waiting (a leader spends most of its time
+    /// hashing its chunk, one core's work: with one leader at a time, writes from
+    /// several connections queued behind it while the other core idled).
+    fn may_lead(&self, max_leaders: usize) -> bool {
+        if self.leaders == 0 {
+            return true;
+        }
+        let full = self.waiting.len() >= MAX_GROUP
+            || self.waiting.iter().map(|s| s.bytes).sum::<usize>() >= MAX_GROUP_BYTES;
+        full && self.leaders < max_leaders
+    }
+}
+
+/// The queue of large writes waiting to be stored, and the leaders' hand-over.
 pub(super) struct Combiner {
     queue: Mutex<Queue>,
     turn: Condvar,
+    /// Leaders at once: one per core.
+    max_leaders: usize,
+}
+
+impl Default for Combiner {
+    fn default() -> Self {
+        Self::new(crate::cpus::available())
+    }
 }
 
 /// Gives every slot of a batch an answer and the lead back, even when the leader
@@ -79,13 +103,21 @@ impl Drop for Leading<'_> {
             )));
         }
         if let Ok(mut q) = self.combiner.queue.lock() {
-            q.leading = false;
+            q.leaders = q.leaders.saturating_sub(1);
         }
         self.combiner.turn.notify_all();
     }
 }
 
 impl Combiner {
+    fn new(max_leaders: usize) -> Self {
+        Self {
+            queue: Mutex::default(),
+            turn: Condvar::new(),
+            max_leaders: max_leaders.max(1),
+        }
+    }
+
     /// Stores `records` (in increasing block order, `bytes` of records in all), alone
     /// or with other writes queued meanwhile; returns where each went, in the same order.
     pub(super) fn store(
@@ -105,11 +137,11 @@ impl Combiner {
             if slot.done() {
                 break;
             }
-            if q.leading {
+            if !q.may_lead(self.max_leaders) {
                 q = self.turn.wait(q).map_err(|_| lock_err())?;
                 continue;
             }
-            q.leading = true;
+            q.leaders += 1;
             let mut bytes = 0;
             let take = q
                 .waiting
@@ -259,7 +291,58 @@ mod tests {
             "the three queued writes were not stored together"
         );
         assert_eq!(waiting(c), 0);
-        assert!(!c.queue.lock().unwrap().leading);
+        assert_eq!(c.queue.lock().unwrap().leaders, 0);
+    }
+
+    /// While one leader stores, a whole batch that queued up behind it is stored by a
+    /// second leader (two allowed) without waiting for the first.
+    #[test]
+    fn a_whole_batch_queued_behind_a_leader_gets_a_leader_of_its_own() {
+        let c = Combiner::new(2);
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let hold = Mutex::new(hold);
+        let started = std::sync::atomic::AtomicBool::new(false);
+        let stored = std::sync::atomic::AtomicUsize::new(0);
+        let (c, started, stored) = (&c, &started, &stored);
+        std::thread::scope(|s| {
+            let first = s.spawn(|| {
+                c.store(vec![rec(1)], 8, |g| {
+                    started.store(true, std::sync::atomic::Ordering::SeqCst);
+                    // Held until the test has seen the others stored (or given up).
+                    let _ = hold.lock().unwrap().recv();
+                    Ok(place(g))
+                })
+            });
+            while !started.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            let others: Vec<_> = (0..MAX_GROUP as u64)
+                .map(|w| {
+                    s.spawn(move || {
+                        let got = c.store(vec![rec(100 + w)], 8, |g| Ok(place(g)));
+                        stored.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        got
+                    })
+                })
+                .collect();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while stored.load(std::sync::atomic::Ordering::SeqCst) < MAX_GROUP
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let before_release = stored.load(std::sync::atomic::Ordering::SeqCst);
+            release.send(()).unwrap();
+            assert_eq!(first.join().unwrap().unwrap()[0].0, 1);
+            for (w, h) in others.into_iter().enumerate() {
+                assert_eq!(h.join().unwrap().unwrap()[0].0, 100 + w as u64);
+            }
+            assert_eq!(
+                before_release, MAX_GROUP,
+                "the queued batch waited for the first leader"
+            );
+        });
+        assert_eq!(c.queue.lock().unwrap().leaders, 0);
     }
 
     #[test]
