@@ -77,6 +77,28 @@ impl BufferPool {
         buf
     }
 
+    /// An empty buffer with room for at least `cap` bytes, reused when one is free
+    /// (cleared: its old bytes are out of reach, and nothing is zeroed). For buffers
+    /// filled by appending.
+    pub fn take_empty(&self, cap: usize) -> Vec<u8> {
+        if cap < KEEP_MIN_BYTES {
+            return Vec::with_capacity(cap);
+        }
+        let reused = self.free.lock().ok().and_then(|mut k| {
+            let at = k.buffers.iter().position(|b| b.capacity() >= cap)?;
+            let b = k.buffers.swap_remove(at);
+            k.bytes -= b.capacity();
+            Some(b)
+        });
+        match reused {
+            Some(mut b) => {
+                b.clear();
+                b
+            }
+            None => Vec::with_capacity(cap),
+        }
+    }
+
     /// Hands a buffer back for a later [`BufferPool::take`]; dropped when the pool is
     /// full or the buffer too large to keep.
     pub fn give(&self, buf: Vec<u8>) {
@@ -125,6 +147,22 @@ mod tests {
         }
         let kept = pool.free.lock().map(|k| (k.buffers.len(), k.bytes));
         assert_eq!(kept.unwrap_or_default(), (4, 4 << 20));
+    }
+
+    #[test]
+    fn an_empty_buffer_is_reused_for_its_capacity_and_holds_nothing() {
+        let pool = BufferPool::new(4 << 20);
+        let mut a = pool.take_empty(1 << 20);
+        assert!(a.is_empty() && a.capacity() >= 1 << 20);
+        a.extend_from_slice(&[9; 1000]);
+        let ptr = a.as_ptr();
+        pool.give(a);
+        let b = pool.take_empty(512 << 10);
+        assert!(b.is_empty(), "old bytes reachable");
+        assert_eq!(b.as_ptr(), ptr, "the same allocation again");
+        // Nothing free is large enough: a fresh one.
+        let c = pool.take_empty(2 << 20);
+        assert!(c.is_empty() && c.capacity() >= 2 << 20);
     }
 
     #[test]

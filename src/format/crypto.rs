@@ -127,6 +127,18 @@ impl Keys {
         Ok((plain, t))
     }
 
+    /// Seals `buf` in place (it becomes the ciphertext); returns the tag. The bytes and
+    /// tag are those [`Keys::seal`] gives for the same plaintext.
+    pub fn seal_in_place(&self, p: Purpose, aad: &[u8], buf: &mut [u8]) -> Result<[u8; 16]> {
+        let tag = self
+            .cipher(p)
+            .seal_in_place_separate_tag(zero_nonce(), Aad::from(aad), buf)
+            .map_err(|_| Error::invalid("item too large to seal"))?;
+        let mut t = [0u8; 16];
+        t.copy_from_slice(tag.as_ref());
+        Ok(t)
+    }
+
     /// Opens `ciphertext || tag`. When `expected` is given the stored tag must equal it,
     /// which binds the item to the reference that named it.
     pub fn open(

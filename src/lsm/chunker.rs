@@ -72,24 +72,26 @@ impl<'a> Chunker<'a> {
 
     /// Adds one record for block `lba` (blocks must come in increasing order).
     pub fn push(&mut self, lba: u64, rec: &SealedRecord) -> Result<()> {
-        if let Some(&place) = self.seen.get(&rec.tag) {
-            if self.bytes_at(place) == Some(&rec.bytes[..]) {
-                self.entries.push((lba, place, rec.tag));
+        self.push_bytes(lba, &rec.bytes, rec.tag)
+    }
+
+    /// [`Chunker::push`] of a record given as its stored bytes (`ciphertext || tag`)
+    /// and tag.
+    pub fn push_bytes(&mut self, lba: u64, bytes: &[u8], tag: [u8; 16]) -> Result<()> {
+        if let Some(&place) = self.seen.get(&tag) {
+            if self.bytes_at(place) == Some(bytes) {
+                self.entries.push((lba, place, tag));
                 return Ok(());
             }
         }
-        if self.buf.len() + rec.bytes.len() > MAX_CHUNK {
+        if self.buf.len() + bytes.len() > MAX_CHUNK {
             self.cut()?;
         }
-        let place = (
-            self.cuts.len(),
-            self.buf.len() as u32,
-            rec.bytes.len() as u32,
-        );
-        self.buf.extend_from_slice(&rec.bytes);
-        self.entries.push((lba, place, rec.tag));
-        self.seen.entry(rec.tag).or_insert(place);
-        let h = u32::from_le_bytes([rec.tag[0], rec.tag[1], rec.tag[2], rec.tag[3]]);
+        let place = (self.cuts.len(), self.buf.len() as u32, bytes.len() as u32);
+        self.buf.extend_from_slice(bytes);
+        self.entries.push((lba, place, tag));
+        self.seen.entry(tag).or_insert(place);
+        let h = u32::from_le_bytes([tag[0], tag[1], tag[2], tag[3]]);
         if self.buf.len() >= MIN_CHUNK && h < CUT_THRESHOLD {
             self.cut()?;
         }

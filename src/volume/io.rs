@@ -6,7 +6,7 @@
 
 use super::{Volume, BS};
 use crate::error::{Error, Result};
-use crate::format::record::{is_zero, SealedRecord};
+use crate::format::record::{is_zero, PackedRecords, SealedRecord};
 use crate::format::BLOCK_SIZE;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -123,14 +123,14 @@ impl Volume {
         let first_full = offset.div_ceil(BS);
         let end_full = end / BS;
         // Seal whole blocks before taking the lock.
-        let mut full: Vec<Option<SealedRecord>> = if first_full < end_full {
+        let sealed = if first_full < end_full {
             let start = (first_full * BS - offset) as usize;
             let bytes = data
                 .get(start..start + ((end_full - first_full) * BS) as usize)
                 .ok_or_else(|| Error::internal("write split"))?;
-            self.seal_all(bytes)?
+            self.seal_all(bytes, first_full)?
         } else {
-            Vec::new()
+            SealedBlocks::Each(Vec::new())
         };
         let engine = self.engine()?;
         // Partial head and tail blocks: read outside the lock (a slow store stalls no
@@ -156,18 +156,28 @@ impl Volume {
             heads.push((lba, block, seen));
         }
         // A large write's records go straight into data chunks, and the log names them.
-        // Which blocks hold data: a stored write's records move into its chunks.
-        let is_data: Vec<bool> = full.iter().map(Option::is_some).collect();
-        let data_blocks = is_data.iter().filter(|d| **d).count();
-        let stored = if data_blocks >= DIRECT_MIN_BLOCKS {
-            let records: Vec<(u64, SealedRecord)> = full
-                .iter_mut()
-                .enumerate()
-                .filter_map(|(i, r)| r.take().map(|r| (first_full + i as u64, r)))
-                .collect();
-            Some(engine.store_records(records)?)
-        } else {
-            None
+        // Which blocks hold data: a stored write's records are in its chunks.
+        let (is_data, full, stored) = match sealed {
+            SealedBlocks::Each(full) => (full.iter().map(Option::is_some).collect(), full, None),
+            SealedBlocks::Packed { parts, zero } => {
+                let is_data: Vec<bool> = zero.iter().map(|z| !z).collect();
+                let mut full: Vec<Option<SealedRecord>> = vec![None; zero.len()];
+                let data_blocks: usize = parts.iter().map(PackedRecords::len).sum();
+                let stored = if data_blocks >= DIRECT_MIN_BLOCKS {
+                    Some(engine.store_records(parts)?)
+                } else {
+                    // Mostly zeroes: the few records go to the memtable, each its own.
+                    for (lba, r) in parts.iter().flat_map(PackedRecords::to_records) {
+                        let slot = lba
+                            .checked_sub(first_full)
+                            .and_then(|i| full.get_mut(i as usize))
+                            .ok_or_else(|| Error::internal("packed record outside its write"))?;
+                        *slot = Some(r);
+                    }
+                    None
+                };
+                (is_data, full, stored)
+            }
         };
         let update = |batch: &mut crate::lsm::engine::Batch<'_>| -> Result<()> {
             if let Some(w) = stored {
@@ -217,53 +227,39 @@ impl Volume {
         }
     }
 
-    fn seal_all(&self, bytes: &[u8]) -> Result<Vec<Option<SealedRecord>>> {
+    /// Seals the whole blocks `bytes` (the first is block `first_lba`): each its own
+    /// record for a write too small to be stored in chunks directly, packed otherwise.
+    fn seal_all(&self, bytes: &[u8], first_lba: u64) -> Result<SealedBlocks> {
         let engine = self.engine()?;
-        let seal = |part: &[u8]| -> Result<Vec<Option<SealedRecord>>> {
-            part.chunks(BLOCK_SIZE)
-                .map(|b| {
-                    if is_zero(b) {
-                        Ok(None)
-                    } else {
-                        engine.seal_block(b).map(Some)
-                    }
-                })
-                .collect()
-        };
         let blocks = bytes.len() / BLOCK_SIZE;
-        let threads = crate::cpus::available().min(8);
-        // Small writes never split, so they skip the shared counter (two atomic
-        // operations on one cache line per 4 KiB write, for nothing).
-        if blocks < 32 || threads < 2 {
-            return seal(bytes);
+        if blocks < DIRECT_MIN_BLOCKS {
+            let seal = |_first: usize, part: &[u8]| -> Result<Vec<Option<SealedRecord>>> {
+                part.chunks(BLOCK_SIZE)
+                    .map(|b| {
+                        if is_zero(b) {
+                            Ok(None)
+                        } else {
+                            engine.seal_block(b).map(Some)
+                        }
+                    })
+                    .collect()
+            };
+            let parts = in_parallel(bytes, seal)?;
+            return Ok(SealedBlocks::Each(parts.into_iter().flatten().collect()));
         }
-        // Large writes sealing at once: while they already keep the cores busy, a
-        // write seals on its own thread. A thread spawned per write (two per 256 KiB
-        // write of an `nbdcopy` with 64 in flight) cost 6-7% of the server's samples
-        // in thread creation, exit and the stack unmap's TLB shootdowns, for no
-        // parallelism.
-        let sealing = Sealing::enter();
-        if sealing.others >= threads - 1 {
-            return seal(bytes);
-        }
-        let per = blocks.div_ceil(threads) * BLOCK_SIZE;
-        let mut parts = bytes.chunks(per);
-        let first = parts.next().unwrap_or_default();
-        // The caller seals the first share itself: one thread fewer to spawn.
-        let results: Vec<Result<Vec<Option<SealedRecord>>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = parts.map(|p| s.spawn(move || seal(p))).collect();
-            let mut results = vec![seal(first)];
-            results.extend(handles.into_iter().map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::internal("sealing thread panicked")))
-            }));
-            results
-        });
-        let mut out = Vec::with_capacity(blocks);
-        for r in results {
-            out.extend(r?);
-        }
-        Ok(out)
+        let zero: Vec<bool> = bytes.chunks(BLOCK_SIZE).map(is_zero).collect();
+        // Each part is sealed into one buffer, not an allocation per record.
+        let seal = |first: usize, part: &[u8]| -> Result<PackedRecords> {
+            let mut packed = PackedRecords::for_blocks(part.len() / BLOCK_SIZE);
+            for (k, b) in part.chunks(BLOCK_SIZE).enumerate() {
+                if zero.get(first + k) == Some(&false) {
+                    engine.seal_packed(&mut packed, first_lba + (first + k) as u64, b)?;
+                }
+            }
+            Ok(packed)
+        };
+        let parts = in_parallel(bytes, seal)?;
+        Ok(SealedBlocks::Packed { parts, zero })
     }
 
     /// Makes `len` bytes at `offset` read as zeros (partial blocks are written).
@@ -319,6 +315,62 @@ impl Volume {
         }
         Ok(out)
     }
+}
+
+/// A write's whole blocks, sealed.
+enum SealedBlocks {
+    /// One record each (None for a zero block): writes of fewer than
+    /// [`DIRECT_MIN_BLOCKS`] blocks, whose records go to the memtable.
+    Each(Vec<Option<SealedRecord>>),
+    /// Records packed, one buffer per sealing thread in block order, and which blocks
+    /// are zero.
+    Packed {
+        parts: Vec<PackedRecords>,
+        zero: Vec<bool>,
+    },
+}
+
+/// Runs `f` on pieces of `bytes` (whole blocks; `f` gets the index of the piece's first
+/// block and the piece) and returns its results in order: on the caller's thread, or
+/// for 32 blocks and more on up to one thread per core while other writes sealing at
+/// once leave cores free.
+fn in_parallel<T: Send>(
+    bytes: &[u8],
+    f: impl Fn(usize, &[u8]) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let blocks = bytes.len() / BLOCK_SIZE;
+    let threads = crate::cpus::available().min(8);
+    // Small writes never split, so they skip the shared counter (two atomic
+    // operations on one cache line per 4 KiB write, for nothing).
+    if blocks < 32 || threads < 2 {
+        return Ok(vec![f(0, bytes)?]);
+    }
+    // Large writes sealing at once: while they already keep the cores busy, a
+    // write seals on its own thread. A thread spawned per write (two per 256 KiB
+    // write of an `nbdcopy` with 64 in flight) cost 6-7% of the server's samples
+    // in thread creation, exit and the stack unmap's TLB shootdowns, for no
+    // parallelism.
+    let sealing = Sealing::enter();
+    if sealing.others >= threads - 1 {
+        return Ok(vec![f(0, bytes)?]);
+    }
+    let per_blocks = blocks.div_ceil(threads);
+    let mut parts = bytes.chunks(per_blocks * BLOCK_SIZE).enumerate();
+    let first = parts.next().map(|(_, p)| p).unwrap_or_default();
+    let f = &f;
+    // The caller seals the first share itself: one thread fewer to spawn.
+    let results: Vec<Result<T>> = std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .map(|(k, p)| s.spawn(move || f(k * per_blocks, p)))
+            .collect();
+        let mut results = vec![f(0, first)];
+        results.extend(handles.into_iter().map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::internal("sealing thread panicked")))
+        }));
+        results
+    });
+    results.into_iter().collect()
 }
 
 /// Counts large writes sealing their blocks now (process-wide), for as long as it

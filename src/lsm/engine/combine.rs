@@ -28,19 +28,17 @@ const MAX_GROUP_BYTES: usize = crate::lsm::chunker::MAX_CHUNK;
 /// (1 MiB sequential writes at queue depth 8 ran at 0.87x when grouped).
 pub(super) const ALONE_BYTES: usize = crate::lsm::chunker::MIN_CHUNK / 2;
 
-/// One write's blocks and their records, in block order.
-type Records = Vec<(u64, SealedRecord)>;
 /// Where each block of one write went.
 type Places = Vec<(u64, DataRef)>;
 
 /// Records of one write, and where they went once stored.
-struct Slot {
+struct Slot<R> {
     bytes: usize,
-    records: Mutex<Option<Records>>,
+    records: Mutex<Option<R>>,
     placed: Mutex<Option<Result<Places>>>,
 }
 
-impl Slot {
+impl<R> Slot<R> {
     fn done(&self) -> bool {
         self.placed.lock().map(|p| p.is_some()).unwrap_or(true)
     }
@@ -52,14 +50,22 @@ impl Slot {
     }
 }
 
-#[derive(Default)]
-struct Queue {
-    waiting: Vec<Arc<Slot>>,
+struct Queue<R> {
+    waiting: Vec<Arc<Slot<R>>>,
     /// Writers storing a batch now.
     leaders: usize,
 }
 
-impl Queue {
+impl<R> Default for Queue<R> {
+    fn default() -> Self {
+        Self {
+            waiting: Vec::new(),
+            leaders: 0,
+        }
+    }
+}
+
+impl<R> Queue<R> {
     /// Whether a waiting writer may lead now: when nobody does, or, up to one leader
     /// per core, when a whole batch is waiting (a leader spends most of its time
     /// hashing its chunk, one core's work: with one leader at a time, writes from
@@ -74,15 +80,16 @@ impl Queue {
     }
 }
 
-/// The queue of large writes waiting to be stored, and the leaders' hand-over.
-pub(super) struct Combiner {
-    queue: Mutex<Queue>,
+/// The queue of large writes waiting to be stored, and the leaders' hand-over. `R`
+/// holds the records of one write, in increasing block order.
+pub(super) struct Combiner<R> {
+    queue: Mutex<Queue<R>>,
     turn: Condvar,
     /// Leaders at once: one per core.
     max_leaders: usize,
 }
 
-impl Default for Combiner {
+impl<R> Default for Combiner<R> {
     fn default() -> Self {
         Self::new(crate::cpus::available())
     }
@@ -90,12 +97,12 @@ impl Default for Combiner {
 
 /// Gives every slot of a batch an answer and the lead back, even when the leader
 /// unwinds: no writer waits forever.
-struct Leading<'a> {
-    combiner: &'a Combiner,
-    batch: Vec<Arc<Slot>>,
+struct Leading<'a, R> {
+    combiner: &'a Combiner<R>,
+    batch: Vec<Arc<Slot<R>>>,
 }
 
-impl Drop for Leading<'_> {
+impl<R> Drop for Leading<'_, R> {
     fn drop(&mut self) {
         for s in &self.batch {
             s.finish(Err(Error::internal(
@@ -109,7 +116,7 @@ impl Drop for Leading<'_> {
     }
 }
 
-impl Combiner {
+impl<R> Combiner<R> {
     fn new(max_leaders: usize) -> Self {
         Self {
             queue: Mutex::default(),
@@ -117,14 +124,16 @@ impl Combiner {
             max_leaders: max_leaders.max(1),
         }
     }
+}
 
+impl<R: Default> Combiner<R> {
     /// Stores `records` (in increasing block order, `bytes` of records in all), alone
     /// or with other writes queued meanwhile; returns where each went, in the same order.
     pub(super) fn store(
         &self,
-        records: Records,
+        records: R,
         bytes: usize,
-        store_group: impl Fn(&[Records]) -> Result<Vec<Places>>,
+        store_group: impl Fn(&[R]) -> Result<Vec<Places>>,
     ) -> Result<Places> {
         let slot = Arc::new(Slot {
             bytes,
@@ -155,13 +164,13 @@ impl Combiner {
                 .count();
             // With more than a group waiting, our own slot may not be in this
             // batch: the loop then leads (or waits) again.
-            let batch: Vec<Arc<Slot>> = q.waiting.drain(..take).collect();
+            let batch: Vec<Arc<Slot<R>>> = q.waiting.drain(..take).collect();
             drop(q);
             let lead = Leading {
                 combiner: self,
                 batch,
             };
-            let groups: Vec<Records> = lead
+            let groups: Vec<R> = lead
                 .batch
                 .iter()
                 .map(|s| {
@@ -209,6 +218,8 @@ mod tests {
     use super::*;
     use crate::format::chunk_id::ChunkId;
 
+    type Records = Vec<(u64, SealedRecord)>;
+
     fn rec(lba: u64) -> (u64, SealedRecord) {
         (
             lba,
@@ -242,13 +253,13 @@ mod tests {
             .collect()
     }
 
-    fn waiting(c: &Combiner) -> usize {
+    fn waiting(c: &Combiner<Records>) -> usize {
         c.queue.lock().unwrap().waiting.len()
     }
 
     #[test]
     fn writes_queued_while_one_is_stored_share_the_next_chunk_run() {
-        let c = Combiner::default();
+        let c: Combiner<Records> = Combiner::default();
         let batches = Mutex::new(Vec::new());
         let (release, hold) = std::sync::mpsc::channel::<()>();
         let hold = Mutex::new(hold);
@@ -298,7 +309,7 @@ mod tests {
     /// second leader (two allowed) without waiting for the first.
     #[test]
     fn a_whole_batch_queued_behind_a_leader_gets_a_leader_of_its_own() {
-        let c = Combiner::new(2);
+        let c: Combiner<Records> = Combiner::new(2);
         let (release, hold) = std::sync::mpsc::channel::<()>();
         let hold = Mutex::new(hold);
         let started = std::sync::atomic::AtomicBool::new(false);
@@ -347,7 +358,7 @@ mod tests {
 
     #[test]
     fn a_failed_store_fails_each_write_of_its_batch_and_the_next_stores() {
-        let c = Combiner::default();
+        let c: Combiner<Records> = Combiner::default();
         let err = c
             .store(vec![rec(1)], 8, |_| {
                 Err(Error::io(
@@ -364,7 +375,7 @@ mod tests {
 
     #[test]
     fn a_leader_that_panics_leaves_no_writer_waiting() {
-        let c = Combiner::default();
+        let c: Combiner<Records> = Combiner::default();
         let started = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
             let leader = s.spawn(|| {

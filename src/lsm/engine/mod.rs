@@ -42,7 +42,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::error::{Error, Result};
 use crate::format::chunk_id::ChunkId;
 use crate::format::crypto::Keys;
-use crate::format::record::SealedRecord;
+use crate::format::record::{PackedRecords, SealedRecord};
 use crate::format::root::{Root, RootRef};
 use crate::format::wal::{LogBase, WalOp};
 use crate::format::BLOCK_SIZE;
@@ -295,7 +295,7 @@ struct Core {
     /// there) for a write is never deleted before the memtable makes it live.
     direct_gate: RwLock<()>,
     /// Large writes waiting to share a chunk, and which of them stores it.
-    combiner: combine::Combiner,
+    combiner: combine::Combiner<Vec<PackedRecords>>,
     /// A large write stored a chunk that no sync has covered yet: the next log sync
     /// syncs the store first, so the log never names a chunk a power cut can lose.
     direct_unsynced: AtomicBool,
@@ -445,6 +445,11 @@ impl Engine {
     /// [`Batch::put`] (done outside any lock, so callers seal in parallel first).
     pub fn seal_block(&self, block: &[u8]) -> Result<SealedRecord> {
         crate::format::record::seal_block(&self.core.ctx.keys, block)
+    }
+
+    /// Compresses and seals `block` onto the end of `packed`, as block `lba`.
+    pub fn seal_packed(&self, packed: &mut PackedRecords, lba: u64, block: &[u8]) -> Result<()> {
+        packed.seal(&self.core.ctx.keys, lba, block)
     }
 
     /// A stored root of this disk (a kept snapshot, or any it names), authenticated.

@@ -113,12 +113,14 @@ impl Engine {
     /// block order) straight into data chunks cut as a checkpoint cuts them, so the log
     /// holds references instead of the records and no checkpoint copies them again.
     /// The chunks are synced by the next log sync (a flush) or checkpoint.
-    pub fn store_records(&self, records: Vec<(u64, SealedRecord)>) -> Result<StoredWrite<'_>> {
+    /// The records come packed (one buffer per sealing thread, in block order across
+    /// them): an allocation per record contended for the allocator's locks.
+    pub fn store_records(&self, records: Vec<PackedRecords>) -> Result<StoredWrite<'_>> {
         self.core.check_writable()?;
         let gate = self.core.direct_gate.read().map_err(|_| lock_err())?;
         // Large writes in flight together share chunks (`combine`): fewer files. One
         // that fills half a chunk by itself stores alone, on its own thread.
-        let bytes: usize = records.iter().map(|(_, r)| r.bytes.len()).sum();
+        let bytes: usize = records.iter().map(PackedRecords::bytes_len).sum();
         let placed = if bytes >= combine::ALONE_BYTES {
             self.store_group(std::slice::from_ref(&records))?
                 .pop()
@@ -137,26 +139,27 @@ impl Engine {
 
     /// Packs several writes' records into data chunks through one chunker; returns
     /// each write's places, in the order given.
-    fn store_group(&self, groups: &[Vec<(u64, SealedRecord)>]) -> Result<Vec<Vec<(u64, DataRef)>>> {
+    fn store_group(&self, groups: &[Vec<PackedRecords>]) -> Result<Vec<Vec<(u64, DataRef)>>> {
         let mut chunker = Chunker::new(self.core.ctx.store.as_ref())
             .with_pending_limit(self.core.tuning.pending_chunk_bytes);
-        for (lba, rec) in groups.iter().flatten() {
-            chunker.push(*lba, rec)?;
+        for (lba, bytes, tag) in groups.iter().flatten().flat_map(PackedRecords::iter) {
+            chunker.push_bytes(lba, bytes, tag)?;
         }
         // Entries come back in the order pushed: each write's, one after another.
         let mut entries = chunker.finish()?.into_iter();
         groups
             .iter()
             .map(|g| {
+                let count: usize = g.iter().map(PackedRecords::len).sum();
                 let placed = entries
                     .by_ref()
-                    .take(g.len())
+                    .take(count)
                     .map(|(lba, loc)| match loc {
                         Loc::Data(d) => Ok((lba, d)),
                         Loc::Zero => Err(Error::internal("the chunker placed a zero block")),
                     })
                     .collect::<Result<Vec<_>>>()?;
-                if placed.len() == g.len() {
+                if placed.len() == count {
                     Ok(placed)
                 } else {
                     Err(Error::internal(
