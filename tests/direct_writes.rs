@@ -193,7 +193,8 @@ fn large_writes_with_zero_blocks_read_back_before_and_after_replay() {
     let mut model = common::data(11, SIZE as usize);
     vol.write_at(0, &model).unwrap();
     // (offset, blocks, which blocks hold data)
-    let writes: [(usize, usize, fn(usize) -> bool); 4] = [
+    type Write = (usize, usize, fn(usize) -> bool);
+    let writes: [Write; 4] = [
         (1 << 20, 256, |i| i % 3 != 0),         // stored, a third zeroes
         (3 << 20, 128, |i| i < 10 || i == 127), // mostly zeroes: records in the log
         (5 << 20, 97, |i| i % 2 == 0),          // odd length, split over threads
