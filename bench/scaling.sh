@@ -4,8 +4,10 @@
 # may use) and `serve`'s sequential write (fio's nbd engine, 1 MiB at queue depth 8,
 # half-compressible buffers, on a fresh 1 GiB disk) with the process pinned by taskset
 # to 1 core and then to CORES (default: every core), ROUNDS times interleaved; medians
-# and the ratios CORES / 1. fio itself is not pinned (it shares the cores it finds).
-# Usage: bench/scaling.sh [SECONDS] [ROUNDS] [CORES]
+# and the ratios CORES / 1. fio itself is not pinned (it shares the cores it finds),
+# unless PIN_FIO=1: then fio is pinned to the same cores as the server, so the whole
+# system (client and server) gets 1 core, then CORES.
+# Usage: [PIN_FIO=1] bench/scaling.sh [SECONDS] [ROUNDS] [CORES]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/bin:/usr/sbin:$PATH"
@@ -28,7 +30,9 @@ seqwrite() { # CPUS -> MB/s
   "$BIN" create --size 1024M "$d/d.swap" >/dev/null
   taskset -c "$1" "$BIN" serve "$d/d.swap" --socket "$d/s.sock" 2>/dev/null & pid=$!
   for _ in $(seq 100); do [ -S "$d/s.sock" ] && break; sleep 0.1; done
-  fio --name=w --ioengine=nbd --uri="nbd+unix:///?socket=$d/s.sock" --size=1024M \
+  local pin=()
+  if [ "${PIN_FIO:-0}" = 1 ]; then pin=(taskset -c "$1"); fi
+  "${pin[@]}" fio --name=w --ioengine=nbd --uri="nbd+unix:///?socket=$d/s.sock" --size=1024M \
       --rw=write --bs=1M --iodepth=8 --runtime="$SECS" --time_based=1 \
       --buffer_compress_percentage=50 --refill_buffers=1 --output-format=json \
       2>/dev/null > "$d/fio.json"
