@@ -5,7 +5,9 @@
 # CPU (utime+stime from /proc) per GB moved: on a machine whose speed swings between
 # rounds, CPU per byte moves less than throughput does.
 # Usage: bench/ab.sh BIN_A BIN_B [SIZE_MIB] [RUNTIME_S] [ROUNDS] [FIO_ARGS...]
-# With FIO_ARGS, that one job (named "job") instead of the four below.
+# With FIO_ARGS, that one job (named "job") instead of the four below. FILL_ARGS adds
+# fio arguments to the fill (e.g. "--buffer_compress_percentage=50 --refill_buffers=1"
+# for half-compressible data to read back; the fill is incompressible otherwise).
 # e.g. build the old commit in a worktree with CARGO_TARGET_DIR=/tmp/old, then
 #   bench/ab.sh /tmp/old/release/mindcastle target/release/mindcastle 512 8 3
 #   bench/ab.sh /tmp/old/release/mindcastle target/release/mindcastle 1024 6 4 \
@@ -44,7 +46,8 @@ for round in $(seq "$ROUNDS"); do
   for side in A B; do
     bin=$A; [ "$side" = B ] && bin=$B
     serve_fresh "$bin" "$SIZE_MIB"
-    fio --name=fill --ioengine=nbd --uri="nbd+unix:///?socket=$DIR/s.sock" --size="${SIZE_MIB}M" --rw=write --bs=1M --iodepth=8 >/dev/null 2>&1
+    # shellcheck disable=SC2086 # FILL_ARGS is a list of arguments
+    fio --name=fill --ioengine=nbd --uri="nbd+unix:///?socket=$DIR/s.sock" --size="${SIZE_MIB}M" --rw=write --bs=1M --iodepth=8 ${FILL_ARGS:-} >/dev/null 2>&1
     for j in "${JOBS[@]}"; do
       name=${j%%:*}; args=${j#*:}
       c0=$(ticks "$pid")

@@ -86,13 +86,16 @@ fn copy_match(out: &mut [u8], o: usize, offset: usize, len: usize) -> Option<()>
     // The region from the match's source to its end; indices below are relative to it
     // and stay inside it by construction.
     let region = out.get_mut(o.checked_sub(offset)?..o.checked_add(len)?)?;
-    // A run of one byte (a block's zeroes, whatever the offset the encoder found it
-    // at) is a fill: one memset instead of a copy that reads back what it just wrote.
-    let (first, rest) = region.split_first_mut()?;
-    let b = *first;
-    if rest.get(..offset - 1)?.iter().all(|&x| x == b) {
-        rest.fill(b);
-        return Some(());
+    // An overlapping match over a run of one byte (a block's zeroes, at whatever
+    // offset the encoder found them) is a fill: one memset instead of copies that read
+    // back what they just wrote. (A match that does not overlap is one copy anyway.)
+    if offset < len {
+        let (first, rest) = region.split_first_mut()?;
+        let b = *first;
+        if rest.get(..offset - 1)?.iter().all(|&x| x == b) {
+            rest.fill(b);
+            return Some(());
+        }
     }
     let mut done = 0;
     while done < len {
