@@ -6,30 +6,21 @@
 
 use std::time::Instant;
 
+#[path = "support/blocks.rs"]
+mod blocks;
+
 use mindcastle::format::crypto::{DiskKey, Keys};
 use mindcastle::format::lz4::decompress_into;
 use mindcastle::format::record::{open_record, seal_block};
-
-/// As bench/make-image.py's image: 2 KiB of random bytes, then 2 KiB of zeroes.
-fn block(seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(4096);
-    while out.len() < 2048 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.resize(4096, 0);
-    out
-}
 
 fn main() {
     let n: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(200_000);
-    let plain: Vec<Vec<u8>> = (0..1024u64).map(block).collect();
+    let plain: Vec<Vec<u8>> = (0..1024u64)
+        .map(|seed| blocks::half_compressible(seed, 0))
+        .collect();
     let packed: Vec<Vec<u8>> = plain.iter().map(|b| lz4_flex::block::compress(b)).collect();
     let keys = Keys::new(&DiskKey::random()).expect("keys");
     let sealed: Vec<_> = plain

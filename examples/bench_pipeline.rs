@@ -8,24 +8,12 @@
 
 use std::time::Instant;
 
+#[path = "support/blocks.rs"]
+mod blocks;
+
 use mindcastle::format::chunk_id::ChunkId;
 use mindcastle::format::crypto::{DiskKey, Keys};
 use mindcastle::format::record::seal_block;
-
-/// Like fio's `--buffer_compress_percentage=50`: each block half random, half a
-/// repeated byte.
-fn block(seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(4096);
-    while out.len() < 2048 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.resize(4096, 0x5a);
-    out
-}
 
 fn main() {
     let mib: usize = std::env::args()
@@ -35,7 +23,9 @@ fn main() {
     let blocks = mib * 256;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     // Distinct blocks made up front (a pool of 4,096 reused, so making data is not timed).
-    let pool: Vec<Vec<u8>> = (0..4096u64).map(block).collect();
+    let pool: Vec<Vec<u8>> = (0..4096u64)
+        .map(|seed| blocks::half_compressible(seed, 0x5a))
+        .collect();
     let keys = match Keys::new(&DiskKey::random()) {
         Ok(k) => k,
         Err(e) => {
