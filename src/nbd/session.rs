@@ -317,12 +317,14 @@ where
             // write(2) hands the whole batch to the kernel before any is acknowledged.
             let outcome = execute(&vol, &req, &payload, &neg, true, pool);
             pending.held |= req.kind == cmd::WRITE;
-            drop(share);
             pending.add(&wr, &neg, req.cookie, &outcome).await?;
             pool.give(payload);
             if let Outcome::Data(r) = outcome {
                 pool.give(r.buf);
             }
+            // Held until the reply is copied out (a large read's reply is written at
+            // once): the copy is part of the request's memory.
+            drop(share);
             continue;
         }
         pending.flush(&wr).await?;
@@ -351,6 +353,10 @@ where
                 pool.give(r.buf);
             }
             drop(share);
+            // The connection before the slot: once every slot is back, a pausing
+            // session takes the connection out of the last `Arc` (the task's captures
+            // were dropped only after the slot, and the pause could find it still held).
+            drop(wr);
             drop(permit);
         });
     }
