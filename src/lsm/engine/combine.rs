@@ -217,6 +217,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
     use crate::format::chunk_id::ChunkId;
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
 
     type Records = Vec<(u64, SealedRecord)>;
 
@@ -312,37 +314,35 @@ mod tests {
         let c: Combiner<Records> = Combiner::new(2);
         let (release, hold) = std::sync::mpsc::channel::<()>();
         let hold = Mutex::new(hold);
-        let started = std::sync::atomic::AtomicBool::new(false);
-        let stored = std::sync::atomic::AtomicUsize::new(0);
+        let started = AtomicBool::new(false);
+        let stored = AtomicUsize::new(0);
         let (c, started, stored) = (&c, &started, &stored);
         std::thread::scope(|s| {
             let first = s.spawn(|| {
                 c.store(vec![rec(1)], 8, |g| {
-                    started.store(true, std::sync::atomic::Ordering::SeqCst);
+                    started.store(true, SeqCst);
                     // Held until the test has seen the others stored (or given up).
                     let _ = hold.lock().unwrap().recv();
                     Ok(place(g))
                 })
             });
-            while !started.load(std::sync::atomic::Ordering::SeqCst) {
+            while !started.load(SeqCst) {
                 std::thread::yield_now();
             }
             let others: Vec<_> = (0..MAX_GROUP as u64)
                 .map(|w| {
                     s.spawn(move || {
                         let got = c.store(vec![rec(100 + w)], 8, |g| Ok(place(g)));
-                        stored.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        stored.fetch_add(1, SeqCst);
                         got
                     })
                 })
                 .collect();
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            while stored.load(std::sync::atomic::Ordering::SeqCst) < MAX_GROUP
-                && std::time::Instant::now() < deadline
-            {
+            while stored.load(SeqCst) < MAX_GROUP && std::time::Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
-            let before_release = stored.load(std::sync::atomic::Ordering::SeqCst);
+            let before_release = stored.load(SeqCst);
             release.send(()).unwrap();
             assert_eq!(first.join().unwrap().unwrap()[0].0, 1);
             for (w, h) in others.into_iter().enumerate() {
@@ -376,18 +376,18 @@ mod tests {
     #[test]
     fn a_leader_that_panics_leaves_no_writer_waiting() {
         let c: Combiner<Records> = Combiner::default();
-        let started = std::sync::atomic::AtomicBool::new(false);
+        let started = AtomicBool::new(false);
         std::thread::scope(|s| {
             let leader = s.spawn(|| {
                 c.store(vec![rec(1)], 8, |_| {
-                    started.store(true, std::sync::atomic::Ordering::SeqCst);
+                    started.store(true, SeqCst);
                     while waiting(&c) < 1 {
                         std::thread::yield_now();
                     }
                     panic!("store failed hard");
                 })
             });
-            while !started.load(std::sync::atomic::Ordering::SeqCst) {
+            while !started.load(SeqCst) {
                 std::thread::yield_now();
             }
             let follower = s.spawn(|| c.store(vec![rec(2)], 8, |g| Ok(place(g))));
