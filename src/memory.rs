@@ -133,7 +133,10 @@ pub fn configure_allocator() {
 
 /// Hands memory the allocator keeps in its free lists back to the system. Called after
 /// a memtable's records are freed: glibc keeps such memory in per-thread arenas, which
-/// otherwise held a few hundred MB of a 128 MiB working set.
+/// otherwise held a few hundred MB of a 128 MiB working set. Only then: each call
+/// `madvise`s every free page away, so the buffers freed since are faulted in again and
+/// every core's TLB is flushed (after each checkpoint of large writes, whose memtables
+/// hold references, that was 4% of the machine in page faults and 1.5% in the trim).
 pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]

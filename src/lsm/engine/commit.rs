@@ -232,9 +232,15 @@ impl Core {
         }
         drop(pacing);
         if let Some(mem) = frozen {
-            // Its records were the largest allocation; hand the memory back now.
+            // Its records were the largest allocation; hand the memory back now. Not
+            // after a memtable of large writes' references: it freed little, and the
+            // trim's cost is in what follows it (the freed pages of the request and
+            // chunk buffers faulted in again, and a TLB flush on every core).
+            let held = mem.bytes();
             drop(mem);
-            crate::memory::release_free_memory();
+            if held >= self.tuning.memtable_bytes / 4 {
+                crate::memory::release_free_memory();
+            }
         }
         if let Err(e) = self.collect(ck, &tree, rref, &kept) {
             tracing::warn!(error = %e, "garbage collection failed; will retry at the next checkpoint");
