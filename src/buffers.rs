@@ -61,11 +61,8 @@ impl BufferPool {
             return vec![0; len];
         }
         let reused = self.free.lock().ok().and_then(|mut k| {
-            let at = k
-                .buffers
-                .iter()
-                .position(|b| b.len() >= len)
-                .or_else(|| k.buffers.iter().position(|b| b.capacity() >= len))?;
+            let at = best_fit(&k.buffers, |b| b.len() >= len)
+                .or_else(|| best_fit(&k.buffers, |b| b.capacity() >= len))?;
             let b = k.buffers.swap_remove(at);
             k.bytes -= b.capacity();
             Some(b)
@@ -85,7 +82,7 @@ impl BufferPool {
             return Vec::with_capacity(cap);
         }
         let reused = self.free.lock().ok().and_then(|mut k| {
-            let at = k.buffers.iter().position(|b| b.capacity() >= cap)?;
+            let at = best_fit(&k.buffers, |b| b.capacity() >= cap)?;
             let b = k.buffers.swap_remove(at);
             k.bytes -= b.capacity();
             Some(b)
@@ -113,6 +110,18 @@ impl BufferPool {
             }
         }
     }
+}
+
+/// The smallest kept buffer that `fits`: a half-size request (a write's packed records
+/// for one of two threads) then leaves the 1 MiB buffers to the requests that need them,
+/// instead of a later one finding none and faulting in fresh pages.
+fn best_fit(buffers: &[Vec<u8>], fits: impl Fn(&Vec<u8>) -> bool) -> Option<usize> {
+    buffers
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| fits(b))
+        .min_by_key(|(_, b)| b.capacity())
+        .map(|(i, _)| i)
 }
 
 #[cfg(test)]
@@ -163,6 +172,25 @@ mod tests {
         // Nothing free is large enough: a fresh one.
         let c = pool.take_empty(2 << 20);
         assert!(c.is_empty() && c.capacity() >= 2 << 20);
+    }
+
+    #[test]
+    fn the_smallest_buffer_that_fits_is_taken_and_the_large_one_kept_for_a_large_request() {
+        let pool = BufferPool::new(8 << 20);
+        let large = pool.take(1 << 20);
+        let small = pool.take(512 << 10);
+        let (large_ptr, small_ptr) = (large.as_ptr(), small.as_ptr());
+        // The large one first: first-fit would hand it to the half-size request.
+        pool.give(large);
+        pool.give(small);
+        let half = pool.take_empty(300 << 10);
+        assert_eq!(half.as_ptr(), small_ptr);
+        let whole = pool.take(1 << 20);
+        assert_eq!(
+            whole.as_ptr(),
+            large_ptr,
+            "the 1 MiB buffer was kept for it"
+        );
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl<'a> Chunker<'a> {
     pub fn new(store: &'a dyn ChunkStore) -> Self {
         Self {
             store,
-            buf: Vec::with_capacity(MIN_CHUNK * 2),
+            buf: crate::buffers::shared().take_empty(MIN_CHUNK * 2),
             cuts: Vec::new(),
             entries: Vec::new(),
             seen: crate::prehashed::Map::default(),
@@ -144,7 +144,10 @@ impl<'a> Chunker<'a> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let buf = std::mem::replace(&mut self.buf, Vec::with_capacity(MIN_CHUNK * 2));
+        let buf = std::mem::replace(
+            &mut self.buf,
+            crate::buffers::shared().take_empty(MIN_CHUNK * 2),
+        );
         self.cuts.push(Cut::Pending(buf));
         let (pending, bytes) = self
             .cuts
@@ -218,7 +221,11 @@ impl<'a> Chunker<'a> {
     fn mark_stored(&mut self, stored: Vec<(usize, ChunkId, u32)>) -> Result<()> {
         for (i, id, size) in stored {
             if let Some(c) = self.cuts.get_mut(i) {
-                *c = Cut::Stored(id, size);
+                // The stored bytes' buffer goes back for the next chunk (a fresh one
+                // each time was faulted in page by page).
+                if let Cut::Pending(buf) = std::mem::replace(c, Cut::Stored(id, size)) {
+                    crate::buffers::shared().give(buf);
+                }
             }
         }
         let cuts = &self.cuts;
@@ -250,6 +257,13 @@ impl<'a> Chunker<'a> {
                 ))
             })
             .collect()
+    }
+}
+
+impl Drop for Chunker<'_> {
+    /// The buffer of the chunk being filled goes back for reuse (empty after `finish`).
+    fn drop(&mut self) {
+        crate::buffers::shared().give(std::mem::take(&mut self.buf));
     }
 }
 
