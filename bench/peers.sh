@@ -15,8 +15,10 @@ DIR="${BENCH_DIR:-/tmp/mindcastle-peers}"
 rm -rf "$DIR" && mkdir -p "$DIR"
 cargo build --release -q --bin mindcastle --example bench_pipeline
 M=$PWD/target/release/mindcastle
-# The pipeline limit: LZ4 + seal + SHA-512 of the same kind of data, in process, all cores.
-PIPELINE=$(target/release/examples/bench_pipeline 512 2>/dev/null | awk '{print $2}')
+# The pipeline limit: LZ4 + seal + SHA-512 of the same kind of data, in process, all
+# cores; measured at the start of every round (the machine's speed drifts over a run),
+# the median taken.
+pipeline() { target/release/examples/bench_pipeline 512 2>/dev/null | awk '{print $2}'; }
 pid=""
 cleanup() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; }
 trap cleanup EXIT
@@ -73,6 +75,7 @@ timed_mbs() { # command... -> MB/s of SIZE_MIB
 }
 : > "$DIR/results"
 for round in $(seq "$ROUNDS"); do
+  echo "$round pipeline limit $(pipeline) 0 0 0 0" >> "$DIR/results"
   for srv in "${SERVERS[@]}"; do
     start "$srv"
     URI="nbd+unix:///?socket=$DIR/s.sock"
@@ -98,7 +101,7 @@ for round in $(seq "$ROUNDS"); do
     stop "$round" "$srv"
   done
 done
-python3 - "$DIR/results" "$SIZE_MIB" "$PIPELINE" <<'PY'
+python3 - "$DIR/results" "$SIZE_MIB" <<'PY'
 import sys, statistics, collections
 rows = collections.defaultdict(list)
 for line in open(sys.argv[1]):
@@ -120,10 +123,12 @@ for job in ["seqwrite", "seqread", "randwrite", "randread"]:
     m = med[("mindcastle", job)]
     ratio = ", ".join(f"/{s} {m[0] / max(med[(s, job)][0], 1e-9):.2f}" for s in servers[1:])
     print(f"{job:<10} " + " | ".join(cells) + f" | mindcastle{ratio}")
-pipe = float(sys.argv[3])
+pipe = med[("pipeline", "limit")][0]
+rounds = ", ".join(f"{v[0]:.0f}" for v in rows[("pipeline", "limit")])
 sw = med[("mindcastle", "seqwrite")][0]
 ci = med[("mindcastle", "nbdcopyin")][0]
-print(f"pipeline limit (LZ4 + seal + SHA-512 in process, all cores): {pipe:.0f} MB/s; "
+print(f"pipeline limit (LZ4 + seal + SHA-512 in process, all cores): {pipe:.0f} MB/s "
+      f"(rounds {rounds}); "
       f"mindcastle seq write is {sw / pipe:.2f} of it, nbdcopy in {ci / pipe:.2f}")
 # Peers overwrite in place, and pages still dirty are not counted again: only ours.
 print("mindcastle device bytes written / logical bytes, random 4 KiB writes (and the "

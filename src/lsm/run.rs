@@ -175,6 +175,7 @@ pub struct RunWriter<'a> {
     data_entries: u64,
     record_bytes: u64,
     last: Option<u64>,
+    last_chunk: Option<(ChunkId, u32)>,
 }
 
 impl<'a> RunWriter<'a> {
@@ -193,6 +194,7 @@ impl<'a> RunWriter<'a> {
             data_entries: 0,
             record_bytes: 0,
             last: None,
+            last_chunk: None,
         }
     }
 
@@ -212,7 +214,13 @@ impl<'a> RunWriter<'a> {
             },
             Loc::Data(d) => {
                 let next = self.table.len() as u32;
-                let i = *self.table_pos.entry(d.chunk).or_insert(next);
+                // Neighbouring blocks are mostly in one chunk: the last one's position
+                // is checked before the map (a hash of 32 bytes per entry otherwise).
+                let i = match self.last_chunk {
+                    Some((id, i)) if id == d.chunk => i,
+                    _ => *self.table_pos.entry(d.chunk).or_insert(next),
+                };
+                self.last_chunk = Some((d.chunk, i));
                 if i == next {
                     self.table.push(TableEntry {
                         id: d.chunk,
