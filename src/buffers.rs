@@ -60,14 +60,9 @@ impl BufferPool {
         if len < KEEP_MIN_BYTES {
             return vec![0; len];
         }
-        let reused = self.free.lock().ok().and_then(|mut k| {
-            let at = best_fit(&k.buffers, |b| b.len() >= len)
-                .or_else(|| best_fit(&k.buffers, |b| b.capacity() >= len))?;
-            let b = k.buffers.swap_remove(at);
-            k.bytes -= b.capacity();
-            Some(b)
-        });
-        let mut buf = reused.unwrap_or_default();
+        let mut buf = self
+            .take_kept(|b| b.len() >= len, |b| b.capacity() >= len)
+            .unwrap_or_default();
         if buf.len() < len {
             buf.resize(len, 0);
         }
@@ -81,19 +76,28 @@ impl BufferPool {
         if cap < KEEP_MIN_BYTES {
             return Vec::with_capacity(cap);
         }
-        let reused = self.free.lock().ok().and_then(|mut k| {
-            let at = best_fit(&k.buffers, |b| b.capacity() >= cap)?;
-            let b = k.buffers.swap_remove(at);
-            k.bytes -= b.capacity();
-            Some(b)
-        });
-        match reused {
+        let fits = |b: &Vec<u8>| b.capacity() >= cap;
+        match self.take_kept(fits, fits) {
             Some(mut b) => {
                 b.clear();
                 b
             }
             None => Vec::with_capacity(cap),
         }
+    }
+
+    /// Removes and returns the smallest kept buffer that is `best`, else the smallest
+    /// that `fits`.
+    fn take_kept(
+        &self,
+        best: impl Fn(&Vec<u8>) -> bool,
+        fits: impl Fn(&Vec<u8>) -> bool,
+    ) -> Option<Vec<u8>> {
+        let mut k = self.free.lock().ok()?;
+        let at = best_fit(&k.buffers, best).or_else(|| best_fit(&k.buffers, fits))?;
+        let b = k.buffers.swap_remove(at);
+        k.bytes -= b.capacity();
+        Some(b)
     }
 
     /// Hands a buffer back for a later [`BufferPool::take`]; dropped when the pool is

@@ -56,7 +56,7 @@ impl<'a> Chunker<'a> {
     pub fn new(store: &'a dyn ChunkStore) -> Self {
         Self {
             store,
-            buf: crate::buffers::shared().take_empty(MIN_CHUNK * 2),
+            buf: Vec::new(),
             cuts: Vec::new(),
             entries: Vec::new(),
             seen: crate::prehashed::Map::default(),
@@ -86,6 +86,11 @@ impl<'a> Chunker<'a> {
         }
         if self.buf.len() + bytes.len() > MAX_CHUNK {
             self.cut()?;
+        }
+        if self.buf.capacity() == 0 {
+            // Taken when a chunk starts, not at each cut: the last cut's successor
+            // would go back unused.
+            self.buf = crate::buffers::shared().take_empty(MIN_CHUNK * 2);
         }
         let place = (self.cuts.len(), self.buf.len() as u32, bytes.len() as u32);
         self.buf.extend_from_slice(bytes);
@@ -144,10 +149,7 @@ impl<'a> Chunker<'a> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let buf = std::mem::replace(
-            &mut self.buf,
-            crate::buffers::shared().take_empty(MIN_CHUNK * 2),
-        );
+        let buf = std::mem::take(&mut self.buf);
         self.cuts.push(Cut::Pending(buf));
         let (pending, bytes) = self
             .cuts
