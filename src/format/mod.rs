@@ -9,6 +9,7 @@ pub mod node;
 pub mod record;
 pub mod ref_version;
 pub mod root;
+pub mod sha512_lanes;
 pub mod size;
 pub mod swapfile;
 pub mod wal;
