@@ -7,7 +7,7 @@
 //! | memtable, each (one filling, one being checkpointed) | 1/8 | writes wait when both are full |
 //! | decoded index nodes (LRU, by bytes) | 1/8 | reads of hot index levels |
 //! | NBD request payloads in flight, all connections together | 1/16 | eight 1 MiB requests; a 32 MiB one runs alone |
-//! | chunks cut and not yet stored | 1/32 | the chunker's batch (a few chunks hashed in parallel) |
+//! | chunks cut and not yet stored | 1/16 | the chunker's batch (hashed together in SHA-512 lanes: eight pay best) |
 //! | large buffers kept for reuse (`crate::buffers`) | 1/16 | no memset and page faults per 1 MiB request |
 //! | the rest | 15/32 | code, thread stacks, runtime, the allocator's own overhead |
 
@@ -99,7 +99,7 @@ impl Budget {
 
     /// Bytes of cut chunks held before they are stored.
     pub fn pending_chunk_bytes(self) -> usize {
-        to_usize(self.0 / 32)
+        to_usize(self.0 / 16)
     }
 }
 

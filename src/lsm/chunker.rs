@@ -14,6 +14,7 @@
 use crate::error::{Error, Result};
 use crate::format::chunk_id::ChunkId;
 use crate::format::record::SealedRecord;
+use crate::format::sha512_lanes;
 use crate::lsm::entry::{DataRef, Loc};
 use crate::store::ChunkStore;
 
@@ -155,7 +156,7 @@ impl<'a> Chunker<'a> {
             .cuts
             .iter()
             .filter_map(|c| match c {
-                Cut::Pending(b) => Some(b.capacity()),
+                Cut::Pending(b) => Some(b.len()),
                 Cut::Stored(..) => None,
             })
             .fold((0, 0), |(n, sum), b| (n + 1, sum + b));
@@ -165,8 +166,10 @@ impl<'a> Chunker<'a> {
         Ok(())
     }
 
-    /// Stores every pending cut (SHA-512 and writes spread over the cores), keeping
-    /// only ids and sizes; their records are no longer deduplicated against.
+    /// Stores every pending cut, keeping only ids and sizes; their records are no
+    /// longer deduplicated against. Enough cuts to fill SHA-512 lanes are hashed
+    /// together on this thread (a checkpoint's batch: 3.4x OpenSSL's speed with
+    /// eight); fewer are hashed each on its own thread, as the files are written.
     fn store_pending(&mut self) -> Result<()> {
         let store = self.store;
         let pending: Vec<(usize, &Vec<u8>)> = self
@@ -181,28 +184,42 @@ impl<'a> Chunker<'a> {
         if pending.is_empty() {
             return Ok(());
         }
+        let ids: Vec<Option<ChunkId>> =
+            if pending.len() >= sha512_lanes::MIN_LANES && sha512_lanes::lanes_available() {
+                let msgs: Vec<&[u8]> = pending.iter().map(|(_, b)| b.as_slice()).collect();
+                sha512_lanes::sha512_each(&msgs)
+                    .iter()
+                    .map(|d| Some(ChunkId::from_digest(d)))
+                    .collect()
+            } else {
+                vec![None; pending.len()]
+            };
+        let jobs: Vec<(usize, Option<ChunkId>, &Vec<u8>)> = pending
+            .iter()
+            .zip(ids)
+            .map(|((i, b), id)| (*i, id, *b))
+            .collect();
+        let put =
+            |(i, id, buf): &(usize, Option<ChunkId>, &Vec<u8>)| -> Result<(usize, ChunkId, u32)> {
+                let id = match id {
+                    Some(id) => store.put_hashed(*id, buf)?,
+                    None => store.put(buf)?,
+                };
+                Ok((*i, id, buf.len() as u32))
+            };
         // One chunk (a large write's) is stored on the caller's thread: a thread
         // spawned per write costs more than it saves.
-        let threads = crate::cpus::available().clamp(1, 8).min(pending.len());
-        let per = pending.len().div_ceil(threads).max(1);
+        let threads = crate::cpus::available().clamp(1, 8).min(jobs.len());
+        let per = jobs.len().div_ceil(threads).max(1);
         if threads == 1 {
-            let stored: Vec<(usize, ChunkId, u32)> = pending
-                .iter()
-                .map(|(i, buf)| Ok((*i, store.put(buf)?, buf.len() as u32)))
-                .collect::<Result<_>>()?;
+            let stored: Vec<(usize, ChunkId, u32)> = jobs.iter().map(put).collect::<Result<_>>()?;
             return self.mark_stored(stored);
         }
+        let put = &put;
         let results: Vec<Result<Vec<(usize, ChunkId, u32)>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = pending
+            let handles: Vec<_> = jobs
                 .chunks(per)
-                .map(|group| {
-                    s.spawn(move || {
-                        group
-                            .iter()
-                            .map(|(i, buf)| Ok((*i, store.put(buf)?, buf.len() as u32)))
-                            .collect()
-                    })
-                })
+                .map(|group| s.spawn(move || group.iter().map(put).collect()))
                 .collect();
             handles
                 .into_iter()
@@ -307,6 +324,52 @@ mod tests {
         assert_ne!(locs[0].offset, locs[1].offset);
         let chunk = store.get(&locs[0].chunk)?;
         assert_eq!(chunk.len(), a.bytes.len() + b.bytes.len(), "stored once");
+        Ok(())
+    }
+
+    /// A store on disk, so that chunk files are named by the lanes' hashes (the
+    /// memory store hashes again and refuses a wrong name itself).
+    #[test]
+    fn chunks_hashed_together_in_lanes_are_named_by_their_bytes_and_read_back() -> Result<()> {
+        let keys = Keys::new(&DiskKey([5; 32]))?;
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::local::LocalStore::open(dir.path())?;
+        let mut c = Chunker::new(&store).with_pending_limit(usize::MAX);
+        let mut want = Vec::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        // About 12 MB of half-compressible records: a dozen chunks, stored eight and
+        // then the rest together.
+        for lba in 0..5000u64 {
+            let block: Vec<u8> = (0..4096)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if i % 2 == 0 {
+                        x as u8
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            let r = seal_block(&keys, &block)?;
+            c.push(lba, &r)?;
+            want.push(r);
+        }
+        let out = c.finish()?;
+        let mut chunks = HashSet::new();
+        for ((lba, loc), rec) in out.iter().zip(&want) {
+            let Loc::Data(d) = loc else {
+                panic!("block {lba} placed as zero");
+            };
+            chunks.insert(d.chunk);
+            let bytes = store.get_range(&d.chunk, u64::from(d.offset), d.len as usize)?;
+            assert_eq!(bytes, rec.bytes, "block {lba}");
+        }
+        assert!(chunks.len() >= 9, "{} chunks", chunks.len());
+        for id in &chunks {
+            assert_eq!(ChunkId::of(&store.get(id)?), *id, "file named by its bytes");
+        }
         Ok(())
     }
 

@@ -93,6 +93,9 @@ impl ChunkStore for FallbackStore {
     fn put(&self, bytes: &[u8]) -> Result<ChunkId> {
         self.first()?.put(bytes)
     }
+    fn put_hashed(&self, id: ChunkId, bytes: &[u8]) -> Result<ChunkId> {
+        self.first()?.put_hashed(id, bytes)
+    }
     fn sync(&self) -> Result<()> {
         self.first()?.sync()
     }

@@ -64,6 +64,19 @@ pub trait ChunkStore: Send + Sync {
     /// Stores `bytes` (durable once `sync` returns), returning their id. Storing a chunk
     /// that is already present is cheap but never trusts a copy it cannot vouch for.
     fn put(&self, bytes: &[u8]) -> Result<ChunkId>;
+    /// [`ChunkStore::put`] of bytes whose id the caller already has (hashed together
+    /// with other chunks in SHA-512 lanes, `format::sha512_lanes`): a store that names
+    /// files by it takes it as given instead of hashing the bytes again. The default
+    /// hashes them anyway (in `put`) and refuses an id that does not match.
+    fn put_hashed(&self, id: ChunkId, bytes: &[u8]) -> Result<ChunkId> {
+        let got = self.put(bytes)?;
+        if got != id {
+            return Err(crate::error::Error::internal(format!(
+                "chunk {got} was offered as {id}"
+            )));
+        }
+        Ok(got)
+    }
     /// Makes every `put` so far durable. A failed sync poisons the store: every later
     /// sync fails too, since the system may have dropped the unsynced bytes.
     fn sync(&self) -> Result<()>;

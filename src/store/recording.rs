@@ -44,6 +44,15 @@ impl RecordingStore {
         )
     }
 
+    /// Notes a chunk put, returning its id.
+    fn record(&self, id: ChunkId) -> Result<ChunkId> {
+        self.put
+            .lock()
+            .map_err(|_| Error::internal("recording store lock poisoned"))?
+            .insert(id);
+        Ok(id)
+    }
+
     fn count_range(&self, len: usize) {
         self.ranges
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -80,11 +89,11 @@ impl ChunkStore for RecordingStore {
     }
     fn put(&self, bytes: &[u8]) -> Result<ChunkId> {
         let id = self.inner.put(bytes)?;
-        self.put
-            .lock()
-            .map_err(|_| Error::internal("recording store lock poisoned"))?
-            .insert(id);
-        Ok(id)
+        self.record(id)
+    }
+    fn put_hashed(&self, id: ChunkId, bytes: &[u8]) -> Result<ChunkId> {
+        let id = self.inner.put_hashed(id, bytes)?;
+        self.record(id)
     }
     fn sync(&self) -> Result<()> {
         self.inner.sync()

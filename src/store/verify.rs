@@ -60,6 +60,9 @@ impl ChunkStore for VerifyStore {
     fn put(&self, bytes: &[u8]) -> Result<ChunkId> {
         self.inner.put(bytes)
     }
+    fn put_hashed(&self, id: ChunkId, bytes: &[u8]) -> Result<ChunkId> {
+        self.inner.put_hashed(id, bytes)
+    }
     fn sync(&self) -> Result<()> {
         self.inner.sync()
     }

@@ -90,6 +90,9 @@ impl ChunkStore for WholeChunkStore {
     fn put(&self, bytes: &[u8]) -> Result<ChunkId> {
         self.inner.put(bytes)
     }
+    fn put_hashed(&self, id: ChunkId, bytes: &[u8]) -> Result<ChunkId> {
+        self.inner.put_hashed(id, bytes)
+    }
     fn sync(&self) -> Result<()> {
         self.inner.sync()
     }
