@@ -88,6 +88,41 @@ fn flipped_byte_in_data_chunk() {
     assert!(err.to_string().contains("authentication failed"), "{err}");
 }
 
+/// fsck reads and hashes data chunks eight together: two bad ones among them are named,
+/// and none of the good ones beside them.
+#[test]
+fn two_flipped_chunks_among_good_ones_are_named_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::new_disk(dir.path(), 64 << 20);
+    let vol = Volume::open(&path, &OpenOptions::default()).unwrap();
+    // 1 MiB writes each store their own chunk.
+    for i in 0..24u64 {
+        vol.write_at(i << 20, &common::data(i, 1 << 20)).unwrap();
+    }
+    vol.close().unwrap();
+    let (data, _, _) = classify(&path);
+    assert!(
+        data.len() >= 16,
+        "{} data chunks: too few to fill lanes",
+        data.len()
+    );
+    let victims = [&data[1], &data[data.len() - 2]];
+    for v in victims {
+        flip(v, 5000);
+    }
+    let (code, out) = fsck(&path);
+    assert_eq!(code, 1, "{out}");
+    for v in victims {
+        let name = v.file_stem().unwrap().to_str().unwrap();
+        assert!(out.contains(name), "{name} not named in {out}");
+    }
+    for good in data.iter().filter(|d| !victims.contains(d)) {
+        let name = good.file_stem().unwrap().to_str().unwrap();
+        assert!(!out.contains(name), "good chunk {name} named in {out}");
+    }
+    assert_eq!(out.matches("do not match its name").count(), 2, "{out}");
+}
+
 #[test]
 fn flipped_byte_in_index_chunk() {
     let dir = tempfile::tempdir().unwrap();

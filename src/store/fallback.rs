@@ -72,6 +72,23 @@ impl FallbackStore {
 }
 
 impl ChunkStore for FallbackStore {
+    /// The first store answers all together; what it cannot give is asked of every
+    /// store in turn, as `get` asks.
+    fn get_many(&self, ids: &[ChunkId]) -> Vec<Result<Vec<u8>>> {
+        let Ok(first) = self.first() else {
+            return ids.iter().map(|id| self.get(id)).collect();
+        };
+        let mut got = first.get_many(ids);
+        if self.stores.len() > 1 {
+            for (slot, id) in got.iter_mut().zip(ids) {
+                if slot.is_err() {
+                    *slot = self.get(id);
+                }
+            }
+        }
+        got
+    }
+
     fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
         self.first_good(id, |s| s.get(id))
     }

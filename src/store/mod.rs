@@ -39,6 +39,12 @@ use crate::format::chunk_id::ChunkId;
 pub trait ChunkStore: Send + Sync {
     /// The whole chunk.
     fn get(&self, id: &ChunkId) -> Result<Vec<u8>>;
+    /// Whole chunks, each answered as [`ChunkStore::get`] answers it. A store that
+    /// checks chunks by their hash hashes them together (`format::sha512_lanes`: eight
+    /// in about the time of three one by one); the default gets them one by one.
+    fn get_many(&self, ids: &[ChunkId]) -> Vec<Result<Vec<u8>>> {
+        ids.iter().map(|id| self.get(id)).collect()
+    }
     /// `len` bytes at `offset`; a store returns exactly `len` bytes or an error.
     fn get_range(&self, id: &ChunkId, offset: u64, len: usize) -> Result<Vec<u8>>;
     /// Reads `len` bytes at `offset` and hands them to `accept`, which authenticates

@@ -73,6 +73,11 @@ impl ChunkStore for RecordingStore {
         self.gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.get(id)
     }
+    fn get_many(&self, ids: &[ChunkId]) -> Vec<Result<Vec<u8>>> {
+        self.gets
+            .fetch_add(ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.inner.get_many(ids)
+    }
     fn get_range(&self, id: &ChunkId, offset: u64, len: usize) -> Result<Vec<u8>> {
         self.count_range(len);
         self.inner.get_range(id, offset, len)

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::ChunkStore;
 use crate::error::{Error, Result};
 use crate::format::chunk_id::ChunkId;
+use crate::format::sha512_lanes::sha512_each;
 
 /// A store whose answers are checked.
 pub struct VerifyStore {
@@ -21,16 +22,45 @@ impl VerifyStore {
     }
 }
 
+impl VerifyStore {
+    fn mismatch(&self, id: &ChunkId) -> Error {
+        Error::corrupt(format!(
+            "chunk {id} from {}: contents do not match its name",
+            self.inner.describe()
+        ))
+    }
+}
+
 impl ChunkStore for VerifyStore {
     fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
         let bytes = self.inner.get(id)?;
         if ChunkId::of(&bytes) != *id {
-            return Err(Error::corrupt(format!(
-                "chunk {id} from {}: contents do not match its name",
-                self.inner.describe()
-            )));
+            return Err(self.mismatch(id));
         }
         Ok(bytes)
+    }
+
+    fn get_many(&self, ids: &[ChunkId]) -> Vec<Result<Vec<u8>>> {
+        let mut got = self.inner.get_many(ids);
+        let read: Vec<(usize, &[u8])> = got
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.as_ref().ok().map(|b| (i, b.as_slice())))
+            .collect();
+        let msgs: Vec<&[u8]> = read.iter().map(|(_, b)| *b).collect();
+        let digests = sha512_each(&msgs);
+        let bad: Vec<usize> = read
+            .iter()
+            .zip(&digests)
+            .filter(|((i, _), d)| ids.get(*i) != Some(&ChunkId::from_digest(d)))
+            .map(|((i, _), _)| *i)
+            .collect();
+        for i in bad {
+            if let (Some(slot), Some(id)) = (got.get_mut(i), ids.get(i)) {
+                *slot = Err(self.mismatch(id));
+            }
+        }
+        got
     }
 
     fn get_range(&self, id: &ChunkId, offset: u64, len: usize) -> Result<Vec<u8>> {
@@ -83,5 +113,38 @@ impl ChunkStore for VerifyStore {
     }
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    #[test]
+    fn chunks_got_together_are_each_checked_against_their_name() {
+        let mem = Arc::new(MemoryStore::default());
+        let ids: Vec<ChunkId> = (0..11u8)
+            .map(|i| mem.put(&vec![i; 1000 + 300 * usize::from(i)]).unwrap())
+            .collect();
+        for bad in [2usize, 7] {
+            mem.overwrite(&ids[bad], vec![0xee; 500]).unwrap();
+        }
+        let missing = ChunkId::of(b"never stored");
+        let mut asked = ids.clone();
+        asked.push(missing);
+        let v = VerifyStore::new(mem);
+        let got = v.get_many(&asked);
+        assert_eq!(got.len(), asked.len());
+        for (i, r) in got.iter().enumerate() {
+            match i {
+                2 | 7 => {
+                    let e = r.as_ref().unwrap_err();
+                    assert!(e.to_string().contains("do not match its name"), "{e}");
+                }
+                11 => assert!(r.is_err(), "a missing chunk is an error"),
+                _ => assert_eq!(r.as_ref().unwrap(), &vec![i as u8; 1000 + 300 * i]),
+            }
+        }
     }
 }

@@ -33,13 +33,17 @@ pub struct FsckReport {
 /// Leaf entries checked at once (about 40 bytes each: 40 MiB).
 const RECORD_BATCH: usize = 1 << 20;
 
+/// Chunks read and hashed together (SHA-512 lanes), and held while their records are
+/// checked: at most 32 MiB.
+const CHUNK_GROUP: usize = crate::format::sha512_lanes::LANES;
+
 struct Checker<'a> {
     ctx: &'a Ctx,
     report: FsckReport,
     /// Verified chunk ids -> true when good.
     chunks: HashMap<ChunkId, bool>,
-    /// Bytes of the data chunk most recently verified (records are read from it).
-    current: Option<(ChunkId, Arc<Vec<u8>>)>,
+    /// Bytes of the chunks most recently verified (records are read from them).
+    held: HashMap<ChunkId, Arc<Vec<u8>>>,
     runs_done: HashSet<ChunkId>,
     progress: &'a dyn Fn(u64),
 }
@@ -51,7 +55,7 @@ impl Engine {
             ctx: &self.core.ctx,
             report: FsckReport::default(),
             chunks: HashMap::new(),
-            current: None,
+            held: HashMap::new(),
             runs_done: HashSet::new(),
             progress,
         };
@@ -76,28 +80,39 @@ impl Checker<'_> {
 
     /// Verifies a whole chunk once; returns its bytes when good.
     fn verify_chunk(&mut self, id: &ChunkId, what: &str) -> Option<Arc<Vec<u8>>> {
-        if let Some((cid, bytes)) = &self.current {
-            if cid == id {
-                return Some(bytes.clone());
-            }
+        if let Some(bytes) = self.held.get(id) {
+            return Some(bytes.clone());
         }
         if self.chunks.get(id) == Some(&false) {
-            return None;
+            return None; // its problem is already reported
         }
-        match self.ctx.store.get(id) {
-            Ok(bytes) => {
-                if !self.chunks.contains_key(id) {
-                    self.report.chunks_checked += 1;
+        self.hold_chunks(std::slice::from_ref(id), what);
+        self.held.get(id).cloned()
+    }
+
+    /// Reads and verifies `ids` together (hashed in lanes), holding the good ones'
+    /// bytes instead of whatever was held; a chunk found bad before is not read again.
+    fn hold_chunks(&mut self, ids: &[ChunkId], what: &str) {
+        self.held.clear();
+        let wanted: Vec<ChunkId> = ids
+            .iter()
+            .filter(|id| self.chunks.get(id) != Some(&false))
+            .copied()
+            .collect();
+        let got = self.ctx.store.get_many(&wanted);
+        for (id, r) in wanted.iter().zip(got) {
+            match r {
+                Ok(bytes) => {
+                    if !self.chunks.contains_key(id) {
+                        self.report.chunks_checked += 1;
+                    }
+                    self.chunks.insert(*id, true);
+                    self.held.insert(*id, Arc::new(bytes));
                 }
-                self.chunks.insert(*id, true);
-                let b = Arc::new(bytes);
-                self.current = Some((*id, b.clone()));
-                Some(b)
-            }
-            Err(e) => {
-                self.chunks.insert(*id, false);
-                self.problem(format!("{what} chunk {id}: {e}"));
-                None
+                Err(e) => {
+                    self.chunks.insert(*id, false);
+                    self.problem(format!("{what} chunk {id}: {e}"));
+                }
             }
         }
     }
@@ -125,18 +140,23 @@ impl Checker<'_> {
     fn check_run(&mut self, run: &RunDesc) {
         let lvl = run.level;
         let mut bad_index = false;
-        for (id, size) in &run.index_chunks {
-            match self.verify_chunk(id, &format!("level {lvl} index")) {
-                Some(b) if b.len() as u64 != u64::from(*size) => {
-                    self.problem(format!(
-                        "level {lvl} index chunk {id}: size {} != {size}",
-                        b.len()
-                    ));
+        for group in run.index_chunks.chunks(CHUNK_GROUP) {
+            let ids: Vec<ChunkId> = group.iter().map(|(id, _)| *id).collect();
+            self.hold_chunks(&ids, &format!("level {lvl} index"));
+            for (id, size) in group {
+                match self.verify_chunk(id, &format!("level {lvl} index")) {
+                    Some(b) if b.len() as u64 != u64::from(*size) => {
+                        self.problem(format!(
+                            "level {lvl} index chunk {id}: size {} != {size}",
+                            b.len()
+                        ));
+                    }
+                    Some(_) => {}
+                    None => bad_index = true,
                 }
-                Some(_) => {}
-                None => bad_index = true,
             }
         }
+        self.held.clear();
         if bad_index {
             return;
         }
@@ -186,36 +206,72 @@ impl Checker<'_> {
         }
     }
 
-    /// Opens the records of `batch` (emptied), each data chunk read and hashed once.
+    /// Opens the records of `batch` (emptied), each data chunk read and hashed once,
+    /// [`CHUNK_GROUP`] chunks together.
     fn check_records(&mut self, lvl: u32, table: &[TableEntry], batch: &mut Vec<LeafEntry>) {
         batch.sort_unstable_by_key(|e| (e.chunk, e.offset));
+        let entries = std::mem::take(batch);
         let mut out = vec![0u8; BLOCK_SIZE];
-        for e in batch.drain(..) {
-            let Some(t) = table.get(e.chunk as usize).copied() else {
-                self.problem(format!(
-                    "level {lvl} block {}: chunk #{} not in the table",
-                    e.lba, e.chunk
-                ));
-                continue;
-            };
-            let Some(bytes) = self.verify_chunk(&t.id, &format!("level {lvl} data")) else {
-                continue;
-            };
-            let rec =
-                bytes.get(e.offset as usize..(e.offset as usize).saturating_add(e.len as usize));
-            let res = match rec {
-                Some(rec) => open_record(&self.ctx.keys, rec, &e.tag, &mut out),
-                None => Err(crate::error::Error::corrupt(
-                    "record past the end of its chunk",
-                )),
-            };
-            self.report.records_checked += 1;
-            if let Err(err) = res {
-                self.problem(format!(
-                    "level {lvl} block {} in chunk {}: {err}",
-                    e.lba, t.id
-                ));
+        let what = format!("level {lvl} data");
+        let mut start = 0;
+        while start < entries.len() {
+            // The next group: the entries of the next CHUNK_GROUP chunks.
+            let mut chunks: Vec<u32> = Vec::with_capacity(CHUNK_GROUP);
+            let mut end = start;
+            for e in &entries[start..] {
+                if chunks.last() != Some(&e.chunk) {
+                    if chunks.len() == CHUNK_GROUP {
+                        break;
+                    }
+                    chunks.push(e.chunk);
+                }
+                end += 1;
             }
+            let ids: Vec<ChunkId> = chunks
+                .iter()
+                .filter_map(|c| table.get(*c as usize).map(|t| t.id))
+                .collect();
+            self.hold_chunks(&ids, &what);
+            for e in &entries[start..end] {
+                self.check_record(lvl, table, e, &what, &mut out);
+            }
+            start = end;
+        }
+        self.held.clear();
+    }
+
+    /// Opens one record from a held chunk.
+    fn check_record(
+        &mut self,
+        lvl: u32,
+        table: &[TableEntry],
+        e: &LeafEntry,
+        what: &str,
+        out: &mut [u8],
+    ) {
+        let Some(t) = table.get(e.chunk as usize).copied() else {
+            self.problem(format!(
+                "level {lvl} block {}: chunk #{} not in the table",
+                e.lba, e.chunk
+            ));
+            return;
+        };
+        let Some(bytes) = self.verify_chunk(&t.id, what) else {
+            return;
+        };
+        let rec = bytes.get(e.offset as usize..(e.offset as usize).saturating_add(e.len as usize));
+        let res = match rec {
+            Some(rec) => open_record(&self.ctx.keys, rec, &e.tag, out),
+            None => Err(crate::error::Error::corrupt(
+                "record past the end of its chunk",
+            )),
+        };
+        self.report.records_checked += 1;
+        if let Err(err) = res {
+            self.problem(format!(
+                "level {lvl} block {} in chunk {}: {err}",
+                e.lba, t.id
+            ));
         }
     }
 
