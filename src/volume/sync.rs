@@ -135,7 +135,8 @@ fn copy_missing(
                     "chunk {id}: bytes do not match its name"
                 )));
             }
-            to.put(&b)?;
+            // Checked just now: the destination need not hash it again.
+            to.put_hashed(*id, &b)?;
             Ok((true, b.len() as u64))
         })();
         let (copied, n) = step.map_err(|e| e.context(format!("chunk {id}")))?;
