@@ -197,3 +197,53 @@ fn pull_of_one_snapshot_fetches_what_it_needs_and_not_the_head() {
     let out = common::run(&["pull", "--snapshot", "nope", &s(&b)]);
     assert_eq!(out.status.code(), Some(4), "{out:?}");
 }
+
+/// fsck reads a fallback's chunks eight at a time (hashed together in SHA-512 lanes):
+/// with every copy in the first fallback damaged, each chunk is taken from the next
+/// one and the disk is clean; with only the damaged copies, fsck fails and names them.
+#[test]
+fn fsck_through_a_damaged_then_a_good_fallback_checks_every_chunk_from_the_good_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = common::new_disk(dir.path(), 32 << 20);
+    let vol = Volume::open(&a, &OpenOptions::default()).unwrap();
+    // 1 MiB writes each store their own chunk: enough chunks to fill the lanes.
+    for i in 0..16u64 {
+        vol.write_at(i << 20, &common::data(100 + i, 1 << 20))
+            .unwrap();
+    }
+    vol.close().unwrap();
+    let good = move_data_folder(&a, dir.path().join("good"));
+    let bad = dir.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    for e in std::fs::read_dir(&good).unwrap().flatten() {
+        std::fs::copy(e.path(), bad.join(e.file_name())).unwrap();
+    }
+    let damaged = damage_chunks(&bad);
+    assert!(damaged >= 16, "{damaged} chunks damaged");
+    let text = std::fs::read_to_string(&a).unwrap();
+    let b = dir.path().join("both.swap");
+    std::fs::write(
+        &b,
+        format!("{text}swapdata=data-both\nfallback=bad\nfallback=good\n"),
+    )
+    .unwrap();
+    let out = common::run(&["fsck", "--json", b.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        report["problems"].as_array().map(Vec::len),
+        Some(0),
+        "{stdout}"
+    );
+    assert!(report["chunks_checked"].as_u64().unwrap() >= 16, "{stdout}");
+    // Only the damaged copies: fsck fails, naming chunks that do not match.
+    let only = dir.path().join("onlybad.swap");
+    std::fs::write(
+        &only,
+        format!("{text}swapdata=data-onlybad\nfallback=bad\n"),
+    )
+    .unwrap();
+    let out = common::run(&["fsck", only.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+}
