@@ -77,6 +77,15 @@ fn a_copy_with_a_folder_fallback_reads_the_published_disk_and_writes_locally() {
     assert!(out.status.success(), "{out:?}");
 }
 
+/// A copy of every file of `from` in a new folder `to` (a mirror of a published disk).
+fn copy_folder(from: &std::path::Path, to: std::path::PathBuf) -> std::path::PathBuf {
+    std::fs::create_dir(&to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+    to
+}
+
 /// Flips one byte in the middle of every data-sized chunk file of `dir` (the chunk
 /// keeps its name: a bad copy, as a broken mirror would serve).
 fn damage_chunks(dir: &std::path::Path) -> usize {
@@ -103,11 +112,7 @@ fn a_bad_copy_in_the_first_fallback_is_passed_over_for_the_next() {
     vol.write_at(0, &d).unwrap();
     vol.close().unwrap();
     let good = move_data_folder(&a, dir.path().join("good"));
-    let bad = dir.path().join("bad");
-    std::fs::create_dir(&bad).unwrap();
-    for e in std::fs::read_dir(&good).unwrap().flatten() {
-        std::fs::copy(e.path(), bad.join(e.file_name())).unwrap();
-    }
+    let bad = copy_folder(&good, dir.path().join("bad"));
     // At least a data chunk, an index chunk and a root, each damaged (how many data
     // chunks 2 MiB makes depends on the key's cut points).
     assert!(damage_chunks(&bad) >= 3);
@@ -204,20 +209,9 @@ fn pull_of_one_snapshot_fetches_what_it_needs_and_not_the_head() {
 #[test]
 fn fsck_through_a_damaged_then_a_good_fallback_checks_every_chunk_from_the_good_one() {
     let dir = tempfile::tempdir().unwrap();
-    let a = common::new_disk(dir.path(), 32 << 20);
-    let vol = Volume::open(&a, &OpenOptions::default()).unwrap();
-    // 1 MiB writes each store their own chunk: enough chunks to fill the lanes.
-    for i in 0..16u64 {
-        vol.write_at(i << 20, &common::data(100 + i, 1 << 20))
-            .unwrap();
-    }
-    vol.close().unwrap();
+    let a = common::disk_of_chunks(dir.path(), 16, 100);
     let good = move_data_folder(&a, dir.path().join("good"));
-    let bad = dir.path().join("bad");
-    std::fs::create_dir(&bad).unwrap();
-    for e in std::fs::read_dir(&good).unwrap().flatten() {
-        std::fs::copy(e.path(), bad.join(e.file_name())).unwrap();
-    }
+    let bad = copy_folder(&good, dir.path().join("bad"));
     let damaged = damage_chunks(&bad);
     assert!(damaged >= 16, "{damaged} chunks damaged");
     let text = std::fs::read_to_string(&a).unwrap();

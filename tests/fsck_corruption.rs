@@ -93,13 +93,7 @@ fn flipped_byte_in_data_chunk() {
 #[test]
 fn two_flipped_chunks_among_good_ones_are_named_and_no_other() {
     let dir = tempfile::tempdir().unwrap();
-    let path = common::new_disk(dir.path(), 64 << 20);
-    let vol = Volume::open(&path, &OpenOptions::default()).unwrap();
-    // 1 MiB writes each store their own chunk.
-    for i in 0..24u64 {
-        vol.write_at(i << 20, &common::data(i, 1 << 20)).unwrap();
-    }
-    vol.close().unwrap();
+    let path = common::disk_of_chunks(dir.path(), 24, 0);
     let (data, _, _) = classify(&path);
     assert!(
         data.len() >= 16,

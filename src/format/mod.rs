@@ -14,5 +14,19 @@ pub mod size;
 pub mod swapfile;
 pub mod wal;
 
+/// Deterministic incompressible bytes for tests (xorshift from `seed`).
+#[cfg(test)]
+pub(crate) fn test_noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// Bytes in one block, the unit of the index.
 pub const BLOCK_SIZE: usize = 4096;

@@ -295,17 +295,7 @@ mod lanes {
 mod tests {
     use super::*;
 
-    fn bytes(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::format::test_noise as bytes;
 
     #[test]
     fn eight_messages_of_every_length_around_the_padding_boundaries_match_openssl() {

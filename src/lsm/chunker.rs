@@ -336,22 +336,11 @@ mod tests {
         let store = crate::store::local::LocalStore::open(dir.path())?;
         let mut c = Chunker::new(&store).with_pending_limit(usize::MAX);
         let mut want = Vec::new();
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        // About 12 MB of half-compressible records: a dozen chunks, stored eight and
-        // then the rest together.
+        // About 12 MB of records (noise, every other byte zero): a dozen chunks,
+        // stored eight and then the rest together.
         for lba in 0..5000u64 {
-            let block: Vec<u8> = (0..4096)
-                .map(|i| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    if i % 2 == 0 {
-                        x as u8
-                    } else {
-                        0
-                    }
-                })
-                .collect();
+            let mut block = crate::format::test_noise(4096, lba);
+            block.iter_mut().skip(1).step_by(2).for_each(|b| *b = 0);
             let r = seal_block(&keys, &block)?;
             c.push(lba, &r)?;
             want.push(r);
@@ -378,17 +367,7 @@ mod tests {
         let keys = Keys::new(&DiskKey([9; 32]))?;
         let store = MemoryStore::default();
         let mut c = Chunker::new(&store);
-        let block = |i: u64| -> Vec<u8> {
-            let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-            (0..4096)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect()
-        };
+        let block = |i: u64| crate::format::test_noise(4096, i);
         let mut records = Vec::new();
         let mut lba = 0;
         // Until the first cut, then five records more: a tail of about 20 KB.

@@ -64,6 +64,18 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// The mindcastle binary.
+/// A new disk of `mib` + 8 MiB holding `mib` writes of 1 MiB (seeds `seed..`), each
+/// stored in a chunk of its own: enough chunks to fill SHA-512 lanes.
+pub fn disk_of_chunks(dir: &Path, mib: u64, seed: u64) -> PathBuf {
+    let path = new_disk(dir, (mib + 8) << 20);
+    let vol = Volume::open(&path, &OpenOptions::default()).unwrap();
+    for i in 0..mib {
+        vol.write_at(i << 20, &data(seed + i, 1 << 20)).unwrap();
+    }
+    vol.close().unwrap();
+    path
+}
+
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mindcastle"))
 }
