@@ -157,7 +157,22 @@ impl Core {
             self.pacer.chunked();
             batch.extend(zeros);
             batch.sort_unstable_by_key(|e| e.0);
-            let stats = tree.insert(&self.ctx, self.tuning.level_base, batch, pinned)?;
+            // The data chunks stored so far (this memtable's and large writes') are
+            // synced on another thread while the merge runs: the merge is CPU work and
+            // the fsyncs wait on the device, and the root below still waits for both.
+            // Syncs are serialized by the store, so the one after the merge syncs
+            // only what was put since (the index chunks, the root).
+            let store = self.ctx.store.as_ref();
+            let (stats, synced_beside) = std::thread::scope(|s| {
+                let beside = s.spawn(|| store.sync());
+                let stats = tree.insert(&self.ctx, self.tuning.level_base, batch, pinned);
+                let synced = beside
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::internal("the chunk sync thread panicked")));
+                (stats, synced)
+            });
+            synced_beside?;
+            let stats = stats?;
             tracing::debug!(
                 level = stats.level,
                 entries = stats.entries,
