@@ -203,6 +203,54 @@ fn a_failed_chunk_fsync_never_lets_a_root_name_unsynced_chunks() {
     assert!(out.status.success(), "{out:?}");
 }
 
+/// A checkpoint syncs its data chunks on a second thread while it merges, then the
+/// index chunks and the root: when the first succeeds and the second fails, no root is
+/// published either, and a power cut after it loses no write the log holds.
+#[test]
+fn a_failed_sync_after_the_merge_publishes_no_root_though_the_data_chunks_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::new_disk(dir.path(), SIZE);
+    let before = std::fs::read_to_string(&path).unwrap();
+    let (mut opts, slot) = faulty(FaultPlan {
+        fail_sync: Some(2),
+        ..FaultPlan::default()
+    });
+    opts.tuning.memtable_entries = 4096;
+    let vol = Volume::open(&path, &opts).unwrap();
+    let faults = slot.lock().unwrap().clone().unwrap();
+    assert_eq!(faults.counts().syncs, 0, "a sync before the checkpoint");
+    let d = common::data(5, 1 << 20);
+    for (i, part) in d.chunks(64 << 10).enumerate() {
+        vol.write_at((i as u64) << 16, part).unwrap();
+    }
+    vol.flush().unwrap();
+    assert!(vol.checkpoint().is_err(), "the sync after the merge failed");
+    let counts = faults.counts();
+    assert_eq!(
+        counts.syncs, 1,
+        "the data chunks' sync beside the merge ran and succeeded"
+    );
+    assert_eq!(counts.injected, 1);
+    assert!(
+        vol.checkpoint().is_err(),
+        "a retry after a failed sync succeeded"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        before,
+        ".swap changed"
+    );
+    drop(vol);
+    faults.crash().unwrap();
+    let vol = Volume::open(&path, &common::small()).unwrap();
+    let mut back = vec![0u8; 1 << 20];
+    vol.read_at(0, &mut back).unwrap();
+    assert!(back == d);
+    vol.close().unwrap();
+    let out = common::run(&["fsck", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+}
+
 #[test]
 fn a_large_writes_chunk_is_synced_by_the_flush_and_a_failed_sync_fails_the_flush() {
     let dir = tempfile::tempdir().unwrap();
