@@ -164,11 +164,25 @@ impl Core {
             // only what was put since (the index chunks, the root).
             let store = self.ctx.store.as_ref();
             let (stats, synced_beside) = std::thread::scope(|s| {
-                let beside = s.spawn(|| store.sync());
+                // A thread that cannot be made (out of threads or memory) is no error:
+                // the sync then runs here, before the merge.
+                let beside = std::thread::Builder::new()
+                    .name("mindcastle-sync".into())
+                    .spawn_scoped(s, || store.sync());
+                let synced_here = match &beside {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "no thread for the chunk sync; syncing first");
+                        store.sync()
+                    }
+                };
                 let stats = tree.insert(&self.ctx, self.tuning.level_base, batch, pinned);
-                let synced = beside
-                    .join()
-                    .unwrap_or_else(|_| Err(Error::internal("the chunk sync thread panicked")));
+                let synced = match beside {
+                    Ok(h) => h
+                        .join()
+                        .unwrap_or_else(|_| Err(Error::internal("the chunk sync thread panicked"))),
+                    Err(_) => synced_here,
+                };
                 (stats, synced)
             });
             synced_beside?;
