@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use mindcastle::store::fault::{FaultPlan, FaultStore};
+use mindcastle::store::fault::{FaultCounts, FaultPlan, FaultStore};
 use mindcastle::store::ChunkStore;
 use mindcastle::{ErrorKind, OpenOptions, Volume};
 
@@ -160,28 +160,33 @@ fn faulty(plan: FaultPlan) -> (OpenOptions, Arc<Mutex<Option<Arc<FaultStore>>>>)
     (opts, slot)
 }
 
-#[test]
-fn a_failed_chunk_fsync_never_lets_a_root_name_unsynced_chunks() {
+/// Writes 1 MiB as 64 KiB writes (small enough for the log to hold their records: the
+/// checkpoint makes their chunks) with the store's `fail_at`th sync failing: the
+/// checkpoint fails, and so does a retry (it must not succeed on the strength of names
+/// whose bytes were never synced), the `.swap` is as it was, and after a power cut
+/// that drops unsynced chunks the reopened disk has every write and passes fsck.
+/// Returns the store's fault counts as the first checkpoint failed.
+fn checkpoint_with_a_failed_sync(fail_at: u64, seed: u64) -> FaultCounts {
     let dir = tempfile::tempdir().unwrap();
     let path = common::new_disk(dir.path(), SIZE);
     let before = std::fs::read_to_string(&path).unwrap();
     let (mut opts, slot) = faulty(FaultPlan {
-        fail_sync: Some(1),
+        fail_sync: Some(fail_at),
         ..FaultPlan::default()
     });
     // Room for every write: only the explicit checkpoints below sync.
     opts.tuning.memtable_entries = 4096;
     let vol = Volume::open(&path, &opts).unwrap();
-    let d = common::data(4, 1 << 20);
-    // Writes small enough for the log to hold their records: the checkpoint makes
-    // their chunks, and its sync is the one that fails.
+    let faults = slot.lock().unwrap().clone().unwrap();
+    assert_eq!(faults.counts().syncs, 0, "a sync before the checkpoint");
+    let d = common::data(seed, 1 << 20);
     for (i, part) in d.chunks(64 << 10).enumerate() {
         vol.write_at((i as u64) << 16, part).unwrap();
     }
     vol.flush().unwrap();
     assert!(vol.checkpoint().is_err(), "the chunk sync failed");
-    // A retry writes the same chunks again; it must not succeed on the strength of
-    // names whose bytes were never synced.
+    let counts = faults.counts();
+    assert_eq!(counts.injected, 1);
     assert!(
         vol.checkpoint().is_err(),
         "a checkpoint after a failed sync succeeded"
@@ -193,54 +198,6 @@ fn a_failed_chunk_fsync_never_lets_a_root_name_unsynced_chunks() {
     );
     // Power cut: unsynced chunks are gone. Reopened, the log still has every write.
     drop(vol);
-    slot.lock().unwrap().as_ref().unwrap().crash().unwrap();
-    let vol = Volume::open(&path, &common::small()).unwrap();
-    let mut back = vec![0u8; 1 << 20];
-    vol.read_at(0, &mut back).unwrap();
-    assert!(back == d);
-    vol.close().unwrap();
-    let out = common::run(&["fsck", path.to_str().unwrap()]);
-    assert!(out.status.success(), "{out:?}");
-}
-
-/// A checkpoint syncs its data chunks on a second thread while it merges, then the
-/// index chunks and the root: when the first succeeds and the second fails, no root is
-/// published either, and a power cut after it loses no write the log holds.
-#[test]
-fn a_failed_sync_after_the_merge_publishes_no_root_though_the_data_chunks_synced() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = common::new_disk(dir.path(), SIZE);
-    let before = std::fs::read_to_string(&path).unwrap();
-    let (mut opts, slot) = faulty(FaultPlan {
-        fail_sync: Some(2),
-        ..FaultPlan::default()
-    });
-    opts.tuning.memtable_entries = 4096;
-    let vol = Volume::open(&path, &opts).unwrap();
-    let faults = slot.lock().unwrap().clone().unwrap();
-    assert_eq!(faults.counts().syncs, 0, "a sync before the checkpoint");
-    let d = common::data(5, 1 << 20);
-    for (i, part) in d.chunks(64 << 10).enumerate() {
-        vol.write_at((i as u64) << 16, part).unwrap();
-    }
-    vol.flush().unwrap();
-    assert!(vol.checkpoint().is_err(), "the sync after the merge failed");
-    let counts = faults.counts();
-    assert_eq!(
-        counts.syncs, 1,
-        "the data chunks' sync beside the merge ran and succeeded"
-    );
-    assert_eq!(counts.injected, 1);
-    assert!(
-        vol.checkpoint().is_err(),
-        "a retry after a failed sync succeeded"
-    );
-    assert_eq!(
-        std::fs::read_to_string(&path).unwrap(),
-        before,
-        ".swap changed"
-    );
-    drop(vol);
     faults.crash().unwrap();
     let vol = Volume::open(&path, &common::small()).unwrap();
     let mut back = vec![0u8; 1 << 20];
@@ -249,6 +206,25 @@ fn a_failed_sync_after_the_merge_publishes_no_root_though_the_data_chunks_synced
     vol.close().unwrap();
     let out = common::run(&["fsck", path.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
+    counts
+}
+
+/// A checkpoint's first sync is the data chunks', run beside the merge.
+#[test]
+fn a_failed_chunk_fsync_never_lets_a_root_name_unsynced_chunks() {
+    assert_eq!(checkpoint_with_a_failed_sync(1, 4).syncs, 0);
+}
+
+/// A checkpoint syncs its data chunks on a second thread while it merges, then the
+/// index chunks and the root: when the first succeeds and the second fails, no root is
+/// published either.
+#[test]
+fn a_failed_sync_after_the_merge_publishes_no_root_though_the_data_chunks_synced() {
+    assert_eq!(
+        checkpoint_with_a_failed_sync(2, 5).syncs,
+        1,
+        "the data chunks' sync beside the merge ran and succeeded"
+    );
 }
 
 #[test]
