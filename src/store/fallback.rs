@@ -32,17 +32,32 @@ impl FallbackStore {
     fn first_good<T>(
         &self,
         id: &ChunkId,
+        f: impl FnMut(&dyn ChunkStore) -> Result<T>,
+    ) -> Result<T> {
+        self.first_good_given(id, None, f)
+    }
+
+    /// [`FallbackStore::first_good`] where the first store's answer, when given, was
+    /// already had (a `get_many` of the first store): it is not asked again.
+    fn first_good_given<T>(
+        &self,
+        id: &ChunkId,
+        mut given: Option<Result<T>>,
         mut f: impl FnMut(&dyn ChunkStore) -> Result<T>,
     ) -> Result<T> {
         if let [only] = self.stores.as_slice() {
             // Nothing to choose between: its own error says it all (the fallback
             // around this one names the source).
-            return f(only.as_ref());
+            return given.unwrap_or_else(|| f(only.as_ref()));
         }
         let mut answers = Vec::new();
         let mut kind = ErrorKind::NotFound;
         for (i, s) in self.stores.iter().enumerate() {
-            match f(s.as_ref()) {
+            let answer = match given.take() {
+                Some(a) if i == 0 => a,
+                _ => f(s.as_ref()),
+            };
+            match answer {
                 Ok(v) => {
                     if i > 0 {
                         tracing::debug!(chunk = %id, source = %s.describe(), "read from a fallback");
@@ -72,21 +87,20 @@ impl FallbackStore {
 }
 
 impl ChunkStore for FallbackStore {
-    /// The first store answers all together; what it cannot give is asked of every
-    /// store in turn, as `get` asks.
+    /// The first store answers all together; what it cannot give is asked of the
+    /// others in turn, as `get` asks (its answer counted as the first store's).
     fn get_many(&self, ids: &[ChunkId]) -> Vec<Result<Vec<u8>>> {
         let Ok(first) = self.first() else {
             return ids.iter().map(|id| self.get(id)).collect();
         };
-        let mut got = first.get_many(ids);
-        if self.stores.len() > 1 {
-            for (slot, id) in got.iter_mut().zip(ids) {
-                if slot.is_err() {
-                    *slot = self.get(id);
-                }
-            }
-        }
-        got
+        let got = first.get_many(ids);
+        got.into_iter()
+            .zip(ids)
+            .map(|(answer, id)| match answer {
+                Ok(bytes) => Ok(bytes),
+                Err(e) => self.first_good_given(id, Some(Err(e)), |s| s.get(id)),
+            })
+            .collect()
     }
 
     fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
