@@ -583,6 +583,10 @@ impl ChunkStore for CacheStore {
     fn list(&self) -> Result<Vec<ChunkId>> {
         self.inner.list()
     }
+    /// A kept copy is hashed when read (`get`); a fetched one by the store behind.
+    fn checks_names(&self) -> bool {
+        self.inner.checks_names()
+    }
     fn describe(&self) -> String {
         format!(
             "cache {} > {}",

@@ -32,32 +32,27 @@ impl FallbackStore {
     fn first_good<T>(
         &self,
         id: &ChunkId,
-        f: impl FnMut(&dyn ChunkStore) -> Result<T>,
+        mut f: impl FnMut(&dyn ChunkStore) -> Result<T>,
     ) -> Result<T> {
-        self.first_good_given(id, None, f)
+        self.first_good_of(id, |_, s| f(s))
     }
 
-    /// [`FallbackStore::first_good`] where the first store's answer, when given, was
-    /// already had (a `get_many` of the first store): it is not asked again.
-    fn first_good_given<T>(
+    /// [`FallbackStore::first_good`] where `answer(i, store)` gives store `i`'s
+    /// answer, which a `get_many` may already have had: each store is asked once.
+    fn first_good_of<T>(
         &self,
         id: &ChunkId,
-        mut given: Option<Result<T>>,
-        mut f: impl FnMut(&dyn ChunkStore) -> Result<T>,
+        mut answer: impl FnMut(usize, &dyn ChunkStore) -> Result<T>,
     ) -> Result<T> {
         if let [only] = self.stores.as_slice() {
             // Nothing to choose between: its own error says it all (the fallback
             // around this one names the source).
-            return given.unwrap_or_else(|| f(only.as_ref()));
+            return answer(0, only.as_ref());
         }
         let mut answers = Vec::new();
         let mut kind = ErrorKind::NotFound;
         for (i, s) in self.stores.iter().enumerate() {
-            let answer = match given.take() {
-                Some(a) if i == 0 => a,
-                _ => f(s.as_ref()),
-            };
-            match answer {
+            match answer(i, s.as_ref()) {
                 Ok(v) => {
                     if i > 0 {
                         tracing::debug!(chunk = %id, source = %s.describe(), "read from a fallback");
@@ -87,18 +82,41 @@ impl FallbackStore {
 }
 
 impl ChunkStore for FallbackStore {
-    /// The first store answers all together; what it cannot give is asked of the
-    /// others in turn, as `get` asks (its answer counted as the first store's).
+    /// Each store answers together for the chunks the stores before it could not
+    /// give (so a store that checks hashes checks them in lanes), and each chunk's
+    /// answer is then taken as `get` takes it, every store asked once.
     fn get_many(&self, ids: &[ChunkId]) -> Vec<Result<Vec<u8>>> {
-        let Ok(first) = self.first() else {
-            return ids.iter().map(|id| self.get(id)).collect();
-        };
-        let got = first.get_many(ids);
-        got.into_iter()
-            .zip(ids)
-            .map(|(answer, id)| match answer {
-                Ok(bytes) => Ok(bytes),
-                Err(e) => self.first_good_given(id, Some(Err(e)), |s| s.get(id)),
+        // answers[k][i]: store i's answer for ids[k], where it was asked.
+        let mut answers: Vec<Vec<Option<Result<Vec<u8>>>>> =
+            ids.iter().map(|_| Vec::new()).collect();
+        let mut open: Vec<usize> = (0..ids.len()).collect();
+        for s in &self.stores {
+            if open.is_empty() {
+                break;
+            }
+            let ask: Vec<ChunkId> = open.iter().filter_map(|&k| ids.get(k).copied()).collect();
+            let mut got = s.get_many(&ask).into_iter();
+            let mut still = Vec::new();
+            for k in open {
+                let answer = got.next().unwrap_or_else(|| {
+                    Err(Error::internal("a store answered fewer chunks than asked"))
+                });
+                if answer.is_err() {
+                    still.push(k);
+                }
+                if let Some(a) = answers.get_mut(k) {
+                    a.push(Some(answer));
+                }
+            }
+            open = still;
+        }
+        ids.iter()
+            .zip(answers)
+            .map(|(id, mut mine)| {
+                self.first_good_of(id, |i, s| match mine.get_mut(i).and_then(Option::take) {
+                    Some(a) => a,
+                    None => s.get(id),
+                })
             })
             .collect()
     }
@@ -152,11 +170,77 @@ impl ChunkStore for FallbackStore {
     fn list(&self) -> Result<Vec<ChunkId>> {
         self.first()?.list()
     }
+    /// Every answer is some store's answer.
+    fn checks_names(&self) -> bool {
+        self.stores.iter().all(|s| s.checks_names())
+    }
     fn describe(&self) -> String {
         self.stores
             .iter()
             .map(|s| s.describe())
             .collect::<Vec<_>>()
             .join(" > ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::recording::RecordingStore;
+    use crate::store::verify::VerifyStore;
+
+    /// Chunks got together: each from the first store that gives it whole, each store
+    /// asked once for what the stores before it could not give, and a chunk nobody
+    /// has answered with every store's answer.
+    #[test]
+    fn chunks_got_together_come_from_the_first_store_that_gives_each_whole() {
+        let (a, b, c) = (
+            Arc::new(MemoryStore::default()),
+            Arc::new(MemoryStore::default()),
+            Arc::new(MemoryStore::default()),
+        );
+        let only_a = a.put(b"in a only").unwrap();
+        let damaged_in_b = b.put(b"damaged in b, whole in c").unwrap();
+        b.overwrite(&damaged_in_b, b"something else".to_vec())
+            .unwrap();
+        c.put(b"damaged in b, whole in c").unwrap();
+        let only_c = c.put(b"in c only").unwrap();
+        let nowhere = ChunkId::of(b"nowhere");
+        let rec: Vec<Arc<RecordingStore>> = [a, b, c]
+            .into_iter()
+            .map(|m| {
+                Arc::new(RecordingStore::new(Arc::new(VerifyStore::new(
+                    m as Arc<dyn ChunkStore>,
+                ))))
+            })
+            .collect();
+        let f = FallbackStore::new(
+            rec.iter()
+                .map(|r| r.clone() as Arc<dyn ChunkStore>)
+                .collect(),
+        )
+        .unwrap();
+        assert!(f.checks_names());
+        let ids = [only_a, damaged_in_b, nowhere, only_c];
+        let got = f.get_many(&ids);
+        assert_eq!(got[0].as_ref().unwrap(), b"in a only");
+        assert_eq!(got[1].as_ref().unwrap(), b"damaged in b, whole in c");
+        let e = got[2].as_ref().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        assert_eq!(got[3].as_ref().unwrap(), b"in c only");
+        // a: all four; b: the three a lacked; c: the three b could not give.
+        let asked: Vec<u64> = rec.iter().map(|r| r.gets()).collect();
+        assert_eq!(asked, [4, 3, 3]);
+        // No store has it whole: the damaged copy's refusal is the most telling answer.
+        let ba = FallbackStore::new(vec![
+            rec[1].clone() as Arc<dyn ChunkStore>,
+            rec[0].clone() as Arc<dyn ChunkStore>,
+        ])
+        .unwrap();
+        let e = ba.get_many(&[damaged_in_b]).pop().unwrap().unwrap_err();
+        assert!(e.to_string().contains("do not match its name"), "{e}");
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
     }
 }

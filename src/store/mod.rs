@@ -99,6 +99,12 @@ pub trait ChunkStore: Send + Sync {
     fn owns(&self, _id: &ChunkId) -> bool {
         false
     }
+    /// True when every whole chunk this store returns (`get`, `get_many`) has been
+    /// hashed against its name on the way (a [`verify::VerifyStore`], or stores whose
+    /// every source is one): a caller need not hash it again.
+    fn checks_names(&self) -> bool {
+        false
+    }
     /// Every chunk present.
     fn list(&self) -> Result<Vec<ChunkId>>;
     /// A short name for logs and errors (a folder path or URL).

@@ -121,4 +121,7 @@ impl ChunkStore for RecordingStore {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+    fn checks_names(&self) -> bool {
+        self.inner.checks_names()
+    }
 }

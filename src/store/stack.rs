@@ -124,7 +124,38 @@ pub fn open(spec: &StackSpec<'_>) -> Result<Arc<dyn ChunkStore>> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// `push` and `pull` hash what they copy only when the store they copy from does
+    /// not: every stack a disk opens must check names, with a fallback, a cache and
+    /// whole-chunk reads, writable or not.
+    #[test]
+    fn every_stack_checks_the_names_of_the_chunks_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("swapdata-x");
+        let fallbacks = ["pub".to_string(), "http://127.0.0.1:9/d".to_string()];
+        for writable in [true, false] {
+            for n in 0..=fallbacks.len() {
+                for cache in [None, Some("cache")] {
+                    for whole_chunks in [false, true] {
+                        let s = open(&StackSpec {
+                            data_dir: &data,
+                            writable,
+                            base_dir: dir.path(),
+                            fallbacks: &fallbacks[..n],
+                            cache,
+                            cache_bytes: None,
+                            wrap_local: None,
+                            whole_chunks,
+                        })
+                        .unwrap();
+                        assert!(s.checks_names(), "{}", s.describe());
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn fallback_values_are_told_apart() {

@@ -114,6 +114,9 @@ impl ChunkStore for VerifyStore {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+    fn checks_names(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

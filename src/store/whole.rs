@@ -114,6 +114,10 @@ impl ChunkStore for WholeChunkStore {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+    /// Every chunk it returns was hashed here (`whole`).
+    fn checks_names(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
