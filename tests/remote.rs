@@ -896,6 +896,43 @@ fn prefetch_warms_the_cache_in_trace_order() {
     assert_eq!(p["bytes"].as_u64().unwrap(), half, "{p}");
     assert!(p["chunks"].as_u64().unwrap() > 0, "{p}");
     assert!(proxy.requests() > 0);
+    // Again on the warm cache: nothing fetched, and (warming only) nothing read back
+    // and hashed: a damaged kept chunk goes unnoticed here, and the read after it
+    // refuses the copy and fetches the chunk again.
+    let fetched = proxy.requests();
+    // The largest kept chunk: a data chunk (index and root chunks are small here, and
+    // opening the disk reads them, which would refuse a damaged copy).
+    let (len, damaged) = std::fs::read_dir(dir.join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "lvl"))
+        .map(|p| (std::fs::metadata(&p).unwrap().len() as usize, p))
+        .max()
+        .expect("the trace kept no whole chunk");
+    assert!(len > 256 << 10, "the largest kept chunk is {len} bytes");
+    let damaged = &damaged;
+    std::fs::write(damaged, vec![0x5a; len]).unwrap();
+    let again = json(&run_ok(common::bin().args([
+        "prefetch",
+        "--json",
+        "--trace",
+        s(&trace),
+        s(&b_swap),
+    ])));
+    assert_eq!(again["chunks"], p["chunks"], "{again}");
+    assert_eq!(proxy.requests(), fetched, "a warm prefetch fetched again");
+    assert!(std::fs::read(damaged).unwrap() == vec![0x5a; len]);
+    {
+        let v = open_read_only(&b_swap);
+        let mut got = vec![0u8; half as usize];
+        v.read_at(0, &mut got).unwrap();
+        assert!(got[..] == image[..half as usize]);
+    }
+    assert!(
+        proxy.requests() > fetched,
+        "the damaged copy was not fetched again"
+    );
+    assert!(std::fs::read(damaged).unwrap() != vec![0x5a; len]);
     // With the server gone, the traced ranges read from the cache.
     drop(proxy);
     site.stop();

@@ -559,6 +559,14 @@ impl ChunkStore for CacheStore {
         }
     }
 
+    /// A chunk held whole is only marked recently used; a `get` hashes it when read.
+    fn warm_whole(&self, id: &ChunkId) -> Result<()> {
+        if self.hit(id)? {
+            return Ok(());
+        }
+        self.fill(id).map(|_| ())
+    }
+
     fn put(&self, _bytes: &[u8]) -> Result<ChunkId> {
         Err(Error::internal("the cache takes no writes"))
     }
@@ -793,6 +801,31 @@ mod tests {
         // A bulk read fetches the whole chunk, even the first in it.
         read(&c, &id2, &other, 100_000, WHOLE_READ).unwrap();
         assert_eq!(counting.gets(), 1);
+    }
+
+    /// Warming a chunk the cache holds whole asks nothing of the store behind and does
+    /// not read the kept copy (a prefetch on a warm cache costs no reads and no
+    /// hashing); a damaged kept copy is found by the next `get`, which fetches it again.
+    #[test]
+    fn warming_a_held_chunk_reads_nothing_and_the_next_get_still_checks_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (counting, [(id, data), (id2, _)]) = two_chunks();
+        let c = CacheStore::open(dir.path(), 8 << 20, counting.clone()).unwrap();
+        c.warm_whole(&id).unwrap();
+        assert_eq!(counting.gets(), 1);
+        assert_eq!(c.bytes(), data.len() as u64);
+        let kept = dir.path().join(id.file_name());
+        std::fs::write(&kept, vec![0u8; data.len()]).unwrap();
+        c.warm_whole(&id).unwrap();
+        assert_eq!(counting.gets(), 1, "warming a held chunk fetched it again");
+        assert_eq!(c.get(&id).unwrap(), data);
+        assert_eq!(counting.gets(), 2, "the damaged copy was not fetched again");
+        assert_eq!(std::fs::read(&kept).unwrap(), data);
+        // A chunk nobody has: the store behind's answer.
+        let e = c.warm_whole(&ChunkId::of(b"nowhere")).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::NotFound, "{e}");
+        c.warm_whole(&id2).unwrap();
+        assert_eq!(counting.gets(), 4);
     }
 
     #[test]

@@ -139,6 +139,9 @@ impl ChunkStore for FallbackStore {
     fn warm_range(&self, id: &ChunkId, offset: u64, len: usize) -> Result<()> {
         self.first_good(id, |s| s.warm_range(id, offset, len))
     }
+    fn warm_whole(&self, id: &ChunkId) -> Result<()> {
+        self.first_good(id, |s| s.warm_whole(id))
+    }
     fn put(&self, bytes: &[u8]) -> Result<ChunkId> {
         self.first()?.put(bytes)
     }

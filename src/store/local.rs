@@ -491,6 +491,14 @@ impl ChunkStore for LocalStore {
         Ok(self.path_of(id).exists())
     }
 
+    fn warm_whole(&self, id: &ChunkId) -> Result<()> {
+        if self.contains(id)? {
+            return Ok(());
+        }
+        // Absent: the read's own error says so.
+        self.get(id).map(|_| ())
+    }
+
     fn size(&self, id: &ChunkId) -> Result<u64> {
         let path = self.path_of(id);
         fs::metadata(&path)

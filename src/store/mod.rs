@@ -67,6 +67,13 @@ pub trait ChunkStore: Send + Sync {
     fn warm_range(&self, id: &ChunkId, offset: u64, len: usize) -> Result<()> {
         self.read_verified(id, offset, len, &mut |_| Ok(()))
     }
+    /// Brings the whole chunk close without using it (prefetching a trace, the index
+    /// at open): a store that holds it whole already answers without reading it, so a
+    /// warm cache costs a prefetch no reads and no hashing. Nothing checks the bytes
+    /// here; whoever reads them later does, and a copy that fails is fetched again.
+    fn warm_whole(&self, id: &ChunkId) -> Result<()> {
+        self.get(id).map(|_| ())
+    }
     /// Stores `bytes` (durable once `sync` returns), returning their id. Storing a chunk
     /// that is already present is cheap but never trusts a copy it cannot vouch for.
     fn put(&self, bytes: &[u8]) -> Result<ChunkId>;

@@ -92,6 +92,17 @@ impl ChunkStore for RecordingStore {
         self.count_range(len);
         self.inner.read_verified(id, offset, len, accept)
     }
+    /// Counted as the range read it replaces, and passed on as a warming: a cache
+    /// behind that holds the range answers without reading it.
+    fn warm_range(&self, id: &ChunkId, offset: u64, len: usize) -> Result<()> {
+        self.count_range(len);
+        self.inner.warm_range(id, offset, len)
+    }
+    /// Counted as a whole-chunk read, passed on as a warming.
+    fn warm_whole(&self, id: &ChunkId) -> Result<()> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.warm_whole(id)
+    }
     fn put(&self, bytes: &[u8]) -> Result<ChunkId> {
         let id = self.inner.put(bytes)?;
         self.record(id)

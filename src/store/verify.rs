@@ -99,6 +99,10 @@ impl ChunkStore for VerifyStore {
     fn contains(&self, id: &ChunkId) -> Result<bool> {
         self.inner.contains(id)
     }
+    /// Returns no bytes, so there is nothing to check.
+    fn warm_whole(&self, id: &ChunkId) -> Result<()> {
+        self.inner.warm_whole(id)
+    }
     fn size(&self, id: &ChunkId) -> Result<u64> {
         self.inner.size(id)
     }

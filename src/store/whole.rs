@@ -87,6 +87,9 @@ impl ChunkStore for WholeChunkStore {
     fn warm_range(&self, id: &ChunkId, _offset: u64, _len: usize) -> Result<()> {
         self.whole(id).map(|_| ())
     }
+    fn warm_whole(&self, id: &ChunkId) -> Result<()> {
+        self.whole(id).map(|_| ())
+    }
     fn put(&self, bytes: &[u8]) -> Result<ChunkId> {
         self.inner.put(bytes)
     }

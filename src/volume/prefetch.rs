@@ -132,7 +132,7 @@ impl Volume {
         super::parallel::run(&jobs, PARALLEL, |job| {
             let _held = budget.take(job.len())?;
             match *job {
-                Job::Whole(id, _) => store.get(&id).map(|_| ()),
+                Job::Whole(id, _) => store.warm_whole(&id),
                 Job::Range(id, off, end) => store.warm_range(&id, off, (end - off) as usize),
             }?;
             progress((done.fetch_add(1, Ordering::Relaxed) + 1) * total / job_count.max(1));
@@ -348,7 +348,7 @@ pub(super) fn warm_index(store: &dyn ChunkStore, missing: &[(ChunkId, u32)]) {
     let ids: Vec<ChunkId> = missing.iter().map(|m| m.0).collect();
     // Failures are only logged, so every chunk is tried.
     let _ = super::parallel::run(&ids, 16, |id| {
-        if let Err(e) = store.get(id) {
+        if let Err(e) = store.warm_whole(id) {
             tracing::debug!(chunk = %id, error = %e, "warming the index failed");
         }
         Ok(())
