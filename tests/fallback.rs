@@ -241,3 +241,62 @@ fn fsck_through_a_damaged_then_a_good_fallback_checks_every_chunk_from_the_good_
     let out = common::run(&["fsck", only.to_str().unwrap()]);
     assert_ne!(out.status.code(), Some(0), "{out:?}");
 }
+
+/// `pull` through a damaged mirror listed before a good one takes every chunk from the
+/// good one (chunks are read and checked in groups, each group asking the next source
+/// for what the first could not give whole); with only the damaged mirror it fails,
+/// naming a chunk, and stores no chunk under a name its bytes do not have.
+#[test]
+fn pull_through_a_damaged_then_a_good_fallback_takes_every_chunk_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mib = 20;
+    let a = common::disk_of_chunks(dir.path(), mib, 300);
+    let want: Vec<u8> = (0..mib)
+        .flat_map(|i| common::data(300 + i, 1 << 20))
+        .collect();
+    let good = move_data_folder(&a, dir.path().join("good"));
+    let bad = copy_folder(&good, dir.path().join("bad"));
+    assert!(damage_chunks(&bad) >= 16);
+    let text = std::fs::read_to_string(&a).unwrap();
+    let hashes_to_its_name = |f: &std::path::Path| {
+        let id = mindcastle::format::chunk_id::ChunkId::of(&std::fs::read(f).unwrap());
+        f.file_name().unwrap().to_string_lossy() == id.file_name()
+    };
+    let b = dir.path().join("both.swap");
+    std::fs::write(
+        &b,
+        format!("{text}swapdata=data-both\nfallback=bad\nfallback=good\n"),
+    )
+    .unwrap();
+    let out = common::run(&["pull", "--json", b.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let local = common::chunk_files(&b);
+    assert_eq!(t["copied"].as_u64(), Some(local.len() as u64), "{t}");
+    assert!(local.len() >= 16, "{t}");
+    for f in &local {
+        assert!(hashes_to_its_name(f), "{} was pulled damaged", f.display());
+    }
+    // Both mirrors gone: the disk reads whole from its own folder.
+    let alone = dir.path().join("alone.swap");
+    std::fs::write(&alone, format!("{text}swapdata=data-both\n")).unwrap();
+    let vol = Volume::open(&alone, &OpenOptions::default()).unwrap();
+    let mut back = vec![0u8; want.len()];
+    vol.read_at(0, &mut back).unwrap();
+    assert!(back == want, "pulled data differs");
+    drop(vol);
+    // Only the damaged mirror: the pull fails on a chunk, and keeps nothing damaged.
+    let only = dir.path().join("onlybad.swap");
+    std::fs::write(
+        &only,
+        format!("{text}swapdata=data-onlybad\nfallback=bad\n"),
+    )
+    .unwrap();
+    let out = common::run(&["pull", only.to_str().unwrap()]);
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("do not match its name"), "{err}");
+    for f in common::chunk_files(&only) {
+        assert!(hashes_to_its_name(&f), "{} was pulled damaged", f.display());
+    }
+}
