@@ -4,7 +4,8 @@
 //! collected, one line each, never returned as data.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -207,71 +208,80 @@ impl Checker<'_> {
     }
 
     /// Opens the records of `batch` (emptied), each data chunk read and hashed once,
-    /// [`CHUNK_GROUP`] chunks together.
+    /// [`CHUNK_GROUP`] chunks together; groups are checked on up to [`CHECKERS`]
+    /// threads (the hashing and the AEAD are each core's own work), and what they find
+    /// is reported in group order, as one thread would report it.
     fn check_records(&mut self, lvl: u32, table: &[TableEntry], batch: &mut Vec<LeafEntry>) {
         batch.sort_unstable_by_key(|e| (e.chunk, e.offset));
         let entries = std::mem::take(batch);
-        let mut out = vec![0u8; BLOCK_SIZE];
         let what = format!("level {lvl} data");
+        // Each group: the entries of the next CHUNK_GROUP chunks (sorted, so a chunk is
+        // in one group only).
+        let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
         let mut start = 0;
         while start < entries.len() {
-            // The next group: the entries of the next CHUNK_GROUP chunks.
-            let mut chunks: Vec<u32> = Vec::with_capacity(CHUNK_GROUP);
-            let mut end = start;
-            for e in &entries[start..] {
-                if chunks.last() != Some(&e.chunk) {
-                    if chunks.len() == CHUNK_GROUP {
+            let (mut chunks, mut last, mut end) = (0, None, start);
+            for e in entries.iter().skip(start) {
+                if last != Some(e.chunk) {
+                    if chunks == CHUNK_GROUP {
                         break;
                     }
-                    chunks.push(e.chunk);
+                    chunks += 1;
+                    last = Some(e.chunk);
                 }
                 end += 1;
             }
-            let ids: Vec<ChunkId> = chunks
-                .iter()
-                .filter_map(|c| table.get(*c as usize).map(|t| t.id))
-                .collect();
-            self.hold_chunks(&ids, &what);
-            for e in &entries[start..end] {
-                self.check_record(lvl, table, e, &what, &mut out);
-            }
+            groups.push(start..end);
             start = end;
         }
-        self.held.clear();
-    }
-
-    /// Opens one record from a held chunk.
-    fn check_record(
-        &mut self,
-        lvl: u32,
-        table: &[TableEntry],
-        e: &LeafEntry,
-        what: &str,
-        out: &mut [u8],
-    ) {
-        let Some(t) = table.get(e.chunk as usize).copied() else {
-            self.problem(format!(
-                "level {lvl} block {}: chunk #{} not in the table",
-                e.lba, e.chunk
-            ));
-            return;
+        let found: Vec<Mutex<Option<GroupFindings>>> =
+            groups.iter().map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        let (ctx, known) = (self.ctx, &self.chunks);
+        let work = || {
+            let mut out = vec![0u8; BLOCK_SIZE];
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let (Some(range), Some(slot)) = (groups.get(i), found.get(i)) else {
+                    break;
+                };
+                let mine = entries.get(range.clone()).unwrap_or_default();
+                let f = check_group(ctx, known, lvl, table, mine, &what, &mut out);
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(f);
+                }
+            }
         };
-        let Some(bytes) = self.verify_chunk(&t.id, what) else {
-            return;
-        };
-        let rec = bytes.get(e.offset as usize..(e.offset as usize).saturating_add(e.len as usize));
-        let res = match rec {
-            Some(rec) => open_record(&self.ctx.keys, rec, &e.tag, out),
-            None => Err(crate::error::Error::corrupt(
-                "record past the end of its chunk",
-            )),
-        };
-        self.report.records_checked += 1;
-        if let Err(err) = res {
-            self.problem(format!(
-                "level {lvl} block {} in chunk {}: {err}",
-                e.lba, t.id
-            ));
+        std::thread::scope(|s| {
+            let helpers = crate::cpus::available().clamp(1, CHECKERS) - 1;
+            for _ in 0..helpers.min(groups.len().saturating_sub(1)) {
+                // A helper that cannot be made leaves its share to this thread.
+                let _ = std::thread::Builder::new()
+                    .name("mindcastle-fsck".into())
+                    .spawn_scoped(s, work);
+            }
+            work();
+        });
+        for (range, slot) in groups.iter().zip(found) {
+            let f = slot
+                .into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| GroupFindings {
+                    problems: vec![format!(
+                        "{what}: {} records not checked (a checker stopped)",
+                        range.len()
+                    )],
+                    ..GroupFindings::default()
+                });
+            for (id, good) in f.chunks {
+                if good && !self.chunks.contains_key(&id) {
+                    self.report.chunks_checked += 1;
+                }
+                self.chunks.insert(id, good);
+            }
+            self.report.records_checked += f.records;
+            self.report.problems.extend(f.problems);
         }
     }
 
@@ -292,4 +302,79 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+/// Threads that check records at most.
+const CHECKERS: usize = 4;
+
+/// What checking one group of chunks' records found.
+#[derive(Default)]
+struct GroupFindings {
+    /// Each chunk read, and whether it hashed to its name.
+    chunks: Vec<(ChunkId, bool)>,
+    records: u64,
+    problems: Vec<String>,
+}
+
+/// Reads the group's chunks together (hashed in lanes), skipping chunks found bad
+/// before, and opens each record of `entries` from them.
+fn check_group(
+    ctx: &Ctx,
+    known: &HashMap<ChunkId, bool>,
+    lvl: u32,
+    table: &[TableEntry],
+    entries: &[LeafEntry],
+    what: &str,
+    out: &mut [u8],
+) -> GroupFindings {
+    let mut f = GroupFindings::default();
+    let mut ids: Vec<ChunkId> = Vec::with_capacity(CHUNK_GROUP);
+    for e in entries {
+        if let Some(t) = table.get(e.chunk as usize) {
+            if ids.last() != Some(&t.id) && known.get(&t.id) != Some(&false) {
+                ids.push(t.id);
+            }
+        }
+    }
+    let mut held: HashMap<ChunkId, Vec<u8>> = HashMap::with_capacity(ids.len());
+    for (id, r) in ids.iter().zip(ctx.store.get_many(&ids)) {
+        match r {
+            Ok(bytes) => {
+                f.chunks.push((*id, true));
+                held.insert(*id, bytes);
+            }
+            Err(e) => {
+                f.chunks.push((*id, false));
+                f.problems.push(format!("{what} chunk {id}: {e}"));
+            }
+        }
+    }
+    for e in entries {
+        let Some(t) = table.get(e.chunk as usize) else {
+            f.problems.push(format!(
+                "level {lvl} block {}: chunk #{} not in the table",
+                e.lba, e.chunk
+            ));
+            continue;
+        };
+        // A bad chunk's problem is reported once, where it was read.
+        let Some(bytes) = held.get(&t.id) else {
+            continue;
+        };
+        let rec = bytes.get(e.offset as usize..(e.offset as usize).saturating_add(e.len as usize));
+        let res = match rec {
+            Some(rec) => open_record(&ctx.keys, rec, &e.tag, out),
+            None => Err(crate::error::Error::corrupt(
+                "record past the end of its chunk",
+            )),
+        };
+        f.records += 1;
+        if let Err(err) = res {
+            f.problems.push(format!(
+                "level {lvl} block {} in chunk {}: {err}",
+                e.lba, t.id
+            ));
+        }
+    }
+    f
 }
