@@ -17,6 +17,7 @@
 # SERVER s3: the disk is pushed to s3s-fs (SigV4) and read as s3://bucket/pub through a
 # proxy of the same latency.
 # Usage: bench/remote-boot.sh [LATENCY_MS] [nginx|s3]    (as root: attach, mount, drop_caches)
+# MC_BIN=PATH runs another build of mindcastle (an A/B: interleave runs of each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/bin:/usr/sbin:$PATH"
@@ -29,7 +30,7 @@ STDLIB=$($PY -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
 rm -rf "$DIR" && mkdir -p "$DIR/www/pub" "$DIR/tree/usr/lib" "$DIR/mnt"
 cargo build --release -q
 cargo build --release -q --example fault_proxy
-M=$PWD/target/release/mindcastle
+M=${MC_BIN:-$PWD/target/release/mindcastle}
 PROXY=$PWD/target/release/examples/fault_proxy
 pids=()
 attach_pid=
