@@ -300,3 +300,53 @@ fn pull_through_a_damaged_then_a_good_fallback_takes_every_chunk_whole() {
         assert!(hashes_to_its_name(&f), "{} was pulled damaged", f.display());
     }
 }
+
+/// `pull` through `cache=` takes what the cache holds from it and the rest from the
+/// fallback, and keeps nothing more in the cache: the pulled chunks live in the data
+/// folder, and a second copy in the cache would only take space.
+#[test]
+fn pull_through_a_cache_takes_its_chunks_and_adds_none_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mib = 12;
+    let a = common::disk_of_chunks(dir.path(), mib, 500);
+    let want: Vec<u8> = (0..mib)
+        .flat_map(|i| common::data(500 + i, 1 << 20))
+        .collect();
+    let published = move_data_folder(&a, dir.path().join("pub"));
+    let text = std::fs::read_to_string(&a).unwrap();
+    let b = dir.path().join("b.swap");
+    std::fs::write(
+        &b,
+        format!("{text}swapdata=data-b\nfallback=pub\ncache=cache\n"),
+    )
+    .unwrap();
+    // A reader fills the cache with the chunks behind the first 3 MiB.
+    {
+        let vol = Volume::open(&b, &OpenOptions::default()).unwrap();
+        let mut head = vec![0u8; 3 << 20];
+        vol.read_at(0, &mut head).unwrap();
+        assert!(head[..] == want[..3 << 20]);
+        vol.close().unwrap();
+    }
+    let cache = dir.path().join("cache");
+    let cached = dir_listing(&cache);
+    assert!(!cached.is_empty(), "the read kept nothing in the cache");
+    // Those are only in the cache now: the pull must take them from there.
+    for (name, _) in &cached {
+        let _ = std::fs::remove_file(published.join(name));
+    }
+    let out = common::run(&["pull", "--json", b.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(t["copied"].as_u64().unwrap() > cached.len() as u64, "{t}");
+    assert_eq!(dir_listing(&cache), cached, "the pull changed the cache");
+    // Fallback and cache gone: the data folder holds the disk.
+    let alone = dir.path().join("alone.swap");
+    std::fs::write(&alone, format!("{text}swapdata=data-b\n")).unwrap();
+    let vol = Volume::open(&alone, &OpenOptions::default()).unwrap();
+    let mut back = vec![0u8; want.len()];
+    vol.read_at(0, &mut back).unwrap();
+    assert!(back == want, "pulled data differs");
+    let o = common::run(&["fsck", alone.to_str().unwrap()]);
+    assert!(o.status.success(), "{o:?}");
+}

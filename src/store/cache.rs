@@ -27,6 +27,7 @@ use super::partial::{self, Ranges};
 use super::ChunkStore;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::chunk_id::ChunkId;
+use crate::format::sha512_lanes::sha512_each;
 
 /// Default bound of a cache folder when `cachesize=` is not given.
 pub const DEFAULT_CACHE_BYTES: u64 = 10 << 30;
@@ -470,6 +471,61 @@ impl CacheStore {
 }
 
 impl ChunkStore for CacheStore {
+    /// A bulk read (`pull`, `fsck`, `push`'s copies): chunks held whole come from the
+    /// cache, checked together in SHA-512 lanes; the rest from the store behind,
+    /// together too, and not kept: a pull puts them in the data folder (a cached copy
+    /// would be a second one), and a check of the whole disk would otherwise push the
+    /// readers' working set out of the cache.
+    fn get_many(&self, ids: &[ChunkId]) -> Vec<Result<Vec<u8>>> {
+        let mut got: Vec<Option<Result<Vec<u8>>>> = ids.iter().map(|_| None).collect();
+        let mut kept: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            match self.hit(id) {
+                Ok(true) => {
+                    if let Ok(b) = self.folder.get(id) {
+                        kept.push((i, b));
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    if let Some(slot) = got.get_mut(i) {
+                        *slot = Some(Err(e));
+                    }
+                }
+            }
+        }
+        let msgs: Vec<&[u8]> = kept.iter().map(|(_, b)| b.as_slice()).collect();
+        let digests = sha512_each(&msgs);
+        for ((i, bytes), d) in kept.into_iter().zip(digests) {
+            let (Some(id), Some(slot)) = (ids.get(i), got.get_mut(i)) else {
+                continue;
+            };
+            if ChunkId::from_digest(&d) == *id {
+                *slot = Some(Ok(bytes));
+            } else {
+                // A damaged kept copy: dropped, and the chunk taken from behind.
+                self.forget(id);
+                let _ = self.folder.delete(id);
+            }
+        }
+        let behind: Vec<usize> = (0..ids.len())
+            .filter(|&i| got.get(i).is_some_and(Option::is_none))
+            .collect();
+        let asked: Vec<ChunkId> = behind.iter().filter_map(|&i| ids.get(i).copied()).collect();
+        let mut answers = self.inner.get_many(&asked).into_iter();
+        for i in behind {
+            let a = answers.next().unwrap_or_else(|| {
+                Err(Error::internal("a store answered fewer chunks than asked"))
+            });
+            if let Some(slot) = got.get_mut(i) {
+                *slot = Some(a);
+            }
+        }
+        got.into_iter()
+            .map(|g| g.unwrap_or_else(|| Err(Error::internal("a chunk got no answer"))))
+            .collect()
+    }
+
     fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
         if self.hit(id)? {
             match self.folder.get(id) {
@@ -801,6 +857,40 @@ mod tests {
         // A bulk read fetches the whole chunk, even the first in it.
         read(&c, &id2, &other, 100_000, WHOLE_READ).unwrap();
         assert_eq!(counting.gets(), 1);
+    }
+
+    /// A bulk read takes held chunks from the cache and the rest from behind without
+    /// keeping them (a pull puts them in the data folder); a damaged held copy is
+    /// dropped and its chunk taken from behind.
+    #[test]
+    fn chunks_got_together_come_from_the_cache_or_from_behind_unkept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (counting, [(id, data), (id2, other)]) = two_chunks();
+        let c = CacheStore::open(dir.path(), 8 << 20, counting.clone()).unwrap();
+        assert_eq!(c.get(&id).unwrap(), data);
+        assert_eq!(counting.gets(), 1);
+        let nowhere = ChunkId::of(b"nowhere");
+        let got = c.get_many(&[id2, id, nowhere]);
+        assert_eq!(got[0].as_ref().unwrap(), &other);
+        assert_eq!(got[1].as_ref().unwrap(), &data);
+        assert_eq!(got[2].as_ref().unwrap_err().kind(), ErrorKind::NotFound);
+        assert_eq!(
+            counting.gets(),
+            3,
+            "the held chunk was fetched, or a chunk twice"
+        );
+        assert_eq!(
+            c.bytes(),
+            data.len() as u64,
+            "a bulk read kept what it fetched"
+        );
+        assert!(!dir.path().join(id2.file_name()).exists());
+        std::fs::write(dir.path().join(id.file_name()), vec![7u8; data.len()]).unwrap();
+        let got = c.get_many(&[id]);
+        assert_eq!(got[0].as_ref().unwrap(), &data);
+        assert_eq!(counting.gets(), 4);
+        assert_eq!(c.bytes(), 0, "the damaged copy is still counted as held");
+        assert!(!dir.path().join(id.file_name()).exists());
     }
 
     /// Warming a chunk the cache holds whole asks nothing of the store behind and does
