@@ -215,12 +215,7 @@ fn fsck_through_a_damaged_then_a_good_fallback_checks_every_chunk_from_the_good_
     let damaged = damage_chunks(&bad);
     assert!(damaged >= 16, "{damaged} chunks damaged");
     let text = std::fs::read_to_string(&a).unwrap();
-    let b = dir.path().join("both.swap");
-    std::fs::write(
-        &b,
-        format!("{text}swapdata=data-both\nfallback=bad\nfallback=good\n"),
-    )
-    .unwrap();
+    let b = swap_of(dir.path(), "both", &text, "fallback=bad\nfallback=good\n");
     let out = common::run(&["fsck", "--json", b.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
@@ -232,14 +227,40 @@ fn fsck_through_a_damaged_then_a_good_fallback_checks_every_chunk_from_the_good_
     );
     assert!(report["chunks_checked"].as_u64().unwrap() >= 16, "{stdout}");
     // Only the damaged copies: fsck fails, naming chunks that do not match.
-    let only = dir.path().join("onlybad.swap");
-    std::fs::write(
-        &only,
-        format!("{text}swapdata=data-onlybad\nfallback=bad\n"),
-    )
-    .unwrap();
+    let only = swap_of(dir.path(), "onlybad", &text, "fallback=bad\n");
     let out = common::run(&["fsck", only.to_str().unwrap()]);
     assert_ne!(out.status.code(), Some(0), "{out:?}");
+}
+
+/// Writes `NAME.swap` in `dir`: the disk of `text` over data folder `data-NAME`, with
+/// `lines` (fallbacks, cache) after it.
+fn swap_of(dir: &std::path::Path, name: &str, text: &str, lines: &str) -> std::path::PathBuf {
+    let p = dir.join(format!("{name}.swap"));
+    std::fs::write(&p, format!("{text}swapdata=data-{name}\n{lines}")).unwrap();
+    p
+}
+
+/// A disk of `mib` MiB of `common::data` chunks from `seed`, and those bytes.
+fn disk_and_data(dir: &std::path::Path, mib: u64, seed: u64) -> (std::path::PathBuf, Vec<u8>) {
+    let a = common::disk_of_chunks(dir, mib, seed);
+    let want = (0..mib)
+        .flat_map(|i| common::data(seed + i, 1 << 20))
+        .collect();
+    (a, want)
+}
+
+/// Reads the disk of `text` from its data folder `swapdata` alone (no fallback, no
+/// cache) and checks it holds `want` and passes fsck.
+fn reads_alone(dir: &std::path::Path, text: &str, swapdata: &str, want: &[u8]) {
+    let alone = dir.join(format!("{swapdata}-alone.swap"));
+    std::fs::write(&alone, format!("{text}swapdata={swapdata}\n")).unwrap();
+    let vol = Volume::open(&alone, &OpenOptions::default()).unwrap();
+    let mut back = vec![0u8; want.len()];
+    vol.read_at(0, &mut back).unwrap();
+    assert!(back == want, "{swapdata}: the data differs");
+    vol.close().unwrap();
+    let o = common::run(&["fsck", alone.to_str().unwrap()]);
+    assert!(o.status.success(), "{o:?}");
 }
 
 /// `pull` through a damaged mirror listed before a good one takes every chunk from the
@@ -249,11 +270,7 @@ fn fsck_through_a_damaged_then_a_good_fallback_checks_every_chunk_from_the_good_
 #[test]
 fn pull_through_a_damaged_then_a_good_fallback_takes_every_chunk_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let mib = 20;
-    let a = common::disk_of_chunks(dir.path(), mib, 300);
-    let want: Vec<u8> = (0..mib)
-        .flat_map(|i| common::data(300 + i, 1 << 20))
-        .collect();
+    let (a, want) = disk_and_data(dir.path(), 20, 300);
     let good = move_data_folder(&a, dir.path().join("good"));
     let bad = copy_folder(&good, dir.path().join("bad"));
     assert!(damage_chunks(&bad) >= 16);
@@ -262,12 +279,7 @@ fn pull_through_a_damaged_then_a_good_fallback_takes_every_chunk_whole() {
         let id = mindcastle::format::chunk_id::ChunkId::of(&std::fs::read(f).unwrap());
         f.file_name().unwrap().to_string_lossy() == id.file_name()
     };
-    let b = dir.path().join("both.swap");
-    std::fs::write(
-        &b,
-        format!("{text}swapdata=data-both\nfallback=bad\nfallback=good\n"),
-    )
-    .unwrap();
+    let b = swap_of(dir.path(), "both", &text, "fallback=bad\nfallback=good\n");
     let out = common::run(&["pull", "--json", b.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
     let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -278,20 +290,9 @@ fn pull_through_a_damaged_then_a_good_fallback_takes_every_chunk_whole() {
         assert!(hashes_to_its_name(f), "{} was pulled damaged", f.display());
     }
     // Both mirrors gone: the disk reads whole from its own folder.
-    let alone = dir.path().join("alone.swap");
-    std::fs::write(&alone, format!("{text}swapdata=data-both\n")).unwrap();
-    let vol = Volume::open(&alone, &OpenOptions::default()).unwrap();
-    let mut back = vec![0u8; want.len()];
-    vol.read_at(0, &mut back).unwrap();
-    assert!(back == want, "pulled data differs");
-    drop(vol);
+    reads_alone(dir.path(), &text, "data-both", &want);
     // Only the damaged mirror: the pull fails on a chunk, and keeps nothing damaged.
-    let only = dir.path().join("onlybad.swap");
-    std::fs::write(
-        &only,
-        format!("{text}swapdata=data-onlybad\nfallback=bad\n"),
-    )
-    .unwrap();
+    let only = swap_of(dir.path(), "onlybad", &text, "fallback=bad\n");
     let out = common::run(&["pull", only.to_str().unwrap()]);
     assert_ne!(out.status.code(), Some(0), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -307,19 +308,10 @@ fn pull_through_a_damaged_then_a_good_fallback_takes_every_chunk_whole() {
 #[test]
 fn pull_through_a_cache_takes_its_chunks_and_adds_none_to_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mib = 12;
-    let a = common::disk_of_chunks(dir.path(), mib, 500);
-    let want: Vec<u8> = (0..mib)
-        .flat_map(|i| common::data(500 + i, 1 << 20))
-        .collect();
+    let (a, want) = disk_and_data(dir.path(), 12, 500);
     let published = move_data_folder(&a, dir.path().join("pub"));
     let text = std::fs::read_to_string(&a).unwrap();
-    let b = dir.path().join("b.swap");
-    std::fs::write(
-        &b,
-        format!("{text}swapdata=data-b\nfallback=pub\ncache=cache\n"),
-    )
-    .unwrap();
+    let b = swap_of(dir.path(), "b", &text, "fallback=pub\ncache=cache\n");
     // A reader fills the cache with the chunks behind the first 3 MiB.
     {
         let vol = Volume::open(&b, &OpenOptions::default()).unwrap();
@@ -341,12 +333,5 @@ fn pull_through_a_cache_takes_its_chunks_and_adds_none_to_it() {
     assert!(t["copied"].as_u64().unwrap() > cached.len() as u64, "{t}");
     assert_eq!(dir_listing(&cache), cached, "the pull changed the cache");
     // Fallback and cache gone: the data folder holds the disk.
-    let alone = dir.path().join("alone.swap");
-    std::fs::write(&alone, format!("{text}swapdata=data-b\n")).unwrap();
-    let vol = Volume::open(&alone, &OpenOptions::default()).unwrap();
-    let mut back = vec![0u8; want.len()];
-    vol.read_at(0, &mut back).unwrap();
-    assert!(back == want, "pulled data differs");
-    let o = common::run(&["fsck", alone.to_str().unwrap()]);
-    assert!(o.status.success(), "{o:?}");
+    reads_alone(dir.path(), &text, "data-b", &want);
 }
