@@ -10,6 +10,36 @@ use crate::error::{Error, Result};
 use crate::format::chunk_id::ChunkId;
 use crate::format::sha512_lanes::sha512_each;
 
+/// Whether each answer of a bulk read is a whole chunk: read, and its bytes hash to the
+/// id asked (all hashed together, in SHA-512 lanes).
+pub(crate) fn whole_answers(ids: &[ChunkId], got: &[Result<Vec<u8>>]) -> Vec<bool> {
+    let read: Vec<&[u8]> = got
+        .iter()
+        .map(|r| r.as_ref().map_or(&[][..], Vec::as_slice))
+        .collect();
+    sha512_each(&read)
+        .iter()
+        .zip(ids)
+        .zip(got)
+        .map(|((d, id), r)| r.is_ok() && ChunkId::from_digest(d) == *id)
+        .collect()
+}
+
+/// Turns each answer of a bulk read whose bytes do not hash to its id into the error
+/// `mismatch` makes; errors stay as they are.
+pub(crate) fn refuse_mismatches(
+    ids: &[ChunkId],
+    got: &mut [Result<Vec<u8>>],
+    mismatch: impl Fn(&ChunkId) -> Error,
+) {
+    let whole = whole_answers(ids, got);
+    for ((r, id), ok) in got.iter_mut().zip(ids).zip(whole) {
+        if r.is_ok() && !ok {
+            *r = Err(mismatch(id));
+        }
+    }
+}
+
 /// A store whose answers are checked.
 pub struct VerifyStore {
     inner: Arc<dyn ChunkStore>,
@@ -42,24 +72,7 @@ impl ChunkStore for VerifyStore {
 
     fn get_many(&self, ids: &[ChunkId]) -> Vec<Result<Vec<u8>>> {
         let mut got = self.inner.get_many(ids);
-        let read: Vec<(usize, &[u8])> = got
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| r.as_ref().ok().map(|b| (i, b.as_slice())))
-            .collect();
-        let msgs: Vec<&[u8]> = read.iter().map(|(_, b)| *b).collect();
-        let digests = sha512_each(&msgs);
-        let bad: Vec<usize> = read
-            .iter()
-            .zip(&digests)
-            .filter(|((i, _), d)| ids.get(*i) != Some(&ChunkId::from_digest(d)))
-            .map(|((i, _), _)| *i)
-            .collect();
-        for i in bad {
-            if let (Some(slot), Some(id)) = (got.get_mut(i), ids.get(i)) {
-                *slot = Err(self.mismatch(id));
-            }
-        }
+        refuse_mismatches(ids, &mut got, |id| self.mismatch(id));
         got
     }
 

@@ -77,25 +77,13 @@ impl ChunkStore for WholeChunkStore {
     /// store behind checked it.
     fn get_many(&self, ids: &[ChunkId]) -> Vec<Result<Vec<u8>>> {
         let mut got = self.inner.get_many(ids);
-        if self.inner.checks_names() {
-            return got;
-        }
-        let msgs: Vec<&[u8]> = got
-            .iter()
-            .map(|r| r.as_ref().map_or(&[][..], Vec::as_slice))
-            .collect();
-        let good: Vec<bool> = crate::format::sha512_lanes::sha512_each(&msgs)
-            .iter()
-            .zip(ids)
-            .map(|(d, id)| ChunkId::from_digest(d) == *id)
-            .collect();
-        for ((r, id), ok) in got.iter_mut().zip(ids).zip(good) {
-            if r.is_ok() && !ok {
-                *r = Err(Error::corrupt(format!(
+        if !self.inner.checks_names() {
+            super::verify::refuse_mismatches(ids, &mut got, |id| {
+                Error::corrupt(format!(
                     "chunk {id} from {}: contents do not match its name",
                     self.inner.describe()
-                )));
-            }
+                ))
+            });
         }
         got
     }

@@ -20,6 +20,7 @@ use crate::store::local::LocalStore;
 use crate::store::refs::{FolderRefs, RefStore};
 use crate::store::remote::RemoteStore;
 use crate::store::stack::{classify, FallbackKind};
+use crate::store::verify::whole_answers;
 use crate::store::ChunkStore;
 
 /// Where `push` copies to, as the user named it: a folder, or a URL of an object store.
@@ -244,16 +245,7 @@ impl Volume {
                 .map(|(id, _)| *id)
                 .collect();
             let got = dest.get_many(&named);
-            let read: Vec<&[u8]> = got
-                .iter()
-                .map(|r| r.as_ref().map_or(&[][..], Vec::as_slice))
-                .collect();
-            let digests = sha512_each(&read);
-            let mut whole = named
-                .iter()
-                .zip(&got)
-                .zip(&digests)
-                .map(|((id, r), d)| (id, r.is_ok() && ChunkId::from_digest(d) == *id));
+            let mut whole = named.iter().zip(whole_answers(&named, &got));
             for p in there.iter_mut().filter(|p| **p) {
                 let Some((id, ok)) = whole.next() else {
                     *p = false;
