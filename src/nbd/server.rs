@@ -7,11 +7,15 @@
 //! With `--follow`, a task looks for a newer version of the followed ref every poll
 //! interval and offers each one as a new read-only export `REF@SEQ`; the empty name
 //! and the name `REF` move to the newest, so a new connection gets it, while every
-//! open connection keeps the export (and so the root) it opened.
+//! open connection keeps the export (and so the root) it opened. The volume behind an
+//! export other than the head is opened by its first connection and closed with its
+//! last (its index node cache and open files go with it), except the newest version's,
+//! which stays open for the connections to come: a server following a ref for weeks
+//! holds two disks open, not one per version it has seen.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
@@ -167,13 +171,15 @@ enum Behind {
 
 /// What the server offers: the head (export 0), every kept snapshot and, with
 /// `--follow`, every version seen, read-only, by name or id. Their volumes are opened
-/// on their first connection.
+/// on their first connection and closed after their last.
 pub struct Exports {
     head: Arc<Volume>,
     catalog: RwLock<Catalog>,
     /// What each export other than the head reads, by catalog index.
     roots: RwLock<Vec<Option<Behind>>>,
-    opened: Mutex<HashMap<usize, Arc<Volume>>>,
+    /// Volumes open for exports other than the head, by catalog index: the
+    /// connections reading them hold them.
+    opened: Mutex<Opened>,
     /// Request buffers of every connection share this.
     payload: PayloadBudget,
 }
@@ -199,7 +205,7 @@ impl Exports {
             }),
             roots: RwLock::new(vec![None]),
             payload: PayloadBudget::new(crate::memory::Budget::process().request_bytes()),
-            opened: Mutex::new(HashMap::new()),
+            opened: Mutex::new(Opened::default()),
             head,
         };
         if ex.head.original().is_none() {
@@ -265,7 +271,12 @@ impl Exports {
             size: v.disk_size,
             read_only: true,
         };
-        self.offer(info, Behind::Version(v.root), Some(&v.name))
+        self.offer(info, Behind::Version(v.root), Some(&v.name))?;
+        // The version before stays open only while connections read it.
+        if let Ok(mut o) = self.opened.lock() {
+            o.newest = None;
+        }
+        Ok(())
     }
 
     fn catalog(&self) -> Option<Catalog> {
@@ -282,8 +293,9 @@ impl Exports {
             .opened
             .lock()
             .map_err(|_| Error::internal("exports lock"))?;
-        if let Some(v) = opened.get(&i) {
-            return Ok(v.clone());
+        opened.by_export.retain(|_, v| v.strong_count() > 0);
+        if let Some(v) = opened.by_export.get(&i).and_then(Weak::upgrade) {
+            return Ok(v);
         }
         // The head holds the disk lock; the snapshot stays readable while it is kept,
         // a version while the remote keeps it.
@@ -301,9 +313,33 @@ impl Exports {
                 ..Default::default()
             },
         )?);
-        opened.insert(i, v.clone());
+        opened.by_export.insert(i, Arc::downgrade(&v));
+        let newest = self.catalog.read().is_ok_and(|c| c.default == i);
+        if newest && matches!(behind, Behind::Version(_)) {
+            opened.newest = Some(v.clone());
+        }
         Ok(v)
     }
+
+    /// Exports other than the head whose volumes are open now.
+    #[cfg(test)]
+    fn open_volumes(&self) -> usize {
+        self.opened.lock().map_or(0, |o| {
+            o.by_export
+                .values()
+                .filter(|v| v.strong_count() > 0)
+                .count()
+        })
+    }
+}
+
+/// The volumes of exports other than the head.
+#[derive(Default)]
+struct Opened {
+    /// Each export's volume while some connection holds it.
+    by_export: HashMap<usize, Weak<Volume>>,
+    /// The newest version's, held here too once opened, until a newer one is offered.
+    newest: Option<Arc<Volume>>,
 }
 
 /// The limits every connection is counted against.
@@ -714,4 +750,82 @@ fn spawn_conn<S>(
         limits.clone(),
         peer,
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::format::ref_version::RefVersion;
+
+    fn version(name: &str, seq: u64, root: RootRef, size: u64) -> RefVersion {
+        RefVersion {
+            seq,
+            previous: [0; 32],
+            root,
+            disk_size: size,
+            disk_uuid: [0; 16],
+            time_ms: 0,
+            name: name.to_string(),
+            message: String::new(),
+            signature: None,
+        }
+    }
+
+    /// A snapshot's or an old version's volume closes with its last connection (a
+    /// server following a ref for weeks would otherwise hold every version it served);
+    /// the newest version's stays open until a newer one is offered; a connection
+    /// already open keeps reading what it opened.
+    #[test]
+    fn volumes_behind_exports_close_with_their_last_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let head = Volume::create(&dir.path().join("d.swap"), 1 << 20).unwrap();
+        head.write_at(0, &[1u8; 4096]).unwrap();
+        let one = head.snapshot().unwrap();
+        head.write_at(0, &[2u8; 4096]).unwrap();
+        let two = head.snapshot().unwrap();
+        head.write_at(0, &[3u8; 4096]).unwrap();
+        let ex = Exports::new(Arc::new(head), "").unwrap();
+        // Exports 1 and 2: the kept snapshots.
+        let first = |v: &Volume| {
+            let mut b = [0u8; 1];
+            v.read_at(0, &mut b).unwrap();
+            b[0]
+        };
+        let a = ex.volume(1).unwrap();
+        let b = ex.volume(1).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "two connections, one volume");
+        assert_eq!(first(&a), 1);
+        assert_eq!(ex.open_volumes(), 1);
+        drop((a, b));
+        assert_eq!(
+            ex.open_volumes(),
+            0,
+            "a snapshot's volume outlived its connections"
+        );
+        assert_eq!(
+            first(&ex.volume(2).unwrap()),
+            2,
+            "reopened on the next connection"
+        );
+        assert_eq!(ex.open_volumes(), 0);
+
+        // Versions: the newest stays open without connections, until the next comes.
+        ex.add_version(&version("main", 1, one, 1 << 20)).unwrap();
+        let v1 = ex.catalog().unwrap().default;
+        let held = ex.volume(v1).unwrap();
+        assert_eq!(first(&held), 1);
+        let again = ex.volume(v1).unwrap();
+        drop(again);
+        assert_eq!(ex.open_volumes(), 1, "the newest version was closed");
+        ex.add_version(&version("main", 2, two, 1 << 20)).unwrap();
+        let v2 = ex.catalog().unwrap().default;
+        assert_ne!(v1, v2);
+        assert_eq!(first(&ex.volume(v2).unwrap()), 2);
+        assert_eq!(ex.open_volumes(), 2, "version 1 is held by its connection");
+        assert_eq!(first(&held), 1, "an open connection keeps its version");
+        drop(held);
+        assert_eq!(ex.open_volumes(), 1, "only the newest version stays open");
+        assert_eq!(first(&ex.volume(v1).unwrap()), 1, "an old version reopens");
+    }
 }
