@@ -900,6 +900,57 @@ fn gc_at_a_remote_keeps_what_kept_versions_need() {
     assert_eq!(export(&follower), a.image);
 }
 
+/// A follower kept on version 1 by writes of its own reads the rest of its disk from
+/// the remote; once that version is collected, a read names the version and what to
+/// do, each missing chunk is warned about once, and an export leaves no file behind.
+#[test]
+fn a_follower_whose_version_was_collected_is_told_why_it_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, publ, f) = published(dir.path(), 4 << 20, "f");
+    // One block of its own (import writes from offset 0): the rest stays version 1's.
+    let own = dir.path().join("own.raw");
+    std::fs::write(&own, common::noise(5, 4096)).unwrap();
+    ok(&mut mc(&["import", s(&f), s(&own)]));
+    a.write(2, 0, 4 << 20);
+    ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]));
+    ok(&mut mc(&[
+        "gc",
+        "--keep",
+        "1",
+        "--grace",
+        "0s",
+        "--key-from",
+        s(&a.swap),
+        s(&publ),
+    ]));
+    let out = dir.path().join("out.raw");
+    let e = fails(&mut mc(&["export", s(&f), s(&out)]), 4);
+    assert!(
+        e.contains("version 1 of ref 'main'") && e.contains("pull"),
+        "{e}"
+    );
+    assert!(!out.exists(), "a failed export left {}", out.display());
+    // Read to stdout, the error is the disk's, not a closed pipe.
+    let e = fails(&mut mc(&["export", s(&f), "-"]), 4);
+    assert!(!e.contains("standard output closed"), "{e}");
+    let mut warned: Vec<&str> = e
+        .lines()
+        .filter(|l| l.contains("no source could give the chunk"))
+        .map(|l| l.split("chunk=").nth(1).unwrap().split(' ').next().unwrap())
+        .collect();
+    assert!(!warned.is_empty(), "{e}");
+    let all = warned.len();
+    warned.sort_unstable();
+    warned.dedup();
+    assert_eq!(
+        all,
+        warned.len(),
+        "a chunk warned about more than once: {e}"
+    );
+    // The writer's disk itself is whole.
+    assert_eq!(export(&a.swap), a.image);
+}
+
 #[test]
 fn gc_keeps_a_version_a_follower_reads_until_its_grace_ends() {
     if !have("nbdcopy") {

@@ -69,14 +69,22 @@ pub fn import(a: ImportArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Stdout as a `Seek` that is never asked to seek.
-struct NoSeek<W>(W);
+/// Stdout as a `Seek` that is never asked to seek; remembers whether a write failed
+/// (the reader went away), so that error is told apart from the disk's own.
+struct NoSeek<W> {
+    out: W,
+    failed: bool,
+}
 impl<W: Write> Write for NoSeek<W> {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.write(b)
+        let r = self.out.write(b);
+        self.failed |= r.is_err();
+        r
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
+        let r = self.out.flush();
+        self.failed |= r.is_err();
+        r
     }
 }
 impl<W> Seek for NoSeek<W> {
@@ -153,6 +161,7 @@ fn export_changes(a: &ExportArgs, since: &str) -> Result<ExitCode> {
                 .truncate(true)
                 .open(out)
                 .map_err(|e| Error::io(out.to_string(), e))?;
+            let regular = f.metadata().is_ok_and(|m| m.is_file());
             let rep = if format == DeltaFormat::Stream {
                 reader.export_delta(
                     std::io::BufWriter::new(&mut f),
@@ -160,14 +169,25 @@ fn export_changes(a: &ExportArgs, since: &str) -> Result<ExitCode> {
                     to.as_ref(),
                     &ranges,
                     &tick,
-                )?
+                )
             } else {
                 f.set_len(reader.size())
-                    .map_err(|e| Error::io(out.to_string(), e))?;
-                reader.export_ranges(&mut f, &ranges, &tick)?
+                    .map_err(|e| Error::io(out.to_string(), e))
+                    .and_then(|()| reader.export_ranges(&mut f, &ranges, &tick))
             };
-            f.sync_all().map_err(|e| Error::io(out.to_string(), e))?;
-            rep
+            match rep {
+                Ok(rep) => {
+                    f.sync_all().map_err(|e| Error::io(out.to_string(), e))?;
+                    rep
+                }
+                // A file cut short must not pass for the changes.
+                Err(e) if regular => {
+                    drop(f);
+                    let _ = std::fs::remove_file(out);
+                    return Err(e.context(format!("{out} removed")));
+                }
+                Err(e) => return Err(e),
+            }
         }
     };
     pb.finish_and_clear();
@@ -302,14 +322,19 @@ pub fn export(a: ExportArgs) -> Result<ExitCode> {
     let pb = progress::bytes(vol.size(), "export");
     let tick = |n| pb.set_position(n);
     if a.out == "-" {
-        let mut out = NoSeek(std::io::BufWriter::with_capacity(
-            1 << 20,
-            std::io::stdout().lock(),
-        ));
+        let mut out = NoSeek {
+            out: std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()),
+            failed: false,
+        };
         // A reader that went away (export - | head) leaves the image cut short: an
         // error (exit 6), never a success.
-        vol.export(&mut out, false, &tick)
-            .map_err(|e| e.context("standard output closed before the whole disk was written"))?;
+        if let Err(e) = vol.export(&mut out, false, &tick) {
+            return Err(if out.failed {
+                e.context("standard output closed before the whole disk was written")
+            } else {
+                e
+            });
+        }
     } else {
         refuse_overwrite(&a.out, a.force)?;
         let mut f = std::fs::OpenOptions::new()
@@ -319,10 +344,21 @@ pub fn export(a: ExportArgs) -> Result<ExitCode> {
             .open(&a.out)
             .map_err(|e| Error::io(a.out.clone(), e))?;
         let regular = f.metadata().map(|m| m.is_file()).unwrap_or(false);
-        vol.export(&mut f, regular, &tick)?;
-        if regular {
-            f.set_len(vol.size())
-                .map_err(|e| Error::io(a.out.clone(), e))?;
+        let written = vol.export(&mut f, regular, &tick).and_then(|()| {
+            if regular {
+                f.set_len(vol.size())
+                    .map_err(|e| Error::io(a.out.clone(), e))?;
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
+            // A file cut short must not pass for the disk's image.
+            if regular {
+                drop(f);
+                let _ = std::fs::remove_file(&a.out);
+                return Err(e.context(format!("{} removed", a.out)));
+            }
+            return Err(e);
         }
         // Files and block devices are made durable; a character device such as
         // /dev/null has nothing to sync (and says EINVAL).

@@ -2,7 +2,8 @@
 //! take the first good answer; writes, syncs and deletes go to the first only, so a
 //! published copy further down the list never changes.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use super::ChunkStore;
 use crate::error::{Error, ErrorKind, Result};
@@ -11,7 +12,13 @@ use crate::format::chunk_id::ChunkId;
 /// Stores tried in order.
 pub struct FallbackStore {
     stores: Vec<Arc<dyn ChunkStore>>,
+    /// Chunks no store could give that were already warned about: a reader retries
+    /// and a disk reads a chunk many times, and one warning per chunk says it.
+    warned: Mutex<HashSet<ChunkId>>,
 }
+
+/// Chunks remembered as warned about before the set starts over.
+const WARNED_AT_MOST: usize = 4096;
 
 impl FallbackStore {
     /// `stores[0]` takes every write; the rest are read when it lacks a chunk or fails.
@@ -19,7 +26,10 @@ impl FallbackStore {
         if stores.is_empty() {
             return Err(Error::internal("a fallback list needs at least one store"));
         }
-        Ok(Self { stores })
+        Ok(Self {
+            stores,
+            warned: Mutex::default(),
+        })
     }
 
     fn first(&self) -> Result<&Arc<dyn ChunkStore>> {
@@ -71,13 +81,26 @@ impl FallbackStore {
                 }
             }
         }
-        if self.stores.len() > 1 {
+        if self.stores.len() > 1 && self.first_failure(id) {
             tracing::warn!(chunk = %id, answers = %answers.join("; "), "no source could give the chunk");
         }
         Err(Error::new(
             kind,
             format!("chunk {id}: {}", answers.join("; ")),
         ))
+    }
+}
+
+impl FallbackStore {
+    /// True the first time `id` could not be had (or once the set started over).
+    fn first_failure(&self, id: &ChunkId) -> bool {
+        let Ok(mut warned) = self.warned.lock() else {
+            return true;
+        };
+        if warned.len() >= WARNED_AT_MOST {
+            warned.clear();
+        }
+        warned.insert(*id)
     }
 }
 

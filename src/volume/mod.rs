@@ -548,8 +548,24 @@ impl Volume {
     /// Fills whole blocks from `lba`.
     fn read_blocks(&self, lba: u64, out: &mut [u8]) -> Result<()> {
         match &self.data {
-            Data::V1(engine) => engine.read_blocks(lba, out),
+            Data::V1(engine) => engine
+                .read_blocks(lba, out)
+                .map_err(|e| self.explain_missing(e)),
             Data::Original(disk) => disk.read_blocks(lba, out).map(|_| ()),
+        }
+    }
+
+    /// A chunk no source has, on a disk that follows a ref: most likely its version
+    /// was collected at the remote (`gc --keep`) while this disk, kept on it by
+    /// writes of its own, still read the rest from there. Say so.
+    fn explain_missing(&self, e: Error) -> Error {
+        match (&self.followed, e.kind()) {
+            (Some((name, seq)), ErrorKind::NotFound) => e.context(format!(
+                "version {seq} of ref '{name}', which this disk follows and reads from its \
+                 remote, may have been collected there (gc --keep); a disk with writes of \
+                 its own should `pull` before its version is collected"
+            )),
+            _ => e,
         }
     }
     /// Which of `count` blocks from `lba` hold stored data.
