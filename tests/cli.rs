@@ -332,3 +332,29 @@ fn attach_front_end_flags_are_checked() {
     let o = common::run(&["fsck", s(&swap)]);
     assert!(o.status.success(), "{o:?}");
 }
+
+/// An image larger than the disk is refused before anything is written: the disk
+/// keeps what it held. (From stdin the length is not known ahead; the import then
+/// stops at the disk's end with the same message.)
+#[test]
+fn an_image_larger_than_the_disk_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let swap = common::new_disk(dir.path(), 4 << 20);
+    let before = common::noise(3, 4 << 20);
+    let img = dir.path().join("fits");
+    std::fs::write(&img, &before).unwrap();
+    let o = common::run(&["import", s(&swap), s(&img)]);
+    assert!(o.status.success(), "{o:?}");
+    let big = dir.path().join("big");
+    std::fs::write(&big, common::noise(4, (4 << 20) + 4096)).unwrap();
+    let o = common::run(&["import", s(&swap), s(&big)]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("larger than the 4194304-byte disk") && err.contains("nothing was written"),
+        "{err}"
+    );
+    let o = common::run(&["export", s(&swap), "-"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(o.stdout == before, "the refused import changed the disk");
+}

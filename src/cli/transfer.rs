@@ -57,8 +57,24 @@ pub fn import(a: ImportArgs) -> Result<ExitCode> {
     let (mut input, total): (Box<dyn std::io::Read>, u64) = if a.image == "-" {
         (Box::new(std::io::stdin().lock()), vol.size())
     } else {
-        let f = File::open(&a.image).map_err(|e| Error::io(a.image.clone(), e))?;
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut f = File::open(&a.image).map_err(|e| Error::io(a.image.clone(), e))?;
+        // A block device's length is where its end is.
+        let len = match f.metadata() {
+            Ok(m) if m.is_file() => m.len(),
+            _ => f
+                .seek(SeekFrom::End(0))
+                .and_then(|n| f.seek(SeekFrom::Start(0)).map(|_| n))
+                .unwrap_or(0),
+        };
+        // Refused before a byte is written: a disk half overwritten by an image that
+        // never fit would lose what it held for nothing.
+        if len > vol.size() {
+            return Err(Error::invalid(format!(
+                "{}: the image is {len} bytes, larger than the {}-byte disk; nothing was written",
+                a.image,
+                vol.size()
+            )));
+        }
         (Box::new(f), len)
     };
     let pb = progress::bytes(total, "import");
