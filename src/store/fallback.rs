@@ -32,6 +32,17 @@ impl FallbackStore {
         })
     }
 
+    /// True the first time `id` could not be had (or once the set started over).
+    fn first_failure(&self, id: &ChunkId) -> bool {
+        let Ok(mut warned) = self.warned.lock() else {
+            return true;
+        };
+        if warned.len() >= WARNED_AT_MOST {
+            warned.clear();
+        }
+        warned.insert(*id)
+    }
+
     fn first(&self) -> Result<&Arc<dyn ChunkStore>> {
         self.stores
             .first()
@@ -88,19 +99,6 @@ impl FallbackStore {
             kind,
             format!("chunk {id}: {}", answers.join("; ")),
         ))
-    }
-}
-
-impl FallbackStore {
-    /// True the first time `id` could not be had (or once the set started over).
-    fn first_failure(&self, id: &ChunkId) -> bool {
-        let Ok(mut warned) = self.warned.lock() else {
-            return true;
-        };
-        if warned.len() >= WARNED_AT_MOST {
-            warned.clear();
-        }
-        warned.insert(*id)
     }
 }
 
