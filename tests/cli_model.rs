@@ -2,6 +2,7 @@
 //! real processes (writes, zeroes, trims and flushes through `serve`; `kill -9` of the
 //! server; `snapshot` offline and against the running server; `clone` of the head and
 //! of snapshots, beside the source and in another folder; `reset`; `forget`; `gc`;
+//! `import` (an image larger than the disk is refused and changes nothing);
 //! `push --swap-out` to a folder or to S3 (s3s-fs), beside the source and elsewhere,
 //! then writes through the copy (most copies share one small cache folder); servers
 //! with a small memtable, so kills land inside checkpoints;
@@ -357,8 +358,30 @@ fn random_command_sequences_match_the_model() {
             78..=81 if disks[i].follows.is_none() => {
                 let d = &mut disks[i];
                 d.offline();
-                ok(&["gc", s(&d.swap)]);
-                what = "gc".into();
+                if rng.chance(50) {
+                    ok(&["gc", s(&d.swap)]);
+                    what = "gc".into();
+                } else {
+                    // An image from offset 0; one larger than the disk changes nothing.
+                    let len = if rng.chance(10) {
+                        SIZE + 4096
+                    } else {
+                        1 + rng.below(SIZE)
+                    };
+                    let data = common::noise(rng.next(), len as usize);
+                    let img = root.path().join(format!("import{step}.raw"));
+                    std::fs::write(&img, &data).unwrap();
+                    if len > SIZE {
+                        let o = common::run(&["import", s(&d.swap), s(&img)]);
+                        assert_eq!(o.status.code(), Some(2), "step {step}: {o:?}");
+                        what = format!("import of {len} bytes, refused");
+                    } else {
+                        ok(&["import", s(&d.swap), s(&img)]);
+                        d.model[..len as usize].copy_from_slice(&data);
+                        what = format!("import of {len} bytes");
+                    }
+                    let _ = std::fs::remove_file(&img);
+                }
             }
             82..=89 if disks[i].follows.is_none() => {
                 i = retire_one_if_full(&mut disks, i, &mut rng, &refs);
