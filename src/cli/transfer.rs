@@ -264,25 +264,38 @@ pub fn apply(a: ApplyArgs) -> Result<ExitCode> {
     let mut input = stream_file(&a.stream)?;
     // The whole stream is checked (order, bounds, counts, CRC) before a byte of the
     // target changes: a stream cut short or damaged leaves the target as it was.
-    {
+    let total = {
         let mut r = std::io::BufReader::with_capacity(1 << 20, &mut input);
         let size = target_size(&a.target)?;
         apply_delta(&mut r, size, &mut |_, _| Ok(()), &|_| {})
-            .map_err(|e| e.context(format!("nothing was written to {}", a.target.display())))?;
-    }
+            .map_err(|e| e.context(format!("nothing was written to {}", a.target.display())))?
+            .bytes
+    };
     input
         .seek(SeekFrom::Start(0))
         .map_err(|e| Error::io(a.stream.clone(), e))?;
     let input = std::io::BufReader::with_capacity(1 << 20, input);
     let is_disk = a.target.extension().is_some_and(|e| e == "swap");
+    let pb = progress::bytes(total, "apply");
+    let tick = |n| pb.set_position(n);
     let rep = if is_disk {
         let vol = Volume::open(&a.target, &OpenOptions::default())?;
-        let rep = apply_delta(
-            input,
-            vol.size(),
-            &mut |off, b| vol.write_at(off, b),
-            &|_| {},
-        )?;
+        // Records never overlap (the stream is checked to be in order): several
+        // threads write them while this one reads the next.
+        let rep = vol.write_steps(|w| {
+            apply_delta(
+                input,
+                vol.size(),
+                &mut |off, b| {
+                    let mut buf = w.buffer()?;
+                    buf.get_mut(..b.len())
+                        .ok_or_else(|| Error::internal("a delta record longer than a step"))?
+                        .copy_from_slice(b);
+                    w.write(off, buf, b.len())
+                },
+                &tick,
+            )
+        })?;
         vol.flush()?;
         vol.close()?;
         rep
@@ -302,12 +315,13 @@ pub fn apply(a: ApplyArgs) -> Result<ExitCode> {
                     .and_then(|_| f.write_all(b))
                     .map_err(|e| Error::io(a.target.display().to_string(), e))
             },
-            &|_| {},
+            &tick,
         )?;
         f.sync_all()
             .map_err(|e| Error::io(a.target.display().to_string(), e))?;
         rep
     };
+    pb.finish_and_clear();
     outln!(
         "applied {} ranges, {} bytes to {}",
         rep.records,

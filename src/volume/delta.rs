@@ -25,6 +25,8 @@ const MAGIC: &[u8; 8] = b"MCDELTA1";
 const VERSION: u32 = 1;
 /// Largest record.
 const MAX_RECORD: u64 = 4 << 20;
+// `apply` writes a disk's records through `Volume::write_steps`, a step each.
+const _: () = assert!(MAX_RECORD as usize <= super::steps::STEP);
 
 /// What an incremental export wrote or an apply wrote.
 #[derive(Clone, Debug, Default, serde::Serialize)]

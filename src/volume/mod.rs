@@ -18,6 +18,7 @@ pub mod remote_lock;
 pub mod request;
 pub mod signing;
 pub mod stats;
+pub mod steps;
 pub mod sync;
 pub mod transfer;
 

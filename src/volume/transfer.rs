@@ -3,9 +3,7 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Mutex};
-
+use super::steps::STEP;
 use super::Volume;
 use crate::error::{Error, Result};
 
@@ -23,79 +21,24 @@ fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
     Ok(n)
 }
 
-/// Bytes imported per step.
-pub const STEP: usize = 4 << 20;
-/// Steps written at once by an import, each by its own thread.
-pub const IMPORT_WRITERS: usize = 3;
 /// Bytes exported per step: large, so a disk behind a slow store is read with many
 /// requests in flight at once (see `lsm::lookup`).
 pub const EXPORT_STEP: usize = 32 << 20;
 
 impl Volume {
     /// Writes the bytes of `input` from offset 0; returns the bytes read. `progress` gets
-    /// the running total of bytes written. Ends with a flush and a checkpoint.
-    ///
-    /// Steps are written by [`IMPORT_WRITERS`] threads while this one reads the next:
-    /// one writer at a time left a core idle while it hashed and wrote its chunk
-    /// (1.2-1.3 cores busy). Steps never overlap, so their order does not matter; the
-    /// flush at the end covers them all, and the first failure stops the import.
+    /// the running total of bytes written. Steps are written by several threads while
+    /// this one reads the next ([`Volume::write_steps`]); ends with a flush and a
+    /// checkpoint.
     pub fn import(&self, input: &mut dyn Read, progress: &dyn Fn(u64)) -> Result<u64> {
-        let writers = IMPORT_WRITERS.min(crate::cpus::available() + 1).max(1);
-        let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
-        for _ in 0..writers + 1 {
-            free_tx
-                .send(vec![0u8; STEP])
-                .map_err(|_| Error::internal("import buffers"))?;
-        }
-        let failed: Mutex<Option<Error>> = Mutex::new(None);
-        let done = AtomicU64::new(0);
-        let mut off = 0u64;
-        let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Vec<u8>, usize)>(writers);
-        let job_rx = Mutex::new(job_rx);
-        let read_result = std::thread::scope(|s| -> Result<()> {
-            // Dropped when this closure returns, which ends the writers once they have
-            // taken every step sent.
-            let job_tx = job_tx;
-            for _ in 0..writers {
-                let (job_rx, free_tx, failed, done) = (&job_rx, free_tx.clone(), &failed, &done);
-                s.spawn(move || loop {
-                    let job = match job_rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok((at, buf, n)) = job else { return };
-                    let stopped = failed.lock().map_or(true, |f| f.is_some());
-                    if !stopped {
-                        match self.write_at(at, buf.get(..n).unwrap_or_default()) {
-                            Ok(()) => {
-                                done.fetch_add(n as u64, Ordering::Relaxed);
-                            }
-                            Err(e) => {
-                                if let Ok(mut f) = failed.lock() {
-                                    f.get_or_insert(e);
-                                }
-                            }
-                        }
-                    }
-                    // The reader waits for a free buffer: hand this one back even
-                    // after a failure, so it wakes and sees it.
-                    let _ = free_tx.send(buf);
-                });
-            }
-            // Only the writers hold senders now: were they all gone, the reader's wait
-            // for a buffer ends instead of hanging.
-            drop(free_tx);
+        let n = self.write_steps(|w| {
+            let mut off = 0u64;
             loop {
-                let mut buf = free_rx
-                    .recv()
-                    .map_err(|_| Error::internal("import buffers"))?;
-                progress(done.load(Ordering::Relaxed));
-                if failed.lock().map_or(true, |f| f.is_some()) {
-                    return Ok(());
-                }
+                let mut buf = w.buffer()?;
+                progress(w.written());
                 let n = read_full(input, &mut buf)?;
                 if n == 0 {
-                    return Ok(());
+                    return Ok(off);
                 }
                 if off + n as u64 > self.size() {
                     return Err(Error::invalid(format!(
@@ -103,26 +46,17 @@ impl Volume {
                         self.size()
                     )));
                 }
-                job_tx
-                    .send((off, buf, n))
-                    .map_err(|_| Error::internal("import writers stopped"))?;
+                w.write(off, buf, n)?;
                 off += n as u64;
                 if n < STEP {
-                    return Ok(());
+                    return Ok(off);
                 }
             }
-        });
-        if let Some(e) = failed
-            .into_inner()
-            .map_err(|_| Error::internal("an import lock was poisoned"))?
-        {
-            return Err(e);
-        }
-        read_result?;
-        progress(done.load(Ordering::Relaxed));
+        })?;
+        progress(n);
         self.flush()?;
         self.checkpoint()?;
-        Ok(off)
+        Ok(n)
     }
 
     /// Writes the whole disk to `out`. With `seekable`, unallocated ranges are skipped
@@ -175,6 +109,7 @@ impl Volume {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::sync::Mutex;
 
     /// An image that fails after `fail_at` bytes, reading in odd-sized pieces.
     struct Image {
