@@ -13,8 +13,8 @@ use super::{DiskFormat, OpenOptions, Volume, BS};
 use crate::error::{Error, Result};
 use crate::format::crypto::DiskKey;
 
-/// Blocks read and written per step (8 MiB).
-const STEP: u64 = 2048;
+/// Blocks read per window: a step of the step writers (4 MiB), so every run fits one.
+const STEP: u64 = (super::steps::STEP as u64) / BS;
 
 /// How to convert.
 #[derive(Clone, Debug, Default)]
@@ -112,41 +112,49 @@ pub fn convert(
     };
     let total = src.size() / BS;
     let mut buf = vec![0u8; (STEP * BS) as usize];
-    let mut lba = 0;
-    while lba < total {
-        let n = STEP.min(total - lba);
-        let window = buf
-            .get_mut(..(n * BS) as usize)
-            .ok_or_else(|| Error::internal("convert window"))?;
-        let present = disk
-            .read_blocks(lba, window)
-            .map_err(|e| e.context(format!("reading {}", old.display())))?;
-        // Write each run of blocks the old disk holds; holes stay holes.
-        let mut i = 0usize;
-        while i < present.len() {
-            if !present.get(i).copied().unwrap_or(false) {
-                report.holes += 1;
-                i += 1;
-                continue;
+    // Runs are written by the step writers while the next window is read.
+    dst.write_steps(|w| {
+        let mut lba = 0;
+        while lba < total {
+            let n = STEP.min(total - lba);
+            let window = buf
+                .get_mut(..(n * BS) as usize)
+                .ok_or_else(|| Error::internal("convert window"))?;
+            let present = disk
+                .read_blocks(lba, window)
+                .map_err(|e| e.context(format!("reading {}", old.display())))?;
+            // Write each run of blocks the old disk holds; holes stay holes.
+            let mut i = 0usize;
+            while i < present.len() {
+                if !present.get(i).copied().unwrap_or(false) {
+                    report.holes += 1;
+                    i += 1;
+                    continue;
+                }
+                let mut j = i;
+                while present.get(j).copied().unwrap_or(false) {
+                    j += 1;
+                }
+                let run = window
+                    .get(i * BS as usize..j * BS as usize)
+                    .ok_or_else(|| Error::internal("convert run"))?;
+                report.blocks += (j - i) as u64;
+                report.zero_blocks += run
+                    .chunks(BS as usize)
+                    .filter(|b| crate::format::record::is_zero(b))
+                    .count() as u64;
+                let mut step = w.buffer()?;
+                step.get_mut(..run.len())
+                    .ok_or_else(|| Error::internal("a convert run longer than a step"))?
+                    .copy_from_slice(run);
+                w.write((lba + i as u64) * BS, step, run.len())?;
+                i = j;
             }
-            let mut j = i;
-            while present.get(j).copied().unwrap_or(false) {
-                j += 1;
-            }
-            let run = window
-                .get(i * BS as usize..j * BS as usize)
-                .ok_or_else(|| Error::internal("convert run"))?;
-            report.blocks += (j - i) as u64;
-            report.zero_blocks += run
-                .chunks(BS as usize)
-                .filter(|b| crate::format::record::is_zero(b))
-                .count() as u64;
-            dst.write_at((lba + i as u64) * BS, run)?;
-            i = j;
+            lba += n;
+            progress(lba * BS, src.size());
         }
-        lba += n;
-        progress(lba * BS, src.size());
-    }
+        Ok(())
+    })?;
     dst.close()?;
     std::fs::rename(&partial, new).map_err(|e| {
         Error::io(
