@@ -21,9 +21,15 @@ while [ $(( $(date +%s) - start )) -lt "$DURATION" ]; do
     echo "soak: seed $seed FAILED; replay: MINDCASTLE_MODEL_SEED=$seed MINDCASTLE_MODEL_STEPS=$STEPS cargo test --release --test cli_model -- --nocapture"
     exit 1
   fi
-  # "cli model: N steps, K kill -9, S snapshots, C clones, P pushes, D disks, B bytes compared, 0 lost"
+  # "cli model: N steps, K kill -9, S snapshots, C clones, P pushes, ... B bytes compared, 0 lost"
   line=$(grep -E '^cli model: [0-9]+ steps' "$log")
-  read -r s k sn c p b < <(echo "$line" | sed -E 's/cli model: ([0-9]+) steps, ([0-9]+) kill -9, ([0-9]+) snapshots, ([0-9]+) clones, ([0-9]+) pushes, [0-9]+ disks, ([0-9]+) bytes.*/\1 \2 \3 \4 \5 \6/')
+  fields='s/^cli model: ([0-9]+) steps, ([0-9]+) kill -9, ([0-9]+) snapshots, ([0-9]+) clones, ([0-9]+) pushes, .* ([0-9]+) bytes compared, 0 lost$/\1 \2 \3 \4 \5 \6/p'
+  parsed=$(echo "$line" | sed -nE "$fields")
+  if [ -z "$parsed" ]; then
+    echo "soak: the model's summary line changed shape: $line" >&2
+    exit 1
+  fi
+  read -r s k sn c p b <<<"$parsed"
   runs=$((runs + 1)) steps=$((steps + s)) kills=$((kills + k)) snaps=$((snaps + sn))
   clones=$((clones + c)) pushes=$((pushes + p)) bytes=$((bytes + b))
   echo "soak: run $runs (seed $seed): $line"
