@@ -273,6 +273,13 @@ fn writes_in_a_followers_log_keep_it_off_a_newer_version() {
         drop(srv);
         drop(c);
     }
+    // At the newest version still: `update` says what it says of checkpointed writes
+    // (a script must not see another answer because no checkpoint ran yet).
+    let e = fails(&mut mc(&["update", s(&follower)]), 5);
+    assert!(
+        e.contains("writes of its own") && e.contains("newest"),
+        "{e}"
+    );
     a.write(2, 2 << 20, 4096);
     ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]));
     let e = fails(&mut mc(&["update", s(&follower)]), 5);

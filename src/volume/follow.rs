@@ -198,7 +198,13 @@ pub fn follow(
     let what = format!("{}: version {} of ref '{name}'", refs.describe(), v.seq);
     let trusted = trust_of(swap, &name)?.check(v, &what);
     report.newest_seq = v.seq;
-    if trusted.is_ok() && v.seq == swap.ref_seq && swap.snapshot == Some(v.root) {
+    // Writes only in the log are the disk's own as much as checkpointed ones: the same
+    // answer either way, whether or not a checkpoint ran.
+    if trusted.is_ok()
+        && v.seq == swap.ref_seq
+        && swap.snapshot == Some(v.root)
+        && !log_has_writes(dir)?
+    {
         report.outcome = Followed::Current;
         return Ok(Some(report));
     }
@@ -236,7 +242,7 @@ pub fn follow(
             tracing::warn!(disk = %path.display(), error = %e, "the ref's newest version is refused; the disk has writes of its own and stays on them");
             return Ok(Some(report));
         }
-        if strict {
+        if strict && v.seq > swap.ref_seq {
             return Err(Error::new(
                 ErrorKind::Busy,
                 format!(
@@ -246,6 +252,18 @@ pub fn follow(
                     path.display(),
                     swap.ref_seq,
                     v.seq
+                ),
+            ));
+        }
+        if strict {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                format!(
+                    "{}: the disk has writes of its own since version {} of ref '{name}', \
+                     the newest; it stays on them (`update` moves only a disk without \
+                     writes of its own; `push --ref` publishes this state)",
+                    path.display(),
+                    swap.ref_seq,
                 ),
             ));
         }
