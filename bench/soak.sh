@@ -18,6 +18,9 @@ while [ $(( $(date +%s) - start )) -lt "$DURATION" ]; do
   if ! MINDCASTLE_MODEL_SEED=$seed MINDCASTLE_MODEL_STEPS=$STEPS \
       cargo test --release --test cli_model -- --nocapture >"$log" 2>&1; then
     grep -E 'panicked|differs|step [0-9]+:' "$log" | tail -20
+    grep -A 30 'panicked' "$log" | head -40
+    cp "$log" "/tmp/soak-failed-$seed.log"
+    echo "soak: the whole log is in /tmp/soak-failed-$seed.log"
     echo "soak: seed $seed FAILED; replay: MINDCASTLE_MODEL_SEED=$seed MINDCASTLE_MODEL_STEPS=$STEPS cargo test --release --test cli_model -- --nocapture"
     exit 1
   fi
