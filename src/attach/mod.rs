@@ -431,10 +431,14 @@ pub fn run(cfg: &AttachConfig) -> Result<u8> {
         }
     };
     let vol = Arc::new(vol);
-    if let Some(p) = &cfg.prefetch {
-        vol.check_prefetch_target()?;
-        vol.prefetch_in_background(crate::volume::prefetch::read_trace(p)?);
-    }
+    // Stopped (and its fetches waited for) when the attach returns.
+    let _prefetch = match &cfg.prefetch {
+        Some(p) => {
+            vol.check_prefetch_target()?;
+            vol.prefetch_in_background(crate::volume::prefetch::read_trace(p)?)
+        }
+        None => None,
+    };
     let trace = match &cfg.trace {
         Some(p) => Some(Arc::new(ReadTrace::open(p)?)),
         None => None,

@@ -571,9 +571,8 @@ pub fn serve(vol: Volume, prefetch: Option<Vec<(u64, u64)>>, cfg: ServeConfig) -
         .build()
         .map_err(|e| Error::io("starting the runtime", e))?;
     let vol = Arc::new(vol);
-    if let Some(ranges) = prefetch {
-        vol.prefetch_in_background(ranges);
-    }
+    // Stopped (and its fetches waited for) when `serve` returns.
+    let _prefetch = prefetch.and_then(|ranges| vol.prefetch_in_background(ranges));
     let v2 = Arc::new(Exports::new(vol.clone(), &cfg.export)?);
     let check_now = Arc::new(tokio::sync::Notify::new());
     if let Some(every) = cfg.follow {

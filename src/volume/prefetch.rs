@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -108,6 +108,17 @@ impl Volume {
         ranges: &[(u64, u64)],
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Prefetched> {
+        self.prefetch_until(ranges, progress, &AtomicBool::new(false))
+    }
+
+    /// [`Volume::prefetch`] that stops, with an error, once `stop` is set (each
+    /// fetch under way finishes first).
+    fn prefetch_until(
+        &self,
+        ranges: &[(u64, u64)],
+        progress: &(dyn Fn(u64) + Sync),
+        stop: &AtomicBool,
+    ) -> Result<Prefetched> {
         let work = pieces(ranges, self.size());
         let bytes: u64 = work.iter().map(|p| p.1).sum();
         let Ok(engine) = self.engine() else {
@@ -130,6 +141,12 @@ impl Volume {
         let budget = Budget::new(IN_FLIGHT_BYTES);
         let done = AtomicU64::new(0);
         super::parallel::run(&jobs, PARALLEL, |job| {
+            if stop.load(Ordering::Relaxed) {
+                return Err(Error::new(
+                    crate::error::ErrorKind::Unavailable,
+                    "the disk is closing",
+                ));
+            }
             let _held = budget.take(job.len())?;
             match *job {
                 Job::Whole(id, _) => store.warm_whole(&id),
@@ -178,17 +195,37 @@ impl Volume {
     }
 
     /// Runs a prefetch on its own thread (beside `serve` or `attach`); failures are
-    /// logged, never fatal: a cold read still works.
-    pub fn prefetch_in_background(self: &std::sync::Arc<Self>, ranges: Vec<(u64, u64)>) {
+    /// logged, never fatal: a cold read still works. Keep what it returns while the
+    /// disk is served: dropping it stops the prefetch and waits for its fetches under
+    /// way (a thread left fetching when the process exits meets the crypto library's
+    /// exit-time cleanup).
+    pub fn prefetch_in_background(
+        self: &std::sync::Arc<Self>,
+        ranges: Vec<(u64, u64)>,
+    ) -> Option<BackgroundPrefetch> {
         let vol = self.clone();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
         let spawned = std::thread::Builder::new()
             .name("mindcastle-prefetch".into())
-            .spawn(move || match vol.prefetch(&ranges, &|_| {}) {
-                Ok(p) => tracing::info!(ranges = p.ranges, bytes = p.bytes, "prefetch done"),
-                Err(e) => tracing::warn!(error = %e, "prefetch stopped"),
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "could not start the prefetch thread");
+            .spawn(
+                move || match vol.prefetch_until(&ranges, &|_| {}, &stopped) {
+                    Ok(p) => tracing::info!(ranges = p.ranges, bytes = p.bytes, "prefetch done"),
+                    Err(_) if stopped.load(Ordering::Relaxed) => {
+                        tracing::info!("prefetch stopped: the disk is closing")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "prefetch stopped"),
+                },
+            );
+        match spawned {
+            Ok(handle) => Some(BackgroundPrefetch {
+                stop,
+                handle: Some(handle),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not start the prefetch thread");
+                None
+            }
         }
     }
 
@@ -353,6 +390,22 @@ pub(super) fn warm_index(store: &dyn ChunkStore, missing: &[(ChunkId, u32)]) {
         }
         Ok(())
     });
+}
+
+/// A prefetch running beside `serve` or `attach`; dropping it stops it and waits
+/// for its fetches under way.
+pub struct BackgroundPrefetch {
+    stop: std::sync::Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for BackgroundPrefetch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 #[cfg(test)]

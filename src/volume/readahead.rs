@@ -8,8 +8,10 @@
 //! the same chunk, so a reader that catches up waits for the download in flight.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use crate::format::chunk_id::ChunkId;
 use crate::lsm::engine::Engine;
@@ -41,10 +43,27 @@ struct Pattern {
     requested: HashSet<ChunkId>,
 }
 
-/// The read-ahead of one open disk.
+/// The read-ahead of one open disk. Dropping it stops its workers and waits for
+/// each to finish the fetch it is in: a worker still running when the process exits
+/// met the crypto library's exit-time cleanup mid-hash (SIGSEGV in libcrypto, seen
+/// from `export` of a disk read through a cache).
 pub struct ReadAhead {
     pattern: Mutex<Pattern>,
-    tx: SyncSender<ChunkId>,
+    /// `None` once dropped: the workers' queue closes with it.
+    tx: Option<SyncSender<ChunkId>>,
+    /// Set when the disk closes: queued chunks are no longer fetched.
+    stop: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.tx = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
 }
 
 impl ReadAhead {
@@ -52,27 +71,35 @@ impl ReadAhead {
     pub fn start(store: Arc<dyn ChunkStore>) -> Option<Self> {
         let (tx, rx) = sync_channel::<ChunkId>(1024);
         let rx = Arc::new(Mutex::new(rx));
+        let mut ra = Self {
+            pattern: Mutex::new(Pattern::default()),
+            tx: Some(tx),
+            stop: Arc::new(AtomicBool::new(false)),
+            workers: Vec::with_capacity(WORKERS),
+        };
         for i in 0..WORKERS {
-            let (rx, store) = (rx.clone(), store.clone());
+            let (rx, store, stop) = (rx.clone(), store.clone(), ra.stop.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("mindcastle-readahead-{i}"))
-                .spawn(move || worker(&rx, store.as_ref()));
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "could not start read-ahead");
-                return None;
+                .spawn(move || worker(&rx, store.as_ref(), &stop));
+            match spawned {
+                Ok(h) => ra.workers.push(h),
+                Err(e) => {
+                    // Dropping `ra` stops and joins the workers started so far.
+                    tracing::warn!(error = %e, "could not start read-ahead");
+                    return None;
+                }
             }
         }
-        Some(Self {
-            pattern: Mutex::new(Pattern::default()),
-            tx,
-        })
+        Some(ra)
     }
 
     /// Queues whole chunks for the download workers (the index of a large disk, at
     /// open); those past the queue's room are left for reads to fetch.
     pub fn fetch(&self, ids: impl IntoIterator<Item = ChunkId>) {
+        let Some(tx) = &self.tx else { return };
         for id in ids {
-            if self.tx.try_send(id).is_err() {
+            if tx.try_send(id).is_err() {
                 tracing::debug!("read-ahead queue full; the rest is fetched when read");
                 return;
             }
@@ -131,16 +158,17 @@ impl ReadAhead {
                 .filter(|c| p.requested.insert(*c))
                 .collect()
         };
+        let Some(tx) = &self.tx else { return };
         for c in fresh {
             // A full queue means the workers are behind: skip, the reader fetches.
-            if self.tx.try_send(c).is_err() {
+            if tx.try_send(c).is_err() {
                 break;
             }
         }
     }
 }
 
-fn worker(rx: &Mutex<Receiver<ChunkId>>, store: &dyn ChunkStore) {
+fn worker(rx: &Mutex<Receiver<ChunkId>>, store: &dyn ChunkStore, stop: &AtomicBool) {
     loop {
         let next = match rx.lock() {
             Ok(r) => r.recv(),
@@ -149,8 +177,92 @@ fn worker(rx: &Mutex<Receiver<ChunkId>>, store: &dyn ChunkStore) {
         let Ok(id) = next else {
             return; // the disk closed
         };
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
         if let Err(e) = store.get(&id) {
             tracing::debug!(chunk = %id, error = %e, "read-ahead fetch failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::error::{Error, Result};
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    /// A store whose every read takes 100 ms, counting reads begun and noting the
+    /// threads (their `/proc/self/task/TID`) that made them.
+    #[derive(Default)]
+    struct Slow {
+        began: AtomicUsize,
+        readers: Mutex<Vec<std::path::PathBuf>>,
+    }
+
+    impl ChunkStore for Slow {
+        fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
+            self.began.fetch_add(1, Ordering::SeqCst);
+            // "/proc/thread-self" links to "PID/task/TID".
+            if let Ok(t) = std::fs::read_link("/proc/thread-self") {
+                if let Some(tid) = t.file_name() {
+                    self.readers
+                        .lock()
+                        .unwrap()
+                        .push(std::path::Path::new("/proc/self/task").join(tid));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            Err(Error::not_found(format!("chunk {id} (slow)")))
+        }
+        fn get_range(&self, id: &ChunkId, _: u64, _: usize) -> Result<Vec<u8>> {
+            self.get(id)
+        }
+        fn put(&self, _: &[u8]) -> Result<ChunkId> {
+            Err(Error::invalid("read-only"))
+        }
+        fn sync(&self) -> Result<()> {
+            Ok(())
+        }
+        fn contains(&self, _: &ChunkId) -> Result<bool> {
+            Ok(false)
+        }
+        fn size(&self, id: &ChunkId) -> Result<u64> {
+            Err(Error::not_found(format!("chunk {id} (slow)")))
+        }
+        fn delete(&self, _: &ChunkId) -> Result<()> {
+            Ok(())
+        }
+        fn list(&self) -> Result<Vec<ChunkId>> {
+            Ok(Vec::new())
+        }
+        fn describe(&self) -> String {
+            "slow".into()
+        }
+    }
+
+    /// Closing the disk stops the workers: the fetches under way finish, the queued
+    /// ones are not started, and no worker outlives the read-ahead (one still fetching
+    /// at process exit crashed in the crypto library's exit-time cleanup).
+    #[test]
+    fn dropping_the_read_ahead_stops_and_joins_its_workers() {
+        let store = Arc::new(Slow::default());
+        let ra = ReadAhead::start(store.clone()).unwrap();
+        ra.fetch((0..200u32).map(|i| ChunkId::of(&i.to_le_bytes())));
+        std::thread::sleep(Duration::from_millis(30));
+        drop(ra);
+        let readers = store.readers.lock().unwrap().clone();
+        assert!(!readers.is_empty(), "no fetch had begun");
+        for t in &readers {
+            assert!(
+                !t.exists(),
+                "read-ahead worker {} outlived its disk",
+                t.display()
+            );
+        }
+        let began = store.began.load(Ordering::SeqCst);
+        assert!(began <= 2 * WORKERS, "{began} fetches began for 200 queued");
     }
 }
