@@ -65,6 +65,21 @@ fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap()
 }
 
+/// `gc --json --keep 1 --grace GRACE` at `publ` with `key_of`'s key: its report.
+fn gc_keep_one(key_of: &Path, publ: &Path, grace: &str) -> serde_json::Value {
+    json(&ok(&mut mc(&[
+        "gc",
+        "--json",
+        "--keep",
+        "1",
+        "--grace",
+        grace,
+        "--key-from",
+        s(key_of),
+        s(publ),
+    ])))
+}
+
 /// A writer: a disk with its model image.
 struct Writer {
     swap: PathBuf,
@@ -920,16 +935,7 @@ fn a_follower_whose_version_was_collected_is_told_why_it_cannot_read() {
     ok(&mut mc(&["import", s(&f), s(&own)]));
     a.write(2, 0, 4 << 20);
     ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]));
-    ok(&mut mc(&[
-        "gc",
-        "--keep",
-        "1",
-        "--grace",
-        "0s",
-        "--key-from",
-        s(&a.swap),
-        s(&publ),
-    ]));
+    gc_keep_one(&a.swap, &publ, "0s");
     let out = dir.path().join("out.raw");
     let e = fails(&mut mc(&["export", s(&f), s(&out)]), 4);
     assert!(
@@ -977,32 +983,12 @@ fn gc_keeps_a_version_a_follower_reads_until_its_grace_ends() {
     let (got, _) = wait_for_export(&srv.socket, "main@2", std::time::Duration::from_secs(10));
     assert_eq!(got, a.image);
     // Inside the grace period version 1 stays, and its readers with it.
-    let out = json(&ok(&mut mc(&[
-        "gc",
-        "--json",
-        "--keep",
-        "1",
-        "--grace",
-        "1h",
-        "--key-from",
-        s(&a.swap),
-        s(&publ),
-    ])));
+    let out = gc_keep_one(&a.swap, &publ, "1h");
     assert_eq!(out["versions_deleted"], 0);
     assert_eq!(nbd_read(&srv.socket, "main@1").as_deref(), Some(&v1[..]));
     // After it, version 1 goes; reading it is an error, never version 2's bytes.
     let pinned_v1 = pinned(dir.path(), &publ, "main", 1, &a.swap);
-    let out = json(&ok(&mut mc(&[
-        "gc",
-        "--json",
-        "--keep",
-        "1",
-        "--grace",
-        "0s",
-        "--key-from",
-        s(&a.swap),
-        s(&publ),
-    ])));
+    let out = gc_keep_one(&a.swap, &publ, "0s");
     assert_eq!(out["versions_deleted"], 1);
     assert!(out["garbage_chunks"].as_u64().unwrap() > 0);
     let o = Command::new("nbdcopy")
@@ -1099,16 +1085,7 @@ fn push_and_gc_killed_anywhere_leave_every_listed_version_whole() {
     // Whatever was left half done, a whole push and gc still work after.
     a.write(999, 7 << 20, 4096);
     ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]));
-    ok(&mut mc(&[
-        "gc",
-        "--keep",
-        "1",
-        "--grace",
-        "0s",
-        "--key-from",
-        s(&a.swap),
-        s(&publ),
-    ]));
+    gc_keep_one(&a.swap, &publ, "0s");
     let follower = dir.path().join("f.swap");
     hand_follower(&follower, &a.swap, s(&publ));
     assert_eq!(export(&follower), a.image);
@@ -1310,16 +1287,7 @@ fn a_follower_whose_version_was_collected_still_moves_and_one_with_writes_stays(
         a.write(v, 2 << 20, 4096);
         ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]));
     }
-    ok(&mut mc(&[
-        "gc",
-        "--keep",
-        "1",
-        "--grace",
-        "0s",
-        "--key-from",
-        s(&a.swap),
-        s(&publ),
-    ]));
+    gc_keep_one(&a.swap, &publ, "0s");
     // Version 1, which both came from, is gone at the remote.
     let up = json(&ok(&mut mc(&["update", "--json", s(&clean)])));
     assert_eq!(up["outcome"], "moved");
