@@ -847,6 +847,73 @@ fn an_interrupted_push_resumes_and_never_publishes_a_root_early() {
     assert!(std::fs::read(&out).unwrap()[..image.len()] == image[..]);
 }
 
+/// `serve --prefetch` warms the cache beside the server; stopped while the prefetch
+/// still runs (every request slowed), the server exits 0 at once: the prefetch stops
+/// between fetches and is waited for, so no thread is left fetching at exit.
+#[test]
+fn serve_with_a_prefetch_warms_the_cache_and_stops_it_at_exit() {
+    if !common::server::have("nbdinfo") {
+        return;
+    }
+    let Some(site) = Site::start() else {
+        return;
+    };
+    let (dir, web, port) = (site.path().to_path_buf(), site.web.clone(), site.port);
+    let (text, image) = published(&dir, &web, 12 << 20);
+    let trace = dir.join("all.trace");
+    let lines: String = (0..image.len() as u64 / (256 << 10))
+        .map(|i| format!("{} {} {}\n", i * (256 << 10), 256 << 10, i + 1))
+        .collect();
+    std::fs::write(&trace, lines).unwrap();
+    // Fast: the whole trace is in the cache before long.
+    let proxy = common::proxy::Proxy::start(port, Default::default(), 3);
+    let b_swap = cached_reader(&dir, &text, proxy.port);
+    let srv =
+        common::server::Server::start(&dir, &b_swap, &["--read-only", "--prefetch", s(&trace)]);
+    let cache = dir.join("cache");
+    let cached = || -> u64 {
+        std::fs::read_dir(&cache)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    let t = std::time::Instant::now();
+    while cached() < (image.len() / 3) as u64 {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "the prefetch warmed {} bytes",
+            cached()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    srv.stop();
+    drop(proxy);
+    // Slow: stopped as soon as it serves, its first fetches still under way.
+    std::fs::remove_dir_all(&cache).unwrap();
+    let slow = common::proxy::Proxy::start(
+        port,
+        common::proxy::Faults {
+            latency: std::time::Duration::from_millis(500),
+            ..Default::default()
+        },
+        4,
+    );
+    let c_swap = cached_reader(&dir, &text, slow.port);
+    let srv =
+        common::server::Server::start(&dir, &c_swap, &["--read-only", "--prefetch", s(&trace)]);
+    let t = std::time::Instant::now();
+    srv.stop();
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "stopping took {:?} with a prefetch under way",
+        t.elapsed()
+    );
+}
+
 #[test]
 fn prefetch_warms_the_cache_in_trace_order() {
     let Some(mut site) = Site::start() else {

@@ -123,7 +123,7 @@ impl Volume {
         let bytes: u64 = work.iter().map(|p| p.1).sum();
         let Ok(engine) = self.engine() else {
             // An original-format disk: reading the ranges fetches them.
-            return self.prefetch_by_reading(&work, ranges.len(), progress);
+            return self.prefetch_by_reading(&work, ranges.len(), progress, stop);
         };
         let started = std::time::Instant::now();
         let (jobs, chunks) = plan(engine, &work)?;
@@ -142,10 +142,7 @@ impl Volume {
         let done = AtomicU64::new(0);
         super::parallel::run(&jobs, PARALLEL, |job| {
             if stop.load(Ordering::Relaxed) {
-                return Err(Error::new(
-                    crate::error::ErrorKind::Unavailable,
-                    "the disk is closing",
-                ));
+                return Err(closing());
             }
             let _held = budget.take(job.len())?;
             match *job {
@@ -174,10 +171,14 @@ impl Volume {
         work: &[Piece],
         ranges: usize,
         progress: &(dyn Fn(u64) + Sync),
+        stop: &AtomicBool,
     ) -> Result<Prefetched> {
         let done_ranges = AtomicU64::new(0);
         let budget = Budget::new(IN_FLIGHT_BYTES);
         super::parallel::run(work, PARALLEL, |&(off, len, last)| {
+            if stop.load(Ordering::Relaxed) {
+                return Err(closing());
+            }
             let _held = budget.take(len)?;
             let mut buf = vec![0u8; len as usize];
             self.read_at(off, &mut buf)?;
@@ -390,6 +391,11 @@ pub(super) fn warm_index(store: &dyn ChunkStore, missing: &[(ChunkId, u32)]) {
         }
         Ok(())
     });
+}
+
+/// Why a prefetch stopped early.
+fn closing() -> Error {
+    Error::new(crate::error::ErrorKind::Unavailable, "the disk is closing")
 }
 
 /// A prefetch running beside `serve` or `attach`; dropping it stops it and waits
