@@ -132,13 +132,22 @@ mod tests {
     fn steps_sent_out_of_order_land_where_they_belong() {
         let dir = tempfile::tempdir().unwrap();
         let vol = Volume::create(&dir.path().join("d.swap"), 16 << 20).unwrap();
+        // Disjoint (steps must not overlap: which of two lands last is not said).
         let pieces: Vec<(u64, usize, u8)> = vec![
             (12 << 20, STEP, 1),
             (100, 5000, 2),
-            (4 << 20, 3 * 4096, 3),
-            (8 << 20, 1, 4),
-            (9 << 20, STEP - 4096 + 17, 5),
+            (1 << 20, 3 * 4096, 3),
+            ((2 << 20) + 7, 1, 4),
+            ((7 << 20) + 5, STEP - 4096 + 17, 5),
         ];
+        for (k, a) in pieces.iter().enumerate() {
+            for b in &pieces[k + 1..] {
+                assert!(
+                    a.0 + a.1 as u64 <= b.0 || b.0 + b.1 as u64 <= a.0,
+                    "overlap"
+                );
+            }
+        }
         let total = vol
             .write_steps(|w| {
                 for &(off, n, byte) in &pieces {
