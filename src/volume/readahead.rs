@@ -194,27 +194,19 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
-    /// A store whose every read takes 100 ms, counting reads begun and noting the
-    /// threads (their `/proc/self/task/TID`) that made them.
+    /// A store whose every read takes 100 ms, counting reads begun and under way.
     #[derive(Default)]
     struct Slow {
         began: AtomicUsize,
-        readers: Mutex<Vec<std::path::PathBuf>>,
+        under_way: AtomicUsize,
     }
 
     impl ChunkStore for Slow {
         fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
             self.began.fetch_add(1, Ordering::SeqCst);
-            // "/proc/thread-self" links to "PID/task/TID".
-            if let Ok(t) = std::fs::read_link("/proc/thread-self") {
-                if let Some(tid) = t.file_name() {
-                    self.readers
-                        .lock()
-                        .unwrap()
-                        .push(std::path::Path::new("/proc/self/task").join(tid));
-                }
-            }
+            self.under_way.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(100));
+            self.under_way.fetch_sub(1, Ordering::SeqCst);
             Err(Error::not_found(format!("chunk {id} (slow)")))
         }
         fn get_range(&self, id: &ChunkId, _: u64, _: usize) -> Result<Vec<u8>> {
@@ -253,15 +245,19 @@ mod tests {
         ra.fetch((0..200u32).map(|i| ChunkId::of(&i.to_le_bytes())));
         std::thread::sleep(Duration::from_millis(30));
         drop(ra);
-        let readers = store.readers.lock().unwrap().clone();
-        assert!(!readers.is_empty(), "no fetch had begun");
-        for t in &readers {
-            assert!(
-                !t.exists(),
-                "read-ahead worker {} outlived its disk",
-                t.display()
-            );
-        }
+        assert_eq!(
+            store.under_way.load(Ordering::SeqCst),
+            0,
+            "a read-ahead fetch was still under way after its disk closed"
+        );
+        let at_close = store.began.load(Ordering::SeqCst);
+        assert!(at_close > 0, "no fetch had begun");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            store.began.load(Ordering::SeqCst),
+            at_close,
+            "a read-ahead worker went on fetching after its disk closed"
+        );
         let began = store.began.load(Ordering::SeqCst);
         assert!(began <= 2 * WORKERS, "{began} fetches began for 200 queued");
     }
