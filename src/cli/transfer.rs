@@ -109,6 +109,17 @@ impl<W> Seek for NoSeek<W> {
     }
 }
 
+/// An export to `out` failed with `e`: a regular file cut short is removed, so it
+/// cannot pass for the image (a device is left as it is).
+fn cut_short(f: File, out: &str, regular: bool, e: Error) -> Error {
+    drop(f);
+    if !regular {
+        return e;
+    }
+    let _ = std::fs::remove_file(out);
+    e.context(format!("{out} removed"))
+}
+
 /// An existing output that is not a block device (or character device such as
 /// /dev/null) is kept unless `force`: swapped arguments must not destroy a file.
 fn refuse_overwrite(out: &str, force: bool) -> Result<()> {
@@ -196,13 +207,7 @@ fn export_changes(a: &ExportArgs, since: &str) -> Result<ExitCode> {
                     f.sync_all().map_err(|e| Error::io(out.to_string(), e))?;
                     rep
                 }
-                // A file cut short must not pass for the changes.
-                Err(e) if regular => {
-                    drop(f);
-                    let _ = std::fs::remove_file(out);
-                    return Err(e.context(format!("{out} removed")));
-                }
-                Err(e) => return Err(e),
+                Err(e) => return Err(cut_short(f, out, regular, e)),
             }
         }
     };
@@ -382,13 +387,7 @@ pub fn export(a: ExportArgs) -> Result<ExitCode> {
             Ok(())
         });
         if let Err(e) = written {
-            // A file cut short must not pass for the disk's image.
-            if regular {
-                drop(f);
-                let _ = std::fs::remove_file(&a.out);
-                return Err(e.context(format!("{} removed", a.out)));
-            }
-            return Err(e);
+            return Err(cut_short(f, &a.out, regular, e));
         }
         // Files and block devices are made durable; a character device such as
         // /dev/null has nothing to sync (and says EINVAL).
