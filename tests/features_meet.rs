@@ -179,6 +179,60 @@ fn a_clone_of_a_held_head_is_refused_and_of_its_snapshot_works() {
     assert!(export(&clone) == model);
 }
 
+/// `push` of a served disk is refused (it checkpoints first), naming a route that
+/// publishes the disk's state without stopping the server; the route, followed while
+/// the server goes on writing and checkpointing, publishes exactly the snapshot's bytes.
+#[test]
+fn a_served_disk_is_published_by_the_route_its_push_refusal_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (swap, mut model) = disk(dir.path());
+    // A small memtable: the server checkpoints (and collects) every few writes.
+    let srv = Server::start_with_env(
+        dir.path(),
+        &swap,
+        &[],
+        &[("MINDCASTLE_MEMTABLE_ENTRIES", "64")],
+    );
+    let mut c = Nbd::connect(&srv.socket);
+    let mut write = |c: &mut Nbd, model: &mut Vec<u8>, seed: u64| {
+        for i in 0..200u64 {
+            let off = ((seed + i) * 7919 % (SIZE / 4096)) * 4096;
+            let b = common::noise(seed * 1000 + i, 4096);
+            c.write(off, &b);
+            model[off as usize..off as usize + 4096].copy_from_slice(&b);
+        }
+        c.flush();
+    };
+    write(&mut c, &mut model, 1);
+    let dest = dir.path().join("pub");
+    let o = common::run(&["push", s(&swap), s(&dest)]);
+    assert_eq!(o.status.code(), Some(5), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("in use by process"), "{err}");
+    assert!(err.contains("mindcastle clone"), "{err}");
+    assert!(!dest.exists(), "a refused push made its destination");
+    // The route: a snapshot the server takes, a clone of it, the clone pushed.
+    let o = common::run(&["snapshot", "--name", "release", s(&swap)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let at_snapshot = model.clone();
+    write(&mut c, &mut model, 2);
+    let copy = dir.path().join("copy.swap");
+    let o = common::run(&["clone", &format!("{}@release", s(&swap)), s(&copy)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    write(&mut c, &mut model, 3);
+    let remote = dir.path().join("remote.swap");
+    let o = common::run(&["push", s(&copy), s(&dest), "--swap-out", s(&remote)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    write(&mut c, &mut model, 4);
+    drop(c);
+    srv.stop();
+    assert!(export(&remote) == at_snapshot, "the published copy");
+    assert!(export(&copy) == at_snapshot, "the clone");
+    assert!(export(&swap) == model, "the source");
+    fsck_clean(&remote);
+    fsck_clean(&swap);
+}
+
 #[test]
 fn snapshot_of_a_disk_whose_remote_is_down_fails_without_signalling() {
     let dir = tempfile::tempdir().unwrap();

@@ -137,6 +137,9 @@ pub fn push(a: PushArgs) -> Result<ExitCode> {
     if let Some(name) = &a.ref_name {
         crate::format::ref_version::check_name(name)?;
     }
+    // The disk before the destination: a disk that cannot open (another process holds
+    // it) leaves no empty destination folder behind.
+    let vol = Volume::open(&a.swap, &OpenOptions::default()).map_err(|e| held(&a.swap, e))?;
     let dest = Destination::open(&a.dest)?;
     if a.ref_name.is_some() && !dest.moves_refs() {
         return Err(Error::invalid(format!(
@@ -146,7 +149,6 @@ pub fn push(a: PushArgs) -> Result<ExitCode> {
             a.dest
         )));
     }
-    let vol = Volume::open(&a.swap, &OpenOptions::default())?;
     // A ref names chunks the push finds at DEST: no collection may run meanwhile.
     let _lock = match &a.ref_name {
         Some(_) => Some(dest.lock_for_push()?),
@@ -192,6 +194,25 @@ pub fn push(a: PushArgs) -> Result<ExitCode> {
     }
     report_with(&t, published.as_ref(), "push", a.json)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A push of a disk another process (`serve`, `attach`) holds is refused: it
+/// checkpoints first, which only the holder can. The refusal says how to publish the
+/// disk's state now without stopping it: a snapshot (taken by the holder), cloned
+/// (read-only, hard links), and the clone pushed.
+fn held(swap: &std::path::Path, e: Error) -> Error {
+    if e.kind() != crate::error::ErrorKind::Busy {
+        return e;
+    }
+    let p = swap.display();
+    Error::new(
+        crate::error::ErrorKind::Busy,
+        format!(
+            "{e}. A push checkpoints the disk first, which only that process can do; to \
+             publish its state without stopping it: mindcastle snapshot --name NAME {p} && \
+             mindcastle clone {p}@NAME COPY.swap && mindcastle push COPY.swap DEST"
+        ),
+    )
 }
 
 /// Runs `pull`.
