@@ -194,7 +194,7 @@ fn a_served_disk_is_published_by_the_route_its_push_refusal_names() {
         &[("MINDCASTLE_MEMTABLE_ENTRIES", "64")],
     );
     let mut c = Nbd::connect(&srv.socket);
-    let mut write = |c: &mut Nbd, model: &mut Vec<u8>, seed: u64| {
+    let write = |c: &mut Nbd, model: &mut Vec<u8>, seed: u64| {
         for i in 0..200u64 {
             let off = ((seed + i) * 7919 % (SIZE / 4096)) * 4096;
             let b = common::noise(seed * 1000 + i, 4096);
