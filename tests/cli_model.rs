@@ -386,16 +386,38 @@ fn random_command_sequences_match_the_model() {
             82..=89 if disks[i].follows.is_none() => {
                 i = retire_one_if_full(&mut disks, i, &mut rng, &refs);
                 let d = &mut disks[i];
-                d.offline();
                 let dest = if s3.is_some() && rng.chance(35) {
                     format!("s3://bucket/pub{step}")
                 } else {
                     s(&root.path().join(format!("pub{step}"))).to_string()
                 };
+                let served = d.served.is_some();
+                if served {
+                    // Refused while served (it checkpoints first), leaving nothing.
+                    let o = common::run(&["push", s(&d.swap), &dest]);
+                    assert_eq!(
+                        o.status.code(),
+                        Some(5),
+                        "step {step}: push of a served disk"
+                    );
+                    assert!(
+                        !root.path().join(format!("pub{step}")).exists(),
+                        "step {step}: a refused push made its folder"
+                    );
+                }
+                d.offline();
                 let folder = &folders[rng.below(2) as usize];
                 let out = folder.join(format!("p{step}.swap"));
                 ok(&["push", s(&d.swap), &dest, "--swap-out", s(&out)]);
-                what = format!("push to {dest} --swap-out {}", out.display());
+                what = format!(
+                    "push to {dest} --swap-out {}{}",
+                    out.display(),
+                    if served {
+                        " (refused while served first)"
+                    } else {
+                        ""
+                    }
+                );
                 if rng.chance(70) {
                     // Most copies read through one cache folder that every copy shares.
                     let mut text = std::fs::read_to_string(&out).unwrap();
