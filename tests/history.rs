@@ -531,6 +531,18 @@ fn incremental_export_applies_to_a_to_give_b() {
     std::fs::write(d.join("cut.delta"), &cut[..cut.len() / 2]).unwrap();
     let o = run(&["apply", s(&d.join("cut.delta")), s(&a_img)]);
     assert_eq!(o.status.code(), Some(3), "{o:?}");
+    // Two streams joined: refused, not the first applied and called done.
+    let mut joined = std::fs::read(&delta).unwrap();
+    joined.extend_from_slice(&std::fs::read(&delta).unwrap());
+    std::fs::write(d.join("joined.delta"), &joined).unwrap();
+    let before = std::fs::read(&a_img).unwrap();
+    let o = run(&["apply", s(&d.join("joined.delta")), s(&a_img)]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("two streams joined"));
+    assert!(
+        std::fs::read(&a_img).unwrap() == before,
+        "the image changed"
+    );
 }
 
 /// Each snapshot is also `snapshots/ID.swap` beside the disk (as in the original): a
