@@ -11,9 +11,9 @@
 //! ```
 //! `apply` reads the whole stream once to check the magic, version, disk size, record
 //! order and bounds, counts and CRC, and that nothing follows the CRC, and only then
-//! writes: a stream cut short or
-//! damaged is an error that leaves the target as it was (standard input is kept in an
-//! unlinked temporary file for the second reading).
+//! writes: a stream cut short, damaged or followed by more bytes is an error that
+//! leaves the target as it was (standard input is kept in an unlinked temporary file
+//! for the second reading).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 
@@ -227,12 +227,15 @@ pub fn apply_delta<R: Read>(
     // Nothing may follow the checksum: two streams joined (`cat a.delta b.delta`)
     // would otherwise apply the first and call the whole applied.
     let mut more = [0u8; 1];
-    match r.inner.read(&mut more) {
-        Ok(0) => Ok(rep),
-        Ok(_) => Err(Error::corrupt(
-            "bytes follow the delta stream's checksum (two streams joined? apply each \
-             on its own, in order)",
-        )),
-        Err(e) => Err(Error::io("reading the delta stream", e)),
+    loop {
+        return match r.inner.read(&mut more) {
+            Ok(0) => Ok(rep),
+            Ok(_) => Err(Error::corrupt(
+                "bytes follow the delta stream's checksum (two streams joined? apply each \
+                 on its own, in order)",
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(Error::io("reading the delta stream", e)),
+        };
     }
 }
