@@ -211,6 +211,15 @@ fn a_served_disk_is_published_by_the_route_its_push_refusal_names() {
     assert!(err.contains("in use by process"), "{err}");
     assert!(err.contains("mindcastle clone"), "{err}");
     assert!(!dest.exists(), "a refused push made its destination");
+    // To a ref, a clone is no route (its versions would not follow this disk's).
+    let o = common::run(&["push", "--ref", "main", s(&swap), s(&dest)]);
+    assert_eq!(o.status.code(), Some(5), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("stop it") && !err.contains("mindcastle clone"),
+        "{err}"
+    );
+    assert!(!dest.exists(), "a refused push --ref made its destination");
     // The route: a snapshot the server takes, a clone of it, the clone pushed.
     let o = common::run(&["snapshot", "--name", "release", s(&swap)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -139,7 +139,8 @@ pub fn push(a: PushArgs) -> Result<ExitCode> {
     }
     // The disk before the destination: a disk that cannot open (another process holds
     // it) leaves no empty destination folder behind.
-    let vol = Volume::open(&a.swap, &OpenOptions::default()).map_err(|e| held(&a.swap, e))?;
+    let vol = Volume::open(&a.swap, &OpenOptions::default())
+        .map_err(|e| held(&a.swap, a.ref_name.is_some(), e))?;
     let dest = Destination::open(&a.dest)?;
     if a.ref_name.is_some() && !dest.moves_refs() {
         return Err(Error::invalid(format!(
@@ -199,19 +200,26 @@ pub fn push(a: PushArgs) -> Result<ExitCode> {
 /// A push of a disk another process (`serve`, `attach`) holds is refused: it
 /// checkpoints first, which only the holder can. The refusal says how to publish the
 /// disk's state now without stopping it: a snapshot (taken by the holder), cloned
-/// (read-only, hard links), and the clone pushed.
-fn held(swap: &std::path::Path, e: Error) -> Error {
+/// (read-only, hard links), and the clone pushed. Not for `--ref`: a clone is another
+/// disk, whose versions would not follow this one's (its push would not fast-forward).
+fn held(swap: &std::path::Path, to_ref: bool, e: Error) -> Error {
     if e.kind() != crate::error::ErrorKind::Busy {
         return e;
     }
     let p = swap.display();
+    let how = if to_ref {
+        "stop it (SIGINT), then push; a clone of it is another disk, whose versions of \
+         the ref would not follow this one's"
+            .to_string()
+    } else {
+        format!(
+            "to publish its state without stopping it: mindcastle snapshot --name NAME {p} \
+             && mindcastle clone {p}@NAME COPY.swap && mindcastle push COPY.swap DEST"
+        )
+    };
     Error::new(
         crate::error::ErrorKind::Busy,
-        format!(
-            "{e}. A push checkpoints the disk first, which only that process can do; to \
-             publish its state without stopping it: mindcastle snapshot --name NAME {p} && \
-             mindcastle clone {p}@NAME COPY.swap && mindcastle push COPY.swap DEST"
-        ),
+        format!("{e}. A push checkpoints the disk first, which only that process can do; {how}"),
     )
 }
 
