@@ -242,26 +242,22 @@ pub fn follow(
             tracing::warn!(disk = %path.display(), error = %e, "the ref's newest version is refused; the disk has writes of its own and stays on them");
             return Ok(Some(report));
         }
-        if strict && v.seq > swap.ref_seq {
-            return Err(Error::new(
-                ErrorKind::Busy,
-                format!(
-                    "{}: the disk has writes of its own since version {} of ref '{name}'; \
-                     not moving it to version {} (make a disk of the new version with \
-                     `mindcastle clone`, or of this state with `push --ref`)",
-                    path.display(),
-                    swap.ref_seq,
-                    v.seq
-                ),
-            ));
-        }
         if strict {
+            let why = if v.seq > swap.ref_seq {
+                format!(
+                    "; not moving it to version {} (make a disk of the new version with \
+                     `mindcastle clone`, or of this state with `push --ref`)",
+                    v.seq
+                )
+            } else {
+                ", the newest; it stays on them (`update` moves only a disk without writes \
+                 of its own; `push --ref` publishes this state)"
+                    .to_string()
+            };
             return Err(Error::new(
                 ErrorKind::Busy,
                 format!(
-                    "{}: the disk has writes of its own since version {} of ref '{name}', \
-                     the newest; it stays on them (`update` moves only a disk without \
-                     writes of its own; `push --ref` publishes this state)",
+                    "{}: the disk has writes of its own since version {} of ref '{name}'{why}",
                     path.display(),
                     swap.ref_seq,
                 ),
