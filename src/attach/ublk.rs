@@ -115,6 +115,8 @@ pub struct Ublk {
     _pool: tokio::runtime::Runtime,
     recovered: bool,
     gate: Arc<Gate>,
+    /// Ended by a clean detach; left running by a hand-over or a failed removal.
+    watchdog: Option<super::ublk_watchdog::Watchdog>,
 }
 
 /// Holds requests back for a hand-over: each tag counts itself active while it works on
@@ -325,7 +327,7 @@ impl Ublk {
         while !Path::new(&device).exists() && start.elapsed() < SETTLE {
             std::thread::sleep(Duration::from_millis(10));
         }
-        super::ublk_watchdog::spawn(id, vol.data_dir(), reconnect_timeout);
+        let watchdog = super::ublk_watchdog::spawn(id, vol.data_dir(), reconnect_timeout);
         Ok(Self {
             id,
             device,
@@ -334,6 +336,7 @@ impl Ublk {
             _pool: pool,
             recovered: recover.is_some(),
             gate,
+            watchdog,
         })
     }
 
@@ -407,8 +410,16 @@ impl Ublk {
         if server.join().is_err() {
             tracing::error!(device = %self.device, "the ublk server thread panicked");
         }
-        if let Err(e) = self.ctrl.del_dev() {
-            tracing::debug!(device = %self.device, error = %e, "removing the ublk device");
+        match self.ctrl.del_dev() {
+            Ok(_) => {
+                if let Some(w) = self.watchdog.take() {
+                    w.end();
+                }
+            }
+            // The device stays: its watchdog removes it after the reconnect timeout.
+            Err(e) => {
+                tracing::debug!(device = %self.device, error = %e, "removing the ublk device")
+            }
         }
     }
 }

@@ -24,15 +24,31 @@ use crate::volume::disk_files::DiskLock;
 /// How often the watchdog looks at the device.
 const TICK: Duration = Duration::from_millis(250);
 
+/// The watchdog process of a device this attach serves.
+pub struct Watchdog(std::process::Child);
+
+impl Watchdog {
+    /// Ends the watchdog once a clean detach has removed its device. It would see that
+    /// within a tick and exit by itself, but until then it holds the ublk control
+    /// device open, and `rmmod ublk_drv` right after the detach would fail (EAGAIN).
+    pub fn end(mut self) {
+        if let Err(e) = self.0.kill() {
+            tracing::debug!(error = %e, "ending the ublk watchdog");
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the watchdog of device `id`, served by this process, for the disk whose data
 /// folder is `data_dir`. A watchdog that cannot start is logged: the device then waits
-/// for a recovery with no limit.
-pub fn spawn(id: u32, data_dir: &Path, timeout: Duration) {
+/// for a recovery with no limit. The process is left running when its handle drops
+/// (a hand-over: it exits once the new process serves the device).
+pub fn spawn(id: u32, data_dir: &Path, timeout: Duration) -> Option<Watchdog> {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(error = %e, "no ublk watchdog (cannot find this binary)");
-            return;
+            return None;
         }
     };
     let mut cmd = std::process::Command::new(exe);
@@ -51,14 +67,10 @@ pub fn spawn(id: u32, data_dir: &Path, timeout: Duration) {
         cmd.process_group(0);
     }
     match cmd.spawn() {
-        // Reaped on a thread so it leaves no zombie while this process lives.
-        Ok(mut child) => {
-            let _ = std::thread::Builder::new()
-                .name("ublk-watchdog".into())
-                .spawn(move || child.wait());
-        }
+        Ok(child) => Some(Watchdog(child)),
         Err(e) => {
-            tracing::warn!(error = %e, "no ublk watchdog; a dead attach's device waits with no limit")
+            tracing::warn!(error = %e, "no ublk watchdog; a dead attach's device waits with no limit");
+            None
         }
     }
 }

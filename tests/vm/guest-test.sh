@@ -25,6 +25,17 @@ wait_exit() {
     wait "$1"; rc=$?
     [ $rc -eq 0 ] || fail "mindcastle exited $rc ($2)"
 }
+# unload MOD: rmmod, retried for up to 10 s: a killed attach's watchdog (not the
+# detach's own, checked below) exits a tick after the device is recovered, and a
+# file's last reference can be dropped in a kernel worker after its process exits;
+# until then rmmod fails with EAGAIN though nothing uses the module any more.
+unload() {
+    n=0
+    until rmmod "$1" 2>/dev/null; do
+        n=$((n + 1)); [ $n -gt 20 ] && { rmmod "$1"; fail "rmmod $1"; }
+        sleep 0.5
+    done
+}
 export MINDCASTLE_LOG=mindcastle=info
 truncate -s 64M /work/expect.img
 
@@ -47,7 +58,10 @@ tail -1 auto-events | grep -q "^recover $udev$" || fail "auto did not take $udev
 kill -INT "$pid"
 wait_exit "$pid" "auto ublk after SIGINT"
 [ -e "$udev" ] && fail "$udev still there after detach"
-rmmod ublk_drv || fail "rmmod ublk_drv"
+# A clean detach ends its watchdog before it returns (it holds /dev/ublk-control open).
+# shellcheck disable=SC2009  # busybox has no pgrep
+ps | grep -q "[u]blk-watchdog .*--server-pid $pid " && fail "the detach left its watchdog: $(ps | grep ublk-watchdog)"
+unload ublk_drv
 echo "MCVM ok auto-picks-ublk-then-recovers-it"
 
 # 1. create: the script writes through /dev/nbdN; read back while attached; SIGHUP.
@@ -255,7 +269,7 @@ wait_exit "$pid" "--fuse after SIGINT"
 echo "MCVM ok fuse-forced on $fdev"
 
 # 6b. With the nbd driver gone, auto falls back to FUSE + loop and says so.
-rmmod nbd || fail "rmmod nbd"
+unload nbd
 mindcastle attach disk.swap /work/state.sh > fallback.log 2>&1 &
 pid=$!
 wait_ready fallback-open "$pid"
