@@ -358,3 +358,203 @@ fn an_image_larger_than_the_disk_is_refused_and_changes_nothing() {
     assert!(o.status.success(), "{o:?}");
     assert!(o.stdout == before, "the refused import changed the disk");
 }
+
+fn set_size(swap: &std::path::Path, size: u64) {
+    let text = std::fs::read_to_string(swap).unwrap();
+    let edited: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("size=") {
+                format!("size={size}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(swap, edited).unwrap();
+}
+
+fn export(swap: &std::path::Path, extra: &[&str]) -> Vec<u8> {
+    let out = swap.with_extension("out");
+    let mut args = vec!["export", "--force"];
+    args.extend_from_slice(extra);
+    args.extend([s(swap), s(&out)]);
+    let o = common::run(&args);
+    assert!(o.status.success(), "{o:?}");
+    std::fs::read(&out).unwrap()
+}
+
+/// `resize`: a grow reads zeros in the new space, a shrink needs `--shrink` and drops
+/// exactly the blocks past the new end (counted in `--json`), growing back after a
+/// shrink reads zeros there, not the dropped bytes; a snapshot taken before keeps its
+/// own size and bytes through the shrink and a `gc`; `size=` and `info` follow.
+#[test]
+fn resize_grows_and_shrinks_only_when_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let swap = dir.path().join("r.swap");
+    assert!(common::run(&["create", "--size", "16M", s(&swap)])
+        .status
+        .success());
+    let img = dir.path().join("img");
+    let mut d = common::noise(7, 12 << 20);
+    d[(12 << 20) - 4096..].fill(0); // a zero block just inside: not data, not counted
+    std::fs::write(&img, &d).unwrap();
+    assert!(common::run(&["import", s(&swap), s(&img)]).status.success());
+    let o = common::run(&["snapshot", "--name", "before", s(&swap)]);
+    assert!(o.status.success(), "{o:?}");
+
+    let o = common::run(&["resize", s(&swap), "8M"]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("pass --shrink"));
+    assert_eq!(
+        &export(&swap, &[])[..12 << 20],
+        &d[..],
+        "a refused shrink changed the disk"
+    );
+
+    let o = common::run(&["resize", "--shrink", "--json", s(&swap), "8M"]);
+    assert!(o.status.success(), "{o:?}");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["size_before"], 16 << 20);
+    assert_eq!(r["size"], 8 << 20);
+    assert_eq!(r["dropped_blocks"], (4 << 20) / 4096 - 1);
+    let text = std::fs::read_to_string(&swap).unwrap();
+    assert!(text.contains(&format!("size={}\n", 8 << 20)), "{text}");
+    assert_eq!(export(&swap, &[]), d[..8 << 20]);
+
+    let o = common::run(&["resize", s(&swap), "24M"]);
+    assert!(o.status.success(), "{o:?}");
+    let back = export(&swap, &[]);
+    assert_eq!(back.len(), 24 << 20);
+    assert_eq!(back[..8 << 20], d[..8 << 20]);
+    assert!(
+        back[8 << 20..].iter().all(|&b| b == 0),
+        "dropped bytes came back"
+    );
+    let o = common::run(&["info", "--json", s(&swap)]);
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["size"], 24 << 20);
+
+    assert!(common::run(&["gc", s(&swap)]).status.success());
+    let snap = export(&swap, &["--snapshot", "before"]);
+    assert_eq!(snap.len(), 16 << 20);
+    assert_eq!(
+        snap[..12 << 20],
+        d[..],
+        "the snapshot lost bytes in the shrink"
+    );
+    let o = common::run(&["fsck", s(&swap)]);
+    assert!(o.status.success(), "{o:?}");
+    // A size that is not a multiple of 4096 is refused, and so is a disk of the
+    // original's format (convert it first), which is left as it was.
+    let o = common::run(&["resize", s(&swap), "5000"]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let legacy = common::legacy_copy(dir.path());
+    let before = common::tree_sums(legacy.parent().unwrap());
+    let o = common::run(&["resize", s(&legacy), "1G"]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("convert"),
+        "{o:?}"
+    );
+    assert_eq!(common::tree_sums(legacy.parent().unwrap()), before);
+}
+
+/// An edit of `size=` never drops data: smaller than blocks that hold data, a
+/// writable open is refused (naming `resize --shrink`) and a read-only one reads the
+/// smaller disk; put back, every byte is there. `resize --shrink` works from the
+/// edited file. Smaller with nothing past it, the edit is taken; larger, the new space
+/// reads zeros.
+#[test]
+fn an_edit_of_size_never_drops_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let swap = dir.path().join("e.swap");
+    assert!(common::run(&["create", "--size", "16M", s(&swap)])
+        .status
+        .success());
+    let d = common::noise(8, 16 << 20);
+    let img = dir.path().join("img");
+    std::fs::write(&img, &d).unwrap();
+    assert!(common::run(&["import", s(&swap), s(&img)]).status.success());
+
+    set_size(&swap, 8 << 20);
+    let small = dir.path().join("small");
+    std::fs::write(&small, &d[..4096]).unwrap();
+    let o = common::run(&["import", s(&swap), s(&small)]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("size=8388608 is smaller than the disk (16777216 bytes)")
+            && err.contains("resize --shrink"),
+        "{err}"
+    );
+    assert_eq!(
+        export(&swap, &[]),
+        d[..8 << 20],
+        "read-only: the smaller disk"
+    );
+    set_size(&swap, 16 << 20);
+    assert_eq!(export(&swap, &[]), d, "put back, every byte is there");
+
+    set_size(&swap, 8 << 20);
+    let o = common::run(&["resize", "--shrink", s(&swap), "8M"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("2048 blocks past the new end dropped"));
+    set_size(&swap, 16 << 20);
+    let back = export(&swap, &[]);
+    assert_eq!(back[..8 << 20], d[..8 << 20]);
+    assert!(
+        back[8 << 20..].iter().all(|&b| b == 0),
+        "dropped bytes came back"
+    );
+
+    // Nothing past the new end (data ends at 8 MiB): the edit is taken.
+    let o = common::run(&["import", s(&swap), s(&small)]);
+    assert!(o.status.success(), "{o:?}");
+    set_size(&swap, 12 << 20);
+    let o = common::run(&["import", s(&swap), s(&small)]);
+    assert!(o.status.success(), "{o:?}");
+    let back = export(&swap, &[]);
+    assert_eq!(back.len(), 12 << 20);
+    assert_eq!(back[..8 << 20], d[..8 << 20]);
+    let o = common::run(&["fsck", s(&swap)]);
+    assert!(o.status.success(), "{o:?}");
+}
+
+/// A disk a version before 2026-12-04 shrank by an edit of `size=` (the blocks past
+/// the end only hidden) reads zeros there once `size=` grows again: the writable open
+/// drops them; a read-only open before that still reads only the smaller disk.
+#[test]
+fn growing_over_blocks_an_old_version_hid_reads_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let swap = common::new_disk(dir.path(), 16 << 20);
+    let d = common::noise(9, 16 << 20);
+    let vol = Volume::open(&swap, &OpenOptions::default()).unwrap();
+    vol.write_at(0, &d).unwrap();
+    vol.close().unwrap();
+    set_size(&swap, 8 << 20);
+    let old = OpenOptions {
+        unchecked_size_edit: true,
+        ..OpenOptions::default()
+    };
+    let vol = Volume::open(&swap, &old).unwrap();
+    vol.write_at(0, &d[..4096]).unwrap();
+    vol.close().unwrap();
+    assert_eq!(export(&swap, &[]), d[..8 << 20]);
+
+    set_size(&swap, 16 << 20);
+    let vol = Volume::open(&swap, &OpenOptions::default()).unwrap();
+    let mut back = vec![1u8; 16 << 20];
+    vol.read_at(0, &mut back).unwrap();
+    vol.close().unwrap();
+    assert_eq!(back[..8 << 20], d[..8 << 20]);
+    assert!(
+        back[8 << 20..].iter().all(|&b| b == 0),
+        "hidden bytes came back"
+    );
+    let back = export(&swap, &[]);
+    assert!(
+        back[8 << 20..].iter().all(|&b| b == 0),
+        "hidden bytes came back"
+    );
+}

@@ -269,3 +269,83 @@ fn a_large_writes_chunk_is_synced_by_the_flush_and_a_failed_sync_fails_the_flush
     let out = common::run(&["fsck", path.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
 }
+
+/// A shrink whose checkpoint fails (the store's sync) changes nothing: the open disk
+/// has its old size back, the `.swap` is as it was, and reopened the disk has every
+/// byte, past the size it was to shrink to included, and passes fsck.
+#[test]
+fn a_resize_whose_checkpoint_fails_leaves_the_disk_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::new_disk(dir.path(), SIZE);
+    let d = common::noise(11, SIZE as usize);
+    let vol = Volume::open(&path, &common::small()).unwrap();
+    vol.write_at(0, &d).unwrap();
+    vol.close().unwrap();
+    let before = std::fs::read_to_string(&path).unwrap();
+    let (mut opts, _slot) = faulty(FaultPlan {
+        fail_sync: Some(1),
+        ..FaultPlan::default()
+    });
+    opts.resizing = true;
+    let vol = Volume::open(&path, &opts).unwrap();
+    let e = vol.resize(SIZE / 2).unwrap_err();
+    assert!(e.to_string().contains("injected"), "{e}");
+    assert_eq!(vol.size(), SIZE, "the old size is back");
+    drop(vol);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+    let vol = Volume::open(&path, &common::small()).unwrap();
+    assert_eq!(vol.size(), SIZE);
+    let mut back = vec![0u8; SIZE as usize];
+    vol.read_at(0, &mut back).unwrap();
+    assert!(back == d, "bytes lost in a failed resize");
+    vol.close().unwrap();
+    let out = common::run(&["fsck", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// A checkpoint fails after sealing the log (its store sync), the process ends; the
+/// next open joins the two log segments and replays them, and its own checkpoint fails
+/// too. The open after that still finds its log whole (the join keeps the first
+/// segment's number, so it follows the root), replays every write and passes fsck.
+#[test]
+fn a_log_joined_at_an_open_whose_checkpoint_failed_opens_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::new_disk(dir.path(), SIZE);
+    let d = common::noise(12, 256 << 10);
+    // A root that holds a log segment, so the log's numbers must follow it.
+    let vol = Volume::open(&path, &common::small()).unwrap();
+    vol.write_at(SIZE - 4096, &d[..4096]).unwrap();
+    vol.close().unwrap();
+    let (opts, _slot) = faulty(FaultPlan {
+        fail_sync: Some(1),
+        ..FaultPlan::default()
+    });
+    let vol = Volume::open(&path, &opts).unwrap();
+    vol.write_at(0, &d[..128 << 10]).unwrap();
+    vol.flush().unwrap();
+    assert!(vol.engine().unwrap().checkpoint().is_err());
+    vol.write_at(128 << 10, &d[128 << 10..]).unwrap();
+    vol.flush().unwrap();
+    drop(vol);
+    let data_dir = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
+    assert!(data_dir.join("wal.old").exists(), "no sealed segment left");
+    let (opts, _slot) = faulty(FaultPlan {
+        fail_sync: Some(1),
+        ..FaultPlan::default()
+    });
+    assert!(
+        Volume::open(&path, &opts).is_err(),
+        "the open's checkpoint failed"
+    );
+    let vol = Volume::open(&path, &common::small()).unwrap();
+    let mut back = vec![0u8; d.len()];
+    vol.read_at(0, &mut back).unwrap();
+    assert!(back == d, "writes lost");
+    vol.close().unwrap();
+    let out = common::run(&["fsck", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+}

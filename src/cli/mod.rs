@@ -16,6 +16,7 @@ mod history;
 mod info;
 mod output;
 mod progress;
+mod resize;
 mod serve;
 mod size_args;
 mod sync;
@@ -47,6 +48,9 @@ enum Command {
     Create(create::Args),
     /// Print a disk's uuid, size, root, levels and space figures.
     Info(info::Args),
+    /// Grow a disk, or with --shrink make it smaller (the blocks past the new end are
+    /// dropped); the disk must not be in use.
+    Resize(resize::Args),
     /// Write a raw image (or - for stdin) into a disk.
     Import(transfer::ImportArgs),
     /// Write a whole disk (or a kept snapshot) out as a raw image (or - for stdout), or
@@ -132,6 +136,7 @@ pub fn run() -> ExitCode {
     let r: Result<ExitCode> = match cli.command {
         Command::Create(a) => create::run(a),
         Command::Info(a) => info::run(a),
+        Command::Resize(a) => resize::run(a),
         Command::Import(a) => transfer::import(a),
         Command::Export(a) => transfer::export(a),
         Command::Apply(a) => transfer::apply(a),

@@ -10,12 +10,38 @@ use crate::lsm::entry::Loc;
 use crate::lsm::merge::{Merge, Source};
 use crate::lsm::tree::Tree;
 
-fn merged<'a>(ctx: &'a Ctx, tree: &'a Tree, newest: Vec<(u64, Loc)>) -> Result<Merge<'a>> {
+/// `tree`'s levels under `newest`, merged from block `from` on.
+fn merged<'a>(
+    ctx: &'a Ctx,
+    tree: &'a Tree,
+    newest: Vec<(u64, Loc)>,
+    from: u64,
+) -> Result<Merge<'a>> {
+    let newest: Vec<(u64, Loc)> = newest.into_iter().filter(|e| e.0 >= from).collect();
     let mut sources = vec![Source::Vec(newest.into_iter())];
     for run in tree.runs() {
-        sources.push(Source::run(ctx, run)?);
+        sources.push(Source::Run(run.seek(ctx, from)?));
     }
     Merge::new(sources)
+}
+
+/// The blocks at or past `from` whose newest entry (`pending`, sorted, over `tree`'s
+/// levels) is a record, in increasing order: what a shrink drops. Reads only the index
+/// nodes that cover `from` onwards.
+pub fn data_blocks_from(
+    ctx: &Ctx,
+    tree: &Tree,
+    pending: Vec<(u64, Loc)>,
+    from: u64,
+) -> Result<Vec<u64>> {
+    let mut m = merged(ctx, tree, pending, from)?;
+    let mut out = Vec::new();
+    while let Some((lba, loc)) = m.next_entry()? {
+        if matches!(loc, Loc::Data(_)) {
+            out.push(lba);
+        }
+    }
+    Ok(out)
 }
 
 fn same(a: &Loc, b: &Loc) -> bool {
@@ -36,7 +62,10 @@ pub fn changed_blocks(
     b_pending: Vec<(u64, Loc)>,
     changed: &mut dyn FnMut(u64),
 ) -> Result<()> {
-    let (mut ma, mut mb) = (merged(ctx, a, Vec::new())?, merged(ctx, b, b_pending)?);
+    let (mut ma, mut mb) = (
+        merged(ctx, a, Vec::new(), 0)?,
+        merged(ctx, b, b_pending, 0)?,
+    );
     let (mut x, mut y) = (ma.next_entry()?, mb.next_entry()?);
     loop {
         match (x, y) {

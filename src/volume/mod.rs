@@ -65,13 +65,65 @@ pub struct OpenOptions {
     /// Most bytes of index chunks fetched whole before a disk behind a URL opens
     /// (None: `prefetch::INDEX_AT_OPEN`); a larger index is fetched in the background.
     pub index_at_open: Option<u64>,
+    /// Open at the larger of `size=` and the size the root records, without refusing a
+    /// `size=` edited smaller: `resize` opens so, to set the size itself.
+    pub resizing: bool,
     /// Open this root (a version of a followed ref, say) instead of `snapshot=`,
     /// read-only and without the log: `serve --follow` opens each new version so.
     pub at_root: Option<RootRef>,
+    /// Test hook: a writable open takes `size=` as versions before 2026-12-04 did,
+    /// without [`size_edited`]'s checks (a smaller size only hides the blocks past it),
+    /// so a test can make the disk such a version left.
+    #[doc(hidden)]
+    pub unchecked_size_edit: bool,
     /// Test hook: called once the root is read and before the log is (a test
     /// checkpoints the writer there, beside a reader without the lock).
     #[doc(hidden)]
     pub after_root_read: Option<SyncHook>,
+}
+
+/// A writable open of a disk whose `size=` differs from the size its root records (an
+/// edit of the `.swap` file). Growing is kept, and blocks past the recorded end are
+/// dropped so the new space reads as zeros (versions before 2026-12-04 let an edit
+/// shrink a disk and only hid the blocks past its end). Shrinking is refused when
+/// blocks past the new end hold data: `resize --shrink` drops them, an edit does not.
+fn size_edited(engine: &Engine, path: &Path, recorded: u64, size: u64) -> Result<()> {
+    let bs = BLOCK_SIZE as u64;
+    if size < recorded {
+        let past = engine.data_blocks_from(size / bs)?;
+        if let Some(first) = past.first() {
+            return Err(Error::invalid(format!(
+                "{}: size={size} is smaller than the disk ({recorded} bytes), and {} blocks \
+                 past it hold data (the first at offset {}); an edit of size= does not drop \
+                 data. Put size={recorded} back, or drop them with: mindcastle resize \
+                 --shrink {} {size}",
+                path.display(),
+                past.len(),
+                first * bs,
+                path.display()
+            )));
+        }
+        return Ok(());
+    }
+    let end = size / bs;
+    let hidden: Vec<u64> = engine
+        .data_blocks_from(recorded / bs)?
+        .into_iter()
+        .filter(|b| *b < end)
+        .collect();
+    if !hidden.is_empty() {
+        tracing::info!(
+            blocks = hidden.len(),
+            "the disk grew over blocks an earlier shrink only hid; they read as zeros now"
+        );
+        engine.update(|batch| {
+            for r in history::ranges_of(hidden) {
+                batch.zero(r.offset / bs, r.length / bs)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
 }
 
 /// An open disk.
@@ -148,13 +200,15 @@ struct SwapPublisher {
 }
 
 impl RootSink for SwapPublisher {
-    fn publish(&self, root: &RootRef) -> Result<()> {
+    fn publish(&self, root: &RootRef, disk_size: u64) -> Result<()> {
         let mut swap = self
             .swap
             .lock()
             .map_err(|_| Error::internal("swap file lock poisoned"))?;
         let mut next = self.edited_since(&swap).unwrap_or_else(|| swap.clone());
         next.snapshot = Some(*root);
+        // The root and size= change together (a resize), so they always agree.
+        next.size = disk_size;
         write_atomic(&self.path, &next.render())?;
         *swap = next;
         Ok(())
@@ -362,8 +416,11 @@ impl Volume {
         if let Some(hook) = &opts.after_root_read {
             hook();
         }
+        let recorded = start.root.size;
         let size = if opts.snapshot.is_some() {
-            start.root.size
+            recorded
+        } else if opts.resizing {
+            swap.size.max(recorded)
         } else {
             swap.size
         };
@@ -406,6 +463,9 @@ impl Volume {
             }
         }
         let engine = Engine::open(store.clone(), keys, size, start, opts.tuning, mode)?;
+        if writable && size != recorded && !opts.unchecked_size_edit {
+            size_edited(&engine, path, recorded, size)?;
+        }
         let mut readahead = None;
         if remote_cached {
             // Only a remote fallback is slow enough to be worth reading ahead of.
@@ -477,6 +537,12 @@ impl Volume {
     /// The ref this disk follows and the version it opened at (`ref=`, `refseq=`).
     pub fn followed(&self) -> Option<(&str, u64)> {
         self.followed.as_ref().map(|(r, s)| (r.as_str(), *s))
+    }
+
+    /// Makes the disk `size` bytes and checkpoints ([`Engine::resize`]); returns how
+    /// many blocks held data past the new end and were dropped.
+    pub fn resize(&self, size: u64) -> Result<u64> {
+        self.engine()?.resize(size)
     }
 
     /// Flushes, checkpoints and releases the disk.

@@ -215,7 +215,7 @@ impl Core {
             self.compact_again.store(left, Ordering::Relaxed);
         }
         let root = Root {
-            size: self.size,
+            size: self.size(),
             seq: seq + 1,
             time: now(),
             parent,
@@ -237,7 +237,7 @@ impl Core {
         let before_sync = started.elapsed();
         self.ctx.store.sync()?;
         let synced = started.elapsed();
-        sink.publish(&rref)?;
+        sink.publish(&rref, root.size)?;
         tracing::debug!(
             sync_ms = (synced - before_sync).as_millis() as u64,
             publish_ms = (started.elapsed() - synced).as_millis() as u64,

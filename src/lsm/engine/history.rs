@@ -39,10 +39,12 @@ impl Engine {
             .find(|k| k.id == *id)
             .ok_or_else(|| Error::not_found(format!("snapshot {id} is not kept")))?;
         let root = load_root(self.core.ctx.store.as_ref(), &self.core.ctx.keys, &target)?;
-        if root.size != self.core.size {
+        if root.size != self.core.size() {
             return Err(Error::invalid(format!(
-                "snapshot {id} is of a {}-byte disk, this disk is {} bytes",
-                root.size, self.core.size
+                "snapshot {id} is of a {}-byte disk, this disk is {} bytes: resize the \
+                 disk to its size first (mindcastle resize [--shrink] NAME.swap SIZE)",
+                root.size,
+                self.core.size()
             )));
         }
         let tree = Tree::open(&self.core.ctx, &root.runs)?;

@@ -24,6 +24,7 @@ mod gc;
 mod history;
 mod read;
 mod replay;
+mod resize;
 mod stats;
 mod write;
 
@@ -133,8 +134,9 @@ impl Tuning {
 
 /// Where a committed root is made the disk's current one (the `.swap` file).
 pub trait RootSink: Send + Sync {
-    /// Names `root` durably; called after every chunk it reaches is synced.
-    fn publish(&self, root: &RootRef) -> Result<()>;
+    /// Names `root`, of a `disk_size`-byte disk, durably; called after every chunk it
+    /// reaches is synced.
+    fn publish(&self, root: &RootRef, disk_size: u64) -> Result<()>;
 }
 
 /// How the engine is opened.
@@ -273,8 +275,9 @@ pub struct Engine {
 struct Core {
     ctx: Arc<Ctx>,
     recorder: Arc<RecordingStore>,
-    blocks: u64,
-    size: u64,
+    /// Disk size in bytes: changed only by [`Engine::resize`], under the checkpoint
+    /// lock and the state lock.
+    size: AtomicU64,
     tuning: Tuning,
     state: RwLock<State>,
     wal: Option<Wal>,
@@ -387,8 +390,7 @@ impl Engine {
         let core = Core {
             ctx,
             recorder,
-            blocks: size / BLOCK_SIZE as u64,
-            size,
+            size: AtomicU64::new(size),
             tuning,
             state: RwLock::new(State {
                 mem: Memtable::default(),
@@ -487,7 +489,7 @@ impl Engine {
 
     /// Disk size in bytes.
     pub fn size(&self) -> u64 {
-        self.core.size
+        self.core.size()
     }
 
     /// The disk's chunk files as opaque, sealed bytes (never the key): what push,
@@ -538,12 +540,20 @@ impl Core {
         }
     }
 
+    fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    fn blocks(&self) -> u64 {
+        self.size() / BLOCK_SIZE as u64
+    }
+
     fn check_block(&self, lba: u64, count: u64) -> Result<()> {
         match lba.checked_add(count) {
-            Some(end) if end <= self.blocks => Ok(()),
+            Some(end) if end <= self.blocks() => Ok(()),
             _ => Err(Error::invalid(format!(
                 "blocks {lba}+{count} lie past the end of the disk ({} blocks)",
-                self.blocks
+                self.blocks()
             ))),
         }
     }

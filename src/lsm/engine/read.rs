@@ -32,34 +32,17 @@ impl Engine {
     /// record (a `DataRef` whose only meaningful field is the tag, for comparisons).
     pub fn pending_locs(&self) -> Result<Vec<(u64, Loc)>> {
         let st = self.core.state.read().map_err(|_| lock_err())?;
-        let loc = |e: &MemEntry| {
-            let (len, tag) = match e {
-                MemEntry::Zero => return Loc::Zero,
-                MemEntry::Data(r) => (r.bytes.len() as u32, r.tag),
-                MemEntry::Stored(d) => (d.len, d.tag),
-            };
-            Loc::Data(DataRef {
-                chunk: ChunkId([0; 32]),
-                chunk_size: 0,
-                offset: 0,
-                len,
-                tag,
-            })
+        Ok(pending_locs_of(&st))
+    }
+
+    /// The blocks at or past `lba` that hold data, from the index alone (see
+    /// [`crate::lsm::diff::data_blocks_from`]).
+    pub fn data_blocks_from(&self, lba: u64) -> Result<Vec<u64>> {
+        let (tree, pending) = {
+            let st = self.core.state.read().map_err(|_| lock_err())?;
+            (st.tree.clone(), pending_locs_of(&st))
         };
-        let mut out: Vec<(u64, Loc)> = st
-            .mem
-            .range(0, u64::MAX)
-            .map(|(l, e)| (*l, loc(e)))
-            .collect();
-        if let Some(f) = &st.frozen {
-            out.extend(
-                f.range(0, u64::MAX)
-                    .filter(|(l, _)| st.mem.get(**l).is_none())
-                    .map(|(l, e)| (*l, loc(e))),
-            );
-            out.sort_unstable_by_key(|p| p.0);
-        }
-        Ok(out)
+        crate::lsm::diff::data_blocks_from(&self.core.ctx, &tree, pending, lba)
     }
 
     /// Fills `out` (whole blocks) from block `lba`.
@@ -225,4 +208,36 @@ impl Engine {
             .map(|s| matches!(s, Slot::Mem(_) | Slot::Disk(_)))
             .collect())
     }
+}
+
+/// [`Engine::pending_locs`] of a locked state.
+pub(super) fn pending_locs_of(st: &State) -> Vec<(u64, Loc)> {
+    let loc = |e: &MemEntry| {
+        let (len, tag) = match e {
+            MemEntry::Zero => return Loc::Zero,
+            MemEntry::Data(r) => (r.bytes.len() as u32, r.tag),
+            MemEntry::Stored(d) => (d.len, d.tag),
+        };
+        Loc::Data(DataRef {
+            chunk: ChunkId([0; 32]),
+            chunk_size: 0,
+            offset: 0,
+            len,
+            tag,
+        })
+    };
+    let mut out: Vec<(u64, Loc)> = st
+        .mem
+        .range(0, u64::MAX)
+        .map(|(l, e)| (*l, loc(e)))
+        .collect();
+    if let Some(f) = &st.frozen {
+        out.extend(
+            f.range(0, u64::MAX)
+                .filter(|(l, _)| st.mem.get(**l).is_none())
+                .map(|(l, e)| (*l, loc(e))),
+        );
+        out.sort_unstable_by_key(|p| p.0);
+    }
+    out
 }

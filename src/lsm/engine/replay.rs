@@ -29,6 +29,10 @@ pub(super) fn check_base(base: &LogBase, root: Option<&RootRef>, root_seq: u64) 
     }
 }
 
+/// Why a log can name blocks past the end, and what to do.
+const PAST_END: &str = "was size= made smaller while the log held writes? put it back; \
+                        resize --shrink drops blocks safely";
+
 impl Core {
     pub(super) fn replay(&self, ops: Vec<WalOp>) -> Result<()> {
         let mut st = self.state.write().map_err(|_| lock_err())?;
@@ -44,9 +48,10 @@ impl Core {
                     records,
                 } => {
                     let count = records.len() as u64;
-                    if lba.checked_add(count).is_none_or(|end| end > self.blocks) {
+                    if lba.checked_add(count).is_none_or(|end| end > self.blocks()) {
                         return Err(Error::corrupt(format!(
-                            "write-ahead log names blocks {lba}+{count}, past the end of the disk"
+                            "write-ahead log names blocks {lba}+{count}, past the end of the disk \
+                             ({PAST_END})"
                         )));
                     }
                     let ok = *whole
@@ -78,9 +83,9 @@ impl Core {
                     }
                 }
                 WalOp::Data { lba, record } => {
-                    if lba >= self.blocks {
+                    if lba >= self.blocks() {
                         return Err(Error::corrupt(format!(
-                            "write-ahead log names block {lba}, past the end of the disk"
+                            "write-ahead log names block {lba}, past the end of the disk ({PAST_END})"
                         )));
                     }
                     let rec = SealedRecord::from_stored(record).ok_or_else(|| {
