@@ -6,7 +6,8 @@
 //! `push --swap-out` to a folder or to S3 (s3s-fs), beside the source and elsewhere,
 //! then writes through the copy (most copies share one small cache folder); servers
 //! with a small memtable, so kills land inside checkpoints;
-//! `pull`; `export --changed-since` + `apply`; refs: `push --ref` of a disk's state to a
+//! `pull`; `export --changed-since` + `apply`; `resize` (a shrink, refused without
+//! `--shrink`, then a grow back); refs: `push --ref` of a disk's state to a
 //! shared folder remote, followers made by `--swap-out` that take each new version when
 //! opened and keep their own writes once written, `update`, and `gc` of the remote
 //! after the followers with writes of their own `pull`). After every step every disk is read
@@ -220,6 +221,7 @@ fn random_command_sequences_match_the_model() {
     let mut ref_sources: Vec<PathBuf> = Vec::new();
     let (mut kills, mut snapshots, mut clones, mut pushes, mut bytes_compared) = (0, 0, 0, 0, 0u64);
     let (mut ref_pushes, mut followers, mut updates, mut ref_gcs) = (0, 0, 0, 0);
+    let mut resizes = 0;
     for step in 0..steps {
         let mut i = rng.below(disks.len() as u64) as usize;
         let dir = root.path().to_path_buf();
@@ -281,9 +283,23 @@ fn random_command_sequences_match_the_model() {
                 kills += 1;
                 what = format!("{burst} writes, kill -9");
             }
-            57..=59 => {
+            57 => {
                 disks[i].offline();
                 what = "stop".into();
+            }
+            58..=59 if disks[i].follows.is_none() => {
+                // Shrink (refused without --shrink), dropping what lies past the new
+                // end, then grow back: the space reads zeros, snapshots keep theirs.
+                let d = &mut disks[i];
+                d.offline();
+                let to = (1 + rng.below(SIZE / 4096 - 1)) * 4096;
+                let o = common::run(&["resize", s(&d.swap), &to.to_string()]);
+                assert_eq!(o.status.code(), Some(2), "step {step}: {o:?}");
+                ok(&["resize", "--shrink", s(&d.swap), &to.to_string()]);
+                ok(&["resize", s(&d.swap), &SIZE.to_string()]);
+                d.model[to as usize..].fill(0);
+                resizes += 1;
+                what = format!("resize to {to} and back");
             }
             60..=66 if disks[i].follows.is_none() => {
                 let d = &mut disks[i];
@@ -573,7 +589,8 @@ fn random_command_sequences_match_the_model() {
     eprintln!(
         "cli model: {steps} steps, {kills} kill -9, {snapshots} snapshots, {clones} clones, \
          {pushes} pushes, {ref_pushes} ref pushes ({followers} followers), {updates} updates, \
-         {ref_gcs} gc of the refs folder, {} disks, {bytes_compared} bytes compared, 0 lost",
+         {ref_gcs} gc of the refs folder, {resizes} resizes, {} disks, {bytes_compared} bytes \
+         compared, 0 lost",
         disks.len()
     );
 }
