@@ -291,15 +291,28 @@ fn random_command_sequences_match_the_model() {
                 // Shrink (refused without --shrink), dropping what lies past the new
                 // end, then grow back: the space reads zeros, snapshots keep theirs.
                 let d = &mut disks[i];
-                d.offline();
                 let to = (1 + rng.below(SIZE / 4096 - 1)) * 4096;
+                let held = if d.served.is_some() {
+                    " (refused while served first)"
+                } else {
+                    ""
+                };
+                if d.served.is_some() {
+                    let o = common::run(&["resize", "--shrink", s(&d.swap), &to.to_string()]);
+                    assert_eq!(
+                        o.status.code(),
+                        Some(5),
+                        "step {step}: resize of a held disk"
+                    );
+                }
+                d.offline();
                 let o = common::run(&["resize", s(&d.swap), &to.to_string()]);
                 assert_eq!(o.status.code(), Some(2), "step {step}: {o:?}");
                 ok(&["resize", "--shrink", s(&d.swap), &to.to_string()]);
                 ok(&["resize", s(&d.swap), &SIZE.to_string()]);
                 d.model[to as usize..].fill(0);
                 resizes += 1;
-                what = format!("resize to {to} and back");
+                what = format!("resize to {to} and back{held}");
             }
             60..=66 if disks[i].follows.is_none() => {
                 let d = &mut disks[i];
