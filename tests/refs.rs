@@ -1320,3 +1320,59 @@ fn a_follower_with_writes_of_its_own_opens_them_whatever_the_remote_offers() {
     let e = fails(&mut mc(&["update", s(&follower)]), 3);
     assert!(e.contains("unsigned"), "{e}");
 }
+
+/// A ref's disk resized at its source (`resize`): a follower at its version takes the
+/// newer version at that version's size (grown: the new space and what was written
+/// there; shrunk: the smaller disk), at an open, by `update` and through `serve
+/// --follow` (the export's size and bytes are the version's); `size=` follows
+/// `snapshot=`. A follower with writes of its own stays on them at its own size.
+#[test]
+fn a_follower_takes_a_resized_version_at_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, publ, f) = published(dir.path(), 1 << 20, "b/f");
+    let srv = have("nbdcopy").then(|| {
+        common::server::Server::start(
+            dir.path(),
+            &f,
+            &["--read-only", "--follow", "--poll", "300ms"],
+        )
+    });
+    // Grown to 12 MiB, with data written past the old end.
+    ok(&mut mc(&["resize", s(&a.swap), "12M"]));
+    a.image.resize(12 << 20, 0);
+    a.write(2, 10 << 20, 256 << 10);
+    ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]));
+    if let Some(srv) = srv {
+        let (got, _) = wait_for_export(&srv.socket, "main@2", std::time::Duration::from_secs(10));
+        assert_eq!(got.len(), 12 << 20, "the export has the version's size");
+        assert!(got == a.image, "serve --follow: version 2's bytes");
+        srv.stop();
+    }
+    assert!(
+        export(&f) == a.image,
+        "a follower's open takes the grown version"
+    );
+    assert_eq!(swap_value(&f, "size"), Some((12u64 << 20).to_string()));
+    assert_eq!(swap_value(&f, "refseq").as_deref(), Some("2"));
+    ok(&mut mc(&["fsck", s(&f)]));
+
+    // Shrunk to 4 MiB: update moves the follower to the smaller disk.
+    ok(&mut mc(&["resize", "--shrink", s(&a.swap), "4M"]));
+    a.image.truncate(4 << 20);
+    ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]));
+    let up = json(&ok(&mut mc(&["update", "--json", s(&f)])));
+    assert_eq!(up["outcome"], "moved");
+    assert_eq!(swap_value(&f, "size"), Some((4u64 << 20).to_string()));
+    assert!(export(&f) == a.image, "update takes the shrunk version");
+
+    // With writes of its own, the follower stays on them at its own size.
+    let own = write_own(&f, &a.image, 8192, 5, &dir.path().join("own.img"));
+    ok(&mut mc(&["resize", s(&a.swap), "8M"]));
+    a.image.resize(8 << 20, 0);
+    a.write(3, 6 << 20, 4096);
+    ok(&mut mc(&["push", "--ref", "main", s(&a.swap), s(&publ)]));
+    assert!(export(&f) == own, "its own writes, at its own size");
+    fails(&mut mc(&["update", s(&f)]), 5);
+    assert_eq!(swap_value(&f, "size"), Some((4u64 << 20).to_string()));
+    ok(&mut mc(&["fsck", s(&f)]));
+}

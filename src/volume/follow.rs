@@ -77,7 +77,6 @@ fn trust_of<'a>(swap: &'a SwapFile, name: &'a str) -> Result<Trust<'a>> {
         keys: &swap.trust,
         origin,
         floor: swap.ref_seq,
-        disk_size: swap.size,
     })
 }
 
@@ -272,8 +271,13 @@ pub fn follow(
     }
     // A disk at its version takes only a version it trusts.
     trusted?;
+    // The version's size comes with it: its source may have been resized since.
+    if v.disk_size != swap.size {
+        tracing::info!(disk = %path.display(), from = swap.size, to = v.disk_size, "following: the ref's newest version is of another size");
+    }
     swap.snapshot = Some(v.root);
     swap.ref_seq = v.seq;
+    swap.size = v.disk_size;
     if persist {
         // The empty log belongs to the old root (its segment numbers follow that root's):
         // gone first, so a crash before the .swap is written leaves the old root with no

@@ -353,10 +353,12 @@ impl Volume {
         let mut swap = swap;
         // A followed ref moves the disk to its newest version before the root is read
         // (never beside a writer without the lock, nor for a kept snapshot).
+        let mut moved = false;
         if let Some(r) = opts.at_root {
             swap.snapshot = Some(r);
         } else if !opts.no_lock && opts.snapshot.is_none() {
-            follow::follow(path, &mut swap, &dir, lock.is_some(), false)?;
+            moved = follow::follow(path, &mut swap, &dir, lock.is_some(), false)?
+                .is_some_and(|r| r.outcome == follow::Followed::Moved);
         }
         let store = open_stack(path, &swap, &dir, writable, opts)?;
         // The parser refuses a .swap without key=.
@@ -417,7 +419,17 @@ impl Volume {
             hook();
         }
         let recorded = start.root.size;
-        let size = if opts.snapshot.is_some() {
+        if moved && recorded != swap.size {
+            return Err(Error::corrupt(format!(
+                "{}: version {} of ref '{}' names a disk of {} bytes, and its root one of                  {recorded}",
+                path.display(),
+                swap.ref_seq,
+                swap.follow.as_deref().unwrap_or(""),
+                swap.size
+            )));
+        }
+        // A kept snapshot or a ref's version (`serve --follow`) is read at its own size.
+        let size = if opts.snapshot.is_some() || opts.at_root.is_some() {
             recorded
         } else if opts.resizing {
             swap.size.max(recorded)

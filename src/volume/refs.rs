@@ -157,8 +157,6 @@ pub struct Trust<'a> {
     pub origin: Option<[u8; 16]>,
     /// The oldest version accepted (`refseq=`: the newest already taken).
     pub floor: u64,
-    /// The disk's size.
-    pub disk_size: u64,
 }
 
 impl Trust<'_> {
@@ -205,11 +203,14 @@ impl Trust<'_> {
                 v.seq, self.floor
             ));
         }
-        if v.disk_size != self.disk_size {
-            return Err(Error::invalid(format!(
-                "{what}: the disk is {} bytes there and {} here",
-                v.disk_size, self.disk_size
-            )));
+        // Another size is a resize at the source (`resize`), which a follower takes with
+        // the version; a size no disk can have is damage.
+        let max = crate::format::swapfile::MAX_DISK_SIZE;
+        if v.disk_size == 0 || !v.disk_size.is_multiple_of(4096) || v.disk_size > max {
+            return refuse(format!(
+                "it names a disk of {} bytes (not a positive multiple of 4096 up to {max})",
+                v.disk_size
+            ));
         }
         Ok(())
     }
