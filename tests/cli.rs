@@ -460,6 +460,84 @@ fn resize_grows_and_shrinks_only_when_told() {
     assert_eq!(common::tree_sums(legacy.parent().unwrap()), before);
 }
 
+/// Features that meet a resize: a clone of a snapshot taken before it has the
+/// snapshot's size, a clone of the head and a pushed copy the new one; a delta from
+/// that snapshot to the grown disk is refused by the smaller clone (exit 2, naming
+/// `resize`, nothing written) and applies once the clone is resized.
+#[test]
+fn clones_copies_and_deltas_across_a_resize() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let swap = p("a.swap");
+    assert!(common::run(&["create", "--size", "8M", s(&swap)])
+        .status
+        .success());
+    let small = common::noise(3, 8 << 20);
+    std::fs::write(p("small"), &small).unwrap();
+    assert!(common::run(&["import", s(&swap), s(&p("small"))])
+        .status
+        .success());
+    assert!(common::run(&["snapshot", "--name", "s8", s(&swap)])
+        .status
+        .success());
+    assert!(common::run(&["resize", s(&swap), "16M"]).status.success());
+    let mut big = small.clone();
+    big.resize(16 << 20, 0);
+    big[12 << 20..13 << 20].copy_from_slice(&common::noise(4, 1 << 20));
+    big[..4096].fill(9);
+    std::fs::write(p("big"), &big).unwrap();
+    assert!(common::run(&["import", s(&swap), s(&p("big"))])
+        .status
+        .success());
+
+    let c8 = p("c8.swap");
+    let o = common::run(&["clone", &format!("{}@s8", s(&swap)), s(&c8)]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(export(&c8, &[]) == small, "a clone of the snapshot before");
+    let ch = p("ch.swap");
+    assert!(common::run(&["clone", s(&swap), s(&ch)]).status.success());
+    assert!(export(&ch, &[]) == big, "a clone of the grown head");
+    let o = common::run(&[
+        "push",
+        "--swap-out",
+        s(&p("copy.swap")),
+        s(&swap),
+        s(&p("pub")),
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(export(&p("copy.swap"), &[]) == big, "a pushed copy");
+
+    let stream = p("d.stream");
+    let o = common::run(&[
+        "export",
+        "--changed-since",
+        "s8",
+        "--format",
+        "stream",
+        s(&swap),
+        s(&stream),
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let o = common::run(&["apply", s(&stream), s(&c8)]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("mindcastle resize"),
+        "{o:?}"
+    );
+    assert!(export(&c8, &[]) == small, "a refused apply wrote nothing");
+    assert!(common::run(&["resize", s(&c8), "16M"]).status.success());
+    let o = common::run(&["apply", s(&stream), s(&c8)]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        export(&c8, &[]) == big,
+        "the delta applied after the resize"
+    );
+    for d in [&swap, &c8, &ch] {
+        let o = common::run(&["fsck", s(d)]);
+        assert!(o.status.success(), "{o:?}");
+    }
+}
+
 /// An edit of `size=` never drops data: smaller than blocks that hold data, a
 /// writable open is refused (naming `resize --shrink`) and a read-only one reads the
 /// smaller disk; put back, every byte is there. `resize --shrink` works from the

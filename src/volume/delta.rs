@@ -188,7 +188,8 @@ pub fn apply_delta<R: Read>(
     let disk = r.u64()?;
     if disk != size {
         return Err(Error::invalid(format!(
-            "the delta stream is of a {disk}-byte disk; the target is {size} bytes"
+            "the delta stream is of a {disk}-byte disk; the target is {size} bytes (a \
+             disk is made that size with: mindcastle resize [--shrink] TARGET {disk})"
         )));
     }
     r.take(64)?;
