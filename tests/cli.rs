@@ -463,9 +463,10 @@ fn resize_grows_and_shrinks_only_when_told() {
 /// Features that meet a resize: a clone of a snapshot taken before it has the
 /// snapshot's size, a clone of the head and a pushed copy the new one; a delta from
 /// that snapshot to the grown disk is refused by the smaller clone (exit 2, naming
-/// `resize`, nothing written) and applies once the clone is resized.
+/// `resize`, nothing written) and applies once the clone is resized; `reset` to the
+/// snapshot takes its size, and back to the state it left, the grown one.
 #[test]
-fn clones_copies_and_deltas_across_a_resize() {
+fn clones_copies_deltas_and_resets_across_a_resize() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n);
     let swap = p("a.swap");
@@ -532,6 +533,33 @@ fn clones_copies_and_deltas_across_a_resize() {
         export(&c8, &[]) == big,
         "the delta applied after the resize"
     );
+    // A reset to the snapshot from before the grow takes its size; the state left is
+    // kept whole at its own, and a reset to it grows the disk back.
+    let o = common::run(&["reset", s(&swap), "s8"]);
+    assert!(o.status.success(), "{o:?}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("the snapshot's size"), "{out}");
+    assert!(export(&swap, &[]) == small, "reset to the smaller snapshot");
+    let text = std::fs::read_to_string(&swap).unwrap();
+    assert!(text.contains(&format!("size={}\n", 8 << 20)), "{text}");
+    let o = common::run(&["log", "--json", s(&swap)]);
+    let log: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let left = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|n| n.contains("before reset"))
+        })
+        .unwrap_or_else(|| panic!("no state-left snapshot: {log}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = common::run(&["reset", s(&swap), &left]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(export(&swap, &[]) == big, "reset back to the grown state");
     for d in [&swap, &c8, &ch] {
         let o = common::run(&["fsck", s(d)]);
         assert!(o.status.success(), "{o:?}");

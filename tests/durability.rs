@@ -303,6 +303,77 @@ fn a_resize_whose_checkpoint_fails_leaves_the_disk_as_it_was() {
     assert!(out.status.success(), "{out:?}");
 }
 
+/// A reset to a snapshot of another size whose checkpoints fail (the store's first,
+/// second or third sync: the state-left snapshot's two roots, then the reset's own)
+/// changes nothing but, at most, the kept state-left snapshot: the open disk keeps its
+/// size and bytes, and so does the disk reopened. With no failure, the reset takes the
+/// snapshot's size and bytes, and the state left (larger) is kept whole.
+#[test]
+fn a_reset_across_a_resize_whose_checkpoint_fails_leaves_the_disk_as_it_was() {
+    let big = 2 * SIZE;
+    for fail_at in 1..=4u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = common::new_disk(dir.path(), SIZE);
+        let small = common::noise(21, SIZE as usize);
+        let vol = Volume::open(&path, &common::small()).unwrap();
+        vol.write_at(0, &small).unwrap();
+        let snap = vol.snapshot().unwrap();
+        vol.resize(big).unwrap();
+        let mut grown = small.clone();
+        grown.resize(big as usize, 0);
+        let tail = common::noise(22, SIZE as usize);
+        grown[SIZE as usize..].copy_from_slice(&tail);
+        vol.write_at(SIZE, &tail).unwrap();
+        vol.close().unwrap();
+
+        let (opts, _slot) = faulty(FaultPlan {
+            fail_sync: Some(fail_at),
+            ..FaultPlan::default()
+        });
+        let vol = Volume::open(&path, &opts).unwrap();
+        let read_all = |v: &Volume| {
+            let mut b = vec![0u8; v.size() as usize];
+            v.read_at(0, &mut b).unwrap();
+            b
+        };
+        match vol.reset_to(&snap) {
+            Err(e) => {
+                assert!(fail_at <= 3, "sync {fail_at}: {e}");
+                assert!(e.to_string().contains("injected"), "{e}");
+                assert_eq!(vol.size(), big, "sync {fail_at}: the size is back");
+                assert!(read_all(&vol) == grown, "sync {fail_at}: bytes in memory");
+                drop(vol);
+                let vol = Volume::open(&path, &common::small()).unwrap();
+                assert_eq!(vol.size(), big, "sync {fail_at}: reopened");
+                assert!(read_all(&vol) == grown, "sync {fail_at}: bytes lost");
+                vol.close().unwrap();
+            }
+            Ok(left) => {
+                assert_eq!(fail_at, 4, "the reset makes three syncs");
+                assert_eq!(vol.size(), SIZE);
+                assert!(read_all(&vol) == small);
+                vol.close().unwrap();
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(text.contains(&format!("size={SIZE}\n")), "{text}");
+                let vol = Volume::open(&path, &common::small()).unwrap();
+                assert!(read_all(&vol) == small, "the reset, reopened");
+                vol.close().unwrap();
+                let o = common::run(&[
+                    "export",
+                    "--snapshot",
+                    &left.id.to_string(),
+                    path.to_str().unwrap(),
+                    "-",
+                ]);
+                assert!(o.status.success(), "{o:?}");
+                assert!(o.stdout == grown, "the state left is kept whole");
+            }
+        }
+        let out = common::run(&["fsck", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{out:?}");
+    }
+}
+
 /// A checkpoint fails after sealing the log (its store sync), the process ends; the
 /// next open joins the two log segments and replays them, and its own checkpoint fails
 /// too. The open after that still finds its log whole (the join keeps the first

@@ -328,13 +328,20 @@ pub struct ResetArgs {
 pub fn reset(a: ResetArgs) -> Result<ExitCode> {
     let vol = writable(&a.swap)?;
     let target = vol.find_snapshot(&a.snapshot)?;
+    let size_before = vol.size();
     let saved = vol.reset_to(&target)?;
+    let size = vol.size();
     vol.close()?;
     outln!(
-        "reset {} to {}; the state it left is kept as snapshot {}",
+        "reset {} to {}; the state it left is kept as snapshot {}{}",
         a.swap.display(),
         target.id,
-        saved.id
+        saved.id,
+        if size == size_before {
+            String::new()
+        } else {
+            format!(" (the disk is {size} bytes now, the snapshot's size; it was {size_before})")
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

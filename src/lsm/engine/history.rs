@@ -30,8 +30,10 @@ impl Engine {
         Ok(snap)
     }
 
-    /// Makes the state of kept snapshot `id` the current one. The state being left is
-    /// kept as a snapshot first (labeled `saved`); returns that snapshot.
+    /// Makes the state of kept snapshot `id` the current one, at the snapshot's size
+    /// (the root and the `.swap` file's `size=` change together). The state being left
+    /// is kept as a snapshot first (labeled `saved`), at its own size, so a reset to a
+    /// smaller snapshot drops nothing; returns that snapshot.
     pub fn reset(&self, id: &ChunkId, saved: &Label) -> Result<RootRef> {
         let target = self
             .kept()?
@@ -39,19 +41,12 @@ impl Engine {
             .find(|k| k.id == *id)
             .ok_or_else(|| Error::not_found(format!("snapshot {id} is not kept")))?;
         let root = load_root(self.core.ctx.store.as_ref(), &self.core.ctx.keys, &target)?;
-        if root.size != self.core.size() {
-            return Err(Error::invalid(format!(
-                "snapshot {id} is of a {}-byte disk, this disk is {} bytes: resize the \
-                 disk to its size first (mindcastle resize [--shrink] NAME.swap SIZE)",
-                root.size,
-                self.core.size()
-            )));
-        }
         let tree = Tree::open(&self.core.ctx, &root.runs)?;
         let before = self.snapshot_labeled(saved)?;
         let mut ck = self.core.ckpt.lock().map_err(|_| lock_err())?;
         self.core.checkpoint_all(&mut ck, false)?;
-        {
+        let old_size = self.core.size();
+        let left = {
             let mut st = self.core.state.write().map_err(|_| lock_err())?;
             let logged = self.core.wal.as_ref().is_some_and(|w| !w.is_empty());
             if !st.mem.is_empty() || st.frozen.is_some() || logged {
@@ -61,9 +56,24 @@ impl Engine {
                     before.id
                 )));
             }
-            st.tree = tree;
+            self.core.size.store(root.size, Ordering::Release);
+            std::mem::replace(&mut st.tree, tree)
+        };
+        if let Err(e) = self.core.commit(&mut ck, true) {
+            // The named root is still the one left: so is the state in memory.
+            self.core.size.store(old_size, Ordering::Release);
+            if let Ok(mut st) = self.core.state.write() {
+                st.tree = left;
+            }
+            return Err(e.context("resetting"));
         }
-        self.core.commit(&mut ck, true)?;
+        if root.size != old_size {
+            tracing::info!(
+                from = old_size,
+                to = root.size,
+                "reset: the disk takes the snapshot's size"
+            );
+        }
         Ok(before)
     }
 
