@@ -7,7 +7,7 @@
 //! then writes through the copy (most copies share one small cache folder); servers
 //! with a small memtable, so kills land inside checkpoints;
 //! `pull`; `export --changed-since` + `apply`; `resize` (a shrink, refused without
-//! `--shrink`, then a grow back); refs: `push --ref` of a disk's state to a
+//! `--shrink`, then a grow back; of followers too); refs: `push --ref` of a disk's state to a
 //! shared folder remote, followers made by `--swap-out` that take each new version when
 //! opened and keep their own writes once written, `update`, and `gc` of the remote
 //! after the followers with writes of their own `pull`). After every step every disk is read
@@ -287,9 +287,11 @@ fn random_command_sequences_match_the_model() {
                 disks[i].offline();
                 what = "stop".into();
             }
-            58..=59 if disks[i].follows.is_none() => {
+            58..=59 => {
                 // Shrink (refused without --shrink), dropping what lies past the new
-                // end, then grow back: the space reads zeros, snapshots keep theirs.
+                // end, then grow back: the space reads zeros, snapshots keep theirs. A
+                // follower takes its ref's newest version at the first open, and the
+                // resize is a state of its own.
                 let d = &mut disks[i];
                 let to = (1 + rng.below(SIZE / 4096 - 1)) * 4096;
                 let held = if d.served.is_some() {
@@ -306,13 +308,20 @@ fn random_command_sequences_match_the_model() {
                     );
                 }
                 d.offline();
+                d.take_newest(&refs);
                 let o = common::run(&["resize", s(&d.swap), &to.to_string()]);
                 assert_eq!(o.status.code(), Some(2), "step {step}: {o:?}");
                 ok(&["resize", "--shrink", s(&d.swap), &to.to_string()]);
                 ok(&["resize", s(&d.swap), &SIZE.to_string()]);
                 d.model[to as usize..].fill(0);
+                d.written();
                 resizes += 1;
-                what = format!("resize to {to} and back{held}");
+                let whose = if d.follows.is_some() {
+                    " (a follower)"
+                } else {
+                    ""
+                };
+                what = format!("resize to {to} and back{held}{whose}");
             }
             60..=66 if disks[i].follows.is_none() => {
                 let d = &mut disks[i];
