@@ -45,6 +45,8 @@ impl BufferPool {
 
     /// A buffer of exactly `len` bytes, reused when one large enough is free. Its bytes
     /// are whatever the last user left (zeros only where it grew): fill it whole.
+    /// Shortening it means its next longer use zeroes the rest again: buffers that go
+    /// back to the pool are better taken with [`BufferPool::take_at_least`].
     pub fn take(&self, len: usize) -> Vec<u8> {
         let mut buf = self.take_at_least(len);
         buf.truncate(len);
@@ -60,9 +62,12 @@ impl BufferPool {
         if len < KEEP_MIN_BYTES {
             return vec![0; len];
         }
+        // A new buffer's room is rounded up to a power of two: a chunk range's 600 KB
+        // buffer then serves a later 1 MiB reply, where a pool full of buffers just
+        // too small for it made every reply a fresh, zeroed allocation.
         let mut buf = self
             .take_kept(|b| b.len() >= len, |b| b.capacity() >= len)
-            .unwrap_or_default();
+            .unwrap_or_else(|| Vec::with_capacity(len.next_power_of_two()));
         if buf.len() < len {
             buf.resize(len, 0);
         }
@@ -219,5 +224,19 @@ mod tests {
         assert!(grown.len() >= 2 << 20);
         let fresh = pool.take_at_least(KEEP_MIN_BYTES);
         assert!(fresh.len() >= KEEP_MIN_BYTES);
+    }
+
+    #[test]
+    fn a_new_buffer_has_a_power_of_two_of_room_so_a_longer_take_reuses_it() {
+        let pool = BufferPool::new(4 << 20);
+        // A chunk range's 600 KB, then a 1 MiB reply: the same allocation serves both.
+        let range = pool.take_at_least(600_000);
+        assert_eq!(range.len(), 600_000);
+        assert!(range.capacity() >= 1 << 20);
+        let ptr = range.as_ptr();
+        pool.give(range);
+        let reply = pool.take_at_least(1 << 20);
+        assert_eq!(reply.as_ptr(), ptr);
+        assert_eq!(reply.len(), 1 << 20);
     }
 }

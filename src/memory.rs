@@ -8,8 +8,8 @@
 //! | decoded index nodes (LRU, by bytes) | 1/8 | reads of hot index levels |
 //! | NBD request payloads in flight, all connections together | 1/16 | eight 1 MiB requests; a 32 MiB one runs alone |
 //! | chunks cut and not yet stored | 1/16 | the chunker's batch (hashed together in SHA-512 lanes: eight pay best) |
-//! | large buffers kept for reuse (`crate::buffers`) | 1/16 | no memset and page faults per 1 MiB request |
-//! | the rest | 15/32 | code, thread stacks, runtime, the allocator's own overhead |
+//! | large buffers kept for reuse (`crate::buffers`) | 1/8 | no memset and page faults per 1 MiB request: eight 1 MiB reads in flight hold a reply and a chunk range each, and at 1/16 a sixth of their takes found no buffer |
+//! | the rest | 3/8 | code, thread stacks, runtime, the allocator's own overhead |
 
 use crate::error::{Error, Result};
 use crate::format::size::parse_size;
@@ -94,7 +94,7 @@ impl Budget {
 
     /// Bytes of large buffers kept for reuse when no request holds them.
     pub fn reuse_bytes(self) -> usize {
-        to_usize(self.0 / 16)
+        to_usize(self.0 / 8)
     }
 
     /// Bytes of cut chunks held before they are stored.

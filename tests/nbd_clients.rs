@@ -377,3 +377,52 @@ print("WROTE", len(want))
         peak >> 20
     );
 }
+
+/// Replies come from pooled buffers that keep their longest length (so reuse zeroes
+/// nothing): reads of every size, each after a longer one, answer exactly their own
+/// bytes, and writes whose payloads land in longer buffers store exactly theirs.
+#[test]
+fn reads_and_writes_of_mixed_lengths_from_reused_buffers_are_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let swap = dir.path().join("d.swap");
+    let size: u64 = 8 << 20;
+    Volume::create(&swap, size).unwrap().close().unwrap();
+    let srv = Server::start(dir.path(), &swap, &[]);
+    let mut c = common::nbd::Nbd::connect(&srv.socket);
+    let mut model = common::noise(7, size as usize);
+    c.write(0, &model);
+    // Lengths around the pool's bounds (64 KiB kept, 2 MiB not), long then short.
+    let lens: [u32; 9] = [
+        2 << 20,
+        1 << 20,
+        (1 << 20) - 512,
+        600 << 10,
+        65537,
+        65536,
+        4096,
+        3 << 20,
+        100,
+    ];
+    for (i, &len) in lens.iter().enumerate() {
+        let off = (i as u64 * 1_234_567) % (size - u64::from(len));
+        let new = common::noise(100 + i as u64, len as usize);
+        c.write(off, &new);
+        model[off as usize..off as usize + len as usize].copy_from_slice(&new);
+        for &rlen in &lens {
+            let roff = (off + u64::from(rlen) * 3) % (size - u64::from(rlen));
+            let got = c.read(roff, rlen);
+            assert_eq!(got.len(), rlen as usize);
+            assert!(
+                got == model[roff as usize..(roff + u64::from(rlen)) as usize],
+                "read of {rlen} at {roff} after a write of {len}"
+            );
+        }
+    }
+    c.flush();
+    drop(c);
+    srv.stop();
+    let v = Volume::open(&swap, &OpenOptions::default()).unwrap();
+    let mut back = vec![0u8; size as usize];
+    v.read_at(0, &mut back).unwrap();
+    assert!(back == model, "the disk after the server stopped");
+}

@@ -38,10 +38,25 @@ enum Outcome {
 
 /// The bytes of a READ and how to send them.
 struct ReadReply {
+    /// A pooled buffer, possibly longer than the reply (kept at its whole length so
+    /// its next user needs no zeroing): the reply is its first `len` bytes.
     buf: Vec<u8>,
+    len: usize,
     offset: u64,
     /// The client asked for one chunk (NBD_CMD_FLAG_DF): no holes split out.
     dont_fragment: bool,
+}
+
+impl ReadReply {
+    /// The reply's bytes.
+    fn data(&self) -> &[u8] {
+        head(&self.buf, self.len)
+    }
+}
+
+/// The first `len` bytes of a pooled buffer (its callers checked that it holds them).
+fn head(buf: &[u8], len: usize) -> &[u8] {
+    buf.get(..len).unwrap_or(buf)
 }
 
 /// NBD's errno for `e`: the shared classification, in the spec's wire values.
@@ -253,6 +268,7 @@ where
             None
         };
         let mut payload = Vec::new();
+        let mut payload_len = 0;
         if req.kind == cmd::WRITE {
             if req.length > MAX_PAYLOAD {
                 tracing::info!(len = req.length, "write larger than the maximum; closing");
@@ -266,13 +282,24 @@ where
                 .await;
                 break;
             }
-            payload = pool.take(req.length as usize);
-            if rd.buffer().len() < payload.len() {
+            // At least the payload's length: the pool's buffers keep their whole
+            // length (shortening one meant zeroing it again before a longer use).
+            payload = pool.take_at_least(req.length as usize);
+            payload_len = req.length as usize;
+            if payload.len() < payload_len {
+                tracing::error!("a pooled buffer shorter than asked; closing");
+                break;
+            }
+            if rd.buffer().len() < payload_len {
                 pending.flush(&wr).await?;
             }
             // The payload holds a share of the server's budget: a client that stops
             // sending mid-payload is cut off rather than starving the others.
-            match tokio::time::timeout(super::payload_timeout(), rd.read_exact(&mut payload)).await
+            match tokio::time::timeout(
+                super::payload_timeout(),
+                rd.read_exact(payload.get_mut(..payload_len).unwrap_or_default()),
+            )
+            .await
             {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
@@ -315,7 +342,7 @@ where
             // network, goes to the pool, so this task never blocks for long.
             // A write's log ops stay buffered until the held replies go out: one
             // write(2) hands the whole batch to the kernel before any is acknowledged.
-            let outcome = execute(&vol, &req, &payload, &neg, true, pool);
+            let outcome = execute(&vol, &req, head(&payload, payload_len), &neg, true, pool);
             pending.held |= req.kind == cmd::WRITE;
             pending.add(&wr, &neg, req.cookie, &outcome).await?;
             pool.give(payload);
@@ -337,7 +364,7 @@ where
             let cookie = req.cookie;
             let n = neg.clone();
             let outcome = match tokio::task::spawn_blocking(move || {
-                let o = execute(&vol, &req, &payload, &n, false, pool);
+                let o = execute(&vol, &req, head(&payload, payload_len), &n, false, pool);
                 pool.give(payload);
                 o
             })
@@ -464,10 +491,16 @@ fn execute(
     let fua = r.flags & cmd_flags::FUA != 0;
     let res = match r.kind {
         cmd::READ => {
-            let mut buf = pool.take(r.length as usize);
-            return match vol.read_at(r.offset, &mut buf) {
+            let len = r.length as usize;
+            let mut buf = pool.take_at_least(len);
+            let read = match buf.get_mut(..len) {
+                Some(into) => vol.read_at(r.offset, into),
+                None => Err(Error::internal("a pooled buffer shorter than asked")),
+            };
+            return match read {
                 Ok(()) => Outcome::Data(ReadReply {
                     buf,
+                    len,
                     offset: r.offset,
                     dont_fragment: r.flags & cmd_flags::DF != 0,
                 }),
@@ -550,7 +583,7 @@ async fn send<S: AsyncWrite>(
     let mut pieces = Pieces::default();
     encode(&mut pieces, neg, cookie, o);
     let data: &[u8] = match o {
-        Outcome::Data(r) => &r.buf,
+        Outcome::Data(r) => r.data(),
         _ => &[],
     };
     let mut slices = Vec::with_capacity(2 * pieces.cuts.len() + 1);
@@ -659,14 +692,10 @@ fn encode(out: &mut impl p::ReplySink, neg: &Negotiated, cookie: u64, o: &Outcom
     let reply = match o {
         Outcome::Ok => p::Reply::Done,
         Outcome::Err(code, msg) => p::Reply::Error(*code, msg),
-        Outcome::Data(ReadReply {
-            buf,
-            offset,
-            dont_fragment,
-        }) => p::Reply::Data {
-            buf,
-            offset: *offset,
-            dont_fragment: *dont_fragment,
+        Outcome::Data(r) => p::Reply::Data {
+            buf: r.data(),
+            offset: r.offset,
+            dont_fragment: r.dont_fragment,
         },
         Outcome::Status(d) => p::Reply::Status {
             context: BASE_ALLOCATION_ID,
@@ -735,6 +764,7 @@ mod tests {
             };
             let o = Outcome::Data(ReadReply {
                 buf: buf.clone(),
+                len: buf.len(),
                 offset: 4096 * 5 + 512,
                 dont_fragment,
             });
