@@ -64,10 +64,15 @@ impl BufferPool {
         }
         // A new buffer's room is rounded up to a power of two: a chunk range's 600 KB
         // buffer then serves a later 1 MiB reply, where a pool full of buffers just
-        // too small for it made every reply a fresh, zeroed allocation.
+        // too small for it made every reply a fresh, zeroed allocation. Not past the
+        // largest kept size (such a buffer is dropped after use anyway).
+        let room = match len.checked_next_power_of_two() {
+            Some(p) if p <= KEEP_MAX_BYTES => p,
+            _ => len,
+        };
         let mut buf = self
             .take_kept(|b| b.len() >= len, |b| b.capacity() >= len)
-            .unwrap_or_else(|| Vec::with_capacity(len.next_power_of_two()));
+            .unwrap_or_else(|| Vec::with_capacity(room));
         if buf.len() < len {
             buf.resize(len, 0);
         }
@@ -238,5 +243,8 @@ mod tests {
         let reply = pool.take_at_least(1 << 20);
         assert_eq!(reply.as_ptr(), ptr);
         assert_eq!(reply.len(), 1 << 20);
+        // Past the largest kept size, exactly what was asked.
+        let big = pool.take_at_least(KEEP_MAX_BYTES + 4096);
+        assert!(big.capacity() < 2 * KEEP_MAX_BYTES);
     }
 }
