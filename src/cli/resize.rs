@@ -32,12 +32,8 @@ struct Report {
 
 /// Runs `resize`.
 pub fn run(a: Args) -> Result<ExitCode> {
-    let max = crate::format::swapfile::MAX_DISK_SIZE;
-    if a.size > max {
-        return Err(Error::invalid(format!(
-            "size {} is larger than the largest disk ({max} bytes, 1 EiB)",
-            a.size
-        )));
+    if let Some(why) = crate::format::swapfile::bad_disk_size(a.size) {
+        return Err(Error::invalid(why));
     }
     let vol = Volume::open(
         &a.swap,

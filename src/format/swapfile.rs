@@ -30,6 +30,21 @@ use crate::format::BLOCK_SIZE;
 /// The largest disk: 1 EiB (NBD clients take sizes as signed 64-bit numbers).
 pub const MAX_DISK_SIZE: u64 = 1 << 60;
 
+/// Why `size` cannot be a disk's size (a positive multiple of 4096 up to
+/// [`MAX_DISK_SIZE`]), or None when it can: the one rule for `size=`, `create`,
+/// `resize` and a ref version's size.
+pub fn bad_disk_size(size: u64) -> Option<String> {
+    if size == 0 || !size.is_multiple_of(BLOCK_SIZE as u64) {
+        Some(format!("size {size} is not a positive multiple of 4096"))
+    } else if size > MAX_DISK_SIZE {
+        Some(format!(
+            "size {size} is larger than the largest disk ({MAX_DISK_SIZE} bytes, 1 EiB)"
+        ))
+    } else {
+        None
+    }
+}
+
 /// Most fallbacks honoured, as in the original.
 pub const MAX_FALLBACKS: usize = 8;
 
@@ -146,13 +161,8 @@ impl SwapFile {
                     let s: u64 = v
                         .parse()
                         .map_err(|_| err(format!("size '{v}' is not a number of bytes")))?;
-                    if s == 0 || !s.is_multiple_of(BLOCK_SIZE as u64) {
-                        return Err(err(format!("size {s} is not a positive multiple of 4096")));
-                    }
-                    if s > MAX_DISK_SIZE {
-                        return Err(err(format!(
-                            "size {s} is larger than the largest disk ({MAX_DISK_SIZE} bytes, 1 EiB)"
-                        )));
+                    if let Some(why) = bad_disk_size(s) {
+                        return Err(err(why));
                     }
                     size = Some(s);
                 }

@@ -258,16 +258,8 @@ impl Volume {
 
     /// [`Volume::create`] with a given key (`convert --key-from-old`).
     pub fn create_with_key(path: &Path, size: u64, key: DiskKey) -> Result<Self> {
-        if size == 0 || !size.is_multiple_of(BS) {
-            return Err(Error::invalid(format!(
-                "size {size} is not a positive multiple of 4096"
-            )));
-        }
-        let max = crate::format::swapfile::MAX_DISK_SIZE;
-        if size > max {
-            return Err(Error::invalid(format!(
-                "size {size} is larger than the largest disk ({max} bytes, 1 EiB)"
-            )));
+        if let Some(why) = crate::format::swapfile::bad_disk_size(size) {
+            return Err(Error::invalid(why));
         }
         let swap = SwapFile::new(uuid::Uuid::new_v4().to_string(), size, key.0);
         create_swap(path, &swap)?;
@@ -421,7 +413,8 @@ impl Volume {
         let recorded = start.root.size;
         if moved && recorded != swap.size {
             return Err(Error::corrupt(format!(
-                "{}: version {} of ref '{}' names a disk of {} bytes, and its root one of                  {recorded}",
+                "{}: version {} of ref '{}' names a disk of {} bytes, and its root one \
+                 of {recorded}",
                 path.display(),
                 swap.ref_seq,
                 swap.follow.as_deref().unwrap_or(""),

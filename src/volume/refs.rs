@@ -205,12 +205,8 @@ impl Trust<'_> {
         }
         // Another size is a resize at the source (`resize`), which a follower takes with
         // the version; a size no disk can have is damage.
-        let max = crate::format::swapfile::MAX_DISK_SIZE;
-        if v.disk_size == 0 || !v.disk_size.is_multiple_of(4096) || v.disk_size > max {
-            return refuse(format!(
-                "it names a disk of {} bytes (not a positive multiple of 4096 up to {max})",
-                v.disk_size
-            ));
+        if let Some(why) = crate::format::swapfile::bad_disk_size(v.disk_size) {
+            return refuse(format!("it names a disk of {} bytes ({why})", v.disk_size));
         }
         Ok(())
     }
