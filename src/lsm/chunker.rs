@@ -52,6 +52,36 @@ pub struct Chunker<'a> {
     pending_limit: usize,
 }
 
+/// SHA-512 of each of `msgs` in lanes, in order: groups as wide as the lanes (four with
+/// AVX2) hashed on up to as many threads as there are cores, since with narrow lanes
+/// one thread hashing a batch of eight is slower than two threads of OpenSSL were.
+fn hash_in_lanes(msgs: &[&[u8]]) -> Result<Vec<[u8; 64]>> {
+    let width = sha512_lanes::width().max(1);
+    let threads = crate::cpus::available().min(msgs.len().div_ceil(width));
+    if threads <= 1 {
+        return Ok(sha512_lanes::sha512_each(msgs));
+    }
+    let per = msgs.len().div_ceil(threads).div_ceil(width) * width;
+    let parts: Vec<Result<Vec<[u8; 64]>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = msgs
+            .chunks(per)
+            .map(|group| s.spawn(move || sha512_lanes::sha512_each(group)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| Error::invalid("chunk hashing thread panicked"))
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(msgs.len());
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
+}
+
 impl<'a> Chunker<'a> {
     /// A chunker writing to `store`.
     pub fn new(store: &'a dyn ChunkStore) -> Self {
@@ -187,7 +217,7 @@ impl<'a> Chunker<'a> {
         let ids: Vec<Option<ChunkId>> =
             if pending.len() >= sha512_lanes::MIN_LANES && sha512_lanes::lanes_available() {
                 let msgs: Vec<&[u8]> = pending.iter().map(|(_, b)| b.as_slice()).collect();
-                sha512_lanes::sha512_each(&msgs)
+                hash_in_lanes(&msgs)?
                     .iter()
                     .map(|d| Some(ChunkId::from_digest(d)))
                     .collect()
@@ -296,6 +326,27 @@ mod tests {
     use crate::format::record::seal_block;
     use crate::store::memory::MemoryStore;
     use crate::store::ChunkStore;
+
+    #[test]
+    fn a_batch_hashed_in_groups_on_several_threads_keeps_each_digest_in_its_place() -> Result<()> {
+        let msgs: Vec<Vec<u8>> = (0..10)
+            .map(|j| crate::format::test_noise(1000 * j + 7 * j * j, j as u64))
+            .collect();
+        for n in 1..=msgs.len() {
+            let refs: Vec<&[u8]> = msgs[..n].iter().map(Vec::as_slice).collect();
+            let got = hash_in_lanes(&refs)?;
+            assert_eq!(got.len(), n);
+            for (m, d) in msgs[..n].iter().zip(&got) {
+                assert_eq!(
+                    d,
+                    &openssl::sha::sha512(m),
+                    "{n} messages, length {}",
+                    m.len()
+                );
+            }
+        }
+        Ok(())
+    }
 
     #[test]
     fn equal_records_are_stored_once_and_both_entries_read_them() -> Result<()> {
