@@ -63,15 +63,22 @@ fn hash_in_lanes(msgs: &[&[u8]]) -> Result<Vec<[u8; 64]>> {
     }
     let per = msgs.len().div_ceil(threads).div_ceil(width) * width;
     let parts: Vec<Result<Vec<[u8; 64]>>> = std::thread::scope(|s| {
+        // A group whose thread cannot be made (out of threads or memory) is hashed here.
         let handles: Vec<_> = msgs
             .chunks(per)
-            .map(|group| s.spawn(move || sha512_lanes::sha512_each(group)))
+            .map(|group| {
+                let spawned = std::thread::Builder::new()
+                    .spawn_scoped(s, move || sha512_lanes::sha512_each(group));
+                (group, spawned)
+            })
             .collect();
         handles
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .map_err(|_| Error::invalid("chunk hashing thread panicked"))
+            .map(|(group, h)| match h {
+                Ok(h) => h
+                    .join()
+                    .map_err(|_| Error::invalid("chunk hashing thread panicked")),
+                Err(_) => Ok(sha512_lanes::sha512_each(group)),
             })
             .collect()
     });
