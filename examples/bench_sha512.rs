@@ -1,5 +1,6 @@
 //! SHA-512 throughput of one core: OpenSSL one message at a time against
-//! `format::sha512_lanes` with 1 to 8 messages together.
+//! `format::sha512_lanes` with 1 to 8 messages together (eight AVX-512 lanes, or groups
+//! of four AVX2 lanes on a CPU without AVX-512).
 //! Usage: cargo run --release --example bench_sha512 [MESSAGE_KIB] [MIB_PER_CASE]
 
 use std::time::Instant;

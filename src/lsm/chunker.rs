@@ -254,15 +254,23 @@ impl<'a> Chunker<'a> {
         }
         let put = &put;
         let results: Vec<Result<Vec<(usize, ChunkId, u32)>>> = std::thread::scope(|s| {
+            // A group whose thread cannot be made (out of threads or memory) is stored
+            // here: the checkpoint thread must not die of it (writers would wait on it).
             let handles: Vec<_> = jobs
                 .chunks(per)
-                .map(|group| s.spawn(move || group.iter().map(put).collect()))
+                .map(|group| {
+                    let spawned = std::thread::Builder::new()
+                        .spawn_scoped(s, move || group.iter().map(put).collect());
+                    (group, spawned)
+                })
                 .collect();
             handles
                 .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(Error::invalid("chunk writer panicked")))
+                .map(|(group, h)| match h {
+                    Ok(h) => h
+                        .join()
+                        .unwrap_or_else(|_| Err(Error::invalid("chunk writer panicked"))),
+                    Err(_) => group.iter().map(put).collect(),
                 })
                 .collect()
         });
