@@ -123,11 +123,54 @@ impl<'a> Blocks<'a> {
     }
 }
 
+/// Every lane's state at SHA-512's initial hash value.
+#[cfg(target_arch = "x86_64")]
+fn initial_state<const N: usize>() -> [[u64; N]; 8] {
+    IV.map(|word| [word; N])
+}
+
+/// Puts word `i` of each lane's block `step` in `w[i][lane]` (lanes side by side, as
+/// the vector loads take them); true for the lanes whose message has that block.
+#[cfg(target_arch = "x86_64")]
+fn gather_words<const N: usize>(
+    blocks: &[Blocks<'_>],
+    step: usize,
+    w: &mut [[u64; N]; 16],
+) -> [bool; N] {
+    let mut active = [false; N];
+    for ((lane, b), on) in blocks.iter().enumerate().zip(active.iter_mut()) {
+        if step >= b.count() {
+            continue;
+        }
+        *on = true;
+        for (words, bytes) in w.iter_mut().zip(b.block(step).chunks_exact(8)) {
+            let mut be = [0u8; 8];
+            be.copy_from_slice(bytes);
+            words[lane] = u64::from_be_bytes(be);
+        }
+    }
+    active
+}
+
+/// The digests of the first `count` lanes of `state`.
+#[cfg(target_arch = "x86_64")]
+fn digests<const N: usize>(state: &[[u64; N]; 8], count: usize) -> Vec<[u8; 64]> {
+    (0..count.min(N))
+        .map(|lane| {
+            let mut d = [0u8; 64];
+            for (out, words) in d.chunks_exact_mut(8).zip(state.iter()) {
+                out.copy_from_slice(&words[lane].to_be_bytes());
+            }
+            d
+        })
+        .collect()
+}
+
 #[cfg(target_arch = "x86_64")]
 mod lanes {
     use std::arch::x86_64::*;
 
-    use super::{avx2, Blocks, IV, K, LANES};
+    use super::{avx2, digests, gather_words, initial_state, Blocks, K, LANES};
 
     pub(super) fn available() -> bool {
         std::is_x86_feature_detected!("avx512f") || avx2::available()
@@ -159,24 +202,13 @@ mod lanes {
                 .collect();
         }
         let blocks: Vec<Blocks<'_>> = msgs.iter().map(|m| Blocks::new(m)).collect();
-        let mut state = [[0u64; LANES]; 8];
-        for (i, word) in IV.iter().enumerate() {
-            state[i] = [*word; LANES];
-        }
+        let mut state = initial_state::<LANES>();
         #[allow(unsafe_code)]
         // SAFETY: `available()` found AVX-512F on this CPU just above.
         unsafe {
             compress_all(&blocks, &mut state)
         };
-        (0..msgs.len())
-            .map(|lane| {
-                let mut d = [0u8; 64];
-                for (i, words) in state.iter().enumerate() {
-                    d[i * 8..i * 8 + 8].copy_from_slice(&words[lane].to_be_bytes());
-                }
-                d
-            })
-            .collect()
+        digests(&state, msgs.len())
     }
 
     /// Runs every block of every lane through the compression function; a lane whose
@@ -191,19 +223,10 @@ mod lanes {
         // Word i of every lane's block, lanes side by side.
         let mut w = [[0u64; LANES]; 16];
         for step in 0..steps {
-            let mut active: __mmask8 = 0;
-            for (lane, b) in blocks.iter().enumerate() {
-                if step >= b.count() {
-                    continue;
-                }
-                active |= 1 << lane;
-                let block = b.block(step);
-                for (i, word) in block.chunks_exact(8).enumerate() {
-                    let mut be = [0u8; 8];
-                    be.copy_from_slice(word);
-                    w[i][lane] = u64::from_be_bytes(be);
-                }
-            }
+            let active = gather_words(blocks, step, &mut w)
+                .iter()
+                .enumerate()
+                .fold(0 as __mmask8, |m, (lane, on)| m | (u8::from(*on) << lane));
             compress(&mut s, &w, active);
         }
         for (v, words) in s.iter().zip(state.iter_mut()) {
@@ -317,7 +340,7 @@ mod lanes {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Blocks, IV, K};
+    use super::{digests, gather_words, initial_state, Blocks, K};
 
     /// Messages hashed together at most.
     pub(super) const LANES: usize = 4;
@@ -337,24 +360,13 @@ mod avx2 {
             return msgs.iter().map(|m| openssl::sha::sha512(m)).collect();
         }
         let blocks: Vec<Blocks<'_>> = msgs.iter().map(|m| Blocks::new(m)).collect();
-        let mut state = [[0u64; LANES]; 8];
-        for (i, word) in IV.iter().enumerate() {
-            state[i] = [*word; LANES];
-        }
+        let mut state = initial_state::<LANES>();
         #[allow(unsafe_code)]
         // SAFETY: `available()` found AVX2 on this CPU just above.
         unsafe {
             compress_all(&blocks, &mut state)
         };
-        (0..msgs.len())
-            .map(|lane| {
-                let mut d = [0u8; 64];
-                for (i, words) in state.iter().enumerate() {
-                    d[i * 8..i * 8 + 8].copy_from_slice(&words[lane].to_be_bytes());
-                }
-                d
-            })
-            .collect()
+        digests(&state, msgs.len())
     }
 
     /// Runs every block of every lane through the compression function; a lane whose
@@ -369,19 +381,7 @@ mod avx2 {
         // Word i of every lane's block, lanes side by side.
         let mut w = [[0u64; LANES]; 16];
         for step in 0..steps {
-            let mut active = [0u64; LANES];
-            for (lane, b) in blocks.iter().enumerate() {
-                if step >= b.count() {
-                    continue;
-                }
-                active[lane] = u64::MAX;
-                let block = b.block(step);
-                for (i, word) in block.chunks_exact(8).enumerate() {
-                    let mut be = [0u8; 8];
-                    be.copy_from_slice(word);
-                    w[i][lane] = u64::from_be_bytes(be);
-                }
-            }
+            let active = gather_words(blocks, step, &mut w).map(|on| if on { u64::MAX } else { 0 });
             compress(&mut s, &w, load(&active));
         }
         for (v, words) in s.iter().zip(state.iter_mut()) {
