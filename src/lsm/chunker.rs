@@ -62,13 +62,28 @@ fn hash_in_lanes(msgs: &[&[u8]]) -> Result<Vec<[u8; 64]>> {
         return Ok(sha512_lanes::sha512_each(msgs));
     }
     let per = msgs.len().div_ceil(threads).div_ceil(width) * width;
-    let parts: Vec<Result<Vec<[u8; 64]>>> = std::thread::scope(|s| {
-        // A group whose thread cannot be made (out of threads or memory) is hashed here.
-        let handles: Vec<_> = msgs
-            .chunks(per)
+    let parts = in_groups(msgs, per, "chunk hashing", |g| {
+        Ok(sha512_lanes::sha512_each(g))
+    })?;
+    Ok(parts.concat())
+}
+
+/// `f` of each group of `per` items, in order, each group on a scoped thread of its
+/// own. A group whose thread cannot be made (out of threads or memory) runs here
+/// instead: the checkpoint thread must not die of it (writers would wait on it). Every
+/// group finishes before the first error (in order) is returned.
+fn in_groups<T: Sync, R: Send>(
+    items: &[T],
+    per: usize,
+    what: &str,
+    f: impl Fn(&[T]) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let f = &f;
+    let results: Vec<Result<R>> = std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(per.max(1))
             .map(|group| {
-                let spawned = std::thread::Builder::new()
-                    .spawn_scoped(s, move || sha512_lanes::sha512_each(group));
+                let spawned = std::thread::Builder::new().spawn_scoped(s, move || f(group));
                 (group, spawned)
             })
             .collect();
@@ -77,16 +92,12 @@ fn hash_in_lanes(msgs: &[&[u8]]) -> Result<Vec<[u8; 64]>> {
             .map(|(group, h)| match h {
                 Ok(h) => h
                     .join()
-                    .map_err(|_| Error::invalid("chunk hashing thread panicked")),
-                Err(_) => Ok(sha512_lanes::sha512_each(group)),
+                    .unwrap_or_else(|_| Err(Error::invalid(format!("{what} thread panicked")))),
+                Err(_) => f(group),
             })
             .collect()
     });
-    let mut out = Vec::with_capacity(msgs.len());
-    for p in parts {
-        out.extend(p?);
-    }
-    Ok(out)
+    results.into_iter().collect()
 }
 
 impl<'a> Chunker<'a> {
@@ -252,32 +263,10 @@ impl<'a> Chunker<'a> {
             let stored: Vec<(usize, ChunkId, u32)> = jobs.iter().map(put).collect::<Result<_>>()?;
             return self.mark_stored(stored);
         }
-        let put = &put;
-        let results: Vec<Result<Vec<(usize, ChunkId, u32)>>> = std::thread::scope(|s| {
-            // A group whose thread cannot be made (out of threads or memory) is stored
-            // here: the checkpoint thread must not die of it (writers would wait on it).
-            let handles: Vec<_> = jobs
-                .chunks(per)
-                .map(|group| {
-                    let spawned = std::thread::Builder::new()
-                        .spawn_scoped(s, move || group.iter().map(put).collect());
-                    (group, spawned)
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|(group, h)| match h {
-                    Ok(h) => h
-                        .join()
-                        .unwrap_or_else(|_| Err(Error::invalid("chunk writer panicked"))),
-                    Err(_) => group.iter().map(put).collect(),
-                })
-                .collect()
-        });
-        let mut stored = Vec::new();
-        for r in results {
-            stored.extend(r?);
-        }
+        let stored = in_groups(&jobs, per, "chunk writer", |g| {
+            g.iter().map(&put).collect::<Result<Vec<_>>>()
+        })?
+        .concat();
         self.mark_stored(stored)
     }
 
