@@ -24,6 +24,7 @@ pub mod nbd;
 pub mod original;
 pub mod prehashed;
 pub mod store;
+pub mod threads;
 pub mod trace;
 pub mod volume;
 

@@ -62,42 +62,10 @@ fn hash_in_lanes(msgs: &[&[u8]]) -> Result<Vec<[u8; 64]>> {
         return Ok(sha512_lanes::sha512_each(msgs));
     }
     let per = msgs.len().div_ceil(threads).div_ceil(width) * width;
-    let parts = in_groups(msgs, per, "chunk hashing", |g| {
+    let parts = crate::threads::in_groups(msgs, per, "chunk hashing", |_, g| {
         Ok(sha512_lanes::sha512_each(g))
     })?;
     Ok(parts.concat())
-}
-
-/// `f` of each group of `per` items, in order, each group on a scoped thread of its
-/// own. A group whose thread cannot be made (out of threads or memory) runs here
-/// instead: the checkpoint thread must not die of it (writers would wait on it). Every
-/// group finishes before the first error (in order) is returned.
-fn in_groups<T: Sync, R: Send>(
-    items: &[T],
-    per: usize,
-    what: &str,
-    f: impl Fn(&[T]) -> Result<R> + Sync,
-) -> Result<Vec<R>> {
-    let f = &f;
-    let results: Vec<Result<R>> = std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(per.max(1))
-            .map(|group| {
-                let spawned = std::thread::Builder::new().spawn_scoped(s, move || f(group));
-                (group, spawned)
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|(group, h)| match h {
-                Ok(h) => h
-                    .join()
-                    .unwrap_or_else(|_| Err(Error::invalid(format!("{what} thread panicked")))),
-                Err(_) => f(group),
-            })
-            .collect()
-    });
-    results.into_iter().collect()
 }
 
 impl<'a> Chunker<'a> {
@@ -263,7 +231,7 @@ impl<'a> Chunker<'a> {
             let stored: Vec<(usize, ChunkId, u32)> = jobs.iter().map(put).collect::<Result<_>>()?;
             return self.mark_stored(stored);
         }
-        let stored = in_groups(&jobs, per, "chunk writer", |g| {
+        let stored = crate::threads::in_groups(&jobs, per, "chunk writer", |_, g| {
             g.iter().map(&put).collect::<Result<Vec<_>>>()
         })?
         .concat();
@@ -336,9 +304,14 @@ mod tests {
         let msgs: Vec<Vec<u8>> = (0..10)
             .map(|j| crate::format::test_noise(1000 * j + 7 * j * j, j as u64))
             .collect();
-        for n in 1..=msgs.len() {
+        // With helper threads, and as at a thread limit (every group on the caller).
+        for (n, refuse) in (1..=msgs.len()).flat_map(|n| [(n, false), (n, true)]) {
             let refs: Vec<&[u8]> = msgs[..n].iter().map(Vec::as_slice).collect();
-            let got = hash_in_lanes(&refs)?;
+            let got = if refuse {
+                crate::threads::with_no_threads(|| hash_in_lanes(&refs))?
+            } else {
+                hash_in_lanes(&refs)?
+            };
             assert_eq!(got.len(), n);
             for (m, d) in msgs[..n].iter().zip(&got) {
                 assert_eq!(

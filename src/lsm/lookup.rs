@@ -191,25 +191,22 @@ pub fn fetch_into(
     };
     let next = AtomicUsize::new(0);
     let done: Mutex<Vec<(usize, Result<Vec<u8>>)>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..PARALLEL_FETCHES.min(by_chunk.len()) {
-            s.spawn(|| loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                let Some(ks) = by_chunk.get(n) else { return };
-                for k in ks.clone() {
-                    let r = (|| {
-                        let group = group_at(k)?;
-                        let mut buf = vec![0u8; group.len() * BLOCK_SIZE];
-                        read_group(ctx, first, group, &mut buf, |pos, _| pos)?;
-                        Ok(buf)
-                    })();
-                    if let Ok(mut d) = done.lock() {
-                        d.push((k, r));
-                    }
-                }
-            });
+    let helpers = PARALLEL_FETCHES.min(by_chunk.len()).saturating_sub(1);
+    crate::threads::alongside(helpers, "parallel read", || loop {
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        let Some(ks) = by_chunk.get(n) else { return };
+        for k in ks.clone() {
+            let r = (|| {
+                let group = group_at(k)?;
+                let mut buf = vec![0u8; group.len() * BLOCK_SIZE];
+                read_group(ctx, first, group, &mut buf, |pos, _| pos)?;
+                Ok(buf)
+            })();
+            if let Ok(mut d) = done.lock() {
+                d.push((k, r));
+            }
         }
-    });
+    })?;
     let done = done
         .into_inner()
         .map_err(|_| Error::internal("parallel read lock poisoned"))?;

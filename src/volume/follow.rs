@@ -164,14 +164,15 @@ pub fn follow(
         _ => None,
     };
     let (newest_found, prior) = std::thread::scope(|s| {
+        let (name, seq) = (name.as_str(), swap.ref_seq);
         let prior = first.as_ref().map(|r| {
-            let (name, seq) = (name.as_str(), swap.ref_seq);
-            s.spawn(move || get_version(r.as_ref(), name, seq))
+            let spawned = crate::threads::spawn(s, move || get_version(r.as_ref(), name, seq));
+            (r, spawned)
         });
-        let n = find_newest(swap, &name, &base);
-        let p = prior.map(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err(Error::internal("the version look-up panicked")))
+        let n = find_newest(swap, name, &base);
+        let p = prior.map(|(r, h)| match h {
+            Some(h) => crate::threads::join(h, "version look-up"),
+            None => get_version(r.as_ref(), name, seq),
         });
         (n, p)
     });

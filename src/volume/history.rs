@@ -356,18 +356,8 @@ impl Volume {
         };
         // Links are metadata operations: a few threads hide their latency.
         let per = chunks.len().div_ceil(4).max(1);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = chunks
-                .chunks(per)
-                .map(|part| s.spawn(|| part.iter().try_for_each(link)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(Error::internal("link thread panicked")))
-                })
-                .collect::<Result<Vec<()>>>()
+        crate::threads::in_groups(&chunks, per, "link", |_, part| {
+            part.iter().try_for_each(&link)
         })?;
         // The links are durable before anything names them.
         crate::store::local::sync_dir(&dir)?;

@@ -355,22 +355,10 @@ fn in_parallel<T: Send>(
         return Ok(vec![f(0, bytes)?]);
     }
     let per_blocks = blocks.div_ceil(threads);
-    let mut parts = bytes.chunks(per_blocks * BLOCK_SIZE).enumerate();
-    let first = parts.next().map(|(_, p)| p).unwrap_or_default();
-    let f = &f;
     // The caller seals the first share itself: one thread fewer to spawn.
-    let results: Vec<Result<T>> = std::thread::scope(|s| {
-        let handles: Vec<_> = parts
-            .map(|(k, p)| s.spawn(move || f(k * per_blocks, p)))
-            .collect();
-        let mut results = vec![f(0, first)];
-        results.extend(handles.into_iter().map(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err(Error::internal("sealing thread panicked")))
-        }));
-        results
-    });
-    results.into_iter().collect()
+    crate::threads::in_groups(bytes, per_blocks * BLOCK_SIZE, "sealing", |k, p| {
+        f(k * per_blocks, p)
+    })
 }
 
 /// Counts large writes sealing their blocks now (process-wide), for as long as it

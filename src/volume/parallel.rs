@@ -15,21 +15,18 @@ pub(super) fn run<T: Sync>(
 ) -> Result<()> {
     let next = AtomicUsize::new(0);
     let failed: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..workers.min(items.len()) {
-            s.spawn(|| {
-                while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    if let Err(e) = f(item) {
-                        if let Ok(mut slot) = failed.lock() {
-                            slot.get_or_insert(e);
-                        }
-                        next.store(items.len(), Ordering::Relaxed);
-                        return;
-                    }
+    let helpers = workers.min(items.len()).saturating_sub(1);
+    crate::threads::alongside(helpers, "worker", || {
+        while let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
+            if let Err(e) = f(item) {
+                if let Ok(mut slot) = failed.lock() {
+                    slot.get_or_insert(e);
                 }
-            });
+                next.store(items.len(), Ordering::Relaxed);
+                return;
+            }
         }
-    });
+    })?;
     match failed
         .into_inner()
         .map_err(|_| Error::internal("a worker lock was poisoned"))?
@@ -52,6 +49,16 @@ mod tests {
         run(&items, 8, |i| {
             sum.fetch_add(*i, Ordering::Relaxed);
             Ok(())
+        })
+        .unwrap();
+        assert_eq!(sum.into_inner(), 999 * 1000 / 2);
+        // As at a thread limit: every item on the caller.
+        let sum = AtomicU64::new(0);
+        crate::threads::with_no_threads(|| {
+            run(&items, 8, |i| {
+                sum.fetch_add(*i, Ordering::Relaxed);
+                Ok(())
+            })
         })
         .unwrap();
         assert_eq!(sum.into_inner(), 999 * 1000 / 2);

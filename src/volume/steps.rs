@@ -73,10 +73,11 @@ impl Volume {
         let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Vec<u8>, usize)>(writers);
         let job_rx = Mutex::new(job_rx);
         let out = std::thread::scope(|s| -> Result<T> {
+            let mut handles = Vec::with_capacity(writers);
             for _ in 0..writers {
                 let (job_rx, free_tx, failed, written) =
                     (&job_rx, free_tx.clone(), &failed, &written);
-                s.spawn(move || loop {
+                let spawned = crate::threads::spawn(s, move || loop {
                     let job = match job_rx.lock() {
                         Ok(rx) => rx.recv(),
                         Err(_) => return,
@@ -98,10 +99,19 @@ impl Volume {
                     // after a failure, so it wakes and sees it.
                     let _ = free_tx.send(buf);
                 });
+                match spawned {
+                    Some(h) => handles.push(h),
+                    None => break,
+                }
             }
             // Only the writers hold senders now: were they all gone, a wait for a
             // buffer ends instead of hanging.
             drop(free_tx);
+            if handles.is_empty() {
+                return Err(Error::internal(
+                    "no step writer thread could be made (is the process at its thread limit?)",
+                ));
+            }
             // The jobs' sender goes when `body` returns, which ends the writers once
             // they have taken every step sent.
             let steps = Steps {
@@ -110,7 +120,17 @@ impl Volume {
                 failed: &failed,
                 written: &written,
             };
-            body(&steps)
+            let out = body(&steps);
+            // Closing the jobs' channel ends the writers once every step sent is taken.
+            drop(steps);
+            for h in handles {
+                if h.join().is_err() {
+                    if let Ok(mut f) = failed.lock() {
+                        f.get_or_insert(Error::internal("a step writer thread panicked"));
+                    }
+                }
+            }
+            out
         });
         if let Some(e) = failed
             .into_inner()
@@ -166,6 +186,10 @@ mod tests {
         vol.read_at(0, &mut back).unwrap();
         assert!(back == model, "a step landed elsewhere");
         assert_eq!(total, 5000 + STEP as u64 * 2 + 3 * 4096 + 1 - 4096 + 17);
+        // With no writer thread to be had, a clear error instead of a wait forever.
+        let e = crate::threads::with_no_threads(|| vol.write_steps(|w| w.buffer().map(drop)))
+            .unwrap_err();
+        assert!(e.to_string().contains("thread limit"), "{e}");
     }
 
     /// The first failed write is the error returned (not the caller's "stop"), and the
