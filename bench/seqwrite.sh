@@ -3,7 +3,8 @@
 # buffers) against `serve` on a fresh 1 GiB disk, for each build given, interleaved over
 # ROUNDS. Prints MB/s, p50/p99/max completion latency, the server's peak RSS, and the
 # share of the machine's CPU time that was busy, idle and waiting for I/O.
-# Usage: bench/seqwrite.sh [SECONDS] [ROUNDS] [BIN...]   (default: this build)
+# Usage: [QD=8] bench/seqwrite.sh [SECONDS] [ROUNDS] [BIN...]   (default: this build;
+# QD sets the queue depth)
 # Profile one run with e.g. `perf record -e cpu-clock -a -g -- sleep 4` beside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +31,7 @@ for round in $(seq "$ROUNDS"); do
     for _ in $(seq 100); do [ -S "$d/s.sock" ] && break; sleep 0.1; done
     read -r b0 i0 w0 <<<"$(cpu)"
     fio --name=w --ioengine=nbd --uri="nbd+unix:///?socket=$d/s.sock" --size=1024M \
-        --rw=write --bs=1M --iodepth=8 --runtime="$SECS" --time_based=1 \
+        --rw=write --bs=1M --iodepth="${QD:-8}" --runtime="$SECS" --time_based=1 \
         --buffer_compress_percentage=50 --refill_buffers=1 --output-format=json \
         2>/dev/null > "$d/fio.json"
     read -r b1 i1 w1 <<<"$(cpu)"

@@ -163,20 +163,29 @@ impl Core {
             // Syncs are serialized by the store, so the one after the merge syncs
             // only what was put since (the index chunks, the root).
             let store = self.ctx.store.as_ref();
+            // How long the sync beside took, for the debug log: a merge that waits
+            // for it is bound by the device, not by its own work.
+            let timed_sync = || {
+                let t = std::time::Instant::now();
+                store.sync().map(|()| t.elapsed())
+            };
             let (stats, synced_beside) = std::thread::scope(|s| {
                 // A thread that cannot be made (out of threads or memory) is no error:
                 // the sync then runs here, before the merge.
                 let beside = std::thread::Builder::new()
                     .name("mindcastle-sync".into())
-                    .spawn_scoped(s, || store.sync());
+                    .spawn_scoped(s, timed_sync);
                 let synced_here = match &beside {
-                    Ok(_) => Ok(()),
+                    Ok(_) => Ok(std::time::Duration::ZERO),
                     Err(e) => {
                         tracing::debug!(error = %e, "no thread for the chunk sync; syncing first");
-                        store.sync()
+                        timed_sync()
                     }
                 };
-                let stats = tree.insert(&self.ctx, self.tuning.level_base, batch, pinned);
+                let merge_started = std::time::Instant::now();
+                let stats = tree
+                    .insert(&self.ctx, self.tuning.level_base, batch, pinned)
+                    .map(|st| (st, merge_started.elapsed()));
                 let synced = match beside {
                     Ok(h) => h
                         .join()
@@ -185,13 +194,15 @@ impl Core {
                 };
                 (stats, synced)
             });
-            synced_beside?;
-            let stats = stats?;
+            let sync_took = synced_beside?;
+            let (stats, merge_took) = stats?;
             tracing::debug!(
                 level = stats.level,
                 entries = stats.entries,
                 chunked_ms = chunked.as_millis() as u64,
                 merged_ms = (started.elapsed() - chunked).as_millis() as u64,
+                merge_work_ms = merge_took.as_millis() as u64,
+                data_sync_ms = sync_took.as_millis() as u64,
                 "merged memtable"
             );
         }
