@@ -6,7 +6,8 @@
 //! the budget's share for them ([`crate::memory::Budget::reuse_bytes`]), and taken
 //! again. A buffer is always filled whole before its bytes are used (a read fills every
 //! byte of its reply or fails and is not sent; a write's payload and a chunk range are
-//! read whole or the request fails), so reuse without zeroing returns nothing stale.
+//! read whole or the request fails; packed records read only the bytes they wrote), so
+//! reuse without zeroing returns nothing stale.
 
 use std::sync::{Mutex, OnceLock};
 
