@@ -15,10 +15,27 @@ pub fn spawn<'scope, T: Send + 'scope>(
     s: &'scope Scope<'scope, '_>,
     f: impl FnOnce() -> T + Send + 'scope,
 ) -> Option<ScopedJoinHandle<'scope, T>> {
+    spawn_with(s, std::thread::Builder::new(), f)
+}
+
+/// [`spawn`] of a thread named `name` (seen in profiles and `top -H`).
+pub fn spawn_named<'scope, T: Send + 'scope>(
+    s: &'scope Scope<'scope, '_>,
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> Option<ScopedJoinHandle<'scope, T>> {
+    spawn_with(s, std::thread::Builder::new().name(name.into()), f)
+}
+
+fn spawn_with<'scope, T: Send + 'scope>(
+    s: &'scope Scope<'scope, '_>,
+    builder: std::thread::Builder,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> Option<ScopedJoinHandle<'scope, T>> {
     if refused() {
         return None;
     }
-    match std::thread::Builder::new().spawn_scoped(s, f) {
+    match builder.spawn_scoped(s, f) {
         Ok(h) => Some(h),
         Err(e) => {
             tracing::warn!("no helper thread could be made ({e}); the work runs on the caller");
@@ -64,14 +81,15 @@ pub fn in_groups<T: Sync, R: Send>(
 
 /// Runs `worker` on the calling thread and on up to `helpers` more threads at once,
 /// for workers that take jobs from a shared queue until it is empty: the queue is
-/// emptied even when no helper can be made. A helper's panic is an error naming
-/// `what`, returned once every worker has stopped.
+/// emptied even when no helper can be made. Helpers are named `mindcastle-{what}`; a
+/// helper's panic is an error naming `what`, returned once every worker has stopped.
 pub fn alongside(helpers: usize, what: &str, worker: impl Fn() + Sync) -> Result<()> {
     let worker = &worker;
+    let name = format!("mindcastle-{what}");
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..helpers)
             .map_while(|_| {
-                spawn(s, move || {
+                spawn_named(s, &name, move || {
                     worker();
                     Ok(())
                 })

@@ -172,25 +172,18 @@ impl Core {
             let (stats, synced_beside) = std::thread::scope(|s| {
                 // A thread that cannot be made (out of threads or memory) is no error:
                 // the sync then runs here, before the merge.
-                let beside = std::thread::Builder::new()
-                    .name("mindcastle-sync".into())
-                    .spawn_scoped(s, timed_sync);
+                let beside = crate::threads::spawn_named(s, "mindcastle-sync", timed_sync);
                 let synced_here = match &beside {
-                    Ok(_) => Ok(std::time::Duration::ZERO),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "no thread for the chunk sync; syncing first");
-                        timed_sync()
-                    }
+                    Some(_) => Ok(std::time::Duration::ZERO),
+                    None => timed_sync(),
                 };
                 let merge_started = std::time::Instant::now();
                 let stats = tree
                     .insert(&self.ctx, self.tuning.level_base, batch, pinned)
                     .map(|st| (st, merge_started.elapsed()));
                 let synced = match beside {
-                    Ok(h) => h
-                        .join()
-                        .unwrap_or_else(|_| Err(Error::internal("the chunk sync thread panicked"))),
-                    Err(_) => synced_here,
+                    Some(h) => crate::threads::join(h, "chunk sync"),
+                    None => synced_here,
                 };
                 (stats, synced)
             });

@@ -252,16 +252,14 @@ impl Checker<'_> {
                 }
             }
         };
-        std::thread::scope(|s| {
-            let helpers = crate::cpus::available().clamp(1, CHECKERS) - 1;
-            for _ in 0..helpers.min(groups.len().saturating_sub(1)) {
-                // A helper that cannot be made leaves its share to this thread.
-                let _ = std::thread::Builder::new()
-                    .name("mindcastle-fsck".into())
-                    .spawn_scoped(s, work);
-            }
-            work();
-        });
+        let helpers = crate::cpus::available().clamp(1, CHECKERS) - 1;
+        // A helper that cannot be made leaves its share to this thread; one that
+        // panicked leaves its group's slot empty, reported below as not checked.
+        if let Err(e) =
+            crate::threads::alongside(helpers.min(groups.len().saturating_sub(1)), "fsck", work)
+        {
+            tracing::warn!(error = %e, "an fsck checker stopped");
+        }
         for (range, slot) in groups.iter().zip(found) {
             let f = slot
                 .into_inner()
