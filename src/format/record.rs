@@ -74,16 +74,26 @@ fn with_plaintext<R>(block: &[u8], f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         return Err(Error::invalid("seal_block needs exactly one block"));
     }
     let compress = |scratch: &mut [u8; COMPRESS_ROOM]| -> R {
-        match lz4_flex::block::compress_into(block, scratch) {
-            Ok(n) if n < BLOCK_SIZE => f(scratch.get(..n).unwrap_or(block)),
-            // Incompressible (or, never with this room, a refusal): stored raw.
-            _ => f(block),
+        match lz4_if_shorter(block, scratch) {
+            Some(n) => f(scratch.get(..n).unwrap_or(block)),
+            None => f(block),
         }
     };
     Ok(SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut scratch) => compress(&mut scratch),
         Err(_) => compress(&mut [0; COMPRESS_ROOM]),
     }))
+}
+
+/// The length of `block`'s LZ4 block, written into `room` (at least [`COMPRESS_ROOM`]
+/// bytes), when it is shorter than the block; `None` when the block is to be stored
+/// raw (incompressible, or, never with this room, a refusal). The one rule of what a
+/// record holds, for [`seal_block`] and [`PackedRecords`] alike.
+fn lz4_if_shorter(block: &[u8], room: &mut [u8]) -> Option<usize> {
+    match lz4_flex::block::compress_into(block, room) {
+        Ok(n) if n < BLOCK_SIZE => Some(n),
+        _ => None,
+    }
 }
 
 /// Sealed records packed one after another in one buffer instead of an allocation
@@ -136,10 +146,9 @@ impl PackedRecords {
             .bytes
             .get_mut(start..need)
             .ok_or_else(|| Error::internal("packed record room"))?;
-        // Stored as its LZ4 block when that is shorter, else raw (as `with_plaintext`).
-        let plain_len = match lz4_flex::block::compress_into(block, room) {
-            Ok(n) if n < BLOCK_SIZE => n,
-            _ => {
+        let plain_len = match lz4_if_shorter(block, room) {
+            Some(n) => n,
+            None => {
                 room.get_mut(..BLOCK_SIZE)
                     .ok_or_else(|| Error::internal("packed record room"))?
                     .copy_from_slice(block);
