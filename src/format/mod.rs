@@ -4,6 +4,8 @@
 pub mod bytes;
 pub mod chunk_id;
 pub mod crypto;
+#[cfg(target_arch = "x86_64")]
+pub mod gcm_siv_vaes;
 pub mod lz4;
 pub mod node;
 pub mod record;
