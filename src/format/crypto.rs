@@ -176,6 +176,11 @@ impl Keys {
     /// tag are those [`Keys::seal`] gives for the same plaintext.
     pub fn seal_in_place(&self, p: Purpose, aad: &[u8], buf: &mut [u8]) -> Result<[u8; 16]> {
         if let Some(v) = self.vector(p) {
+            // RFC 8452's limits, which aws-lc enforces on its path (the counter would
+            // wrap past 2^32 blocks); no item comes near them.
+            if buf.len() as u64 > 1 << 36 || aad.len() as u64 > 1 << 36 {
+                return Err(Error::invalid("item too large to seal"));
+            }
             return Ok(v.seal_in_place(aad, buf));
         }
         let tag = self

@@ -254,10 +254,8 @@ fn polyval(siv: &Siv, mut s: __m128i, data: &[u8]) -> __m128i {
         let mut lo = _mm256_setzero_si256();
         let mut hi = _mm256_setzero_si256();
         let mut mid = _mm256_setzero_si256();
-        for (j, pair) in g.chunks_exact(2 * BLOCK).enumerate() {
-            #[allow(unsafe_code)]
-            // SAFETY: `pair` is 32 readable bytes; the load takes any alignment.
-            let mut x = unsafe { _mm256_loadu_si256(pair.as_ptr().cast()) };
+        for (j, pair) in g.as_chunks::<32>().0.iter().enumerate() {
+            let mut x = load32(pair);
             if j == 0 {
                 x = _mm256_xor_si256(x, _mm256_zextsi128_si256(s));
             }
@@ -340,62 +338,125 @@ fn open_and_tag(
     tag: &[u8; 16],
     out: &mut [u8],
 ) -> __m128i {
-    out.copy_from_slice(ciphertext);
-    ctr_xor(&siv.wide_keys, from_bytes(tag), out);
+    ctr_into(&siv.wide_keys, from_bytes(tag), ciphertext, out);
     encrypt_block(&siv.round_keys, tag_input(siv, aad, out))
 }
 
-/// XORs `buf` with the keystream of counter mode from `tag`: counter block i is the tag
-/// with bit 127 set and its first 32 bits plus i (wrapping).
-#[target_feature(enable = "aes,avx2,vaes")]
-fn ctr_xor(keys: &[__m256i; 15], tag: __m128i, buf: &mut [u8]) {
-    let first = _mm_or_si128(tag, _mm_set_epi64x(i64::MIN, 0));
-    // Counter blocks i and i + 1 side by side; adding to the first 32-bit word of each
-    // lane wraps as RFC 8452 says and leaves the other 96 bits alone.
-    let mut ctr = _mm256_add_epi32(
-        _mm256_broadcastsi128_si256(first),
-        _mm256_set_epi32(0, 0, 0, 1, 0, 0, 0, 0),
-    );
-    let two = _mm256_set_epi32(0, 0, 0, 2, 0, 0, 0, 2);
-    const WIDE: usize = 8;
-    let mut groups = buf.chunks_exact_mut(WIDE * 2 * BLOCK);
-    for g in &mut groups {
+/// Counter mode's keystream from `tag`: counter block i is the tag with bit 127 set and
+/// its first 32 bits plus i (wrapping), encrypted.
+struct Keystream<'a> {
+    keys: &'a [__m256i; 15],
+    /// Counter blocks i and i + 1 side by side.
+    ctr: __m256i,
+}
+
+/// Pairs of blocks the keystream makes at once: enough AES instructions in flight to
+/// keep both AES units busy through each one's latency.
+const WIDE: usize = 8;
+
+impl<'a> Keystream<'a> {
+    #[target_feature(enable = "avx2")]
+    fn new(keys: &'a [__m256i; 15], tag: __m128i) -> Self {
+        let first = _mm_or_si128(tag, _mm_set_epi64x(i64::MIN, 0));
+        // Adding to the first 32-bit word of each lane wraps as RFC 8452 says and leaves
+        // the other 96 bits alone.
+        let ctr = _mm256_add_epi32(
+            _mm256_broadcastsi128_si256(first),
+            _mm256_set_epi32(0, 0, 0, 1, 0, 0, 0, 0),
+        );
+        Self { keys, ctr }
+    }
+
+    /// The next `WIDE` pairs of keystream blocks.
+    #[target_feature(enable = "aes,avx2,vaes")]
+    fn next_wide(&mut self) -> [__m256i; WIDE] {
+        let two = _mm256_set_epi32(0, 0, 0, 2, 0, 0, 0, 2);
         let mut x = [_mm256_setzero_si256(); WIDE];
         for v in &mut x {
-            *v = _mm256_xor_si256(ctr, keys[0]);
-            ctr = _mm256_add_epi32(ctr, two);
+            *v = _mm256_xor_si256(self.ctr, self.keys[0]);
+            self.ctr = _mm256_add_epi32(self.ctr, two);
         }
-        for k in &keys[1..14] {
+        for k in &self.keys[1..14] {
             for v in &mut x {
                 *v = _mm256_aesenc_epi128(*v, *k);
             }
         }
-        for (v, pair) in x.iter().zip(g.chunks_exact_mut(2 * BLOCK)) {
-            let ks = _mm256_aesenclast_epi128(*v, keys[14]);
-            #[allow(unsafe_code)]
-            // SAFETY: `pair` is 32 readable and writable bytes; loads and stores take any
-            // alignment.
-            unsafe {
-                let d = _mm256_loadu_si256(pair.as_ptr().cast());
-                _mm256_storeu_si256(pair.as_mut_ptr().cast(), _mm256_xor_si256(d, ks));
-            }
-        }
+        x.map(|v| _mm256_aesenclast_epi128(v, self.keys[14]))
     }
-    for part in groups.into_remainder().chunks_mut(2 * BLOCK) {
-        let mut v = _mm256_xor_si256(ctr, keys[0]);
-        ctr = _mm256_add_epi32(ctr, two);
-        for k in &keys[1..14] {
+
+    /// The next pair of keystream blocks, as bytes.
+    #[target_feature(enable = "aes,avx2,vaes")]
+    fn next_pair(&mut self) -> [u8; 32] {
+        let mut v = _mm256_xor_si256(self.ctr, self.keys[0]);
+        self.ctr = _mm256_add_epi32(self.ctr, _mm256_set_epi32(0, 0, 0, 2, 0, 0, 0, 2));
+        for k in &self.keys[1..14] {
             v = _mm256_aesenc_epi128(v, *k);
         }
-        let ks = _mm256_aesenclast_epi128(v, keys[14]);
         let mut stream = [0u8; 32];
         #[allow(unsafe_code)]
         // SAFETY: `stream` is 32 writable bytes; the store takes any alignment.
         unsafe {
-            _mm256_storeu_si256(stream.as_mut_ptr().cast(), ks)
+            _mm256_storeu_si256(
+                stream.as_mut_ptr().cast(),
+                _mm256_aesenclast_epi128(v, self.keys[14]),
+            )
         };
-        for (b, k) in part.iter_mut().zip(stream) {
+        stream
+    }
+}
+
+#[target_feature(enable = "avx2")]
+fn load32(b: &[u8; 32]) -> __m256i {
+    #[allow(unsafe_code)]
+    // SAFETY: `b` is 32 readable bytes; the load takes any alignment.
+    unsafe {
+        _mm256_loadu_si256(b.as_ptr().cast())
+    }
+}
+
+#[target_feature(enable = "avx2")]
+fn store32(b: &mut [u8; 32], v: __m256i) {
+    #[allow(unsafe_code)]
+    // SAFETY: `b` is 32 writable bytes; the store takes any alignment.
+    unsafe {
+        _mm256_storeu_si256(b.as_mut_ptr().cast(), v)
+    }
+}
+
+/// XORs `buf` with the keystream of counter mode from `tag` (see [`Keystream`]).
+#[target_feature(enable = "aes,avx2,vaes")]
+fn ctr_xor(keys: &[__m256i; 15], tag: __m128i, buf: &mut [u8]) {
+    let mut stream = Keystream::new(keys, tag);
+    let mut groups = buf.chunks_exact_mut(WIDE * 2 * BLOCK);
+    for g in &mut groups {
+        for (ks, pair) in stream.next_wide().iter().zip(g.as_chunks_mut::<32>().0) {
+            store32(pair, _mm256_xor_si256(load32(pair), *ks));
+        }
+    }
+    for part in groups.into_remainder().chunks_mut(2 * BLOCK) {
+        for (b, k) in part.iter_mut().zip(stream.next_pair()) {
             *b ^= k;
+        }
+    }
+}
+
+/// `src` XOR the keystream of counter mode from `tag`, into `dst` (the same length):
+/// [`ctr_xor`] without a copy first.
+#[target_feature(enable = "aes,avx2,vaes")]
+fn ctr_into(keys: &[__m256i; 15], tag: __m128i, src: &[u8], dst: &mut [u8]) {
+    let mut stream = Keystream::new(keys, tag);
+    let mut from = src.chunks_exact(WIDE * 2 * BLOCK);
+    let mut to = dst.chunks_exact_mut(WIDE * 2 * BLOCK);
+    for (f, t) in (&mut from).zip(&mut to) {
+        let pairs = f.as_chunks::<32>().0.iter().zip(t.as_chunks_mut::<32>().0);
+        for (ks, (a, b)) in stream.next_wide().iter().zip(pairs) {
+            store32(b, _mm256_xor_si256(load32(a), *ks));
+        }
+    }
+    let rest = from.remainder().chunks(2 * BLOCK);
+    for (f, t) in rest.zip(to.into_remainder().chunks_mut(2 * BLOCK)) {
+        for ((b, a), k) in t.iter_mut().zip(f).zip(stream.next_pair()) {
+            *b = a ^ k;
         }
     }
 }
