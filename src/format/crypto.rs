@@ -238,9 +238,10 @@ impl Keys {
         }
         let opened = match self.vector(p) {
             Some(v) => {
-                let mut t = [0u8; TAG_LEN];
-                t.copy_from_slice(tag);
-                v.open_into(aad, ciphertext, &t, out)
+                let t: &[u8; TAG_LEN] = tag
+                    .try_into()
+                    .map_err(|_| Error::internal("open_into: a tag of the wrong length"))?;
+                v.open_into(aad, ciphertext, t, out)
             }
             None => self
                 .cipher(p)
