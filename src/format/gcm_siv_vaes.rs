@@ -592,6 +592,38 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any key, AAD and plaintext: aws-lc's bytes, each opens the other's, and a bit
+        /// flipped anywhere in the stored bytes fails.
+        #[test]
+        fn any_item_matches_aws_lc(
+            key in proptest::array::uniform32(proptest::prelude::any::<u8>()),
+            aad in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            plain in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..5000),
+            flip in proptest::prelude::any::<usize>(),
+        ) {
+            let Some(siv) = siv_or_skip(&key) else { return Ok(()) };
+            let (expect, expect_tag) = aws_seal(&key, &aad, &plain);
+            let mut buf = plain.clone();
+            proptest::prop_assert_eq!(siv.seal_in_place(&aad, &mut buf), expect_tag);
+            proptest::prop_assert_eq!(&buf, &expect);
+            let mut out = vec![0u8; plain.len()];
+            proptest::prop_assert!(siv.open_into(&aad, &expect, &expect_tag, &mut out));
+            proptest::prop_assert_eq!(&out, &plain);
+            let bits = (expect.len() + 16) * 8;
+            let bit = flip % bits;
+            let (mut c, mut t) = (expect.clone(), expect_tag);
+            if bit < expect.len() * 8 {
+                c[bit / 8] ^= 1 << (bit % 8);
+            } else {
+                let b = bit - expect.len() * 8;
+                t[b / 8] ^= 1 << (b % 8);
+            }
+            proptest::prop_assert!(!siv.open_into(&aad, &c, &t, &mut out));
+            proptest::prop_assert!(out.iter().all(|b| *b == 0));
+        }
+    }
+
     /// Any flipped bit of the ciphertext, the tag or the AAD fails, and leaves zeroes.
     #[test]
     fn a_changed_bit_fails_and_leaves_nothing() {
