@@ -119,14 +119,12 @@ fn from_bytes(b: &[u8; 16]) -> __m128i {
 }
 
 /// Each 32-bit word of `v` XORed with every word below it (the key schedule's chain).
-macro_rules! prefix_xor {
-    ($v:expr) => {{
-        let v = $v;
-        _mm_xor_si128(
-            _mm_xor_si128(v, _mm_slli_si128::<4>(v)),
-            _mm_xor_si128(_mm_slli_si128::<8>(v), _mm_slli_si128::<12>(v)),
-        )
-    }};
+#[target_feature(enable = "aes")]
+fn prefix_xor(v: __m128i) -> __m128i {
+    _mm_xor_si128(
+        _mm_xor_si128(v, _mm_slli_si128::<4>(v)),
+        _mm_xor_si128(_mm_slli_si128::<8>(v), _mm_slli_si128::<12>(v)),
+    )
 }
 
 /// AES-256's key schedule (FIPS 197, 5.2): 15 round keys from 32 bytes.
@@ -139,33 +137,28 @@ fn expand_key(key: &[u8; 32]) -> [__m128i; 15] {
     hi.copy_from_slice(&key[16..]);
     rk[0] = from_bytes(&lo);
     rk[1] = from_bytes(&hi);
-    // Each even round key: the one two before, prefix-XORed, XOR SubWord(RotWord(last
-    // word of the one before)) ^ rcon; each odd one: likewise with SubWord only.
-    macro_rules! even {
-        ($i:expr, $rcon:expr) => {
-            let t = _mm_shuffle_epi32::<0xff>(_mm_aeskeygenassist_si128::<$rcon>(rk[$i - 1]));
-            rk[$i] = _mm_xor_si128(prefix_xor!(rk[$i - 2]), t);
+    // Round key i: the one two before, prefix-XORed, XOR a word of `aeskeygenassist` on
+    // the one before: for even i SubWord(RotWord(its last word)) ^ rcon (word 3,
+    // shuffle 0xff), for odd i SubWord(its last word) (word 2, shuffle 0xaa).
+    macro_rules! round_key {
+        ($i:expr, $rcon:expr, $word:expr) => {
+            let t = _mm_shuffle_epi32::<$word>(_mm_aeskeygenassist_si128::<$rcon>(rk[$i - 1]));
+            rk[$i] = _mm_xor_si128(prefix_xor(rk[$i - 2]), t);
         };
     }
-    macro_rules! odd {
-        ($i:expr) => {
-            let t = _mm_shuffle_epi32::<0xaa>(_mm_aeskeygenassist_si128::<0>(rk[$i - 1]));
-            rk[$i] = _mm_xor_si128(prefix_xor!(rk[$i - 2]), t);
-        };
-    }
-    even!(2, 0x01);
-    odd!(3);
-    even!(4, 0x02);
-    odd!(5);
-    even!(6, 0x04);
-    odd!(7);
-    even!(8, 0x08);
-    odd!(9);
-    even!(10, 0x10);
-    odd!(11);
-    even!(12, 0x20);
-    odd!(13);
-    even!(14, 0x40);
+    round_key!(2, 0x01, 0xff);
+    round_key!(3, 0, 0xaa);
+    round_key!(4, 0x02, 0xff);
+    round_key!(5, 0, 0xaa);
+    round_key!(6, 0x04, 0xff);
+    round_key!(7, 0, 0xaa);
+    round_key!(8, 0x08, 0xff);
+    round_key!(9, 0, 0xaa);
+    round_key!(10, 0x10, 0xff);
+    round_key!(11, 0, 0xaa);
+    round_key!(12, 0x20, 0xff);
+    round_key!(13, 0, 0xaa);
+    round_key!(14, 0x40, 0xff);
     rk
 }
 
@@ -315,15 +308,9 @@ fn reduce_sum(lo: __m128i, hi: __m128i, mid: __m128i) -> __m128i {
 fn tag_input(siv: &Siv, aad: &[u8], plain: &[u8]) -> __m128i {
     let s = polyval(siv, _mm_setzero_si128(), aad);
     let s = polyval(siv, s, plain);
-    finish_tag_input(siv, s, aad.len(), plain.len())
-}
-
-/// [`tag_input`] from the POLYVAL state after the AAD and plaintext.
-#[target_feature(enable = "pclmulqdq,avx2,vpclmulqdq")]
-fn finish_tag_input(siv: &Siv, s: __m128i, aad_len: usize, plain_len: usize) -> __m128i {
     let mut lengths = [0u8; 16];
-    lengths[..8].copy_from_slice(&((aad_len as u64) * 8).to_le_bytes());
-    lengths[8..].copy_from_slice(&((plain_len as u64) * 8).to_le_bytes());
+    lengths[..8].copy_from_slice(&((aad.len() as u64) * 8).to_le_bytes());
+    lengths[8..].copy_from_slice(&((plain.len() as u64) * 8).to_le_bytes());
     let s = polyval(siv, s, &lengths);
     _mm_and_si128(s, _mm_set_epi64x(0x7fff_ffff_ffff_ffff, -1))
 }
