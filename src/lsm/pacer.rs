@@ -6,13 +6,25 @@
 //! sequential writes was 31x p50), and while writers run flat out the checkpoint gets
 //! less of the CPU. Paced, each write during a checkpoint is held for its share of the
 //! checkpoint's expected remaining time, so the fresh memtable fills about when the
-//! checkpoint ends. The time is estimated from the last checkpoints in two parts:
-//! cutting and storing chunks, per memtable byte, and merging the index, per entry the
-//! merge reads (a merge into a deeper level takes several times longer, and is known
-//! before it starts). A checkpoint running past its estimate keeps writers paced as if
-//! a quarter of its time so far were still to come. Writers share one clock: a write is
+//! checkpoint ends. A checkpoint running past its estimate keeps writers paced as if a
+//! quarter of its time so far were still to come. Writers share one clock: a write is
 //! admitted at the clock's time and moves it on by its share, so many writers together
 //! go no faster than one. A checkpoint that ends wakes every held writer.
+//!
+//! The time is estimated from the last checkpoints in parts that grow with different
+//! things, so that one kind of checkpoint does not mislead the estimate of another:
+//! - cutting and storing chunks, per memtable record byte (learnt only from memtables
+//!   that held records: one of large writes' references holds none);
+//! - then the merge and the sync of the data chunks, which run side by side, so the
+//!   longer of: the merge, per index entry it reads (a merge into a deeper level reads
+//!   several times more, and that is known before it starts), and the sync, per block
+//!   the memtable names (the device's time for the chunks behind them);
+//! - the rest (the root's write, sync and publication), per checkpoint.
+//!
+//! (Charging the sync to the merge's entries, as before, made a deep merge after a
+//! shallow one whose sync was slow expect several times its length, and writers were
+//! held through it; charging a memtable of references one byte made the first
+//! memtable of records after them expect hours.)
 
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +36,9 @@ const MIN_SLEEP: Duration = Duration::from_micros(200);
 const MAX_SLEEP: Duration = Duration::from_millis(100);
 /// Weight of the newest checkpoint in the running estimate.
 const NEWEST: f64 = 0.5;
+/// A memtable with fewer record bytes teaches nothing about chunking per byte (its
+/// chunk phase is mostly fixed costs).
+const MIN_LEARN_BYTES: usize = 1 << 20;
 
 /// Weight of the newest checkpoint in the running estimate.
 fn blend(old: f64, new: f64) -> f64 {
@@ -34,24 +49,75 @@ fn blend(old: f64, new: f64) -> f64 {
     }
 }
 
+/// A running estimate of one part's time per unit: the blended mean, and how far
+/// checkpoints stray from it (as TCP estimates its retransmission timeout), so that a
+/// part whose time swings is expected at the long end of its swing. (On the mean alone,
+/// a deep merge that took 230 ms after ones of 115-140 found writers that had filled
+/// the fresh memtable already, and they waited out its rest: writes of 230 ms.)
+#[derive(Clone, Copy, Default)]
+struct Rate {
+    mean: f64,
+    dev: f64,
+    seen: bool,
+}
+
+impl Rate {
+    fn observe(&mut self, x: f64) {
+        if self.seen {
+            self.dev = 0.75 * self.dev + 0.25 * (x - self.mean).abs();
+            self.mean = blend(self.mean, x);
+        } else {
+            // One checkpoint says little about the next: half again as long.
+            *self = Rate {
+                mean: x,
+                dev: x / 2.0,
+                seen: true,
+            };
+        }
+    }
+
+    fn long_end(&self) -> f64 {
+        self.mean + self.dev
+    }
+}
+
+/// What a checkpoint's parts took, reported by the checkpoint once its merge is done.
+#[derive(Clone, Copy, Debug)]
+pub struct MergeTimes {
+    /// The merge's own work.
+    pub merge: Duration,
+    /// The data chunks' sync beside it.
+    pub sync: Duration,
+}
+
 /// The checkpoint under way.
 #[derive(Clone, Copy)]
 struct Current {
     started: Instant,
-    /// Memtable bytes it turns into chunks.
+    /// Memtable record bytes it turns into chunks.
     bytes: usize,
+    /// Blocks the memtable names (whose chunks the checkpoint syncs).
+    blocks: u64,
     /// Index entries its merge reads.
     entries: u64,
     /// When chunking ended (the merge began).
     chunked: Option<Instant>,
+    /// When the merge and sync ended, and what each took.
+    merged: Option<(Instant, MergeTimes)>,
 }
 
 #[derive(Default)]
 struct Inner {
-    /// Seconds per memtable byte of cutting and storing chunks; 0 until measured.
-    secs_per_byte: f64,
-    /// Seconds per entry read by the merge (and the rest of the checkpoint).
-    secs_per_entry: f64,
+    /// Seconds per memtable record byte of cutting and storing chunks.
+    secs_per_byte: Rate,
+    /// Seconds per entry read by the merge.
+    secs_per_entry: Rate,
+    /// Seconds per block of the data chunks' sync.
+    secs_per_block: Rate,
+    /// Seconds of everything else in a checkpoint.
+    secs_fixed: Rate,
+    /// Whether any checkpoint has been measured (no pacing before).
+    measured: bool,
     current: Option<Current>,
     /// The shared clock: when the next write is admitted.
     next: Option<Instant>,
@@ -59,9 +125,42 @@ struct Inner {
 
 impl Inner {
     fn expected(&self, c: &Current) -> Duration {
-        Duration::from_secs_f64(
-            self.secs_per_byte * c.bytes as f64 + self.secs_per_entry * c.entries as f64,
-        )
+        // The merge and the sync at the long end of their swing (a deep merge's time
+        // swings 2x, and a sync's with the device); chunking and the rest at their
+        // means: they swing less, and holding small writers longer than needed costs
+        // more than it smooths (each hold is a sleep and a wake-up: 1.12x the CPU per
+        // byte of random writes, 0.94x their rate, in an A/B).
+        let merge = self.secs_per_entry.long_end() * c.entries as f64;
+        let sync = self.secs_per_block.long_end() * c.blocks as f64;
+        let chunk = self.secs_per_byte.mean * c.bytes as f64;
+        Duration::try_from_secs_f64(chunk + merge.max(sync) + self.secs_fixed.mean)
+            .unwrap_or(MAX_SLEEP)
+    }
+
+    /// Feeds a finished checkpoint's parts into the estimates.
+    fn learn(&mut self, c: &Current, end: Instant) {
+        let chunked = c.chunked.unwrap_or(end);
+        let chunk = chunked.duration_since(c.started).as_secs_f64();
+        let learnt_chunk = c.bytes >= MIN_LEARN_BYTES;
+        if learnt_chunk {
+            self.secs_per_byte.observe(chunk / c.bytes as f64);
+        }
+        let Some((merged, t)) = c.merged else {
+            // No merge reported (a failure, or a checkpoint that also compacted):
+            // nothing else to learn from it.
+            return;
+        };
+        self.secs_per_entry
+            .observe(t.merge.as_secs_f64() / c.entries.max(1) as f64);
+        self.secs_per_block
+            .observe(t.sync.as_secs_f64() / c.blocks.max(1) as f64);
+        // The rest: the root's part, and the chunk phase where it was not per byte.
+        let mut fixed = end.duration_since(merged).as_secs_f64();
+        if !learnt_chunk {
+            fixed += chunk;
+        }
+        self.secs_fixed.observe(fixed);
+        self.measured = true;
     }
 }
 
@@ -73,15 +172,17 @@ pub struct Pacer {
 }
 
 impl Pacer {
-    /// A checkpoint of a frozen memtable holding `bytes` begins; its merge will read
-    /// `entries` index entries.
-    pub fn started(&self, bytes: usize, entries: u64) {
+    /// A checkpoint of a frozen memtable holding `bytes` of records and naming
+    /// `blocks` blocks begins; its merge will read `entries` index entries.
+    pub fn started(&self, bytes: usize, blocks: u64, entries: u64) {
         if let Ok(mut p) = self.inner.lock() {
             p.current = Some(Current {
                 started: Instant::now(),
-                bytes: bytes.max(1),
-                entries: entries.max(1),
+                bytes,
+                blocks,
+                entries,
                 chunked: None,
+                merged: None,
             });
         }
     }
@@ -95,17 +196,21 @@ impl Pacer {
         }
     }
 
+    /// The checkpoint under way has merged its index and synced its data chunks.
+    pub fn merged(&self, times: MergeTimes) {
+        if let Ok(mut p) = self.inner.lock() {
+            if let Some(c) = p.current.as_mut() {
+                c.merged = Some((Instant::now(), times));
+            }
+        }
+    }
+
     /// The checkpoint under way ended: its times feed the estimates, and held writers
     /// go on at once.
     pub fn finished(&self) {
         if let Ok(mut p) = self.inner.lock() {
             if let Some(c) = p.current.take() {
-                let end = Instant::now();
-                let chunked = c.chunked.unwrap_or(end);
-                let per_byte = chunked.duration_since(c.started).as_secs_f64() / c.bytes as f64;
-                let per_entry = end.duration_since(chunked).as_secs_f64() / c.entries as f64;
-                p.secs_per_byte = blend(p.secs_per_byte, per_byte);
-                p.secs_per_entry = blend(p.secs_per_entry, per_entry);
+                p.learn(&c, Instant::now());
             }
             p.next = None;
         }
@@ -118,7 +223,7 @@ impl Pacer {
         let Some(c) = p.current else {
             return Duration::ZERO;
         };
-        if p.secs_per_byte == 0.0 {
+        if !p.measured {
             return Duration::ZERO; // nothing measured yet
         }
         let elapsed = now.duration_since(c.started);
@@ -174,8 +279,17 @@ mod tests {
     fn writes_during_a_checkpoint_share_its_expected_time() {
         let pacer = Pacer::default();
         let mut p = Inner {
-            secs_per_byte: 1e-6,  // 1 s per MB
-            secs_per_entry: 1e-6, // 1 s per million entries
+            secs_per_byte: Rate {
+                mean: 1e-6,
+                dev: 0.0,
+                seen: true,
+            }, // 1 s per MB
+            secs_per_entry: Rate {
+                mean: 1e-6,
+                dev: 0.0,
+                seen: true,
+            }, // 1 s per million entries
+            measured: true,
             ..Default::default()
         };
         let t0 = Instant::now();
@@ -185,8 +299,10 @@ mod tests {
         p.current = Some(Current {
             started: t0,
             bytes: 90_000,
+            blocks: 20,
             entries: 10_000,
             chunked: None,
+            merged: None,
         });
         // Ten writes of a tenth of the room each: admitted 10 ms apart.
         let holds: Vec<Duration> = (0..10)
@@ -206,19 +322,35 @@ mod tests {
     #[test]
     fn the_end_of_a_checkpoint_measures_it_and_frees_held_writers() {
         let pacer = std::sync::Arc::new(Pacer::default());
-        pacer.started(1000, 100);
+        pacer.started(2_000_000, 500, 100);
         std::thread::sleep(Duration::from_millis(20));
         pacer.chunked();
         std::thread::sleep(Duration::from_millis(10));
+        pacer.merged(MergeTimes {
+            merge: Duration::from_millis(10),
+            sync: Duration::from_millis(5),
+        });
         pacer.finished();
-        let (per_byte, per_entry) = {
-            let p = pacer.inner.lock().unwrap();
-            (p.secs_per_byte, p.secs_per_entry)
-        };
-        assert!(per_byte >= 20e-6, "{per_byte}");
-        assert!(per_entry >= 100e-6, "{per_entry}");
+        let p = pacer.inner.lock().unwrap();
+        assert!(
+            p.secs_per_byte.mean >= 20e-3 / 2e6,
+            "{}",
+            p.secs_per_byte.mean
+        );
+        assert!(
+            (p.secs_per_entry.mean - 1e-4).abs() < 1e-9,
+            "{}",
+            p.secs_per_entry.mean
+        );
+        assert!(
+            (p.secs_per_block.mean - 1e-5).abs() < 1e-9,
+            "{}",
+            p.secs_per_block.mean
+        );
+        assert!(p.secs_fixed.mean < 10e-3, "{}", p.secs_fixed.mean);
+        drop(p);
         // A long expected checkpoint: the writer is held until it ends, not longer.
-        pacer.started(1_000_000, 1); // ~20 s expected
+        pacer.started(2_000_000_000, 1, 1); // ~20 s expected
         let _ = pacer.hold(&mut pacer.inner.lock().unwrap(), Instant::now(), 1, 1);
         let p2 = pacer.clone();
         let t = std::thread::spawn(move || {
@@ -231,5 +363,94 @@ mod tests {
         let held = t.join().unwrap();
         assert!(held < MAX_SLEEP, "held {held:?}");
         assert!(!pacer.holding());
+    }
+
+    /// The estimates after checkpoints of the given parts (bytes, blocks, entries,
+    /// chunk, merge, sync, rest in ms).
+    fn after(checkpoints: &[(usize, u64, u64, u64, u64, u64, u64)]) -> Inner {
+        let mut p = Inner::default();
+        let t0 = Instant::now();
+        for &(bytes, blocks, entries, chunk, merge, sync, rest) in checkpoints {
+            let ms = Duration::from_millis;
+            let chunked = t0 + ms(chunk);
+            let merged = chunked + ms(merge.max(sync));
+            let c = Current {
+                started: t0,
+                bytes,
+                blocks,
+                entries,
+                chunked: Some(chunked),
+                merged: Some((
+                    merged,
+                    MergeTimes {
+                        merge: ms(merge),
+                        sync: ms(sync),
+                    },
+                )),
+            };
+            p.learn(&c, merged + ms(rest));
+        }
+        p
+    }
+
+    fn expect_ms(p: &Inner, bytes: usize, blocks: u64, entries: u64) -> f64 {
+        let c = Current {
+            started: Instant::now(),
+            bytes,
+            blocks,
+            entries,
+            chunked: None,
+            merged: None,
+        };
+        p.expected(&c).as_secs_f64() * 1e3
+    }
+
+    /// Sequential large writes: memtables of references (no record bytes) whose data
+    /// sync is slow, then a merge into a deeper level that reads 8x the entries: it is
+    /// expected to take its merge's time, not 8x the shallow one's sync.
+    #[test]
+    fn a_slow_sync_is_charged_to_blocks_not_to_the_merge_s_entries() {
+        let p = after(&[(0, 32_768, 32_768, 5, 20, 200, 12); 20]);
+        let shallow = expect_ms(&p, 0, 32_768, 32_768);
+        assert!((210.0..225.0).contains(&shallow), "{shallow}");
+        // The merge reads 8x: 160 ms of merge against 200 of sync.
+        let deep = expect_ms(&p, 0, 32_768, 262_144);
+        assert!((210.0..225.0).contains(&deep), "{deep}");
+        // 20x: the merge is the longer part.
+        let deeper = expect_ms(&p, 0, 32_768, 655_360);
+        assert!((410.0..425.0).contains(&deeper), "{deeper}");
+    }
+
+    /// A memtable of records after memtables of references: its chunking is expected at
+    /// the per-byte rate records taught, not at a few milliseconds per byte.
+    #[test]
+    fn memtables_of_references_teach_nothing_about_chunking_per_byte() {
+        let mut history = vec![(16_000_000, 7_800, 7_800, 60, 20, 10, 10); 20];
+        history.extend([(0, 32_768, 32_768, 6, 20, 30, 10); 20]);
+        let p = after(&history);
+        let records = expect_ms(&p, 16_000_000, 7_800, 7_800);
+        assert!((60.0..120.0).contains(&records), "{records}");
+        // Before any memtable of records: chunking expected at nothing per byte, the
+        // references' chunk phase counted in the fixed part.
+        let p = after(&[(0, 32_768, 32_768, 6, 20, 30, 10); 20]);
+        let refs = expect_ms(&p, 0, 32_768, 32_768);
+        assert!((45.0..47.0).contains(&refs), "{refs}");
+    }
+
+    /// A part whose time swings is expected at the long end of its swing, and a first
+    /// checkpoint's time half again.
+    #[test]
+    fn a_swinging_part_is_expected_at_its_long_end() {
+        let first = after(&[(0, 32_768, 262_144, 2, 120, 40, 10)]);
+        let e = expect_ms(&first, 0, 32_768, 262_144);
+        assert!((190.0..200.0).contains(&e), "{e}");
+        let swings: Vec<_> = [115, 140, 230, 120, 135, 225]
+            .iter()
+            .map(|&m| (0, 32_768, 262_144, 2, m, 40, 10))
+            .collect();
+        let p = after(&swings);
+        let e = expect_ms(&p, 0, 32_768, 262_144);
+        // The mean of the last few is about 190 ms.
+        assert!(e > 230.0, "{e}");
     }
 }

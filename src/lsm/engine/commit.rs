@@ -138,7 +138,7 @@ impl Core {
         // Writers are paced over this checkpoint while it runs (see `lsm::pacer`).
         let pacing = frozen.as_ref().filter(|m| !m.is_empty()).map(|m| {
             let entries = tree.merge_reads(self.tuning.level_base, m.len() as u64);
-            PacedCheckpoint::start(&self.pacer, m.bytes(), entries)
+            PacedCheckpoint::start(&self.pacer, m.bytes(), m.len() as u64, entries)
         });
         if let Some(mem) = frozen.as_ref().filter(|m| !m.is_empty()) {
             let mut chunker = Chunker::new(self.ctx.store.as_ref())
@@ -189,6 +189,14 @@ impl Core {
             });
             let sync_took = synced_beside?;
             let (stats, merge_took) = stats?;
+            if !compact {
+                // (A checkpoint that also compacts would teach the pacer the
+                // compaction's time as every checkpoint's.)
+                self.pacer.merged(crate::lsm::pacer::MergeTimes {
+                    merge: merge_took,
+                    sync: sync_took,
+                });
+            }
             tracing::debug!(
                 level = stats.level,
                 entries = stats.entries,

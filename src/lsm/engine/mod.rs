@@ -308,8 +308,8 @@ struct Core {
 struct PacedCheckpoint<'a>(&'a Pacer);
 
 impl<'a> PacedCheckpoint<'a> {
-    fn start(pacer: &'a Pacer, bytes: usize, entries: u64) -> Self {
-        pacer.started(bytes, entries);
+    fn start(pacer: &'a Pacer, bytes: usize, blocks: u64, entries: u64) -> Self {
+        pacer.started(bytes, blocks, entries);
         Self(pacer)
     }
 }
