@@ -36,6 +36,8 @@ const MIN_SLEEP: Duration = Duration::from_micros(200);
 const MAX_SLEEP: Duration = Duration::from_millis(100);
 /// Weight of the newest checkpoint in the running estimate.
 const NEWEST: f64 = 0.5;
+/// Longest checkpoint the estimate may expect.
+const MAX_EXPECTED: Duration = Duration::from_secs(3600);
 /// A memtable with fewer record bytes teaches nothing about chunking per byte (its
 /// chunk phase is mostly fixed costs).
 const MIN_LEARN_BYTES: usize = 1 << 20;
@@ -133,8 +135,10 @@ impl Inner {
         let merge = self.secs_per_entry.long_end() * c.entries as f64;
         let sync = self.secs_per_block.long_end() * c.blocks as f64;
         let chunk = self.secs_per_byte.mean * c.bytes as f64;
+        // Capped, so the clock's arithmetic on `Instant` cannot overflow whatever a
+        // freak checkpoint taught.
         Duration::try_from_secs_f64(chunk + merge.max(sync) + self.secs_fixed.mean)
-            .unwrap_or(MAX_SLEEP)
+            .map_or(MAX_EXPECTED, |d| d.min(MAX_EXPECTED))
     }
 
     /// Feeds a finished checkpoint's parts into the estimates.
@@ -452,5 +456,28 @@ mod tests {
         let e = expect_ms(&p, 0, 32_768, 262_144);
         // The mean of the last few is about 190 ms.
         assert!(e > 230.0, "{e}");
+    }
+
+    /// A freak checkpoint (a merge of one entry that took an hour) leaves an estimate
+    /// the clock can add to an `Instant` without overflowing, and writers are still
+    /// held no longer than `MAX_SLEEP` at a time.
+    #[test]
+    fn a_freak_checkpoint_cannot_overflow_the_clock() {
+        let mut p = after(&[(0, 1, 1, 0, 3_600_000, 0, 0)]);
+        let c = Current {
+            started: Instant::now(),
+            bytes: usize::MAX,
+            blocks: u64::MAX,
+            entries: u64::MAX,
+            chunked: None,
+            merged: None,
+        };
+        assert_eq!(p.expected(&c), MAX_EXPECTED);
+        p.current = Some(c);
+        let pacer = Pacer::default();
+        let now = Instant::now();
+        for _ in 0..3 {
+            assert!(pacer.hold(&mut p, now, usize::MAX, 1) <= MAX_SLEEP);
+        }
     }
 }
