@@ -108,6 +108,20 @@ struct Current {
     merged: Option<(Instant, MergeTimes)>,
 }
 
+impl Current {
+    /// One that starts now.
+    fn new(bytes: usize, blocks: u64, entries: u64) -> Self {
+        Self {
+            started: Instant::now(),
+            bytes,
+            blocks,
+            entries,
+            chunked: None,
+            merged: None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     /// Seconds per memtable record byte of cutting and storing chunks.
@@ -180,14 +194,7 @@ impl Pacer {
     /// `blocks` blocks begins; its merge will read `entries` index entries.
     pub fn started(&self, bytes: usize, blocks: u64, entries: u64) {
         if let Ok(mut p) = self.inner.lock() {
-            p.current = Some(Current {
-                started: Instant::now(),
-                bytes,
-                blocks,
-                entries,
-                chunked: None,
-                merged: None,
-            });
+            p.current = Some(Current::new(bytes, blocks, entries));
         }
     }
 
@@ -398,15 +405,9 @@ mod tests {
     }
 
     fn expect_ms(p: &Inner, bytes: usize, blocks: u64, entries: u64) -> f64 {
-        let c = Current {
-            started: Instant::now(),
-            bytes,
-            blocks,
-            entries,
-            chunked: None,
-            merged: None,
-        };
-        p.expected(&c).as_secs_f64() * 1e3
+        p.expected(&Current::new(bytes, blocks, entries))
+            .as_secs_f64()
+            * 1e3
     }
 
     /// Sequential large writes: memtables of references (no record bytes) whose data
@@ -464,14 +465,7 @@ mod tests {
     #[test]
     fn a_freak_checkpoint_cannot_overflow_the_clock() {
         let mut p = after(&[(0, 1, 1, 0, 3_600_000, 0, 0)]);
-        let c = Current {
-            started: Instant::now(),
-            bytes: usize::MAX,
-            blocks: u64::MAX,
-            entries: u64::MAX,
-            chunked: None,
-            merged: None,
-        };
+        let c = Current::new(usize::MAX, u64::MAX, u64::MAX);
         assert_eq!(p.expected(&c), MAX_EXPECTED);
         p.current = Some(c);
         let pacer = Pacer::default();
