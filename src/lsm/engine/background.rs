@@ -66,8 +66,13 @@ impl Core {
                 let Ok(mut w) = self.wake.0.lock() else {
                     return;
                 };
-                let mut idle = false;
-                while !w.requested && !w.stop {
+                // A compaction that ran out of rewrite budget goes on at once while
+                // writes stay paused: waiting a third of `IDLE` between passes of half
+                // a second left random writes' dead space for the next idle moment.
+                let mut idle = !w.requested
+                    && self.compact_again.load(Ordering::Relaxed)
+                    && self.compaction_due();
+                while !idle && !w.requested && !w.stop {
                     let (g, timeout) = match self.wake.1.wait_timeout(w, IDLE / 3) {
                         Ok(r) => r,
                         Err(_) => return,
