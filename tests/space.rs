@@ -249,6 +249,38 @@ fn one_run_disk(dir: &std::path::Path, seed: u64) -> (std::path::PathBuf, Volume
     (path, vol, original)
 }
 
+/// Chunks nine tenths live are above the seven eighths a compaction copies by
+/// itself, but a disk made of them holds a tenth of its live bytes dead: compaction
+/// goes on (sparsest first, up to fifteen sixteenths live) until at most 1/32 is.
+#[test]
+fn compaction_brings_dead_bytes_under_a_thirty_second_of_the_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, vol, original) = one_run_disk(dir.path(), 17);
+    let mut model = original.clone();
+    overwrite_blocks(&vol, &mut model, 4_000_000, |b| b % 10 == 4);
+    let before = vol.info().unwrap();
+    let dead = |i: &mindcastle::volume::stats::Info| {
+        folder_bytes(&vol).saturating_sub(i.stored_record_bytes) as f64
+            / i.stored_record_bytes as f64
+    };
+    let dead_before = dead(&before);
+    vol.compact().unwrap();
+    let after = vol.info().unwrap();
+    let dead_after = dead(&after);
+    eprintln!("dead (and index) bytes per live byte: {dead_before:.3} -> {dead_after:.3}");
+    assert!(
+        dead_before > 0.09,
+        "expected a tenth dead, {dead_before:.3}"
+    );
+    // 1/32 dead, plus the index chunks (under 1% here).
+    assert!(dead_after < 0.045, "after compaction {dead_after:.3}");
+    assert_reads(&vol, &model);
+    assert!(vol.fsck(&|_| {}).unwrap().problems.is_empty());
+    vol.close().unwrap();
+    let vol = Volume::open(&path, &common::small()).unwrap();
+    assert_reads(&vol, &model);
+}
+
 /// A clone's chunks are hard links to its source's: rewriting them in the clone frees
 /// nothing while the source keeps its name, so compaction leaves them.
 #[test]

@@ -17,13 +17,37 @@ use crate::lsm::run::{Run, RunWriter};
 
 /// Most live record bytes copied out of sparse chunks per merge (bounds memory and time).
 pub const REWRITE_BUDGET: u64 = 64 << 20;
-/// Data chunks whose live fraction is below this are rewritten at a bottom-level merge.
-const SPARSE_AT_MERGE: (u64, u64) = (1, 2);
-/// The same at a compaction, which runs while the disk is idle and so can afford to
-/// copy more to give space back. At three quarters, random writes over a 1 GiB disk
-/// left 0.55 of logical on disk; at seven eighths 0.54, for about 240 MiB more written
-/// once the writes stop (`bench/space.sh`).
-const SPARSE_AT_COMPACTION: (u64, u64) = (7, 8);
+/// Which data chunks a bottom-level merge rewrites to give back the space their
+/// overwritten records hold: sparsest first, at most `REWRITE_BUDGET` live bytes.
+#[derive(Clone, Copy, Debug)]
+struct Rewrite {
+    /// Every chunk whose live fraction is below `num/den`.
+    below: (u64, u64),
+    /// Then chunks up to a denser fraction, while the dead bytes in this disk's chunks
+    /// are more than its live bytes / the divisor: (fraction, divisor).
+    goal: Option<((u64, u64), u64)>,
+}
+
+/// While writes go on: chunks less than half live. A quarter instead wrote less while
+/// random writes went on (1.18 of their bytes by the time they ended instead of 1.24,
+/// `bench/space.sh BIN 3 35000`: a chunk left until the writes pause is sparser then,
+/// so cheaper to copy), but let the disk grow to 1.77 of its live bytes instead of 1.26
+/// under writes that never pause (`tests/space.rs`): not worth it.
+const SPARSE_AT_MERGE: Rewrite = Rewrite {
+    below: (1, 2),
+    goal: None,
+};
+/// At a compaction, which runs while the disk is idle and so can afford to copy more:
+/// every chunk less than seven eighths live, then chunks up to fifteen sixteenths
+/// while more than 1/32 of the live bytes are dead. The threshold alone left from 1.5%
+/// to 5.7% of the live bytes dead, by how the random writes before it ended
+/// (`bench/space.sh BIN 4 35000`: 0.530 to 0.563 of logical on disk); a goal alone
+/// (1/48, sparsest first) saved 30 MiB of the 400-odd MiB copied and left 0.548,
+/// since what random writes leave is mostly chunks between half and seven eighths live.
+const SPARSE_AT_COMPACTION: Rewrite = Rewrite {
+    below: (7, 8),
+    goal: Some(((15, 16), 32)),
+};
 
 /// Levels of runs; index 0 is newest.
 #[derive(Clone, Default)]
@@ -142,8 +166,11 @@ impl Tree {
         // imported disk's index is not rewritten for nothing at every idle moment).
         if self.runs().count() == 1 {
             let sparse = match pinned {
-                Some(p) => self.sparse_chunks(ctx, k, &[], SPARSE_AT_COMPACTION, p)?,
-                None => Vec::new(),
+                Some(p) => {
+                    self.chunks_to_rewrite(ctx, k, &[], SPARSE_AT_COMPACTION, p)?
+                        .0
+                }
+                None => HashSet::new(),
             };
             if sparse.is_empty() {
                 return Ok(None);
@@ -159,7 +186,7 @@ impl Tree {
         ctx: &Ctx,
         k: usize,
         batch: Vec<(u64, Loc)>,
-        sparse: (u64, u64),
+        sparse: Rewrite,
         pinned: Option<&HashSet<ChunkId>>,
     ) -> Result<MergeStats> {
         let bottom = self.levels.iter().skip(k + 1).all(Option::is_none);
@@ -221,18 +248,19 @@ impl Tree {
         Ok(sources)
     }
 
-    /// Data chunks outside `pinned` whose live fraction in the merge of `batch` with
-    /// levels `0..=k` is below `num/den` and whose space is this disk's to free
-    /// (`ChunkStore::owns`: not a fallback's, not shared with a clone): (id, size, live
-    /// bytes).
-    fn sparse_chunks(
+    /// The data chunks to rewrite at a bottom-level merge of `batch` with levels
+    /// `0..=k`, by `policy`, of those outside `pinned` whose space is this disk's to
+    /// free (`ChunkStore::owns`: not a fallback's, not shared with a clone), with live
+    /// fractions taken in the merged output. Also whether candidates were left for
+    /// lack of budget.
+    fn chunks_to_rewrite(
         &self,
         ctx: &Ctx,
         k: usize,
         batch: &[(u64, Loc)],
-        (num, den): (u64, u64),
+        policy: Rewrite,
         pinned: &HashSet<ChunkId>,
-    ) -> Result<Vec<(ChunkId, u32, u64)>> {
+    ) -> Result<(HashSet<ChunkId>, bool)> {
         let mut live: crate::prehashed::Map<ChunkId, (u32, u64)> = Default::default();
         let mut merge = Merge::new(self.sources(ctx, k, batch.to_vec())?)?;
         while let Some((_, loc)) = merge.next_entry()? {
@@ -240,46 +268,77 @@ impl Tree {
                 live.entry(d.chunk).or_insert((d.chunk_size, 0)).1 += u64::from(d.len);
             }
         }
-        Ok(live
-            .into_iter()
-            .filter(|(id, (size, l))| l * den < u64::from(*size) * num && !pinned.contains(id))
+        drop(merge);
+        let below = |(num, den): (u64, u64), size: u64, l: u64| l * den < size * num;
+        let (live_bytes, chunk_bytes) = live.values().fold((0u64, 0u64), |(l, c), (size, n)| {
+            (l + n, c + u64::from(*size))
+        });
+        // The goal counts only dead bytes compaction could free: in chunks this disk
+        // owns and no snapshot holds (a clone's shared chunks would never meet it).
+        let ceiling = policy.goal.map_or(policy.below, |g| g.0);
+        let mut candidates: Vec<(ChunkId, u64, u64)> = Vec::new();
+        let mut dead = 0u64;
+        for (id, (size, l)) in live {
+            let size = u64::from(size);
+            if l >= size || pinned.contains(&id) {
+                continue;
+            }
+            let candidate = below(ceiling, size, l);
             // Last: a file system call per chunk that passed the rest.
-            .filter(|(id, _)| ctx.store.owns(id))
-            .map(|(id, (size, l))| (id, size, l))
-            .collect())
+            if (candidate || policy.goal.is_some()) && ctx.store.owns(&id) {
+                dead += size - l;
+                if candidate {
+                    candidates.push((id, size, l));
+                }
+            }
+        }
+        // Sparsest first (live/size ascending), so each byte copied frees the most.
+        candidates.sort_by(|a, b| (a.2 * b.1).cmp(&(b.2 * a.1)));
+        let dead_goal = policy.goal.map_or(0, |g| live_bytes / g.1.max(1));
+        let mut budget = REWRITE_BUDGET;
+        let mut chosen = HashSet::new();
+        let mut left = false;
+        for (id, size, l) in candidates {
+            if !below(policy.below, size, l) && dead <= dead_goal {
+                break;
+            }
+            if l > budget {
+                left = true;
+                break;
+            }
+            budget -= l;
+            dead = dead.saturating_sub(size - l);
+            chosen.insert(id);
+        }
+        tracing::debug!(
+            live_bytes,
+            chunk_bytes,
+            dead_left = dead,
+            chosen = chosen.len(),
+            left,
+            "data chunks the merge names"
+        );
+        Ok((chosen, left))
     }
 
-    /// Finds data chunks whose live fraction is below `num/den` in the merged output
-    /// and copies their live
-    /// records (at most `REWRITE_BUDGET` bytes per merge, sparsest chunks first) into new
-    /// chunks; returns the new location of each moved block, in block order.
+    /// Rewrites the chunks [`Tree::chunks_to_rewrite`] chooses: copies their live
+    /// records into new chunks; returns the new location of each moved block, in block
+    /// order, and whether candidates were left for lack of budget.
     fn rewrite_sparse_chunks(
         &self,
         ctx: &Ctx,
         k: usize,
         batch: &[(u64, Loc)],
-        (num, den): (u64, u64),
+        sparse: Rewrite,
         pinned: Option<&HashSet<ChunkId>>,
     ) -> Result<(Vec<(u64, Loc)>, bool)> {
         let Some(pinned) = pinned else {
             return Ok((Vec::new(), false));
         };
-        let mut sparse = self.sparse_chunks(ctx, k, batch, (num, den), pinned)?;
-        if sparse.is_empty() {
-            return Ok((Vec::new(), false));
+        let (chosen, left) = self.chunks_to_rewrite(ctx, k, batch, sparse, pinned)?;
+        if chosen.is_empty() {
+            return Ok((Vec::new(), left));
         }
-        sparse.sort_by(|a, b| (a.2 * u64::from(b.1)).cmp(&(b.2 * u64::from(a.1))));
-        let mut budget = REWRITE_BUDGET;
-        let mut chosen = HashSet::new();
-        let candidates = sparse.len();
-        for (id, _, l) in sparse {
-            if l > budget {
-                break;
-            }
-            budget -= l;
-            chosen.insert(id);
-        }
-        let left = chosen.len() < candidates;
         // Within the budget's share for cut chunks: unbounded, up to eight chunks
         // waited here (16 MiB at the peak of random writes, over a 128 MiB budget).
         let mut chunker =
