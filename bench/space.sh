@@ -6,8 +6,10 @@
 # makes builds and days comparable), and random 4 KiB reads (idle for writes, so
 # compaction runs). Prints bytes on disk / logical, device bytes the server wrote over
 # the last two jobs per logical byte of the random writes (as bench/peers.sh counts
-# it), MiB written during the read job, and peak RSS.
-# Usage: bench/space.sh [BIN] [ROUNDS] [RATE_IOPS]
+# it), MiB written during the read job, and peak RSS. With SERVE_LOG=PATH, the server's
+# debug log of each round goes to PATH.ROUND (each bottom-level merge's "data chunks the
+# merge names" line: live, chunk and dead bytes, chunks chosen to rewrite).
+# Usage: [SERVE_LOG=PATH] bench/space.sh [BIN] [ROUNDS] [RATE_IOPS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/bin:/usr/sbin:$PATH"
@@ -25,7 +27,12 @@ if [ -n "$RATE" ]; then rate=(--rate_iops="$RATE"); fi
 for round in $(seq "$ROUNDS"); do
   rm -rf "$DIR/d" && mkdir -p "$DIR/d"
   "$M" create --size 1024M "$DIR/d/d.swap" >/dev/null
-  "$M" serve "$DIR/d/d.swap" --socket "$DIR/s.sock" >/dev/null 2>&1 & pid=$!
+  if [ -n "${SERVE_LOG:-}" ]; then
+    MINDCASTLE_LOG=mindcastle=debug "$M" serve "$DIR/d/d.swap" --socket "$DIR/s.sock" \
+      >/dev/null 2>"$SERVE_LOG.$round" & pid=$!
+  else
+    "$M" serve "$DIR/d/d.swap" --socket "$DIR/s.sock" >/dev/null 2>&1 & pid=$!
+  fi
   for _ in $(seq 100); do [ -S "$DIR/s.sock" ] && break; sleep 0.1; done
   U="nbd+unix:///?socket=$DIR/s.sock"
   nbdcopy --flush "$DIR/image.raw" "$U"
