@@ -96,8 +96,10 @@ impl Core {
                     };
                     if let Err(e) = self.compact(&mut ck) {
                         tracing::warn!(error = %e, "idle compaction failed; will retry");
-                        // Not again until more is written.
+                        // Not again until more is written (nor at once: a pass that
+                        // fails fast, on a full disk, would spin).
                         self.since_compaction.store(0, Ordering::Relaxed);
+                        self.compact_again.store(false, Ordering::Relaxed);
                     }
                     continue;
                 }
