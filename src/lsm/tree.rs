@@ -41,7 +41,7 @@ const SPARSE_AT_MERGE: Rewrite = Rewrite {
 /// every chunk less than seven eighths live, then chunks up to fifteen sixteenths
 /// while more than 1/32 of the live bytes are dead. The threshold alone left from 1.5%
 /// to 5.7% of the live bytes dead, by how the random writes before it ended
-/// (`bench/space.sh BIN 4 35000`: 0.530 to 0.563 of logical on disk); a goal alone
+/// (`bench/space.sh BIN 4 35000`: 0.530 to 0.586 of logical on disk); a goal alone
 /// (1/48, sparsest first) saved 30 MiB of the 400-odd MiB copied and left 0.548,
 /// since what random writes leave is mostly chunks between half and seven eighths live.
 const SPARSE_AT_COMPACTION: Rewrite = Rewrite {
